@@ -1,0 +1,35 @@
+//! Unique id generation: Snowflake-family 64-bit layouts, temporal shards, UUIDv7 and ULID.
+//!
+//! Everything here runs in-process with no network and no disk I/O. Time comes only through
+//! the [`Clock`] trait, so every clock edge case is a plain unit test with a [`ManualClock`].
+//!
+//! ```
+//! use shardflake::{Layout, SnowflakeGenerator};
+//!
+//! let g = SnowflakeGenerator::builder(Layout::preset("twitter")?)
+//!     .node("datacenter", 1)
+//!     .node("worker", 7)
+//!     .build()?;
+//! let id = g.next_id()?;
+//! let fields = g.layout().decode(id)?;
+//! assert_eq!(fields.field("worker"), Some(7));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod clock;
+mod error;
+mod layout;
+mod reservation;
+mod snowflake;
+mod sync;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{DecodeError, GenerateError, LayoutError};
+pub use layout::{
+    format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder,
+    TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,
+    TIME_UNIT_MS_MAX,
+};
+pub use reservation::{NoReserver, Reservation, Reserver};
+pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
