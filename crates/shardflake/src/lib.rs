@@ -23,6 +23,7 @@ mod layout;
 mod reservation;
 mod snowflake;
 mod sync;
+mod temporal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, GenerateError, LayoutError};
@@ -33,3 +34,6 @@ pub use layout::{
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
 pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
+pub use temporal::{
+    BlockError, CounterBlock, CounterSupplier, TemporalBuilder, TemporalGenerator, TemporalUsage,
+};

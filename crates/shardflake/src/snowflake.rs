@@ -71,7 +71,7 @@ pub struct IdRange {
 
 impl IdRange {
     /// The last id of the run.
-    pub fn last(&self) -> u64 {
+    pub fn last_id(&self) -> u64 {
         self.first + (self.len - 1) * self.step
     }
 }
