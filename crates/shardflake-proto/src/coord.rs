@@ -1,0 +1,340 @@
+//! The coordinator's HTTP API: request and response bodies, and its stable error codes.
+//!
+//! Every endpoint except `GET /healthz` requires `Authorization: Bearer <token>`, where the
+//! token is the cluster token from [`CLUSTER_TOKEN_ENV`]. All bodies are JSON.
+//!
+//! | method and path | request | response |
+//! |---|---|---|
+//! | `POST /v1/leases` | [`AcquireRequest`] | [`LeaseGrant`] |
+//! | `POST /v1/leases/{host_id}/renew` | [`RenewRequest`] | [`RenewResponse`] |
+//! | `POST /v1/leases/{host_id}/reservation` | [`ReservationRequest`] | [`ReservationResponse`] |
+//! | `POST /v1/leases/{host_id}/release` | [`ReleaseRequest`] | `204` |
+//! | `POST /v1/blocks` | [`BlockRequest`] | [`BlockGrant`] |
+//! | `POST /v1/standby/wait` | [`StandbyWaitRequest`] | [`StandbyWaitResponse`] |
+//! | `GET /v1/hosts` | | [`HostsResponse`] |
+//! | `GET /healthz` | | `200 ok` |
+//! | `GET /metrics` | | Prometheus text |
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` ([`ErrorBody`]) with a code from
+//! [`codes`].
+//!
+//! ```
+//! use shardflake_proto::coord::{ErrorBody, codes};
+//! let body: ErrorBody = serde_json::from_str(
+//!     r#"{"error":{"code":"stale_token","message":"token 3 is not current"}}"#).unwrap();
+//! assert_eq!(body.error.code, codes::STALE_TOKEN);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that holds the shared cluster token.
+pub const CLUSTER_TOKEN_ENV: &str = "SHARDFLAKE_CLUSTER_TOKEN";
+
+/// Stable error codes of the coordinator API, with the HTTP status each comes with.
+pub mod codes {
+    /// 401: the `Authorization` header is missing or holds the wrong token.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// 400: a malformed body or a parameter out of range.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// 404: no such route, or no lease record for the host id.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 405: the route exists but not with this method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 413: the body is larger than the coordinator accepts.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// 409: every host id of the pool is leased.
+    pub const POOL_EXHAUSTED: &str = "pool_exhausted";
+    /// 409: the requested host id is leased to someone else (or may still be).
+    pub const HOST_BUSY: &str = "host_busy";
+    /// 409: the caller's fencing token is not the host id's current token.
+    pub const STALE_TOKEN: &str = "stale_token";
+    /// 409: the lease has expired; the holder must acquire a new one.
+    pub const LEASE_EXPIRED: &str = "lease_expired";
+    /// 400: a reservation more than `reservation_ahead_ms_max` ahead of the coordinator's clock.
+    pub const RESERVATION_TOO_FAR: &str = "reservation_too_far";
+    /// 409: the counter range of a (shard, host) pair is used up.
+    pub const COUNTER_SPACE_EXHAUSTED: &str = "counter_space_exhausted";
+    /// 400: counter blocks asked of a coordinator that does not run a temporal layout.
+    pub const NOT_TEMPORAL: &str = "not_temporal";
+    /// 503: the coordinator's store failed or is overloaded; retry, possibly elsewhere.
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    /// 500: a bug.
+    pub const INTERNAL: &str = "internal";
+}
+
+/// The JSON error body every failing endpoint returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// One of [`codes`].
+    pub code: String,
+    /// What happened, with the numbers involved.
+    pub message: String,
+}
+
+/// What a host does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds a host id and issues ids.
+    #[default]
+    Primary,
+    /// Waits to take over the host id of a failed primary.
+    Standby,
+}
+
+/// `POST /v1/leases`: asks for a lease on a host id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    /// A name for the holder (host name, address), shown in `/v1/hosts`.
+    pub name: String,
+    /// The lease's time to live; the coordinator's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// Exactly this host id, or fail with `host_busy` (a standby taking over a failed host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<u32>,
+    /// This host id if it is free, else any free one (a node re-acquiring after a loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_host_id: Option<u32>,
+    /// Reserve this far ahead of the coordinator's clock in the same commit (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_ahead_ms: Option<u64>,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The host id, `0..pool_size`.
+    pub host_id: u32,
+    /// The fencing token: larger than every token granted before, across restarts.
+    pub token: u64,
+    /// The lease's time to live, measured by the holder from the time it sent the request.
+    pub ttl_ms: u64,
+    /// The previous holders' reserved bound (Unix ms): issue only timestamps above it.
+    pub start_above_ms: u64,
+    /// The bound reserved for this holder (Unix ms, inclusive; may equal `start_above_ms`).
+    pub reserved_until_ms: u64,
+    /// The layout the coordinator hands host ids out for.
+    pub layout: String,
+    /// Number of host ids in the pool.
+    pub pool_size: u32,
+    /// Shard length in ms when the layout is temporal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_granularity_ms: Option<u64>,
+}
+
+/// A host's counter usage in temporal mode, reported with each renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardUsage {
+    /// The shard the host is issuing in.
+    pub shard: u64,
+    /// Counter values issued in that shard so far.
+    pub used_in_shard: u64,
+    /// The host's own forecast of its use in the next shard, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_next: Option<u64>,
+}
+
+/// `POST /v1/leases/{host_id}/renew`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// The caller's fencing token.
+    pub token: u64,
+    /// Also extend the reservation to this bound (Unix ms), in the same commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_until_ms: Option<u64>,
+    /// Temporal mode: counter usage in the current shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ShardUsage>,
+}
+
+/// The answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// The lease's time to live from the request's send time.
+    pub ttl_ms: u64,
+    /// The reserved bound after this renewal (Unix ms, inclusive).
+    pub reserved_until_ms: u64,
+    /// Temporal mode: the block for the next shard once the coordinator has prepared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_block: Option<BlockGrant>,
+}
+
+/// `POST /v1/leases/{host_id}/reservation`: extends the reserved timestamp bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRequest {
+    /// The caller's fencing token.
+    pub token: u64,
+    /// The bound wanted, Unix ms, inclusive.
+    pub until_ms: u64,
+}
+
+/// The bound after an extension (never lower than before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationResponse {
+    /// The persisted bound, Unix ms, inclusive.
+    pub reserved_until_ms: u64,
+}
+
+/// `POST /v1/leases/{host_id}/release`: gives the host id back before the lease runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// The caller's fencing token.
+    pub token: u64,
+}
+
+/// `POST /v1/blocks`: a counter block for a (shard, host) pair in temporal mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRequest {
+    /// The caller's host id.
+    pub host_id: u32,
+    /// The caller's fencing token.
+    pub token: u64,
+    /// The shard the block is for.
+    pub shard: u64,
+    /// The caller's high-water mark in the shard: the block must start above it.
+    pub after_counter: u64,
+}
+
+/// Counter values `start..end` of one shard for one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockGrant {
+    /// The shard index.
+    pub shard: u64,
+    /// First counter value.
+    pub start: u64,
+    /// One past the last counter value.
+    pub end: u64,
+}
+
+/// `POST /v1/standby/wait`: registers a standby and waits for a failed host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyWaitRequest {
+    /// The standby's name, shown in `/v1/hosts`.
+    pub name: String,
+    /// How long to wait before answering with no host (the coordinator caps it).
+    pub timeout_ms: u64,
+}
+
+/// A host id whose lease has expired, or none when the wait timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyWaitResponse {
+    /// The host id to take over with [`AcquireRequest::host_id`].
+    pub host_id: Option<u32>,
+}
+
+/// The state of a host id's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Held and renewed.
+    Live,
+    /// Not renewed within its TTL; the id may be granted again.
+    Expired,
+    /// Given back by its holder.
+    Released,
+}
+
+/// One shard's forecast next to what the host then used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardForecast {
+    /// The shard index.
+    pub shard: u64,
+    /// The coordinator's forecast made before the shard started.
+    pub predicted: u64,
+    /// Counter values the host reported using in the shard.
+    pub actual: u64,
+}
+
+/// Temporal-mode figures for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemporalStatus {
+    /// The shard of the last usage report.
+    pub shard: u64,
+    /// Counter values used in it so far.
+    pub used_in_shard: u64,
+    /// The host's own forecast for the next shard.
+    pub host_predicted_next: Option<u64>,
+    /// The coordinator's forecast for the next shard.
+    pub forecast_next: u64,
+    /// Recent shards: forecast against actual use.
+    pub history: Vec<ShardForecast>,
+}
+
+/// One host id in `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The host id.
+    pub host_id: u32,
+    /// The current (or last) fencing token.
+    pub token: u64,
+    /// The holder's name.
+    pub holder: String,
+    /// Always [`Role::Primary`] for a leased id.
+    pub role: Role,
+    /// Live, expired or released.
+    pub state: LeaseState,
+    /// Time since the lease was granted, ms.
+    pub lease_age_ms: u64,
+    /// The lease's TTL, ms.
+    pub ttl_ms: u64,
+    /// Reserved bound, Unix ms, inclusive.
+    pub reserved_until_ms: u64,
+    /// Wall time of the last renewal, Unix ms.
+    pub last_heartbeat_ms: u64,
+    /// Time since the last renewal, ms.
+    pub last_heartbeat_age_ms: u64,
+    /// Temporal mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal: Option<TemporalStatus>,
+}
+
+/// A registered standby in `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyStatus {
+    /// The standby's name.
+    pub name: String,
+    /// Always [`Role::Standby`].
+    pub role: Role,
+    /// Time since it last waited, ms.
+    pub last_seen_age_ms: u64,
+}
+
+/// `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsResponse {
+    /// The layout's name.
+    pub layout: String,
+    /// Number of host ids in the pool.
+    pub pool_size: u32,
+    /// Every host id that has ever been leased.
+    pub hosts: Vec<HostStatus>,
+    /// Standbys that waited recently.
+    pub standbys: Vec<StandbyStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_fields_are_omitted_and_defaulted() {
+        let r = AcquireRequest {
+            name: "n1".into(),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"name":"n1"}"#);
+        let back: AcquireRequest = serde_json::from_str(r#"{"name":"n1"}"#).unwrap();
+        assert_eq!(back, r);
+        let renew: RenewRequest = serde_json::from_str(r#"{"token":7}"#).unwrap();
+        assert_eq!(renew.usage, None);
+        assert_eq!(serde_json::to_string(&Role::Standby).unwrap(), r#""standby""#);
+    }
+}

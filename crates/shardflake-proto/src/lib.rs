@@ -1,0 +1,25 @@
+//! Wire types of shardflake: the only place its HTTP formats are defined.
+//!
+//! * [`node`]: what a generator node (`shardflake serve`) answers.
+//! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
+//!   [`ErrorCode`]s every service uses.
+//!
+//! Clients and servers share these types, so a format changes in one place.
+//!
+//! ```
+//! use shardflake_proto::{ErrorBody, ErrorCode};
+//!
+//! let body: ErrorBody = serde_json::from_str(
+//!     r#"{"error":{"code":"clock_behind","message":"clock moved backwards by 5 ms"}}"#,
+//! )?;
+//! assert_eq!(body.error.code, ErrorCode::ClockBehind);
+//! assert_eq!(body.error.code.http_status(), 503);
+//! assert!(body.error.code.is_retryable());
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod node;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
