@@ -449,7 +449,8 @@ impl Layout {
     /// The Unix ms at which a tick starts.
     #[inline]
     pub fn ms_of_tick(&self, tick: u64) -> u64 {
-        self.epoch_ms.saturating_add(tick.saturating_mul(self.time_unit_ms))
+        self.epoch_ms
+            .saturating_add(tick.saturating_mul(self.time_unit_ms))
     }
 
     /// Packs node field values into their bit positions.
@@ -600,9 +601,7 @@ impl Decoded {
 pub fn format_rfc3339_ms(unix_ms: u64) -> String {
     // humantime formats any SystemTime; beyond its range (year 9999) we print a marker.
     match UNIX_EPOCH.checked_add(Duration::from_millis(unix_ms)) {
-        Some(t) if unix_ms < 253_402_300_800_000 => {
-            humantime::format_rfc3339_millis(t).to_string()
-        }
+        Some(t) if unix_ms < 253_402_300_800_000 => humantime::format_rfc3339_millis(t).to_string(),
         _ => format!("+{unix_ms}ms-after-1970"),
     }
 }
@@ -631,13 +630,23 @@ mod tests {
         let expect: &[(&str, &[(&str, u32)], u64, u64)] = &[
             (
                 "twitter",
-                &[("timestamp", 41), ("datacenter", 5), ("worker", 5), ("sequence", 12)],
+                &[
+                    ("timestamp", 41),
+                    ("datacenter", 5),
+                    ("worker", 5),
+                    ("sequence", 12),
+                ],
                 1,
                 1_288_834_974_657,
             ),
             (
                 "discord",
-                &[("timestamp", 41), ("worker", 5), ("process", 5), ("increment", 12)],
+                &[
+                    ("timestamp", 41),
+                    ("worker", 5),
+                    ("process", 5),
+                    ("increment", 12),
+                ],
                 1,
                 1_420_070_400_000,
             ),
@@ -731,7 +740,10 @@ mod tests {
             .sequence("s", 12)
             .build()
             .unwrap_err();
-        assert!(e.to_string().contains("timestamp field must come first"), "{e}");
+        assert!(
+            e.to_string().contains("timestamp field must come first"),
+            "{e}"
+        );
         let e = LayoutBuilder::new("x")
             .timestamp("t", 41)
             .sequence("t", 12)
@@ -746,22 +758,33 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, LayoutError::TimeUnit { unit_ms: 0, .. }));
         let e = Layout::preset("snowflak").unwrap_err();
-        assert!(e.to_string().contains("known layouts: default, twitter"), "{e}");
+        assert!(
+            e.to_string().contains("known layouts: default, twitter"),
+            "{e}"
+        );
     }
 
     #[test]
     fn decode_rejects_bits_above_the_layout() {
         let l = Layout::preset("twitter").unwrap();
-        assert!(matches!(l.decode(1 << 63), Err(DecodeError::TooWide { .. })));
+        assert!(matches!(
+            l.decode(1 << 63),
+            Err(DecodeError::TooWide { .. })
+        ));
         // Instagram uses all 64 bits, so nothing is too wide for it.
-        assert!(Layout::preset("instagram").unwrap().decode(u64::MAX).is_ok());
+        assert!(Layout::preset("instagram")
+            .unwrap()
+            .decode(u64::MAX)
+            .is_ok());
     }
 
     #[test]
     fn node_bits_require_every_field_once() {
         let l = Layout::preset("twitter").unwrap();
         assert!(l.node_bits(&[("worker", 1)]).is_err());
-        assert!(l.node_bits(&[("worker", 1), ("datacenter", 1), ("worker", 2)]).is_err());
+        assert!(l
+            .node_bits(&[("worker", 1), ("datacenter", 1), ("worker", 2)])
+            .is_err());
         assert!(l.node_bits(&[("machine", 1)]).is_err());
     }
 

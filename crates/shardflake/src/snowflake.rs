@@ -353,10 +353,7 @@ impl<C: Clock> SnowflakeGenerator<C> {
     fn take(&self, want: u64) -> Result<(u64, u64, u64), GenerateError> {
         loop {
             let now_ms = self.clock.now_ms();
-            let Some(now_tick) = now_ms
-                .checked_sub(self.epoch_ms)
-                .map(|d| d / self.unit_ms)
-            else {
+            let Some(now_tick) = now_ms.checked_sub(self.epoch_ms).map(|d| d / self.unit_ms) else {
                 return Err(GenerateError::EpochInFuture {
                     epoch_ms: self.epoch_ms,
                     now_ms,
@@ -470,3 +467,7 @@ impl<C: Clock> SnowflakeGenerator<C> {
         Ok(Step::WaitUntil(next_tick_ms))
     }
 }
+
+#[cfg(test)]
+#[path = "snowflake_tests.rs"]
+mod tests;

@@ -57,7 +57,9 @@ pub trait CounterSupplier: Send + Sync {
 #[non_exhaustive]
 pub enum BlockError {
     /// The block is empty or reaches past the counter field.
-    #[error("block {start}..{end} for shard {shard} is empty or exceeds the counter range 0..={max}")]
+    #[error(
+        "block {start}..{end} for shard {shard} is empty or exceeds the counter range 0..={max}"
+    )]
     OutOfRange {
         /// Shard of the block.
         shard: u64,
@@ -156,7 +158,11 @@ impl<C: Clock> TemporalBuilder<C> {
     }
     /// Validates and builds. The layout's node field is the host; its sequence is the counter.
     pub fn build(self) -> Result<TemporalGenerator<C>, LayoutError> {
-        let nodes: Vec<_> = self.layout.node_fields().map(|f| f.name().to_string()).collect();
+        let nodes: Vec<_> = self
+            .layout
+            .node_fields()
+            .map(|f| f.name().to_string())
+            .collect();
         let [host_field] = nodes.as_slice() else {
             return Err(LayoutError::Structure(format!(
                 "a temporal layout has exactly one node field (the host); `{}` has {}",
@@ -572,7 +578,10 @@ mod tests {
         assert_eq!(decode(&g, g.next_id().unwrap()).2, 7);
         assert!(matches!(
             g.next_id(),
-            Err(GenerateError::CounterExhausted { shard: 7, counter: 8 })
+            Err(GenerateError::CounterExhausted {
+                shard: 7,
+                counter: 8
+            })
         ));
         // Blocks below what was granted for the shard are refused.
         assert!(matches!(
@@ -602,7 +611,10 @@ mod tests {
         assert_eq!(decode(&g, g.next_id().unwrap()), (8, 1, 2));
         assert_eq!(rec.0.lock().unwrap().len(), asked);
         let u = g.usage();
-        assert_eq!((u.shard, u.next_counter, u.issued_in_shard, u.block_end), (8, 3, 1, 16));
+        assert_eq!(
+            (u.shard, u.next_counter, u.issued_in_shard, u.block_end),
+            (8, 3, 1, 16)
+        );
     }
 
     #[test]
@@ -654,10 +666,17 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let g = g.clone();
-                std::thread::spawn(move || (0..20_000).map(|_| g.next_id().unwrap()).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..20_000)
+                        .map(|_| g.next_id().unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 80_000);
