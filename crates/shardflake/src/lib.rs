@@ -18,15 +18,20 @@
 #![deny(missing_docs)]
 
 mod clock;
+pub mod encode;
 mod error;
+mod fast;
 mod layout;
 mod reservation;
 mod snowflake;
 mod sync;
 mod temporal;
+pub mod ulid;
+pub mod uuid7;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, GenerateError, LayoutError};
+pub use fast::{CoarseClock, FastRng};
 pub use layout::{
     format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder,
     TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,
@@ -37,3 +42,5 @@ pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, 
 pub use temporal::{
     BlockError, CounterBlock, CounterSupplier, TemporalBuilder, TemporalGenerator, TemporalUsage,
 };
+pub use ulid::{Ulid, UlidGenerator};
+pub use uuid7::{Uuid7, Uuid7Generator};
