@@ -15,12 +15,13 @@
 //! | `GET /healthz` | | `200 ok` |
 //! | `GET /metrics` | | Prometheus text |
 //!
-//! Errors are `{"error": {"code": "...", "message": "..."}}` ([`ErrorBody`]) with a code from
-//! [`codes`].
+//! Errors have the same shape as every shardflake error, `{"error": {"code": "...",
+//! "message": "..."}}`, with a code from [`codes`]; [`CoordErrorBody`] keeps the code as a
+//! string so that a client sees coordinator codes the node's [`crate::ErrorCode`] lacks.
 //!
 //! ```
-//! use shardflake_proto::coord::{ErrorBody, codes};
-//! let body: ErrorBody = serde_json::from_str(
+//! use shardflake_proto::coord::{CoordErrorBody, codes};
+//! let body: CoordErrorBody = serde_json::from_str(
 //!     r#"{"error":{"code":"stale_token","message":"token 3 is not current"}}"#).unwrap();
 //! assert_eq!(body.error.code, codes::STALE_TOKEN);
 //! ```
@@ -62,16 +63,16 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
 }
 
-/// The JSON error body every failing endpoint returns.
+/// The JSON error body every failing coordinator endpoint returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
+pub struct CoordErrorBody {
     /// The error.
-    pub error: ErrorDetail,
+    pub error: CoordErrorDetail,
 }
 
 /// A stable code and a human-readable message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
+pub struct CoordErrorDetail {
     /// One of [`codes`].
     pub code: String,
     /// What happened, with the numbers involved.
@@ -335,6 +336,9 @@ mod tests {
         assert_eq!(back, r);
         let renew: RenewRequest = serde_json::from_str(r#"{"token":7}"#).unwrap();
         assert_eq!(renew.usage, None);
-        assert_eq!(serde_json::to_string(&Role::Standby).unwrap(), r#""standby""#);
+        assert_eq!(
+            serde_json::to_string(&Role::Standby).unwrap(),
+            r#""standby""#
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Wire types of shardflake: the only place its HTTP formats are defined.
 //!
 //! * [`node`]: what a generator node (`shardflake serve`) answers.
+//! * [`coord`]: the coordinator's API (leases, reservations, counter blocks, standbys).
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
 //!   [`ErrorCode`]s every service uses.
 //!
@@ -19,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod coord;
 pub mod error;
 pub mod node;
 

@@ -1,0 +1,270 @@
+//! [`CoordinatorClient`]: the coordinator's HTTP API over a list of coordinator URLs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shardflake_proto::coord::{
+    AcquireRequest, BlockGrant, BlockRequest, CoordErrorBody, HostsResponse, LeaseGrant,
+    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
+    StandbyWaitRequest, StandbyWaitResponse,
+};
+use thiserror::Error;
+
+/// Default time limit of one request to one coordinator.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Extra time allowed beyond a long poll's own timeout.
+const LONG_POLL_SLACK_MS: u64 = 5_000;
+/// Most coordinator URLs accepted.
+pub const URLS_MAX: usize = 16;
+
+/// Why a call to the coordinators failed.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A coordinator answered with an API error (not retried elsewhere: every coordinator
+    /// would say the same).
+    #[error("coordinator refused ({status} {code}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable code from [`shardflake_proto::coord::codes`].
+        code: String,
+        /// The coordinator's message.
+        message: String,
+    },
+    /// No coordinator could be reached or all answered 5xx.
+    #[error("no coordinator answered ({tried} tried); last error: {last}")]
+    Unavailable {
+        /// Coordinators tried.
+        tried: usize,
+        /// The last failure.
+        last: String,
+    },
+    /// A bad URL list or token.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The API error code, if a coordinator answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one or more coordinators sharing a store, with failover between them.
+///
+/// Requests go to the coordinator that answered last; on a connection error, a timeout or a
+/// 5xx the next one is tried, so one coordinator's failure is not seen by the caller.
+#[derive(Debug)]
+pub struct CoordinatorClient {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    auth: Option<String>,
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+impl CoordinatorClient {
+    /// A client of `urls` (`http://host:port`, no path) sending `token` as a bearer token.
+    ///
+    /// ```
+    /// use shardflake_client::CoordinatorClient;
+    /// let c = CoordinatorClient::new(
+    ///     CoordinatorClient::split_urls("http://10.0.0.1:7070, http://10.0.0.2:7070/"),
+    ///     Some("secret".into()),
+    /// ).unwrap();
+    /// assert_eq!(c.urls(), ["http://10.0.0.1:7070", "http://10.0.0.2:7070"]);
+    /// assert!(CoordinatorClient::new(Vec::<String>::new(), None).is_err());
+    /// ```
+    pub fn new(
+        urls: impl IntoIterator<Item = impl Into<String>>,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| u.into().trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() || urls.len() > URLS_MAX {
+            return Err(ClientError::Config(format!(
+                "need 1..={URLS_MAX} coordinator URLs, got {}",
+                urls.len()
+            )));
+        }
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(ClientError::Config(format!(
+                "coordinator URL `{bad}` must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            urls,
+            auth: token.map(|t| format!("Bearer {t}")),
+            preferred: AtomicUsize::new(0),
+            timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+        })
+    }
+
+    /// Splits a comma-separated URL list (`--coordinator a,b`).
+    pub fn split_urls(list: &str) -> Vec<String> {
+        list.split(',').map(str::to_string).collect()
+    }
+
+    /// Sets the time limit of one request to one coordinator.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The coordinator URLs.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body), timeout)
+            .await
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Req>,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
+        let n = self.urls.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = String::new();
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let url = format!("{}{}", self.urls[idx], path);
+            let mut rb = self.http.request(method.clone(), &url).timeout(timeout);
+            if let Some(a) = &self.auth {
+                rb = rb.header(reqwest::header::AUTHORIZATION, a);
+            }
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    tracing::debug!(%url, error = %e, "coordinator unreachable; trying the next");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status.is_server_error() {
+                last = format!("{url}: HTTP {status}");
+                continue;
+            }
+            if !status.is_success() {
+                let text = resp.text().await.unwrap_or_default();
+                return Err(match serde_json::from_str::<CoordErrorBody>(&text) {
+                    Ok(b) => ClientError::Api {
+                        status: status.as_u16(),
+                        code: b.error.code,
+                        message: b.error.message,
+                    },
+                    Err(_) => ClientError::Api {
+                        status: status.as_u16(),
+                        code: "unknown".into(),
+                        message: text,
+                    },
+                });
+            }
+            self.preferred.store(idx, Ordering::Relaxed);
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            // 204 responses carry no body; `()` and friends decode from `null`.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(bytes).map_err(|e| ClientError::Unavailable {
+                tried: i + 1,
+                last: format!("{url}: undecodable response: {e}"),
+            });
+        }
+        Err(ClientError::Unavailable { tried: n, last })
+    }
+
+    /// `POST /v1/leases`.
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseGrant, ClientError> {
+        self.post("/v1/leases", req, self.timeout).await
+    }
+
+    /// `POST /v1/leases/{host_id}/renew`, with a time limit of `timeout`.
+    pub async fn renew(
+        &self,
+        host_id: u32,
+        req: &RenewRequest,
+        timeout: Duration,
+    ) -> Result<RenewResponse, ClientError> {
+        self.post(&format!("/v1/leases/{host_id}/renew"), req, timeout)
+            .await
+    }
+
+    /// `POST /v1/leases/{host_id}/reservation`.
+    pub async fn extend_reservation(
+        &self,
+        host_id: u32,
+        req: &ReservationRequest,
+    ) -> Result<ReservationResponse, ClientError> {
+        self.post(
+            &format!("/v1/leases/{host_id}/reservation"),
+            req,
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `POST /v1/leases/{host_id}/release`.
+    pub async fn release(&self, host_id: u32, req: &ReleaseRequest) -> Result<(), ClientError> {
+        self.post::<_, Option<()>>(&format!("/v1/leases/{host_id}/release"), req, self.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /v1/blocks`.
+    pub async fn block(&self, req: &BlockRequest) -> Result<BlockGrant, ClientError> {
+        self.post("/v1/blocks", req, self.timeout).await
+    }
+
+    /// `POST /v1/standby/wait`: long-polls for up to `req.timeout_ms`.
+    pub async fn standby_wait(
+        &self,
+        req: &StandbyWaitRequest,
+    ) -> Result<StandbyWaitResponse, ClientError> {
+        let t = Duration::from_millis(req.timeout_ms.saturating_add(LONG_POLL_SLACK_MS));
+        self.post("/v1/standby/wait", req, t).await
+    }
+
+    /// `GET /v1/hosts`.
+    pub async fn hosts(&self) -> Result<HostsResponse, ClientError> {
+        self.call::<(), _>(reqwest::Method::GET, "/v1/hosts", None, self.timeout)
+            .await
+    }
+}

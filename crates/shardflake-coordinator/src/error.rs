@@ -1,0 +1,156 @@
+//! The coordinator's errors, each with its stable API code and HTTP status.
+
+use shardflake_proto::coord::codes;
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+/// Why a coordinator operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CoordError {
+    /// Every host id of the pool is leased.
+    #[error("all {pool_size} host ids are leased; add capacity (--max-hosts, a wider layout) or wait for a lease to expire")]
+    PoolExhausted {
+        /// The pool's size.
+        pool_size: u32,
+    },
+    /// The host id asked for is leased to someone else, or may still be.
+    #[error("host id {host_id} is leased (token {token}) and not expired")]
+    HostBusy {
+        /// The host id.
+        host_id: u32,
+        /// Its current token.
+        token: u64,
+    },
+    /// The caller's token is not the host id's current token.
+    #[error("token {token} for host id {host_id} is stale: the current token is {current}")]
+    StaleToken {
+        /// The host id.
+        host_id: u32,
+        /// The caller's token.
+        token: u64,
+        /// The current token.
+        current: u64,
+    },
+    /// The lease has expired or was released; the holder must acquire a new one.
+    #[error("the lease on host id {host_id} with token {token} has expired")]
+    LeaseExpired {
+        /// The host id.
+        host_id: u32,
+        /// The caller's token.
+        token: u64,
+    },
+    /// No lease record exists for the host id.
+    #[error("host id {host_id} has never been leased")]
+    UnknownHost {
+        /// The host id.
+        host_id: u32,
+    },
+    /// The host id lies outside the pool.
+    #[error("host id {host_id} is out of range 0..{pool_size}")]
+    HostOutOfRange {
+        /// The host id.
+        host_id: u32,
+        /// The pool's size.
+        pool_size: u32,
+    },
+    /// A TTL outside the allowed range.
+    #[error("ttl_ms {ttl_ms} is out of range {min_ms}..={max_ms}")]
+    TtlOutOfRange {
+        /// The TTL asked for.
+        ttl_ms: u64,
+        /// Smallest allowed.
+        min_ms: u64,
+        /// Largest allowed.
+        max_ms: u64,
+    },
+    /// A reservation further ahead of the coordinator's clock than allowed.
+    #[error("reservation until {until_ms} is more than {ahead_max_ms} ms ahead of the coordinator's clock ({now_ms}, Unix ms)")]
+    ReservationTooFar {
+        /// The bound asked for.
+        until_ms: u64,
+        /// The coordinator's wall clock.
+        now_ms: u64,
+        /// The limit.
+        ahead_max_ms: u64,
+    },
+    /// The counter range of a (shard, host) pair is used up.
+    #[error("host id {host_id} has used every counter value of shard {shard} (0..={counter_max})")]
+    CounterSpaceExhausted {
+        /// The host id.
+        host_id: u32,
+        /// The shard.
+        shard: u64,
+        /// The largest counter value.
+        counter_max: u64,
+    },
+    /// Counter blocks asked of a coordinator whose layout is not temporal.
+    #[error("counter blocks need a temporal layout; this coordinator runs `{layout}`")]
+    NotTemporal {
+        /// The coordinator's layout.
+        layout: String,
+    },
+    /// A block for a shard too far ahead of the coordinator's clock.
+    #[error("shard {shard} is more than {ahead_max} shard(s) ahead of the coordinator's current shard {current}")]
+    ShardTooFarAhead {
+        /// The shard asked for.
+        shard: u64,
+        /// The coordinator's current shard.
+        current: u64,
+        /// The limit.
+        ahead_max: u64,
+    },
+    /// A malformed request the HTTP layer did not catch.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Too many concurrent writers on the same keys; the compare-and-swap loop gave up.
+    #[error("gave up after {attempts} conflicting attempts; retry")]
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CoordError {
+    /// The stable API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoordError::PoolExhausted { .. } => codes::POOL_EXHAUSTED,
+            CoordError::HostBusy { .. } => codes::HOST_BUSY,
+            CoordError::StaleToken { .. } => codes::STALE_TOKEN,
+            CoordError::LeaseExpired { .. } => codes::LEASE_EXPIRED,
+            CoordError::UnknownHost { .. } => codes::NOT_FOUND,
+            CoordError::HostOutOfRange { .. }
+            | CoordError::TtlOutOfRange { .. }
+            | CoordError::ShardTooFarAhead { .. }
+            | CoordError::BadRequest(_) => codes::BAD_REQUEST,
+            CoordError::ReservationTooFar { .. } => codes::RESERVATION_TOO_FAR,
+            CoordError::CounterSpaceExhausted { .. } => codes::COUNTER_SPACE_EXHAUSTED,
+            CoordError::NotTemporal { .. } => codes::NOT_TEMPORAL,
+            CoordError::Contended { .. } | CoordError::Store(_) => codes::STORE_UNAVAILABLE,
+        }
+    }
+
+    /// The HTTP status that goes with [`CoordError::code`].
+    pub fn status(&self) -> u16 {
+        match self {
+            CoordError::PoolExhausted { .. }
+            | CoordError::HostBusy { .. }
+            | CoordError::StaleToken { .. }
+            | CoordError::LeaseExpired { .. }
+            | CoordError::CounterSpaceExhausted { .. } => 409,
+            CoordError::UnknownHost { .. } => 404,
+            CoordError::HostOutOfRange { .. }
+            | CoordError::TtlOutOfRange { .. }
+            | CoordError::ReservationTooFar { .. }
+            | CoordError::NotTemporal { .. }
+            | CoordError::ShardTooFarAhead { .. }
+            | CoordError::BadRequest(_) => 400,
+            CoordError::Contended { .. } | CoordError::Store(_) => 503,
+        }
+    }
+}

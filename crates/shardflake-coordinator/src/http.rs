@@ -1,0 +1,357 @@
+//! The coordinator's HTTP API (axum); the wire types are in [`shardflake_proto::coord`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use shardflake_proto::coord::{
+    codes, AcquireRequest, BlockRequest, CoordErrorBody, CoordErrorDetail, ReleaseRequest,
+    RenewRequest, ReservationRequest, StandbyWaitRequest, StandbyWaitResponse,
+};
+
+use crate::error::CoordError;
+use crate::state::Coordinator;
+
+/// Largest request body accepted, in bytes.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    coordinator: Arc<Coordinator>,
+    token: Option<Arc<[u8]>>,
+    errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+}
+
+impl AppState {
+    /// Handlers over `coordinator`, requiring `Authorization: Bearer <token>` when a token is
+    /// given (`None` only with `--insecure-no-auth`).
+    pub fn new(coordinator: Arc<Coordinator>, token: Option<String>) -> Self {
+        Self {
+            coordinator,
+            token: token.map(|t| Arc::from(t.into_bytes().into_boxed_slice())),
+            errors: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The coordinator behind the handlers.
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+}
+
+/// An error response: a status and `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<CoordError> for ApiError {
+    fn from(e: CoordError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "request failed");
+        }
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = CoordErrorBody {
+            error: CoordErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// A JSON body whose rejections are [`ApiError`]s.
+struct ApiJson<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let status = r.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        codes::PAYLOAD_TOO_LARGE
+    } else {
+        codes::BAD_REQUEST
+    };
+    ApiError::new(status, code, r.body_text())
+}
+
+fn parse_host(raw: &str) -> Result<u32, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            format!("host id `{raw}` is not a number in 0..=4294967295"),
+        )
+    })
+}
+
+/// Compares in time that depends only on the lengths, so the token cannot be guessed byte by
+/// byte from response times.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(expected) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g, expected));
+        if !ok {
+            let message = if given.is_none() {
+                "missing `Authorization: Bearer <token>` header"
+            } else {
+                "wrong cluster token"
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        // The code is not visible here without parsing the body; the status class suffices
+        // for alerting and the code is in the log and the response.
+        let key = match resp.status().as_u16() {
+            401 => codes::UNAUTHORIZED,
+            404 => codes::NOT_FOUND,
+            409 => "conflict",
+            503 => codes::STORE_UNAVAILABLE,
+            s if s >= 500 => codes::INTERNAL,
+            _ => codes::BAD_REQUEST,
+        };
+        *state
+            .errors
+            .lock()
+            .expect("poisoned")
+            .entry(key)
+            .or_default() += 1;
+    }
+    resp
+}
+
+async fn acquire(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<AcquireRequest>,
+) -> Result<Response, ApiError> {
+    let grant = s.coordinator.acquire(&req).await?;
+    Ok((StatusCode::OK, Json(grant)).into_response())
+}
+
+async fn renew(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Response, ApiError> {
+    let host_id = parse_host(&host)?;
+    Ok(Json(s.coordinator.renew(host_id, &req).await?).into_response())
+}
+
+async fn reservation(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    ApiJson(req): ApiJson<ReservationRequest>,
+) -> Result<Response, ApiError> {
+    let host_id = parse_host(&host)?;
+    Ok(Json(s.coordinator.extend_reservation(host_id, &req).await?).into_response())
+}
+
+async fn release(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<Response, ApiError> {
+    let host_id = parse_host(&host)?;
+    s.coordinator.release(host_id, &req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn blocks(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<BlockRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.grant_block(&req).await?).into_response())
+}
+
+async fn standby_wait(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<StandbyWaitRequest>,
+) -> Result<Response, ApiError> {
+    let host_id = s
+        .coordinator
+        .standby_wait(&req.name, req.timeout_ms)
+        .await?;
+    Ok(Json(StandbyWaitResponse { host_id }).into_response())
+}
+
+async fn hosts(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.hosts().await?).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let c = &s.coordinator;
+    let m = c.metrics();
+    let mut out = String::new();
+    let counters = [
+        ("grants", "Leases granted.", &m.grants),
+        ("renewals", "Leases renewed.", &m.renewals),
+        ("extensions", "Reservations extended.", &m.extensions),
+        (
+            "blocks_requested",
+            "Counter blocks granted on request.",
+            &m.blocks_requested,
+        ),
+        (
+            "blocks_prepared",
+            "Counter blocks prepared ahead of a shard.",
+            &m.blocks_prepared,
+        ),
+        ("releases", "Leases released.", &m.releases),
+        (
+            "standby_offers",
+            "Expired host ids offered to standbys.",
+            &m.standby_offers,
+        ),
+        (
+            "cas_conflicts",
+            "Compare-and-swap conflicts retried.",
+            &m.cas_conflicts,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP shardflake_coordinator_{name}_total {help}\n# TYPE shardflake_coordinator_{name}_total counter\nshardflake_coordinator_{name}_total {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    let stats = c.store().stats();
+    let _ = writeln!(
+        out,
+        "# HELP shardflake_coordinator_store_commits_total Durable store commits (fsyncs).\n# TYPE shardflake_coordinator_store_commits_total counter\nshardflake_coordinator_store_commits_total {}\n# HELP shardflake_coordinator_store_txns_total Transactions carried by those commits.\n# TYPE shardflake_coordinator_store_txns_total counter\nshardflake_coordinator_store_txns_total {}",
+        stats.commits, stats.txns
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardflake_coordinator_live_hosts Host ids with a live lease.\n# TYPE shardflake_coordinator_live_hosts gauge\nshardflake_coordinator_live_hosts {}\n# HELP shardflake_coordinator_pool_size Host ids in the pool.\n# TYPE shardflake_coordinator_pool_size gauge\nshardflake_coordinator_pool_size {}",
+        c.live_hosts().await?,
+        c.config().pool_size
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shardflake_coordinator_http_errors_total Error responses by code.\n# TYPE shardflake_coordinator_http_errors_total counter"
+    );
+    for (code, n) in s.errors.lock().expect("poisoned").iter() {
+        let _ = writeln!(
+            out,
+            "shardflake_coordinator_http_errors_total{{code=\"{code}\"}} {n}"
+        );
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok((headers, out).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
+
+/// The router: every route but `/healthz` behind the bearer-token check.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/leases", post(acquire))
+        .route("/v1/leases/{host_id}/renew", post(renew))
+        .route("/v1/leases/{host_id}/reservation", post(reservation))
+        .route("/v1/leases/{host_id}/release", post(release))
+        .route("/v1/blocks", post(blocks))
+        .route("/v1/standby/wait", post(standby_wait))
+        .route("/v1/hosts", get(hosts))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,245 @@
+//! The conformance suite every [`KvStore`] backend must pass.
+//!
+//! A backend's tests call [`run_all`] with a factory that returns a fresh, empty store (for
+//! etcd: a client on a fresh key prefix). The suite panics with the name of the failed check.
+//! It covers the key-value contract here and, through [`crate::Coordinator`], the lease,
+//! reservation and block rules on top of it, so a backend that passes can run a coordinator.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use shardflake_coordinator::store::{conformance, MemStore};
+//! conformance::run_all(|| async { MemStore::new() }).await;
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{KvStore, StoreError, Txn, TxnOutcome, VALUE_BYTES_MAX};
+
+/// Runs every check, each on a store from `make_store`.
+pub async fn run_all<S, F, Fut>(mut make_store: F)
+where
+    S: KvStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    absent_key_reads_none(&make_store().await).await;
+    put_if_absent_then_conflict(&make_store().await).await;
+    revisions_increase_and_version_keys(&make_store().await).await;
+    failed_compare_writes_nothing(&make_store().await).await;
+    delete_makes_key_absent(&make_store().await).await;
+    scan_is_sorted_and_bounded_by_prefix(&make_store().await).await;
+    limits_are_enforced(&make_store().await).await;
+    concurrent_increments_lose_nothing(Arc::new(make_store().await)).await;
+    crate::state::conformance::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
+    crate::state::conformance::blocks_only_move_upwards(Arc::new(make_store().await)).await;
+}
+
+fn committed(outcome: TxnOutcome, check: &str) -> u64 {
+    match outcome {
+        TxnOutcome::Committed { revision } => revision,
+        other => panic!("{check}: expected a commit, got {other:?}"),
+    }
+}
+
+/// `get` of a key never written is `None`; an empty scan is empty.
+pub async fn absent_key_reads_none<S: KvStore>(s: &S) {
+    assert_eq!(s.get("nope").await.unwrap(), None, "absent_key_reads_none");
+    assert!(
+        s.scan("nope/").await.unwrap().is_empty(),
+        "absent_key_reads_none: scan"
+    );
+}
+
+/// Compare-with-0 creates a key once; a second create conflicts and reports the version.
+pub async fn put_if_absent_then_conflict<S: KvStore>(s: &S) {
+    let check = "put_if_absent_then_conflict";
+    let rev = committed(
+        s.txn(Txn::new().compare("k", 0).put("k", b"one".to_vec()))
+            .await
+            .unwrap(),
+        check,
+    );
+    let got = s.get("k").await.unwrap().expect(check);
+    assert_eq!(
+        (got.value.as_slice(), got.version),
+        (&b"one"[..], rev),
+        "{check}"
+    );
+    let again = s
+        .txn(Txn::new().compare("k", 0).put("k", b"two".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        TxnOutcome::Conflict {
+            key: "k".into(),
+            actual_version: rev
+        },
+        "{check}"
+    );
+    assert_eq!(s.get("k").await.unwrap().unwrap().value, b"one", "{check}");
+}
+
+/// Every commit gets a larger revision, and the keys it writes carry it as their version.
+pub async fn revisions_increase_and_version_keys<S: KvStore>(s: &S) {
+    let check = "revisions_increase_and_version_keys";
+    let mut last = 0;
+    let mut version = 0;
+    for i in 0..5u8 {
+        let rev = committed(
+            s.txn(
+                Txn::new()
+                    .compare("a", version)
+                    .put("a", vec![i])
+                    .put("b", vec![i]),
+            )
+            .await
+            .unwrap(),
+            check,
+        );
+        assert!(rev > last, "{check}: revision {rev} after {last}");
+        last = rev;
+        version = rev;
+        assert_eq!(s.get("a").await.unwrap().unwrap().version, rev, "{check}");
+        assert_eq!(s.get("b").await.unwrap().unwrap().version, rev, "{check}");
+    }
+    // A commit on another key also moves the revision on, as in etcd.
+    let other = committed(s.txn(Txn::new().put("c", vec![])).await.unwrap(), check);
+    assert!(other > last, "{check}");
+    assert_eq!(s.get("a").await.unwrap().unwrap().version, last, "{check}");
+}
+
+/// A transaction whose second compare fails writes none of its ops.
+pub async fn failed_compare_writes_nothing<S: KvStore>(s: &S) {
+    let check = "failed_compare_writes_nothing";
+    let rev = committed(
+        s.txn(Txn::new().put("x", b"1".to_vec())).await.unwrap(),
+        check,
+    );
+    let out = s
+        .txn(
+            Txn::new()
+                .compare("x", rev)
+                .compare("y", 12345)
+                .put("x", b"2".to_vec())
+                .put("z", b"2".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, TxnOutcome::Conflict { ref key, actual_version: 0 } if key == "y"),
+        "{check}: {out:?}"
+    );
+    assert_eq!(s.get("x").await.unwrap().unwrap().value, b"1", "{check}");
+    assert_eq!(s.get("z").await.unwrap(), None, "{check}");
+}
+
+/// After a delete the key reads as absent and compare-with-0 succeeds again.
+pub async fn delete_makes_key_absent<S: KvStore>(s: &S) {
+    let check = "delete_makes_key_absent";
+    let rev = committed(
+        s.txn(Txn::new().put("d", b"1".to_vec())).await.unwrap(),
+        check,
+    );
+    committed(
+        s.txn(Txn::new().compare("d", rev).delete("d"))
+            .await
+            .unwrap(),
+        check,
+    );
+    assert_eq!(s.get("d").await.unwrap(), None, "{check}");
+    committed(
+        s.txn(Txn::new().compare("d", 0).put("d", b"2".to_vec()))
+            .await
+            .unwrap(),
+        check,
+    );
+}
+
+/// A scan returns exactly the keys with the prefix, in ascending order.
+pub async fn scan_is_sorted_and_bounded_by_prefix<S: KvStore>(s: &S) {
+    let check = "scan_is_sorted_and_bounded_by_prefix";
+    for k in [
+        "host/0002",
+        "host/0000",
+        "host/0001",
+        "hosts",
+        "hos",
+        "block/1",
+    ] {
+        committed(
+            s.txn(Txn::new().put(k, k.as_bytes().to_vec()))
+                .await
+                .unwrap(),
+            check,
+        );
+    }
+    let keys: Vec<String> = s
+        .scan("host/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(v.value, k.as_bytes(), "{check}");
+            k
+        })
+        .collect();
+    assert_eq!(keys, ["host/0000", "host/0001", "host/0002"], "{check}");
+}
+
+/// Oversized values are refused with `TooLarge` and nothing is written.
+pub async fn limits_are_enforced<S: KvStore>(s: &S) {
+    let check = "limits_are_enforced";
+    let err = s
+        .txn(Txn::new().put("big", vec![0; VALUE_BYTES_MAX + 1]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{check}: {err}");
+    assert_eq!(s.get("big").await.unwrap(), None, "{check}");
+}
+
+/// Tasks that read, add one and compare-and-swap, retrying on conflict, lose no increment.
+pub async fn concurrent_increments_lose_nothing<S: KvStore>(s: Arc<S>) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 25;
+    let mut handles = Vec::new();
+    for _ in 0..TASKS {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                loop {
+                    let cur = s.get("counter").await.unwrap();
+                    let (n, version) = match &cur {
+                        Some(v) => (
+                            u64::from_be_bytes(v.value.as_slice().try_into().unwrap()),
+                            v.version,
+                        ),
+                        None => (0, 0),
+                    };
+                    let out = s
+                        .txn(
+                            Txn::new()
+                                .compare("counter", version)
+                                .put("counter", (n + 1).to_be_bytes().to_vec()),
+                        )
+                        .await
+                        .unwrap();
+                    if matches!(out, TxnOutcome::Committed { .. }) {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let v = s.get("counter").await.unwrap().unwrap();
+    assert_eq!(
+        u64::from_be_bytes(v.value.as_slice().try_into().unwrap()),
+        TASKS * EACH,
+        "concurrent_increments_lose_nothing"
+    );
+}

@@ -1,0 +1,109 @@
+//! An in-memory [`KvStore`] for unit tests and simulation. Nothing survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned};
+
+/// A [`KvStore`] in a `BTreeMap` behind a mutex.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<MemInner>,
+    txns: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    revision: u64,
+    map: BTreeMap<String, Versioned>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Applies `txn` to `map` if its compares hold; shared by the memory and redb backends' logic.
+pub(crate) fn check_compares<F>(
+    txn: &Txn,
+    mut version_of: F,
+) -> Result<Option<TxnOutcome>, StoreError>
+where
+    F: FnMut(&str) -> Result<u64, StoreError>,
+{
+    for (key, expected) in &txn.compares {
+        let actual = version_of(key)?;
+        if actual != *expected {
+            return Ok(Some(TxnOutcome::Conflict {
+                key: key.clone(),
+                actual_version: actual,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+impl KvStore for MemStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(async move { Ok(self.inner.lock().expect("poisoned").map.get(key).cloned()) })
+    }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
+        Box::pin(async move {
+            let inner = self.inner.lock().expect("poisoned");
+            Ok(inner
+                .map
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            txn.validate()?;
+            self.txns.fetch_add(1, Ordering::Relaxed);
+            let mut inner = self.inner.lock().expect("poisoned");
+            let map = &inner.map;
+            if let Some(conflict) =
+                check_compares(&txn, |k| Ok(map.get(k).map_or(0, |v| v.version)))?
+            {
+                return Ok(conflict);
+            }
+            inner.revision += 1;
+            let revision = inner.revision;
+            for op in txn.ops {
+                match op {
+                    Op::Put { key, value } => {
+                        inner.map.insert(
+                            key,
+                            Versioned {
+                                value,
+                                version: revision,
+                            },
+                        );
+                    }
+                    Op::Delete { key } => {
+                        inner.map.remove(&key);
+                    }
+                }
+            }
+            Ok(TxnOutcome::Committed { revision })
+        })
+    }
+
+    fn stats(&self) -> StoreStats {
+        let txns = self.txns.load(Ordering::Relaxed);
+        StoreStats {
+            commits: txns,
+            txns,
+        }
+    }
+}
