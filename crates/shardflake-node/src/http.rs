@@ -1,0 +1,543 @@
+//! The HTTP surface: routes, content negotiation, the error mapping and the request
+//! middleware (latency histogram, request timeout).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use shardflake::{GenerateError, IdRange};
+use shardflake_proto::error::retry_after_secs;
+use shardflake_proto::node::{
+    self as wire, HealthResponse, BINARY_ID_BYTES, CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON,
+    CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, IDS_COUNT_MAX,
+};
+use shardflake_proto::{ErrorBody, ErrorCode};
+
+use crate::config::NodeClockPolicy;
+use crate::metrics::Route;
+use crate::state::{AppState, IdSource, Shared, EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
+
+/// A request that takes longer than this answers 503 `request_timeout`.
+pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// No endpoint reads a request body; any extractor added later is limited to this.
+pub const REQUEST_BODY_BYTES_MAX: usize = 1_024;
+
+/// The node's router: every endpoint, the JSON 404 and 405 answers, the body limit, and the
+/// middleware that times every request and bounds it by [`REQUEST_TIMEOUT_MS`].
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(wire::PATH_ID, get(get_id))
+        .route(wire::PATH_IDS, get(get_ids))
+        .route("/inspect/{id}", get(get_inspect))
+        .route(wire::PATH_HEALTHZ, get(get_healthz))
+        .route(wire::PATH_READYZ, get(get_readyz))
+        .route(wire::PATH_METRICS, get(get_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// An error answer: a stable code, a message, and for 503s a retry hint.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    code: ErrorCode,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    fn retry_after_ms(mut self, ms: Option<u64>) -> Self {
+        self.retry_after_ms = ms;
+        self
+    }
+
+    /// Maps a generator error, with the node's context where it changes the meaning.
+    fn generate(shared: &Shared, e: GenerateError) -> Self {
+        if shared.shutting_down.load(Ordering::Acquire) && e == GenerateError::LeaseLost {
+            return ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
+                .retry_after_ms(Some(1_000));
+        }
+        if let GenerateError::NoCounterBlock { shard } = e {
+            let floor = shared.shard_floor();
+            if shard < floor {
+                let now = shared.clock.now_ms();
+                let by = shared.layout().ms_of_tick(floor).saturating_sub(now);
+                return ApiError::new(
+                    ErrorCode::ClockBehind,
+                    format!(
+                        "the clock is in shard {shard}, below shard {floor} that ids were \
+                         already issued in; shard {floor} starts in {by} ms"
+                    ),
+                )
+                .retry_after_ms(Some(by));
+            }
+        }
+        let code = ErrorCode::of_generate_error(&e);
+        let retry = e.retry_after_ms();
+        ApiError::new(code, e.to_string()).retry_after_ms(retry)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&ErrorBody::new(self.code, self.message))
+            .expect("error body serializes");
+        let mut r = bytes_response(CONTENT_TYPE_JSON, Bytes::from(body));
+        *r.status_mut() = status;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            if let Some(ms) = self.retry_after_ms {
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(ms)));
+            }
+        }
+        // The middleware counts errors by code.
+        r.extensions_mut().insert(self.code);
+        r
+    }
+}
+
+fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn id_response(id: u64) -> Response {
+    let mut buf = Vec::with_capacity(64);
+    wire::write_id_json(&mut buf, id);
+    bytes_response(CONTENT_TYPE_JSON, Bytes::from(buf))
+}
+
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = Route::of(req.uri().path());
+    let started = Instant::now();
+    let response = match tokio::time::timeout(
+        Duration::from_millis(REQUEST_TIMEOUT_MS),
+        next.run(req),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request took longer than {REQUEST_TIMEOUT_MS} ms"),
+        )
+        .retry_after_ms(Some(1_000))
+        .into_response(),
+    };
+    let code = response.extensions().get::<ErrorCode>().copied();
+    state
+        .shared
+        .metrics
+        .observe_request(route, started.elapsed(), code);
+    response
+}
+
+/// Where generated ids go.
+enum Sink {
+    Ids(Vec<u64>),
+    Binary(BytesMut),
+}
+
+impl Sink {
+    fn len(&self) -> usize {
+        match self {
+            Sink::Ids(v) => v.len(),
+            Sink::Binary(b) => b.len() / BINARY_ID_BYTES,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, range: IdRange) {
+        match self {
+            Sink::Ids(v) => v.extend(range),
+            Sink::Binary(b) => {
+                let start = b.len();
+                b.resize(start + range.len as usize * BINARY_ID_BYTES, 0);
+                for (chunk, id) in b[start..].chunks_exact_mut(BINARY_ID_BYTES).zip(range) {
+                    chunk.copy_from_slice(&id.to_be_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Takes ids until `sink` holds `count`, keeping what it got if the generator fails.
+fn fill(source: &IdSource, sink: &mut Sink, count: usize) -> Result<(), GenerateError> {
+    while sink.len() < count {
+        let range = source.next_range((count - sink.len()) as u64)?;
+        sink.push(range);
+    }
+    Ok(())
+}
+
+/// What a request does after a generator error.
+enum Retry {
+    /// Wait this long for a clock that stepped back (clock policy wait).
+    Clock(u64),
+    /// Wait for the keeper to extend the reservation or install a block.
+    Extension,
+}
+
+fn retry_plan(shared: &Shared, e: &GenerateError) -> Option<Retry> {
+    match e {
+        GenerateError::ClockMovedBackwards { by_ms } => match shared.config.clock_policy {
+            NodeClockPolicy::Wait { max_wait_ms } if *by_ms <= max_wait_ms => {
+                Some(Retry::Clock(*by_ms))
+            }
+            _ => None,
+        },
+        GenerateError::ReservationExhausted { .. } | GenerateError::CounterExhausted { .. } => {
+            Some(Retry::Extension)
+        }
+        GenerateError::NoCounterBlock { shard } if *shard >= shared.shard_floor() => {
+            Some(Retry::Extension)
+        }
+        _ => None,
+    }
+}
+
+/// Generates `count` ids into `sink`, waiting asynchronously (never parking a runtime
+/// thread) for a stepped-back clock within the policy, and for reservation extensions and
+/// counter blocks up to [`EXTENSION_WAIT_MS_MAX`]. Requests that may wait more than one
+/// 1 ms tick inside the generator run on the blocking pool.
+async fn generate(shared: &Arc<Shared>, mut sink: Sink, count: usize) -> Result<Sink, ApiError> {
+    let started = Instant::now();
+    let inline = count as u64 <= shared.inline_count_max;
+    loop {
+        let result = if inline {
+            fill(&shared.source.load(), &mut sink, count)
+        } else {
+            let source = shared.source.load_full();
+            let (s, r) = tokio::task::spawn_blocking(move || {
+                let r = fill(&source, &mut sink, count);
+                (sink, r)
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("generator task: {e}")))?;
+            sink = s;
+            r
+        };
+        let e = match result {
+            Ok(()) => return Ok(sink),
+            Err(e) => e,
+        };
+        let waited_ms = started.elapsed().as_millis() as u64;
+        match retry_plan(shared, &e) {
+            Some(Retry::Clock(by_ms)) if waited_ms + by_ms <= clock_wait_budget_ms(shared) => {
+                shared.metrics.clock_waits.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(by_ms.max(1))).await;
+            }
+            Some(Retry::Extension) if waited_ms < EXTENSION_WAIT_MS_MAX => {
+                shared
+                    .metrics
+                    .extension_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                // A wake-up that fired before this waiter registered costs one poll interval.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(EXTENSION_POLL_MS),
+                    shared.extended.notified(),
+                )
+                .await;
+            }
+            _ => return Err(ApiError::generate(shared, e)),
+        }
+    }
+}
+
+fn clock_wait_budget_ms(shared: &Shared) -> u64 {
+    match shared.config.clock_policy {
+        NodeClockPolicy::Wait { max_wait_ms } => max_wait_ms + EXTENSION_WAIT_MS_MAX,
+        _ => 0,
+    }
+}
+
+async fn get_id(State(state): State<AppState>) -> Response {
+    let shared = &state.shared;
+    if shared.inline_count_max >= 1 {
+        // The hot path: one load of the generator handle, one compare-and-swap.
+        if let Ok(id) = shared.source.load().next_id() {
+            shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
+            return id_response(id);
+        }
+    }
+    match generate(shared, Sink::Ids(Vec::with_capacity(1)), 1).await {
+        Ok(Sink::Ids(ids)) => {
+            shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
+            id_response(ids[0])
+        }
+        Ok(Sink::Binary(_)) => unreachable!("asked for a Vec sink"),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A representation of a batch of ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repr {
+    Json,
+    Binary,
+    Text,
+}
+
+/// Picks the representation from `Accept`: the highest `q` wins, the earlier range on a tie;
+/// no header means JSON; nothing acceptable is a 406.
+fn negotiate(headers: &HeaderMap) -> Result<Repr, ApiError> {
+    let Some(accept) = headers.get(ACCEPT) else {
+        return Ok(Repr::Json);
+    };
+    let accept = accept
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "the Accept header is not ASCII"))?;
+    let mut best: Option<(f32, Repr)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1.0f32;
+        for p in parts {
+            if let Some(v) = p.trim().strip_prefix("q=") {
+                q = v.trim().parse().unwrap_or(0.0);
+            }
+        }
+        let repr = match media.as_str() {
+            "application/json" | "application/*" | "*/*" => Repr::Json,
+            "application/octet-stream" => Repr::Binary,
+            "text/plain" | "text/*" => Repr::Text,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, repr));
+        }
+    }
+    best.map(|(_, r)| r).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotAcceptable,
+            format!(
+                "none of `{accept}` is available; /ids serves {CONTENT_TYPE_JSON}, \
+                 {CONTENT_TYPE_BINARY} and text/plain"
+            ),
+        )
+    })
+}
+
+fn parse_count(query: Option<&str>) -> Result<usize, ApiError> {
+    let mut count = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "count" {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("unknown query parameter `{key}`; /ids takes only `count`"),
+            ));
+        }
+        if count.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "`count` is given more than once",
+            ));
+        }
+        count = Some(value);
+    }
+    let Some(text) = count else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("the query parameter `count` (1..={IDS_COUNT_MAX}) is required"),
+        ));
+    };
+    let n: u64 = text.parse().map_err(|_| {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return ApiError::new(
+                ErrorCode::CountOutOfRange,
+                format!("count={text} is out of range 1..={IDS_COUNT_MAX}"),
+            );
+        }
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "count=`{}` is not a whole number",
+                text.chars().take(32).collect::<String>()
+            ),
+        )
+    })?;
+    if !(1..=IDS_COUNT_MAX).contains(&n) {
+        return Err(ApiError::new(
+            ErrorCode::CountOutOfRange,
+            format!("count={n} is out of range 1..={IDS_COUNT_MAX}"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+async fn get_ids(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let count = parse_count(query.as_deref())?;
+    let repr = negotiate(&headers)?;
+    let shared = &state.shared;
+    let sink = match repr {
+        Repr::Binary => Sink::Binary(BytesMut::with_capacity(count * BINARY_ID_BYTES)),
+        Repr::Json | Repr::Text => Sink::Ids(Vec::with_capacity(count)),
+    };
+    let sink = generate(shared, sink, count).await?;
+    shared
+        .metrics
+        .ids_ids
+        .fetch_add(count as u64, Ordering::Relaxed);
+    Ok(match sink {
+        Sink::Binary(b) => bytes_response(CONTENT_TYPE_BINARY, b.freeze()),
+        Sink::Ids(ids) if repr == Repr::Text => {
+            let mut out = Vec::with_capacity(ids.len() * 21);
+            wire::write_ids_text(&mut out, &ids);
+            bytes_response(CONTENT_TYPE_TEXT, Bytes::from(out))
+        }
+        Sink::Ids(ids) => {
+            let mut out = Vec::with_capacity(wire::ids_json_len_max(ids.len()));
+            wire::write_ids_json(&mut out, &ids);
+            bytes_response(CONTENT_TYPE_JSON, Bytes::from(out))
+        }
+    })
+}
+
+async fn get_inspect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let shown: String = id.chars().take(32).collect();
+    let n: u64 = id.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("`{shown}` is not a decimal 64-bit id"),
+        )
+    })?;
+    let layout = state.shared.layout();
+    let decoded = layout
+        .decode(n)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidId, e.to_string()))?;
+    let body = serde_json::to_vec(&wire::inspect_object(layout, &decoded))
+        .expect("inspect object serializes");
+    Ok(bytes_response(CONTENT_TYPE_JSON, Bytes::from(body)))
+}
+
+async fn get_healthz() -> Response {
+    let body = serde_json::to_vec(&HealthResponse {
+        status: "ok".into(),
+    })
+    .expect("health serializes");
+    bytes_response(CONTENT_TYPE_JSON, Bytes::from(body))
+}
+
+async fn get_readyz(State(state): State<AppState>) -> Response {
+    let shared = &state.shared;
+    let ready = shared.readiness();
+    let body = serde_json::to_vec(&ready).expect("readiness serializes");
+    let mut r = bytes_response(CONTENT_TYPE_JSON, Bytes::from(body));
+    if !ready.ready {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        if let Err(nr) = shared.check_ready() {
+            if let Some(ms) = nr.retry_after_ms {
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(ms)));
+            }
+        }
+    }
+    r
+}
+
+async fn get_metrics(State(state): State<AppState>) -> Response {
+    let shared = &state.shared;
+    let text = shared.metrics.render(&shared.snapshot());
+    bytes_response(CONTENT_TYPE_METRICS, Bytes::from(text))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no endpoint at {}; endpoints: /id, /ids?count=N, /inspect/{{id}}, /healthz, \
+             /readyz, /metrics",
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> Result<Repr, ApiError> {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
+        negotiate(&h)
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(negotiate(&HeaderMap::new()).unwrap(), Repr::Json);
+        assert_eq!(accept("application/octet-stream").unwrap(), Repr::Binary);
+        assert_eq!(accept("text/plain").unwrap(), Repr::Text);
+        assert_eq!(accept("*/*").unwrap(), Repr::Json);
+        assert_eq!(
+            accept("text/plain;q=0.5, application/octet-stream").unwrap(),
+            Repr::Binary
+        );
+        assert_eq!(
+            accept("application/octet-stream;q=0, text/*").unwrap(),
+            Repr::Text
+        );
+        assert_eq!(
+            accept("image/png").unwrap_err().code,
+            ErrorCode::NotAcceptable
+        );
+    }
+
+    #[test]
+    fn count_parsing() {
+        assert_eq!(parse_count(Some("count=5")).unwrap(), 5);
+        assert_eq!(parse_count(Some("count=100000")).unwrap(), 100_000);
+        for (q, code) in [
+            (None, ErrorCode::BadRequest),
+            (Some("count=0"), ErrorCode::CountOutOfRange),
+            (Some("count=100001"), ErrorCode::CountOutOfRange),
+            (
+                Some("count=99999999999999999999999"),
+                ErrorCode::CountOutOfRange,
+            ),
+            (Some("count=-1"), ErrorCode::BadRequest),
+            (Some("count=abc"), ErrorCode::BadRequest),
+            (Some("count=1&count=2"), ErrorCode::BadRequest),
+            (Some("count=1&x=2"), ErrorCode::BadRequest),
+        ] {
+            assert_eq!(parse_count(q).unwrap_err().code, code, "{q:?}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Serving: the connection-limited listener, [`run`] with graceful shutdown, and the
+//! process entry [`serve`] (runtime, logging, signals).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::serve::Listener;
+use shardflake::{Clock, SystemClock};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, LogFormat, NodeConfig, ServeArgs};
+use crate::http::app;
+use crate::state::{AppState, Shared, StartError};
+use crate::state_file::StateError;
+
+/// After a shutdown signal, connections still open after this long are dropped.
+pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+
+/// Why serving stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The listener failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] io::Error),
+    /// The final state could not be written.
+    #[error("final state write failed: {0}")]
+    State(#[from] StateError),
+}
+
+/// Why `shardflake serve` could not start or stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A flag or environment variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The log subscriber could not be set up (for instance an invalid `RUST_LOG`).
+    #[error("logging: {0}")]
+    Logging(String),
+    /// The tokio runtime or the signal handlers could not be created.
+    #[error("runtime: {0}")]
+    Runtime(io::Error),
+    /// The node could not start (state file, generator).
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// Serving stopped with an error.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Accepts connections while fewer than the limit are open; beyond it, new clients wait in
+/// the kernel's accept queue (back-pressure instead of refused connections).
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+/// A connection holding one of the listener's permits until it closes.
+struct LimitedIo {
+    io: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Drop for LimitedIo {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Listener for LimitedListener {
+    type Io = LimitedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        // axum's listener logs and backs off on accept errors (e.g. EMFILE).
+        let (io, addr) = Listener::accept(&mut self.inner).await;
+        // Responses are small and written at once; Nagle would only add latency.
+        let _ = io.set_nodelay(true);
+        let m = &self.shared.metrics;
+        m.connections_open.fetch_add(1, Ordering::Relaxed);
+        m.connections_total.fetch_add(1, Ordering::Relaxed);
+        (
+            LimitedIo {
+                io,
+                _permit: permit,
+                shared: self.shared.clone(),
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for LimitedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then drains: stops accepting,
+/// lets in-flight requests finish (at most [`SHUTDOWN_DRAIN_MS`]), fences the generator and
+/// persists the final state. Starts the background keeper if it is not running.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    state.start_keeper();
+    let listener = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(state.config().max_connections)),
+        shared: state.shared.clone(),
+    };
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        info!("shutdown requested: draining connections");
+        draining.begin_shutdown();
+        let _ = drain_tx.send(());
+    };
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(graceful);
+    let drain_deadline = async move {
+        match drain_rx.await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = async { server.await } => r?,
+        _ = drain_deadline => warn!(
+            "connections still open {SHUTDOWN_DRAIN_MS} ms after the shutdown signal: closing them"
+        ),
+    }
+    state.shutdown().await?;
+    Ok(())
+}
+
+/// Sets up logging on stderr: `RUST_LOG` filters (default `info`), `format` shapes.
+pub fn init_logging(format: LogFormat) -> Result<(), ServeError> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env()
+        .map_err(|e| ServeError::Logging(format!("RUST_LOG is invalid: {e}")))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    let r = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    r.map_err(|e| ServeError::Logging(e.to_string()))
+}
+
+/// `shardflake serve`: validates the flags, sets up logging and a multi-threaded runtime,
+/// opens the node and serves until SIGTERM or SIGINT, then shuts down cleanly.
+pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let config = NodeConfig::from_args(&args, SystemClock.now_ms())?;
+    init_logging(config.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shardflake-node")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(ServeError::Runtime)?;
+        let addr = config.listen;
+        let state = AppState::open(config)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let cfg = state.config();
+        info!(
+            addr = %local,
+            layout = cfg.layout.name(),
+            node = %cfg.node_label(),
+            clock_policy = %cfg.clock_policy,
+            state_file = %state.state_file().display(),
+            "listening"
+        );
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                _ = term.recv() => info!("SIGTERM received"),
+            }
+        };
+        run(listener, state, shutdown).await?;
+        Ok(())
+    })
+}

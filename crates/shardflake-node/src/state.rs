@@ -1,0 +1,899 @@
+//! The node's shared state: the swappable generator handle, the reservation keeper that
+//! makes every bound durable before it is used, readiness, and the clean-shutdown fence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+use shardflake::{
+    format_rfc3339_ms, Clock, ClockPolicy, CounterBlock, CounterSupplier, GenerateError, IdRange,
+    Layout, LayoutError, Reservation, Reserver, SnowflakeGenerator, SystemClock, TemporalGenerator,
+};
+use shardflake_proto::node::{NodeMode, ReadyResponse};
+use shardflake_proto::{ErrorCode, ErrorDetail};
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{NodeClockPolicy, NodeConfig};
+use crate::metrics::{Metrics, Snapshot};
+use crate::state_file::{Reserved, StateError, StateFile, StateIdentity};
+
+/// How far ahead of the later of the clock and the last issued timestamp the keeper reserves.
+pub const RESERVE_WINDOW_MS: u64 = 2_000;
+/// The keeper extends the reservation once less than this is left.
+pub const EXTEND_BELOW_HEADROOM_MS: u64 = 1_000;
+/// How often the keeper looks at the headroom without being woken.
+pub const KEEPER_INTERVAL_MS: u64 = 100;
+/// The longest pause between retries of a failing state write.
+pub const KEEPER_RETRY_MS_MAX: u64 = 1_000;
+/// Smallest temporal counter block.
+pub const TEMPORAL_BLOCK_MIN: u64 = 1 << 16;
+/// Largest temporal counter block.
+pub const TEMPORAL_BLOCK_MAX: u64 = 1 << 30;
+/// A block that lasted less than this doubles the next one.
+pub const TEMPORAL_BLOCK_GROW_BELOW_MS: u64 = 1_000;
+/// A block that lasted more than this halves the next one.
+pub const TEMPORAL_BLOCK_SHRINK_ABOVE_MS: u64 = 10_000;
+/// The keeper grants the next shard's first block this long before the shard starts, so the
+/// boundary needs no request.
+pub const TEMPORAL_PREFETCH_MS: u64 = 2_000;
+/// The longest a request waits in total for the reservation or a counter block.
+pub const EXTENSION_WAIT_MS_MAX: u64 = 500;
+/// How long a waiting request sleeps before looking again if no extension wakes it.
+pub const EXTENSION_POLL_MS: u64 = 5;
+/// The longest the shutdown waits for in-flight generator calls before it writes the exact
+/// last issued bound (after that it keeps the reserved bound, which is also safe).
+pub const SHUTDOWN_FENCE_WAIT_MS: u64 = 1_000;
+
+/// The clock the node runs on.
+pub type DynClock = Arc<dyn Clock>;
+
+/// Where ids come from. Swapped as a whole (cluster mode gets a new generator with a new
+/// host id; shutdown swaps in [`IdSource::Fenced`]).
+pub(crate) enum IdSource {
+    Snowflake(SnowflakeGenerator<DynClock>),
+    Temporal(TemporalGenerator<DynClock>),
+    /// Issues nothing.
+    Fenced,
+}
+
+impl IdSource {
+    #[inline]
+    pub(crate) fn next_id(&self) -> Result<u64, GenerateError> {
+        match self {
+            IdSource::Snowflake(g) => g.next_id(),
+            IdSource::Temporal(g) => g.next_id(),
+            IdSource::Fenced => Err(GenerateError::LeaseLost),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn next_range(&self, max: u64) -> Result<IdRange, GenerateError> {
+        match self {
+            IdSource::Snowflake(g) => g.next_range(max),
+            IdSource::Temporal(g) => g.next_range(max),
+            IdSource::Fenced => Err(GenerateError::LeaseLost),
+        }
+    }
+}
+
+/// Wakes the keeper from the hot path without blocking: the generator's [`Reserver`] and the
+/// temporal generator's [`CounterSupplier`].
+#[derive(Default)]
+pub(crate) struct Wake {
+    notify: Notify,
+    requested_until_ms: AtomicU64,
+    blocks: Mutex<BTreeMap<u64, u64>>,
+}
+
+impl Reserver for Wake {
+    fn request_extension(&self, needed_until_ms: u64) {
+        self.requested_until_ms
+            .fetch_max(needed_until_ms, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+}
+
+impl CounterSupplier for Wake {
+    fn request_block(&self, shard: u64, after_counter: u64) {
+        {
+            let mut b = self.blocks.lock().expect("block request mutex");
+            let e = b.entry(shard).or_insert(after_counter);
+            *e = (*e).max(after_counter);
+        }
+        self.notify.notify_one();
+    }
+}
+
+/// How the reservation is made durable. Standalone: the local state file. (Cluster mode
+/// adds a variant whose bound is persisted by the coordinator under the lease's token.)
+pub(crate) enum Backing {
+    Standalone(LocalBacking),
+}
+
+pub(crate) struct LocalBacking {
+    file: StateFile,
+    persisted: Mutex<Reserved>,
+}
+
+impl Backing {
+    fn persisted(&self) -> MutexGuard<'_, Reserved> {
+        match self {
+            Backing::Standalone(l) => l.persisted.lock().expect("persisted state mutex"),
+        }
+    }
+
+    /// Applies `change` to a copy of the persisted state, writes it durably, and only then
+    /// makes it the persisted state. Blocking: call from a blocking context.
+    fn persist(
+        &self,
+        clock: &DynClock,
+        metrics: &Metrics,
+        change: impl FnOnce(&mut Reserved),
+    ) -> Result<Reserved, StateError> {
+        match self {
+            Backing::Standalone(l) => {
+                let mut persisted = l.persisted.lock().expect("persisted state mutex");
+                let mut next = persisted.clone();
+                change(&mut next);
+                next.written_at_ms = clock.now_ms();
+                let started = Instant::now();
+                let r = l.file.store(&next);
+                metrics.state_write_last_us.store(
+                    started.elapsed().as_micros().min(u64::MAX as u128) as u64,
+                    Ordering::Relaxed,
+                );
+                match r {
+                    Ok(()) => {
+                        metrics.state_writes.fetch_add(1, Ordering::Relaxed);
+                        *persisted = next.clone();
+                        Ok(next)
+                    }
+                    Err(e) => {
+                        metrics.state_write_errors.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Backing::Standalone(l) => l.file.path(),
+        }
+    }
+}
+
+/// Block sizing and prefetch bookkeeping of the temporal keeper.
+#[derive(Default)]
+struct TemporalKeeper {
+    /// Per shard: when its last block was granted and how large it was.
+    last_grant: BTreeMap<u64, (Instant, u64)>,
+    /// Shards this process has installed a block for (so the prefetch runs once per shard).
+    installed: BTreeSet<u64>,
+}
+
+/// Why the node could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The state file could not be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The generator could not be built for this layout and node id.
+    #[error("cannot build the generator: {0}")]
+    Layout(#[from] LayoutError),
+}
+
+/// Why a readiness check failed.
+#[derive(Debug, Clone)]
+pub(crate) struct NotReady {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+    pub(crate) retry_after_ms: Option<u64>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) clock: DynClock,
+    pub(crate) source: ArcSwap<IdSource>,
+    pub(crate) reservation: Option<Arc<Reservation>>,
+    backing: Backing,
+    wake: Arc<Wake>,
+    /// Notified after every extension or block installation, for waiting requests.
+    pub(crate) extended: Notify,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutting_down: AtomicBool,
+    /// Temporal layout: the persisted shard floor, readable without the state mutex (which
+    /// is held across fsyncs).
+    floor: AtomicU64,
+    /// Requests up to this many ids run on the runtime thread: the generator may wait at most
+    /// one 1 ms tick for them. Larger ones (and coarse-tick layouts) go to the blocking pool.
+    pub(crate) inline_count_max: u64,
+    node_json: Map<String, Value>,
+    temporal: Mutex<TemporalKeeper>,
+    last_write_error: Mutex<Option<String>>,
+    last_readiness: Mutex<Option<ErrorCode>>,
+    keeper: Mutex<Option<(JoinHandle<()>, watch::Sender<bool>)>>,
+}
+
+/// The node's state, shared by every request: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("layout", &self.shared.config.layout.name())
+            .field("node", &self.shared.config.node_label())
+            .field("state_file", &self.shared.backing.path())
+            .finish()
+    }
+}
+
+fn generator_policy(p: NodeClockPolicy) -> ClockPolicy {
+    match p {
+        // The node waits for a stepped-back clock itself, asynchronously, so the generator
+        // fails at once instead of parking a runtime thread.
+        NodeClockPolicy::Fail | NodeClockPolicy::Wait { .. } => ClockPolicy::Fail,
+        NodeClockPolicy::Borrow {
+            borrow_ahead_ms_max,
+        } => ClockPolicy::Borrow {
+            borrow_ahead_ms_max,
+        },
+    }
+}
+
+impl AppState {
+    /// Opens the node on the system clock; see [`AppState::open_with_clock`].
+    pub fn open(config: NodeConfig) -> Result<AppState, StartError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Locks and reads the state file, builds the generator strictly above the persisted
+    /// bound, and persists the first reservation before returning: the node may serve as
+    /// soon as this returns (it is ready once the clock is within the policy's bound).
+    pub fn open_with_clock(config: NodeConfig, clock: DynClock) -> Result<AppState, StartError> {
+        let layout = config.layout.clone();
+        let mut node_json = Map::new();
+        for n in &config.node {
+            node_json.insert(n.field.clone(), n.value.into());
+        }
+        let identity = StateIdentity {
+            layout: layout.name().to_string(),
+            epoch_ms: layout.epoch_ms(),
+            time_unit_ms: layout.time_unit_ms(),
+            node: node_json.clone(),
+        };
+        let (file, prior) = StateFile::open(&config.state_dir, &config.node_label(), identity)?;
+        let path = file.path().to_path_buf();
+        match &prior {
+            None => info!(file = %path.display(), node = %config.node_label(),
+                "no state file: first start of this layout and node id"),
+            Some(r) => info!(file = %path.display(),
+                reserved_until = %format_rfc3339_ms(r.reserved_until_ms),
+                clean_shutdown = r.clean_shutdown, "read state file"),
+        }
+        for n in config.node.iter().filter(|n| !n.given) {
+            warn!(
+                "{} is not set: using {}=0 for field `{}`; nodes sharing a node id repeat ids",
+                n.var, n.var, n.field
+            );
+        }
+        let prior = prior.unwrap_or_default();
+        let wake = Arc::new(Wake::default());
+        let metrics = Metrics::default();
+        let backing = Backing::Standalone(LocalBacking {
+            file,
+            persisted: Mutex::new(prior.clone()),
+        });
+        let now_ms = clock.now_ms();
+        let is_temporal = layout.name() == "temporal";
+        let (source, reservation, inline_count_max) = if is_temporal {
+            let host = config.node[0].value;
+            let g = TemporalGenerator::builder(layout.clone())
+                .host(host)
+                .clock(clock.clone())
+                .supplier(wake.clone())
+                .build()?;
+            (IdSource::Temporal(g), None, u64::MAX)
+        } else {
+            let reservation = Arc::new(Reservation::new(wake.clone(), EXTEND_BELOW_HEADROOM_MS));
+            let mut b = SnowflakeGenerator::builder(layout.clone())
+                .clock(clock.clone())
+                .policy(generator_policy(config.clock_policy))
+                .reservation(reservation.clone());
+            for (field, value) in config.node_values() {
+                b = b.node(field, value);
+            }
+            if prior.reserved_until_ms > 0 {
+                b = b.start_above_ms(prior.reserved_until_ms);
+            }
+            let g = b.build()?;
+            let inline = if layout.time_unit_ms() == 1 {
+                layout.ids_per_tick()
+            } else {
+                0
+            };
+            (IdSource::Snowflake(g), Some(reservation), inline)
+        };
+        let shared = Arc::new(Shared {
+            config,
+            clock,
+            source: ArcSwap::from_pointee(source),
+            reservation,
+            backing,
+            wake,
+            extended: Notify::new(),
+            metrics,
+            shutting_down: AtomicBool::new(false),
+            floor: AtomicU64::new(prior.temporal.as_ref().map_or(0, |t| t.shard_floor)),
+            inline_count_max,
+            node_json,
+            temporal: Mutex::new(TemporalKeeper::default()),
+            last_write_error: Mutex::new(None),
+            last_readiness: Mutex::new(None),
+            keeper: Mutex::new(None),
+        });
+        // The first reservation is durable before anything can be issued under it.
+        shared.keep_once(true)?;
+        if let Err(nr) = shared.check_ready() {
+            warn!(file = %path.display(), code = %nr.code, "not ready: {}", nr.message);
+            *shared.last_readiness.lock().expect("readiness mutex") = Some(nr.code);
+        }
+        let overflow_ms = layout.overflow_ms();
+        if overflow_ms.saturating_sub(now_ms) < 365 * 86_400_000 {
+            warn!(
+                "layout {} overflows on {}: less than a year from now",
+                layout.name(),
+                layout.overflow_time()
+            );
+        }
+        Ok(AppState { shared })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// The state file's path.
+    pub fn state_file(&self) -> PathBuf {
+        self.shared.backing.path().to_path_buf()
+    }
+
+    /// The reservation bounding the timestamp generator (`None` for the temporal layout).
+    /// Revoking it stops all issuing at once (`503 lease_lost`, `/readyz` not ready).
+    pub fn reservation(&self) -> Option<Arc<Reservation>> {
+        self.shared.reservation.clone()
+    }
+
+    /// The readiness report served at `/readyz`.
+    pub fn readiness(&self) -> ReadyResponse {
+        self.shared.readiness()
+    }
+
+    /// Runs one keeper pass now (extend the reservation or grant counter blocks if needed).
+    /// The background keeper does this on its own; tests on a manual clock call it directly.
+    pub fn keep_now(&self) -> Result<(), StateError> {
+        self.shared.keep_once(false).map(|_| ())
+    }
+
+    /// Starts the background keeper (idempotent). Needs a tokio runtime.
+    pub fn start_keeper(&self) {
+        let mut k = self.shared.keeper.lock().expect("keeper mutex");
+        if k.is_some() {
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        let handle = tokio::spawn(keeper_loop(self.shared.clone(), rx));
+        *k = Some((handle, tx));
+    }
+
+    /// Marks the node as stopping: `/readyz` answers 503 `shutting_down` from now on while
+    /// in-flight and new requests are still served.
+    pub fn begin_shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Stops issuing for good and persists the final state: stops the keeper, fences the
+    /// generator, waits (bounded) for in-flight generator calls, then writes the exact last
+    /// issued bound so a restart need not wait out the unused part of the reservation.
+    pub async fn shutdown(&self) -> Result<(), StateError> {
+        self.begin_shutdown();
+        let keeper = self.shared.keeper.lock().expect("keeper mutex").take();
+        if let Some((handle, stop)) = keeper {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
+        let old = self.shared.source.swap(Arc::new(IdSource::Fenced));
+        if let Some(r) = &self.shared.reservation {
+            r.revoke();
+        }
+        let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_FENCE_WAIT_MS);
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let exact = Arc::strong_count(&old) == 1;
+        let shared = self.shared.clone();
+        let written = tokio::task::spawn_blocking(move || shared.persist_final(&old, exact))
+            .await
+            .expect("final persist task panicked")?;
+        info!(
+            file = %self.shared.backing.path().display(),
+            reserved_until = %format_rfc3339_ms(written.reserved_until_ms),
+            exact,
+            "state persisted; stopped"
+        );
+        Ok(())
+    }
+}
+
+async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    loop {
+        let pause = if failures == 0 {
+            KEEPER_INTERVAL_MS
+        } else {
+            (KEEPER_INTERVAL_MS << failures.min(4)).min(KEEPER_RETRY_MS_MAX)
+        };
+        tokio::select! {
+            _ = shared.wake.notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = stop.changed() => return,
+        }
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || s.keep_once(false)).await {
+            Ok(Ok(_)) => {
+                if failures > 0 {
+                    info!(after = failures, "state file writes succeed again");
+                }
+                failures = 0;
+                *shared.last_write_error.lock().expect("error mutex") = None;
+            }
+            Ok(Err(e)) => {
+                failures = failures.saturating_add(1);
+                // Every failure matters (the node stops issuing when the headroom is gone),
+                // but a failing disk should not flood the log: the first and every 10th.
+                if failures == 1 || failures % 10 == 0 {
+                    error!(failures, "cannot extend the reservation: {e}");
+                }
+                *shared.last_write_error.lock().expect("error mutex") = Some(e.to_string());
+            }
+            Err(e) => {
+                error!("keeper pass panicked: {e}");
+                failures = failures.saturating_add(1);
+            }
+        }
+        shared.log_readiness_change();
+    }
+}
+
+impl Shared {
+    fn node_policy(&self) -> NodeClockPolicy {
+        self.config.clock_policy
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.config.layout
+    }
+
+    /// The lowest temporal shard ids may be issued in (0 for other layouts).
+    pub(crate) fn shard_floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// One keeper pass. Blocking (it writes the state file). Returns whether anything was
+    /// extended. `force` writes even when the headroom is ample (start-up).
+    fn keep_once(&self, force: bool) -> Result<bool, StateError> {
+        let source = self.source.load_full();
+        let changed = match &*source {
+            IdSource::Snowflake(g) => self.keep_snowflake(g, force)?,
+            IdSource::Temporal(g) => self.keep_temporal(g)?,
+            IdSource::Fenced => false,
+        };
+        if changed {
+            self.extended.notify_waiters();
+        }
+        Ok(changed)
+    }
+
+    fn keep_snowflake(
+        &self,
+        g: &SnowflakeGenerator<DynClock>,
+        force: bool,
+    ) -> Result<bool, StateError> {
+        let r = self
+            .reservation
+            .as_ref()
+            .expect("snowflake has a reservation");
+        if r.is_revoked() {
+            return Ok(false);
+        }
+        let base = self.clock.now_ms().max(g.last_issued_ms());
+        let until = r.until_ms();
+        let requested = self.wake.requested_until_ms.load(Ordering::Acquire);
+        if !force && until >= base + EXTEND_BELOW_HEADROOM_MS && requested <= until {
+            return Ok(false);
+        }
+        let target = base.max(requested) + RESERVE_WINDOW_MS;
+        let written = self.backing.persist(&self.clock, &self.metrics, |st| {
+            st.reserved_until_ms = st.reserved_until_ms.max(target);
+            st.clean_shutdown = false;
+        })?;
+        // Durable now: the generator may issue up to it.
+        r.extend_to(written.reserved_until_ms);
+        debug!(until = written.reserved_until_ms, "reservation extended");
+        Ok(true)
+    }
+
+    fn keep_temporal(&self, g: &TemporalGenerator<DynClock>) -> Result<bool, StateError> {
+        let layout = self.layout();
+        let counter_end = layout.sequence_field().max() + 1;
+        let now_ms = self.clock.now_ms();
+        let now_shard = layout.tick_of(now_ms).unwrap_or(0);
+        let usage = g.usage();
+        let requests: Vec<(u64, u64)> = {
+            let mut b = self.wake.blocks.lock().expect("block request mutex");
+            std::mem::take(&mut *b).into_iter().collect()
+        };
+        let mut keeper = self.temporal.lock().expect("temporal keeper mutex");
+        let prior = self
+            .backing
+            .persisted()
+            .temporal
+            .clone()
+            .unwrap_or_default();
+        let mut t = prior.clone();
+        // The generator never goes back to an earlier shard in-process; the floor carries
+        // that across restarts.
+        let mut floor = t.shard_floor.max(usage.shard);
+        let mut grants: Vec<CounterBlock> = Vec::new();
+        let size_for = |keeper: &TemporalKeeper, shard: u64| -> u64 {
+            let last = keeper
+                .last_grant
+                .get(&shard)
+                .or_else(|| keeper.last_grant.range(..shard).next_back().map(|(_, v)| v));
+            match last {
+                None => TEMPORAL_BLOCK_MIN,
+                Some((at, size)) => {
+                    let lasted_ms = at.elapsed().as_millis() as u64;
+                    if keeper.last_grant.contains_key(&shard)
+                        && lasted_ms < TEMPORAL_BLOCK_GROW_BELOW_MS
+                    {
+                        (size * 2).min(TEMPORAL_BLOCK_MAX)
+                    } else if lasted_ms > TEMPORAL_BLOCK_SHRINK_ABOVE_MS {
+                        (size / 2).max(TEMPORAL_BLOCK_MIN)
+                    } else {
+                        *size
+                    }
+                }
+            }
+        };
+        let mut wanted: Vec<(u64, u64)> = requests;
+        // At start-up (nothing installed yet) grant the current shard's first block at once.
+        if keeper.installed.is_empty() && now_shard >= floor {
+            wanted.push((now_shard, 0));
+        }
+        // Shortly before the next shard starts, grant its first block so the switch needs
+        // no request.
+        let next = now_shard + 1;
+        if now_shard >= floor
+            && layout.ms_of_tick(next).saturating_sub(now_ms) <= TEMPORAL_PREFETCH_MS
+            && !keeper.installed.contains(&next)
+        {
+            wanted.push((next, 0));
+        }
+        for (shard, after) in wanted {
+            if shard < floor {
+                debug!(shard, floor, "refusing a block below the shard floor");
+                continue;
+            }
+            if grants.iter().any(|b| b.shard == shard) {
+                continue;
+            }
+            let start = after.max(t.counters.get(&shard).copied().unwrap_or(0));
+            if start >= counter_end {
+                warn!(
+                    shard,
+                    "the shard's counter range is used up until the next shard"
+                );
+                continue;
+            }
+            let size = size_for(&keeper, shard);
+            let end = start.saturating_add(size).min(counter_end);
+            t.counters.insert(shard, end);
+            grants.push(CounterBlock { shard, start, end });
+        }
+        // A block for the current shard means the generator moves into it and never back;
+        // a block for the next shard (prefetched) does not move the floor yet.
+        for b in grants.iter().filter(|b| b.shard <= now_shard) {
+            floor = floor.max(b.shard);
+        }
+        t.shard_floor = floor;
+        t.counters.retain(|s, _| *s >= floor);
+        if grants.is_empty() && t == prior {
+            return Ok(false);
+        }
+        self.backing.persist(&self.clock, &self.metrics, |st| {
+            st.temporal = Some(t.clone());
+            st.clean_shutdown = false;
+        })?;
+        self.floor.store(floor, Ordering::Release);
+        // Durable now: hand the blocks to the generator.
+        for b in grants {
+            keeper.last_grant.insert(b.shard, (Instant::now(), b.len()));
+            keeper.installed.insert(b.shard);
+            match g.install_block(b) {
+                Ok(()) => {
+                    self.metrics.blocks_granted.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        shard = b.shard,
+                        start = b.start,
+                        end = b.end,
+                        "counter block installed"
+                    );
+                }
+                // The shard ended while the block was being written: it is simply unused.
+                Err(e) => debug!("counter block not installed: {e}"),
+            }
+        }
+        keeper.last_grant.retain(|s, _| *s >= floor);
+        keeper.installed.retain(|s| *s >= floor);
+        Ok(true)
+    }
+
+    /// Writes the final state after the generator has been fenced.
+    fn persist_final(&self, old: &IdSource, exact: bool) -> Result<Reserved, StateError> {
+        self.backing
+            .persist(&self.clock, &self.metrics, |st| match old {
+                IdSource::Snowflake(g) if exact => {
+                    // Nothing can be issued any more and no call is in flight: the last
+                    // issued tick is the exact bound.
+                    st.reserved_until_ms = g.last_issued_ms();
+                    st.clean_shutdown = true;
+                }
+                IdSource::Temporal(g) if exact => {
+                    let u = g.usage();
+                    if let Some(t) = st.temporal.as_mut() {
+                        if u.shard >= t.shard_floor && u.next_counter > 0 {
+                            t.shard_floor = u.shard;
+                            t.counters.clear();
+                            t.counters.insert(u.shard, u.next_counter);
+                        }
+                    }
+                    st.clean_shutdown = true;
+                }
+                _ => {}
+            })
+    }
+
+    /// Why the node cannot issue ids now, if it cannot.
+    pub(crate) fn check_ready(&self) -> Result<(), NotReady> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(NotReady {
+                code: ErrorCode::ShuttingDown,
+                message: "the node is shutting down".into(),
+                retry_after_ms: Some(1_000),
+            });
+        }
+        let layout = self.layout();
+        let now_ms = self.clock.now_ms();
+        if now_ms < layout.epoch_ms() {
+            return Err(NotReady {
+                code: ErrorCode::EpochInFuture,
+                message: format!(
+                    "the clock reads {}, before the layout's epoch {}",
+                    format_rfc3339_ms(now_ms),
+                    format_rfc3339_ms(layout.epoch_ms())
+                ),
+                retry_after_ms: Some(layout.epoch_ms() - now_ms),
+            });
+        }
+        if now_ms >= layout.overflow_ms() {
+            return Err(NotReady {
+                code: ErrorCode::LayoutExpired,
+                message: format!(
+                    "layout {} overflowed on {}",
+                    layout.name(),
+                    layout.overflow_time()
+                ),
+                retry_after_ms: None,
+            });
+        }
+        let write_error = || {
+            self.last_write_error
+                .lock()
+                .expect("error mutex")
+                .clone()
+                .map(|e| format!("; last state write failed: {e}"))
+                .unwrap_or_default()
+        };
+        let source = self.source.load();
+        match &**source {
+            IdSource::Fenced => Err(NotReady {
+                code: ErrorCode::ShuttingDown,
+                message: "the generator is fenced".into(),
+                retry_after_ms: Some(1_000),
+            }),
+            IdSource::Snowflake(g) => {
+                let r = self
+                    .reservation
+                    .as_ref()
+                    .expect("snowflake has a reservation");
+                if r.is_revoked() {
+                    return Err(NotReady {
+                        code: ErrorCode::LeaseLost,
+                        message: "the reservation was revoked".into(),
+                        retry_after_ms: Some(1_000),
+                    });
+                }
+                let issued = g.last_issued_ms();
+                let behind = issued.saturating_sub(now_ms);
+                let tolerated = self.node_policy().tolerated_behind_ms();
+                if behind > tolerated {
+                    return Err(NotReady {
+                        code: ErrorCode::ClockBehind,
+                        message: format!(
+                            "the clock ({}) is {behind} ms behind the reserved bound {}; \
+                             clock policy {} tolerates {tolerated} ms; waiting for the clock \
+                             to catch up",
+                            format_rfc3339_ms(now_ms),
+                            format_rfc3339_ms(issued),
+                            self.node_policy()
+                        ),
+                        retry_after_ms: Some(behind - tolerated),
+                    });
+                }
+                let until = r.until_ms();
+                if until < now_ms.max(issued) {
+                    return Err(NotReady {
+                        code: ErrorCode::ReservationExhausted,
+                        message: format!(
+                            "the reservation (until {}) has not been extended{}",
+                            format_rfc3339_ms(until),
+                            write_error()
+                        ),
+                        retry_after_ms: Some(1_000),
+                    });
+                }
+                Ok(())
+            }
+            IdSource::Temporal(g) => {
+                let floor = self.shard_floor();
+                let now_shard = layout.tick_of(now_ms).unwrap_or(0);
+                if now_shard < floor {
+                    let by = layout.ms_of_tick(floor) - now_ms;
+                    return Err(NotReady {
+                        code: ErrorCode::ClockBehind,
+                        message: format!(
+                            "the clock ({}) is in shard {now_shard}, below shard {floor} that \
+                             ids were already issued in; shard {floor} starts in {by} ms",
+                            format_rfc3339_ms(now_ms)
+                        ),
+                        retry_after_ms: Some(by),
+                    });
+                }
+                let u = g.usage();
+                let remaining = u.block_end.saturating_sub(u.next_counter);
+                let has_block = (u.shard == now_shard.max(floor) && remaining > 0)
+                    || u.queued_blocks > 0
+                    || u.shard > now_shard;
+                let counter_end = layout.sequence_field().max() + 1;
+                if !has_block && u.shard == now_shard && u.next_counter >= counter_end {
+                    let next_ms = layout.ms_of_tick(now_shard + 1);
+                    return Err(NotReady {
+                        code: ErrorCode::CounterExhausted,
+                        message: format!(
+                            "every counter value of shard {now_shard} is used; the next shard \
+                             starts in {} ms",
+                            next_ms - now_ms
+                        ),
+                        retry_after_ms: Some(next_ms - now_ms),
+                    });
+                }
+                let error = write_error();
+                if !has_block && !error.is_empty() {
+                    return Err(NotReady {
+                        code: ErrorCode::CounterExhausted,
+                        message: format!("no counter block for shard {now_shard}{error}"),
+                        retry_after_ms: Some(1_000),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn readiness(&self) -> ReadyResponse {
+        let check = self.check_ready();
+        let now_ms = self.clock.now_ms();
+        let mut r = ReadyResponse {
+            ready: check.is_ok(),
+            error: check.err().map(|nr| ErrorDetail {
+                code: nr.code,
+                message: nr.message,
+            }),
+            mode: NodeMode::Standalone,
+            layout: self.layout().name().to_string(),
+            node: self.node_json.clone(),
+            reserved_until_ms: None,
+            headroom_ms: None,
+            last_issued_ms: None,
+            clock_behind_ms: None,
+            borrowed_ahead_ms: None,
+            shard: None,
+            block_remaining: None,
+        };
+        let source = self.source.load();
+        match &**source {
+            IdSource::Snowflake(g) => {
+                let until = self.reservation.as_ref().map_or(0, |r| r.until_ms());
+                let issued = g.last_issued_ms();
+                r.reserved_until_ms = Some(until);
+                r.headroom_ms = Some(until.saturating_sub(now_ms.max(issued)));
+                r.last_issued_ms = Some(issued);
+                r.clock_behind_ms = Some(issued.saturating_sub(now_ms));
+                if matches!(self.node_policy(), NodeClockPolicy::Borrow { .. }) {
+                    r.borrowed_ahead_ms = Some(g.ahead_ms());
+                }
+            }
+            IdSource::Temporal(g) => {
+                let u = g.usage();
+                let floor = self.shard_floor();
+                let layout = self.layout();
+                r.shard = Some(u.shard.max(floor));
+                r.block_remaining = Some(u.block_end.saturating_sub(u.next_counter));
+                r.clock_behind_ms = Some(layout.ms_of_tick(floor).saturating_sub(now_ms));
+            }
+            IdSource::Fenced => {}
+        }
+        r
+    }
+
+    /// Logs readiness transitions (at warn when the node becomes unready).
+    fn log_readiness_change(&self) {
+        let now = self.check_ready();
+        let code = now.as_ref().err().map(|nr| nr.code);
+        let mut last = self.last_readiness.lock().expect("readiness mutex");
+        if *last == code {
+            return;
+        }
+        *last = code;
+        match now {
+            Ok(()) => info!("ready: issuing ids"),
+            Err(nr) => warn!(code = %nr.code, "not ready: {}", nr.message),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let r = self.readiness();
+        let source = self.source.load();
+        let stats = match &**source {
+            IdSource::Snowflake(g) => Some(g.stats()),
+            _ => None,
+        };
+        Snapshot {
+            layout: r.layout.clone(),
+            ready: r.ready,
+            clock_regressions: stats.map_or(0, |s| s.clock_regressions),
+            exhaustion_waits: stats.map_or(0, |s| s.exhaustion_waits),
+            borrowed_ticks: stats.map_or(0, |s| s.borrowed_ticks),
+            borrowed_ahead_ms: r.borrowed_ahead_ms.unwrap_or(0),
+            clock_behind_ms: r.clock_behind_ms.unwrap_or(0),
+            reserved_until_ms: r.reserved_until_ms,
+            headroom_ms: r.headroom_ms,
+            block_remaining: r.block_remaining,
+            shard: r.shard,
+        }
+    }
+}
