@@ -436,8 +436,7 @@ async fn get_inspect(
     let decoded = layout
         .decode(n)
         .map_err(|e| ApiError::new(ErrorCode::InvalidId, e.to_string()))?;
-    let body = serde_json::to_vec(&wire::inspect_object(layout, &decoded))
-        .expect("inspect object serializes");
+    let body = wire::inspect_json(layout, &decoded);
     Ok(bytes_response(CONTENT_TYPE_JSON, Bytes::from(body)))
 }
 

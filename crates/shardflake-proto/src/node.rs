@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /id` | `200` [`IdResponse`]: `{"id": 1, "id_str": "1"}` |
 //! | `GET /ids?count=N` | `200` [`IdsResponse`] (JSON), or packed 8-byte big-endian ids (`Accept: application/octet-stream`), or one decimal id per line (`Accept: text/plain`) |
-//! | `GET /inspect/{id}` | `200` the object of [`inspect_object`] |
+//! | `GET /inspect/{id}` | `200` the object of [`inspect_json`] |
 //! | `GET /healthz` | `200` [`HealthResponse`] while the process runs |
 //! | `GET /readyz` | `200` or `503` [`ReadyResponse`]: may the node issue ids now, and if not, why |
 //! | `GET /metrics` | `200` Prometheus text format 0.0.4 |
@@ -188,30 +188,49 @@ pub fn parse_ids_text(body: &str) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-/// The `GET /inspect/{id}` object: the id (as number and string), the layout's name, every
-/// field under its layout name, `timestamp_ms` (Unix ms) and `time` (RFC 3339 UTC, ms).
+/// The `GET /inspect/{id}` body, one JSON object with the keys in this order: `id`, `id_str`,
+/// `layout`, `timestamp_ms` (Unix ms), `time` (RFC 3339 UTC, ms), then every field under its
+/// layout name, most significant first. Byte for byte what `shardflake inspect --json` prints
+/// for the same id (without the newline).
 ///
 /// ```
 /// use shardflake::Layout;
 /// let layout = Layout::preset("discord").unwrap();
-/// let o = shardflake_proto::node::inspect_object(&layout, &layout.decode(175928847299117063).unwrap());
-/// assert_eq!(o["timestamp_ms"], 1462015105796u64);
-/// assert_eq!(o["time"], "2016-04-30T11:18:25.796Z");
-/// assert_eq!(o["worker"], 1);
-/// assert_eq!(o["increment"], 7);
-/// assert_eq!(o["id_str"], "175928847299117063");
+/// let json = shardflake_proto::node::inspect_json(&layout, &layout.decode(175928847299117063).unwrap());
+/// assert_eq!(
+///     json,
+///     r#"{"id":175928847299117063,"id_str":"175928847299117063","layout":"discord","timestamp_ms":1462015105796,"time":"2016-04-30T11:18:25.796Z","timestamp":41944705796,"worker":1,"process":0,"increment":7}"#
+/// );
 /// ```
-pub fn inspect_object(layout: &Layout, decoded: &Decoded) -> Map<String, Value> {
-    let mut o = Map::new();
-    o.insert("id".into(), decoded.id.into());
-    o.insert("id_str".into(), decoded.id.to_string().into());
-    o.insert("layout".into(), layout.name().into());
-    for (name, value) in &decoded.fields {
-        o.insert(name.clone(), (*value).into());
+pub fn inspect_json(layout: &Layout, decoded: &Decoded) -> String {
+    fn key(out: &mut String, k: &str) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).expect("a str serializes"));
+        out.push(':');
     }
-    o.insert("timestamp_ms".into(), decoded.timestamp_ms.into());
-    o.insert("time".into(), decoded.time.clone().into());
-    o
+    let mut b = itoa::Buffer::new();
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    key(&mut out, "id");
+    out.push_str(b.format(decoded.id));
+    key(&mut out, "id_str");
+    out.push('"');
+    out.push_str(b.format(decoded.id));
+    out.push('"');
+    key(&mut out, "layout");
+    out.push_str(&serde_json::to_string(layout.name()).expect("a str serializes"));
+    key(&mut out, "timestamp_ms");
+    out.push_str(b.format(decoded.timestamp_ms));
+    key(&mut out, "time");
+    out.push_str(&serde_json::to_string(&decoded.time).expect("a str serializes"));
+    for (name, value) in &decoded.fields {
+        key(&mut out, name);
+        out.push_str(b.format(*value));
+    }
+    out.push('}');
+    out
 }
 
 /// `GET /healthz`.
