@@ -1,0 +1,212 @@
+//! The lease keeper: acquisition, renewal, self-fencing, standby takeover, failover.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardflake::{Clock, GenerateError, Layout, ManualClock, SystemClock};
+use shardflake_client::{ClientError, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState};
+use shardflake_coordinator::store::MemStore;
+use shardflake_proto::coord::LeaseState;
+
+use crate::support::{dead_url, TestCoordinator, TOKEN};
+
+fn client(urls: &[&str]) -> Arc<CoordinatorClient> {
+    Arc::new(CoordinatorClient::new(urls.iter().copied(), Some(TOKEN.into())).unwrap())
+}
+
+async fn active_within(keeper: &LeaseKeeper, ms: u64) -> Arc<shardflake_client::ActiveLease> {
+    tokio::time::timeout(Duration::from_millis(ms), keeper.wait_active())
+        .await
+        .expect("no lease in time")
+        .expect("keeper stopped")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeper_holds_a_lease_across_many_ttls_and_releases_it() {
+    let coord = TestCoordinator::start().await;
+    let c = client(&[&coord.url]);
+    let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("node-a", 300));
+    let lease = active_within(&keeper, 5_000).await;
+    assert_eq!(lease.start_above_ms, 0);
+    let g = lease
+        .snowflake(Layout::preset("twitter").unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut last = 0;
+    // Ten TTLs of issuing: the lease must stay valid throughout.
+    for _ in 0..30 {
+        for _ in 0..100 {
+            let id = g.next_id().unwrap();
+            lease.check().unwrap();
+            assert!(id > last && seen.insert(id));
+            last = id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lease.is_valid());
+    let hosts = c.hosts().await.unwrap();
+    assert_eq!(hosts.hosts[0].state, LeaseState::Live);
+    assert!(hosts.hosts[0].reserved_until_ms > SystemClock.now_ms());
+    keeper.shutdown().await;
+    assert!(lease.reservation().is_revoked());
+    assert_eq!(g.next_id(), Err(GenerateError::LeaseLost));
+    assert_eq!(
+        c.hosts().await.unwrap().hosts[0].state,
+        LeaseState::Released
+    );
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_a_crashed_host_above_its_reserved_bound() {
+    let coord = TestCoordinator::start().await;
+    let c = client(&[&coord.url]);
+    let layout = Layout::preset("twitter").unwrap();
+    let primary = LeaseKeeper::start(c.clone(), KeeperConfig::new("primary", 300));
+    let lease = active_within(&primary, 5_000).await;
+    let mut standby_cfg = KeeperConfig::new("standby", 300);
+    standby_cfg.standby = true;
+    let standby = LeaseKeeper::start(c.clone(), standby_cfg);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(matches!(standby.state(), MemberState::Standby));
+    let g = lease.snowflake(layout.clone()).unwrap().build().unwrap();
+    let before: Vec<u64> = (0..1000).map(|_| g.next_id().unwrap()).collect();
+    let bound = c.hosts().await.unwrap().hosts[0].reserved_until_ms;
+    // Crash: the keeper task ends without releasing; the lease runs out at the coordinator.
+    let crashed_at = std::time::Instant::now();
+    drop(primary);
+    let taken = active_within(&standby, 5_000).await;
+    let failover = crashed_at.elapsed();
+    assert_eq!(taken.host_id, lease.host_id);
+    assert!(taken.token > lease.token);
+    assert!(
+        taken.start_above_ms >= bound,
+        "{} < {bound}",
+        taken.start_above_ms
+    );
+    let g2 = taken.snowflake(layout.clone()).unwrap().build().unwrap();
+    // The new holder waits until the wall clock passes the bound, then issues above it.
+    let after = loop {
+        match g2.next_id() {
+            Ok(id) => break id,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert!(layout.decode(after).unwrap().timestamp_ms > bound);
+    assert!(before.iter().all(|&id| id < after));
+    println!("failover with ttl 300 ms took {failover:?}");
+    standby.shutdown().await;
+    coord.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn lease_runs_out_on_the_monotonic_clock_without_a_coordinator() {
+    let coord = TestCoordinator::start().await;
+    let c = client(&[&coord.url]);
+    let keeper = LeaseKeeper::start(c, KeeperConfig::new("node", 1_000));
+    let lease = active_within(&keeper, 5_000).await;
+    let mut rx = keeper.subscribe();
+    coord.stop().await;
+    // From here on simulated time: every renewal fails, and the lease must run out no later
+    // than a TTL after the last acknowledged renewal was sent.
+    tokio::time::pause();
+    let start = tokio::time::Instant::now();
+    assert!(lease.check().is_ok());
+    loop {
+        rx.changed().await.unwrap();
+        if let MemberState::Lost { host_id, token, .. } = &*rx.borrow() {
+            assert_eq!((*host_id, *token), (lease.host_id, lease.token));
+            break;
+        }
+    }
+    assert!(
+        start.elapsed() <= Duration::from_millis(1_000),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(lease.reservation().is_revoked());
+    assert_eq!(lease.check(), Err(GenerateError::LeaseLost));
+    let g = lease
+        .snowflake(Layout::preset("twitter").unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(g.next_id(), Err(GenerateError::LeaseLost));
+    drop(keeper);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_fails_over_between_coordinators_sharing_a_store() {
+    let store = Arc::new(MemStore::new());
+    let a = TestCoordinator::start_on(store.clone(), "twitter").await;
+    let b = TestCoordinator::start_on(store, "twitter").await;
+    let dead = dead_url().await;
+    let c = client(&[&dead, &a.url, &b.url]);
+    let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("node", 300));
+    let lease = active_within(&keeper, 5_000).await;
+    a.stop().await;
+    // Several TTLs with only `b` up: renewals must go through it without losing the lease.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(lease.is_valid());
+    assert!(matches!(keeper.state(), MemberState::Active(ref l) if l.token == lease.token));
+    let wrong = CoordinatorClient::new([b.url.clone()], Some("wrong".into())).unwrap();
+    match wrong.hosts().await {
+        Err(ClientError::Api {
+            status: 401, code, ..
+        }) => assert_eq!(code, "unauthorized"),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let none = CoordinatorClient::new([dead], None).unwrap();
+    assert!(matches!(
+        none.hosts().await,
+        Err(ClientError::Unavailable { tried: 1, .. })
+    ));
+    keeper.shutdown().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_demand_extends_the_reservation_through_the_coordinator() {
+    let coord = TestCoordinator::start().await;
+    let c = client(&[&coord.url]);
+    let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("node", 1_000));
+    let lease = active_within(&keeper, 5_000).await;
+    // A generator whose clock runs 20 s ahead needs far more than the default look-ahead.
+    let ahead = ManualClock::new(SystemClock.now_ms() + 20_000);
+    let g = lease
+        .snowflake(Layout::preset("twitter").unwrap())
+        .unwrap()
+        .clock(ahead.clone())
+        .build()
+        .unwrap();
+    let first = g.next_id().unwrap_err();
+    assert!(
+        matches!(first, GenerateError::ReservationExhausted { .. }),
+        "{first}"
+    );
+    let id = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match g.next_id() {
+                Ok(id) => break id,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .expect("reservation extended");
+    let ts = Layout::preset("twitter")
+        .unwrap()
+        .decode(id)
+        .unwrap()
+        .timestamp_ms;
+    let persisted = c.hosts().await.unwrap().hosts[0].reserved_until_ms;
+    assert!(
+        persisted >= ts,
+        "issued {ts} above the persisted bound {persisted}"
+    );
+    keeper.shutdown().await;
+    coord.stop().await;
+}

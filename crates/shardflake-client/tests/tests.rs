@@ -1,0 +1,4 @@
+//! Client tests against in-process coordinators on 127.0.0.1.
+
+mod keeper;
+mod support;

@@ -1,0 +1,304 @@
+//! The HTTP API through `tower::ServiceExt::oneshot`: auth, errors, limits.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use shardflake::Layout;
+use shardflake_coordinator::http::{app, AppState, BODY_BYTES_MAX};
+use shardflake_coordinator::store::MemStore;
+use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime};
+use shardflake_proto::coord::{CoordErrorBody, HostsResponse, LeaseGrant, RenewResponse};
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-cluster-token";
+
+fn router(pool: u32) -> (axum::Router, ManualTime) {
+    let time = ManualTime::new(1_800_000_000_000);
+    let mut config = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
+    config.pool_size = pool;
+    let c = Arc::new(Coordinator::new(
+        Arc::new(MemStore::new()),
+        Arc::new(time.clone()),
+        config,
+    ));
+    (app(AppState::new(c, Some(TOKEN.into()))), time)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Vec<u8>) {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = auth {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(j) => b
+            .header("content-type", "application/json")
+            .body(Body::from(j.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, bytes)
+}
+
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<CoordErrorBody>(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)))
+        .error
+        .code
+}
+
+#[tokio::test]
+async fn healthz_needs_no_token_and_everything_else_does() {
+    let (app, _) = router(4);
+    let (s, b) = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
+    for (method, uri, body) in [
+        ("POST", "/v1/leases", Some(r#"{"name":"a"}"#)),
+        ("GET", "/v1/hosts", None),
+        ("GET", "/metrics", None),
+        ("POST", "/v1/blocks", Some("{}")),
+        ("GET", "/nope", None),
+    ] {
+        let (s, b) = call(&app, method, uri, None, body).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(error_code(&b), "unauthorized");
+        let (s, b) = call(&app, method, uri, Some("wrong-token"), body).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(error_code(&b), "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn lease_lifecycle_over_http() {
+    let (app, time) = router(2);
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases",
+        Some(TOKEN),
+        Some(r#"{"name":"a","ttl_ms":1000,"reserve_ahead_ms":2000}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let a: LeaseGrant = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (a.host_id, a.layout.as_str(), a.pool_size),
+        (0, "twitter", 2)
+    );
+    assert_eq!(a.reserved_until_ms, time_now(&time) + 2_000);
+    let renew = format!(
+        r#"{{"token":{},"reserve_until_ms":{}}}"#,
+        a.token,
+        time_now(&time) + 3_000
+    );
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/renew",
+        Some(TOKEN),
+        Some(&renew),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let r: RenewResponse = serde_json::from_slice(&b).unwrap();
+    assert_eq!(r.reserved_until_ms, time_now(&time) + 3_000);
+    // Fill the pool, then a third acquire is a clear 409.
+    call(
+        &app,
+        "POST",
+        "/v1/leases",
+        Some(TOKEN),
+        Some(r#"{"name":"b"}"#),
+    )
+    .await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases",
+        Some(TOKEN),
+        Some(r#"{"name":"c"}"#),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "pool_exhausted")
+    );
+    // A stale token is refused.
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/reservation",
+        Some(TOKEN),
+        Some(r#"{"token":999,"until_ms":1}"#),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "stale_token")
+    );
+    // Too far ahead.
+    let far = format!(
+        r#"{{"token":{},"until_ms":{}}}"#,
+        a.token,
+        time_now(&time) + 3_600_000
+    );
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/reservation",
+        Some(TOKEN),
+        Some(&far),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "reservation_too_far")
+    );
+    // Expired: renewals are refused, the id can be taken over above the bound.
+    time.advance_ms(1_000);
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/renew",
+        Some(TOKEN),
+        Some(&renew),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "lease_expired")
+    );
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases",
+        Some(TOKEN),
+        Some(r#"{"name":"s","host_id":0}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let s2: LeaseGrant = serde_json::from_slice(&b).unwrap();
+    assert_eq!(s2.start_above_ms, r.reserved_until_ms);
+    // Status shows both hosts.
+    let (s, b) = call(&app, "GET", "/v1/hosts", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let hosts: HostsResponse = serde_json::from_slice(&b).unwrap();
+    assert_eq!(hosts.hosts.len(), 2);
+    assert_eq!(hosts.hosts[0].holder, "s");
+    // Release, then blocks are refused on a non-temporal layout.
+    let rel = format!(r#"{{"token":{}}}"#, s2.token);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/release",
+        Some(TOKEN),
+        Some(&rel),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let blk = r#"{"host_id":0,"token":1,"shard":0,"after_counter":0}"#;
+    let (s, b) = call(&app, "POST", "/v1/blocks", Some(TOKEN), Some(blk)).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "not_temporal")
+    );
+    let (s, b) = call(&app, "GET", "/metrics", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(b).unwrap();
+    assert!(
+        text.contains("shardflake_coordinator_grants_total 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shardflake_coordinator_releases_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shardflake_coordinator_http_errors_total{code=\"conflict\"} 3"),
+        "{text}"
+    );
+}
+
+fn time_now(t: &ManualTime) -> u64 {
+    use shardflake_coordinator::TimeSource;
+    t.wall_ms()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors() {
+    let (app, _) = router(4);
+    let cases: [(&str, &str, Option<&str>, StatusCode, &str); 6] = [
+        (
+            "POST",
+            "/v1/leases",
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/leases",
+            Some(r#"{"name":"a","ttl_ms":5}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/leases/x/renew",
+            Some(r#"{"token":1}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/leases/3/renew",
+            Some(r#"{"token":1}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v1/leases",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v2/anything",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (s, b) = call(&app, method, uri, Some(TOKEN), body).await;
+        assert_eq!(
+            (s, error_code(&b).as_str()),
+            (status, code),
+            "{method} {uri}"
+        );
+    }
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(BODY_BYTES_MAX));
+    let (s, b) = call(&app, "POST", "/v1/leases", Some(TOKEN), Some(&big)).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+}
