@@ -1,0 +1,58 @@
+//! The `shardflake` command.
+//!
+//! This binary only parses arguments and calls into libraries: each subcommand is one variant
+//! of [`Command`] and one match arm in [`main`]. The subcommands that need no service live in
+//! their own modules here (`generate`, `inspect`, `verify`, `bench`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod generate;
+mod inspect;
+mod kind;
+mod text;
+mod verify;
+
+/// Unique 64- and 128-bit ids: Snowflake-family layouts, temporal shards, UUIDv7 and ULID.
+#[derive(Debug, Parser)]
+#[command(name = "shardflake", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate ids, one per line.
+    Generate(generate::GenerateArgs),
+    /// Decode ids into their fields, or describe a layout when no id is given.
+    Inspect(inspect::InspectArgs),
+    /// Count ids, exact duplicates and order violations in a stream of ids.
+    Verify(verify::VerifyArgs),
+    /// Measure generator throughput next to peer crates, in-process.
+    Bench(bench::BenchArgs),
+    /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
+    Serve(shardflake_node::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => shardflake_node::serve(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

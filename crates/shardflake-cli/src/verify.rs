@@ -1,0 +1,470 @@
+//! `shardflake verify`: exact duplicate and order checks over a stream of ids.
+//!
+//! Method: the input is read in large blocks and parsed in place (no allocation per line)
+//! into one `Vec` of integers, counting order violations (an id not greater than the one on
+//! the line before) on the way. If there are none, the ids are strictly increasing and so
+//! all distinct, and nothing more is done. Otherwise the ids are split into one run per core,
+//! each run is sorted on its own thread with an LSD radix sort (one byte per pass; passes
+//! whose byte is the same in every id are skipped), and one merge walk over the sorted runs
+//! counts every id equal to the one before it. Nothing is sampled: every id is compared.
+//! Memory: 16 bytes per 64-bit id (the ids and the radix sort's scratch space), 32 per
+//! 128-bit id.
+//!
+//! Exit status: 0 when every id is distinct, 1 when there is a duplicate, 2 when the input
+//! cannot be read or a line is not an id of the layout (the message names the line).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use clap::builder::PossibleValuesParser;
+
+use shardflake::encode::decode_u64;
+
+use crate::kind::{self, Format, IdKind};
+use crate::text;
+
+/// Size of each block read from the input.
+const READ_BUF_BYTES: usize = 8 << 20;
+
+/// The longest line accepted, in bytes; a longer one cannot be an id of any layout.
+const LINE_LEN_MAX: usize = 256;
+
+/// Below this many ids a plain comparison sort beats the radix sort's fixed costs.
+const RADIX_MIN_LEN: usize = 1 << 16;
+
+/// Runs sorted in parallel and then merged: the target machine has two cores.
+const RUNS_MAX: usize = 2;
+
+/// How many duplicate ids are listed by value.
+const DUPLICATES_SHOWN_MAX: usize = 10;
+
+/// Exit status for duplicates.
+const EXIT_DUPLICATES: u8 = 1;
+
+/// Exit status for unreadable or unparsable input.
+const EXIT_BAD_INPUT: u8 = 2;
+
+/// Arguments of `shardflake verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, default_value = "default", value_name = "NAME",
+          value_parser = PossibleValuesParser::new(kind::LAYOUT_NAMES), help = kind::LAYOUT_HELP)]
+    layout: String,
+    /// How 64-bit ids are written [default: dec].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<Format>,
+    /// Print how long reading, sorting and counting took, to stderr.
+    #[arg(long)]
+    timings: bool,
+    /// File with one id per line (`\n` or `\r\n`); `-` or nothing reads standard input.
+    #[arg(value_name = "FILE|-")]
+    input: Option<String>,
+}
+
+/// Runs `shardflake verify`.
+pub fn run(args: VerifyArgs) -> Result<ExitCode> {
+    match verify(&args) {
+        Ok(report) => {
+            print!("{report}");
+            Ok(if report.duplicates > 0 {
+                ExitCode::from(EXIT_DUPLICATES)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        // Exit 1 is reserved for "duplicates found", so a script can tell the two apart.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Ids read.
+    pub count: u64,
+    /// Ids equal to an id that came before them (so `count - duplicates` are distinct).
+    pub duplicates: u64,
+    /// Lines whose id is not greater than the previous line's.
+    pub order_violations: u64,
+    /// Some duplicated ids, as text, with how often each occurs.
+    pub examples: Vec<(String, u64)>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "count: {}", self.count)?;
+        writeln!(f, "duplicates: {}", self.duplicates)?;
+        writeln!(f, "order_violations: {}", self.order_violations)?;
+        for (id, times) in &self.examples {
+            writeln!(f, "duplicate: {id} ({times} times)")?;
+        }
+        Ok(())
+    }
+}
+
+fn verify(args: &VerifyArgs) -> Result<Report> {
+    let id_kind = IdKind::parse(&args.layout)?;
+    let (reader, size_hint): (Box<dyn Read>, u64) = match args.input.as_deref() {
+        None | Some("-") => (Box::new(io::stdin().lock()), 0),
+        Some(path) => {
+            let file = File::open(path).with_context(|| format!("cannot open {path}"))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(file), len)
+        }
+    };
+    let timings = args.timings;
+    match id_kind {
+        IdKind::Bits64(layout) => {
+            let bits = layout.total_bits();
+            let name = layout.name().to_string();
+            let format = args.format.unwrap_or(Format::Dec);
+            let parse = move |line: &[u8]| -> Result<u64, String> {
+                // Decimal and hex have allocation-free fast paths; on failure, and for the
+                // other encodings, the library's parser does the work and explains errors.
+                let fast = match format {
+                    Format::Dec => text::parse_dec(line),
+                    Format::Hex => text::parse_hex(line),
+                    Format::Base32 | Format::Base62 => None,
+                };
+                let id = match fast {
+                    Some(id) => id,
+                    None => {
+                        let s = std::str::from_utf8(line)
+                            .map_err(|_| "the line is not UTF-8".to_string())?;
+                        decode_u64(s, format.encoding()).map_err(|e| e.to_string())?
+                    }
+                };
+                if bits < 64 && id >> bits != 0 {
+                    return Err(format!(
+                        "{id} does not fit layout `{name}`: it has bits set above bit {bits}"
+                    ));
+                }
+                Ok(id)
+            };
+            // A decimal id is about 20 bytes with its newline; this over-reserves for
+            // shorter ids, which costs only address space until the pages are touched.
+            let hint = (size_hint / 16) as usize;
+            check(reader, hint, parse, |id: u64| id.to_string(), timings)
+        }
+        IdKind::Uuidv7 | IdKind::Ulid => {
+            if args.format.is_some() {
+                return Err(anyhow!("--format applies to 64-bit layouts only"));
+            }
+            let parse = crate::inspect::text_parser_128(&id_kind);
+            let show = crate::inspect::text_formatter_128(&id_kind);
+            let hint = (size_hint / 27) as usize;
+            check(reader, hint, parse, show, timings)
+        }
+    }
+}
+
+/// Reads every id, then counts duplicates.
+fn check<K: RadixKey>(
+    reader: impl Read,
+    size_hint: usize,
+    parse: impl Fn(&[u8]) -> Result<K, String>,
+    show: impl Fn(K) -> String,
+    timings: bool,
+) -> Result<Report> {
+    let started = Instant::now();
+    let mut ids: Vec<K> = Vec::with_capacity(size_hint);
+    let order_violations = read_ids(reader, &parse, &mut ids)?;
+    let read_at = started.elapsed();
+    let mut report = Report {
+        count: ids.len() as u64,
+        order_violations,
+        ..Report::default()
+    };
+    if order_violations > 0 {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runs = sort_runs(&mut ids, threads);
+        let sorted_at = started.elapsed();
+        let (duplicates, examples) = count_duplicates(&runs);
+        report.duplicates = duplicates;
+        report.examples = examples.into_iter().map(|(k, n)| (show(k), n)).collect();
+        if timings {
+            eprintln!(
+                "read+parse {:.3} s, sort {:.3} s ({} runs), count {:.3} s",
+                read_at.as_secs_f64(),
+                (sorted_at - read_at).as_secs_f64(),
+                runs.len(),
+                (started.elapsed() - sorted_at).as_secs_f64()
+            );
+        }
+    } else if timings {
+        eprintln!(
+            "read+parse {:.3} s; strictly increasing, so no sort was needed",
+            read_at.as_secs_f64()
+        );
+    }
+    Ok(report)
+}
+
+/// Parses every line into `ids`; returns the number of order violations.
+fn read_ids<K: RadixKey>(
+    mut reader: impl Read,
+    parse: &impl Fn(&[u8]) -> Result<K, String>,
+    ids: &mut Vec<K>,
+) -> Result<u64> {
+    let mut buf = vec![0u8; READ_BUF_BYTES];
+    // Bytes at the start of `buf` left over from the previous block: a partial line.
+    let mut kept = 0;
+    let mut line_no: u64 = 0;
+    let mut violations = 0;
+    let mut prev: Option<K> = None;
+    let mut line = |bytes: &[u8], line_no: u64| -> Result<()> {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let id = parse(bytes).map_err(|why| anyhow!("line {line_no}: {why}"))?;
+        if prev.is_some_and(|p| id <= p) {
+            violations += 1;
+        }
+        prev = Some(id);
+        ids.push(id);
+        Ok(())
+    };
+    loop {
+        let n = match reader.read(&mut buf[kept..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow!(e).context("cannot read the input")),
+        };
+        let filled = kept + n;
+        let mut start = 0;
+        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            line_no += 1;
+            line(&buf[start..start + end], line_no)?;
+            start += end + 1;
+        }
+        kept = filled - start;
+        if kept > LINE_LEN_MAX {
+            return Err(anyhow!(
+                "line {}: longer than {LINE_LEN_MAX} bytes, so not an id",
+                line_no + 1
+            ));
+        }
+        buf.copy_within(start..filled, 0);
+    }
+    if kept > 0 {
+        line_no += 1;
+        line(&buf[..kept], line_no)?;
+    }
+    Ok(violations)
+}
+
+/// An integer the radix sort can order one byte at a time.
+pub trait RadixKey: Copy + Ord + Default + Send + Sync {
+    /// Size in bytes.
+    const BYTES: usize;
+    /// Byte `i`, counting from the least significant.
+    fn byte(self, i: usize) -> u8;
+}
+
+impl RadixKey for u64 {
+    const BYTES: usize = 8;
+    #[inline(always)]
+    fn byte(self, i: usize) -> u8 {
+        (self >> (8 * i)) as u8
+    }
+}
+
+impl RadixKey for u128 {
+    const BYTES: usize = 16;
+    #[inline(always)]
+    fn byte(self, i: usize) -> u8 {
+        (self >> (8 * i)) as u8
+    }
+}
+
+/// Splits `ids` into `threads` runs (at most [`RUNS_MAX`]) and sorts each on its own thread.
+fn sort_runs<K: RadixKey>(ids: &mut [K], threads: usize) -> Vec<&[K]> {
+    let run_len = ids.len().div_ceil(threads.clamp(1, RUNS_MAX)).max(1);
+    std::thread::scope(|s| {
+        for run in ids.chunks_mut(run_len) {
+            s.spawn(|| radix_sort(run));
+        }
+    });
+    ids.chunks(run_len).collect()
+}
+
+/// Sorts `v` with a least-significant-digit radix sort, one byte per pass.
+pub fn radix_sort<K: RadixKey>(v: &mut [K]) {
+    let n = v.len();
+    if n < RADIX_MIN_LEN {
+        v.sort_unstable();
+        return;
+    }
+    // One pass builds the histograms of every byte position.
+    let mut counts = vec![[0usize; 256]; K::BYTES];
+    for &k in v.iter() {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[k.byte(d) as usize] += 1;
+        }
+    }
+    let mut scratch = vec![K::default(); n];
+    let mut in_scratch = false;
+    for (d, c) in counts.iter().enumerate() {
+        // A byte that is the same in every key does not change the order.
+        if c.contains(&n) {
+            continue;
+        }
+        let mut offsets = [0usize; 256];
+        let mut sum = 0;
+        for (o, &x) in offsets.iter_mut().zip(c.iter()) {
+            *o = sum;
+            sum += x;
+        }
+        let (src, dst) = if in_scratch {
+            (&scratch[..], &mut v[..])
+        } else {
+            (&v[..], &mut scratch[..])
+        };
+        for &k in src {
+            let b = k.byte(d) as usize;
+            dst[offsets[b]] = k;
+            offsets[b] += 1;
+        }
+        in_scratch = !in_scratch;
+    }
+    if in_scratch {
+        v.copy_from_slice(&scratch);
+    }
+}
+
+/// Counts the ids equal to the id before them in the merged order of at most two sorted runs,
+/// and lists up to [`DUPLICATES_SHOWN_MAX`] duplicated ids with their number of occurrences.
+fn count_duplicates<K: RadixKey>(runs: &[&[K]]) -> (u64, Vec<(K, u64)>) {
+    let (a, b): (&[K], &[K]) = match runs {
+        [] => (&[], &[]),
+        [a] => (a, &[]),
+        [a, b] => (a, b),
+        _ => panic!("count_duplicates merges at most {RUNS_MAX} runs"),
+    };
+    let mut duplicates = 0u64;
+    let mut shown: Vec<K> = Vec::new();
+    let note = |k: K, shown: &mut Vec<K>| {
+        if shown.len() < DUPLICATES_SHOWN_MAX && shown.last() != Some(&k) {
+            shown.push(k);
+        }
+    };
+    let (mut i, mut j) = (0, 0);
+    let mut prev: Option<K> = None;
+    // The merge step is written without branches on the data (the compiler emits
+    // conditional moves), since with shuffled input the branches would be unpredictable.
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        let take_a = x <= y;
+        let v = if take_a { x } else { y };
+        if prev == Some(v) {
+            duplicates += 1;
+            note(v, &mut shown);
+        }
+        prev = Some(v);
+        i += take_a as usize;
+        j += !take_a as usize;
+    }
+    for &v in a[i..].iter().chain(&b[j..]) {
+        if prev == Some(v) {
+            duplicates += 1;
+            note(v, &mut shown);
+        }
+        prev = Some(v);
+    }
+    // Occurrences of the listed ids, by binary search in each run.
+    let examples = shown
+        .into_iter()
+        .map(|k| {
+            let times: usize = [a, b]
+                .iter()
+                .map(|run| run.partition_point(|&x| x <= k) - run.partition_point(|&x| x < k))
+                .sum();
+            (k, times as u64)
+        })
+        .collect();
+    (duplicates, examples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed
+    }
+
+    #[test]
+    fn radix_sort_matches_sort_unstable() {
+        let mut seed = 7;
+        for len in [0, 1, 2, 1000, RADIX_MIN_LEN, RADIX_MIN_LEN * 3 + 17] {
+            let v: Vec<u64> = (0..len)
+                .map(|_| lcg(&mut seed) >> (lcg(&mut seed) % 64))
+                .collect();
+            let mut a = v.clone();
+            let mut b = v;
+            radix_sort(&mut a);
+            b.sort_unstable();
+            assert_eq!(a, b, "len {len}");
+        }
+        let v: Vec<u128> = (0..RADIX_MIN_LEN * 2)
+            .map(|_| ((lcg(&mut seed) as u128) << 64) | lcg(&mut seed) as u128)
+            .collect();
+        let mut a = v.clone();
+        let mut b = v;
+        radix_sort(&mut a);
+        b.sort_unstable();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn duplicates_are_counted_across_runs() {
+        let mut seed = 11;
+        let ids: Vec<u64> = (0..200_000).map(|_| lcg(&mut seed) % 150_000).collect();
+        let mut expect = ids.clone();
+        expect.sort_unstable();
+        let distinct = {
+            let mut d = expect.clone();
+            d.dedup();
+            d.len() as u64
+        };
+        for threads in [1, 2, 3] {
+            let mut v = ids.clone();
+            let runs = sort_runs(&mut v, threads);
+            let (dups, examples) = count_duplicates(&runs);
+            assert_eq!(dups, ids.len() as u64 - distinct, "threads {threads}");
+            assert_eq!(examples.len(), DUPLICATES_SHOWN_MAX);
+            for (k, times) in examples {
+                let real = expect.iter().filter(|&&x| x == k).count() as u64;
+                assert_eq!(times, real, "id {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_id_three_times_across_two_runs() {
+        let mut v: Vec<u64> = vec![5, 1, 5, 2, 5, 3, 1];
+        let runs = sort_runs(&mut v, 2);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(count_duplicates(&runs), (3, vec![(1, 2), (5, 3)]));
+    }
+
+    #[test]
+    fn reading_counts_violations_and_names_bad_lines() {
+        let parse = |l: &[u8]| text::parse_dec(l).ok_or_else(|| "bad".to_string());
+        let mut ids = Vec::new();
+        let v = read_ids(&b"1\n2\r\n2\n1\n7"[..], &parse, &mut ids).unwrap();
+        assert_eq!((ids.as_slice(), v), (&[1u64, 2, 2, 1, 7][..], 2));
+        let e = read_ids(&b"1\n2\nx\n"[..], &parse, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.to_string(), "line 3: bad");
+        let e = read_ids(&b"1\n\n3\n"[..], &parse, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.to_string(), "line 2: bad");
+    }
+}

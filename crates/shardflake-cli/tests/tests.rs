@@ -1,0 +1,3 @@
+//! Integration tests of the `shardflake` binary, gathered into one test binary.
+
+mod cli;
