@@ -46,13 +46,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDFLAKE_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// Machine id: the layout's lowest node field (twitter: `worker`; default: `node`;
-    /// sonyflake: `machine`; temporal: `host`). 0 when unset.
+    /// Machine id: the layout's only node field, or the less significant of two (twitter:
+    /// `worker`; default: `node`; sonyflake: `machine`; temporal: `host`). 0 when unset.
     #[arg(long, env = "MACHINE_ID")]
     pub machine_id: Option<u64>,
 
-    /// Datacenter id: the upper node field of two-field layouts (twitter: `datacenter`;
-    /// discord: `worker`). 0 when unset; layouts with one node field reject a non-zero value.
+    /// Datacenter id: the more significant node field of two-field layouts (twitter:
+    /// `datacenter`; discord: `worker`). 0 when unset; layouts with one node field reject a
+    /// non-zero value.
     #[arg(long, env = "DATACENTER_ID")]
     pub datacenter_id: Option<u64>,
 

@@ -2,7 +2,7 @@
 //! process entry [`serve`] (runtime, logging, signals).
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -211,8 +211,10 @@ pub fn init_logging(format: LogFormat) -> Result<(), ServeError> {
         .with_default_directive(LevelFilter::INFO.into())
         .from_env()
         .map_err(|e| ServeError::Logging(format!("RUST_LOG is invalid: {e}")))?;
+    // Colour only on a terminal: escape codes in files and container logs hide the fields.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
     let r = match format {
         LogFormat::Text => builder.try_init(),

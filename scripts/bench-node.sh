@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Load benchmark of the generator node with wrk (Debian package `wrk`). Not part of the tests.
+#
+#   scripts/bench-node.sh            # about 90 s after the release build
+#   DURATION=10 scripts/bench-node.sh
+#
+# It builds release binaries, starts `shardflake serve` (twitter layout), a temporal-layout
+# node and the bare-axum ceiling (crates/shardflake-node/examples/ceiling.rs) on loopback,
+# and prints one table: requests/s, ids/s, p50 and p99 latency, and the node's resident
+# memory (VmRSS now, VmHWM peak). On a 2-core machine wrk and the servers compete for the
+# CPUs, so by default the servers are pinned to CPU 0 and wrk (one thread) to CPU 1; set
+# PIN=0 to run unpinned with two wrk threads.
+#
+# "p99 at half rate": wrk has no rate limit, so the script approximates a fixed rate with a
+# per-request delay of 1 ms (wrk's `delay()` hook) on N connections, N chosen so that
+# N requests per ms is half the measured maximum; the table shows the rate actually reached.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-64}
+PIN=${PIN:-1}
+NODE_PORT=${NODE_PORT:-18080}
+TEMPORAL_PORT=${TEMPORAL_PORT:-18082}
+CEILING_PORT=${CEILING_PORT:-18081}
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+
+echo "building release binaries..." >&2
+cargo build --release --quiet -p shardflake-cli -p shardflake-node --example ceiling
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BIN="$TARGET_DIR/release/shardflake"
+CEILING="$TARGET_DIR/release/examples/ceiling"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [[ "$PIN" == 1 ]]; then
+    SERVER_CPU=(taskset -c 0)
+    WRK=(taskset -c 1 wrk -t1)
+else
+    SERVER_CPU=()
+    WRK=(wrk -t2)
+fi
+
+RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$NODE_PORT" \
+    --machine-id 1 --state-dir "$WORK/twitter" 2>"$WORK/node.log" &
+NODE_PID=$!
+PIDS+=("$NODE_PID")
+RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$TEMPORAL_PORT" \
+    --layout temporal --machine-id 1 --state-dir "$WORK/temporal" 2>"$WORK/temporal.log" &
+TEMPORAL_PID=$!
+PIDS+=("$TEMPORAL_PID")
+"${SERVER_CPU[@]}" "$CEILING" "$CEILING_PORT" 2>"$WORK/ceiling.log" &
+PIDS+=("$!")
+
+# Waits (at most 10 s) until GET $2 on port $1 answers 200.
+wait_200() {
+    local deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do
+        if exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
+            printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$2" >&3
+            if head -1 <&3 | grep -q " 200"; then exec 3<&-; return 0; fi
+            exec 3<&-
+        fi
+        sleep 0.1
+    done
+    echo "port $1 did not answer 200 on $2" >&2
+    return 1
+}
+wait_200 "$NODE_PORT" /readyz
+wait_200 "$TEMPORAL_PORT" /readyz
+wait_200 "$CEILING_PORT" /id
+
+# A wrk script that sets Accept and an optional per-request delay, and prints one
+# machine-readable line: requests, duration (us), non-2xx/3xx responses, socket errors,
+# p50 and p99 latency (us).
+lua() {
+    local accept=$1 delay_ms=$2
+    cat <<EOF
+wrk.headers["Accept"] = "$accept"
+local delay_ms = $delay_ms
+if delay_ms > 0 then
+  function delay() return delay_ms end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+EOF
+}
+
+# run NAME PORT PATH IDS_PER_REQUEST ACCEPT [CONNECTIONS] [DELAY_MS]
+ROWS=()
+LAST_RPS=0
+run() {
+    local name=$1 port=$2 path=$3 per=$4 accept=$5 conns=${6:-$CONNECTIONS} delay=${7:-0}
+    lua "$accept" "$delay" >"$WORK/script.lua"
+    local out
+    out=$("${WRK[@]}" -c "$conns" -d "${DURATION}s" --latency -s "$WORK/script.lua" \
+        "http://127.0.0.1:$port$path" 2>&1)
+    local line
+    line=$(grep '^RESULT' <<<"$out") || { echo "$out" >&2; return 1; }
+    read -r _ reqs dur_us bad sock p50 p99 <<<"$line"
+    LAST_RPS=$((reqs * 1000000 / dur_us))
+    local ids=$((LAST_RPS * per))
+    ROWS+=("$(printf '%-34s %5s %12s %14s %9s %9s %6s' "$name" "$conns" "$LAST_RPS" "$ids" \
+        "$(awk "BEGIN{printf \"%.2f\", $p50/1000}")" "$(awk "BEGIN{printf \"%.2f\", $p99/1000}")" \
+        "$((bad + sock))")")
+    echo "  $name: $LAST_RPS req/s" >&2
+}
+
+mem() {
+    awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$1/status"
+}
+
+echo "running wrk, ${DURATION}s per row..." >&2
+run "ceiling GET /id" "$CEILING_PORT" /id 1 application/json
+CEILING_RPS=$LAST_RPS
+run "node GET /id" "$NODE_PORT" /id 1 application/json
+NODE_RPS=$LAST_RPS
+# Half the node's maximum rate: connections x 1 request per ms each.
+HALF_CONNS=$(( (NODE_RPS / 2 + 999) / 1000 ))
+((HALF_CONNS >= 1)) || HALF_CONNS=1
+run "node GET /id ~half rate (delay 1ms)" "$NODE_PORT" /id 1 application/json "$HALF_CONNS" 1
+run "node /ids?count=1000 json" "$NODE_PORT" "/ids?count=1000" 1000 application/json
+run "node /ids?count=10000 json" "$NODE_PORT" "/ids?count=10000" 10000 application/json
+run "node /ids?count=1000 binary" "$NODE_PORT" "/ids?count=1000" 1000 application/octet-stream
+run "node /ids?count=10000 binary" "$NODE_PORT" "/ids?count=10000" 10000 application/octet-stream
+NODE_MEM=$(mem "$NODE_PID")
+run "temporal GET /id" "$TEMPORAL_PORT" /id 1 application/json
+run "temporal /ids?count=1000 binary" "$TEMPORAL_PORT" "/ids?count=1000" 1000 application/octet-stream
+run "temporal /ids?count=10000 binary" "$TEMPORAL_PORT" "/ids?count=10000" 10000 application/octet-stream
+run "temporal /ids?count=10000 json" "$TEMPORAL_PORT" "/ids?count=10000" 10000 application/json
+TEMPORAL_MEM=$(mem "$TEMPORAL_PID")
+
+echo
+echo "wrk ${DURATION}s per row, pinning: $([[ $PIN == 1 ]] && echo 'servers CPU 0, wrk 1 thread CPU 1' || echo none)"
+printf '%-34s %5s %12s %14s %9s %9s %6s\n' "endpoint" "conns" "requests/s" "ids/s" "p50 ms" "p99 ms" "errors"
+for r in "${ROWS[@]}"; do echo "$r"; done
+echo
+awk "BEGIN{printf \"node GET /id / ceiling: %.2f\n\", $NODE_RPS/$CEILING_RPS}"
+echo "twitter node memory after load:  $NODE_MEM"
+echo "temporal node memory after load: $TEMPORAL_MEM"
+grep -E "WARN|ERROR" "$WORK/node.log" "$WORK/temporal.log" | head -5 || true
