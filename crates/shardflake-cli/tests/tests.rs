@@ -1,3 +1,4 @@
 //! Integration tests of the `shardflake` binary, gathered into one test binary.
 
 mod cli;
+mod node;
