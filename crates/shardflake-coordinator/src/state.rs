@@ -59,6 +59,8 @@ pub const POOL_SIZE_MAX: u32 = 1 << 24;
 pub const NAME_BYTES_MAX: usize = 128;
 /// Blocks may be asked for at most this many shards ahead of the coordinator's clock.
 pub const SHARD_AHEAD_MAX: u64 = 1;
+/// A refill block is sized to last at most this long at the current rate (ms).
+pub const REFILL_TARGET_MS_MAX: u64 = 10_000;
 /// Attempts of one compare-and-swap loop before giving up with `Contended`.
 const CAS_ATTEMPTS_MAX: u32 = 64;
 /// Shards of forecast-against-actual history kept per host.
@@ -198,13 +200,16 @@ pub struct BlockRecord {
     pub token: u64,
     /// Blocks granted for the pair.
     pub grants: u64,
+    /// Wall time of the last grant, Unix ms.
+    #[serde(default)]
+    pub granted_at_ms: u64,
 }
 
 impl BlockRecord {
     /// Records a new block `start..end`. Blocks for a pair only move upwards: a block that
     /// starts below the high-water mark would hand out counter values twice, so it is a bug
     /// that stops the coordinator.
-    pub fn grant(&mut self, start: u64, end: u64, token: u64) {
+    pub fn grant(&mut self, start: u64, end: u64, token: u64, now_ms: u64) {
         assert!(
             start >= self.high_water && end > start,
             "block {start}..{end} is not above the high-water mark {}",
@@ -215,6 +220,7 @@ impl BlockRecord {
         self.last_end = end;
         self.token = token;
         self.grants += 1;
+        self.granted_at_ms = now_ms;
     }
 }
 
@@ -755,11 +761,8 @@ impl Coordinator {
                     })?;
             self.check_current(&rec, req.token)?;
             let (last, _) = self.load_block(req.host_id, req.shard).await?;
-            // An overflow means the forecast was low: grow geometrically from the last block.
-            let size = self
-                .block_size(self.forecast_next(&rec, self.time.wall_ms()) / 4)
-                .max((last.last_end - last.last_start).saturating_mul(2))
-                .max(self.config.block_min);
+            let now = self.time.wall_ms();
+            let size = self.refill_size(&rec, &last, now);
             let (grant, write) = self
                 .plan_block(req.host_id, req.token, req.shard, req.after_counter, size)
                 .await?;
@@ -815,7 +818,7 @@ impl Coordinator {
             });
         }
         let end = start.saturating_add(size.max(1)).min(counter_max + 1);
-        rec.grant(start, end, token);
+        rec.grant(start, end, token, self.time.wall_ms());
         Ok((
             BlockGrant { shard, start, end },
             Some((block_key(host_id, shard), version, rec)),
@@ -833,6 +836,24 @@ impl Coordinator {
         let rate_based = (t.used as u128 * granularity as u128 / elapsed as u128) as u64;
         let holt = t.holt.forecast(1).round() as u64;
         holt.max(rate_based).max(t.host_predicted.unwrap_or(0))
+    }
+
+    /// Size of a block asked for during a shard: sized so that, at the rate the last block
+    /// was used, the next one lasts about [`REFILL_TARGET_MS_MAX`] (or an eighth of a shard),
+    /// changing by at most a factor of two per block; the first block of a shard follows the
+    /// forecast.
+    fn refill_size(&self, rec: &HostRecord, last: &BlockRecord, now_ms: u64) -> u64 {
+        if last.grants == 0 {
+            return self.block_size(self.forecast_next(rec, now_ms));
+        }
+        let last_len = last.last_end - last.last_start;
+        let target_ms = (self.config.layout.time_unit_ms() / 8).clamp(1, REFILL_TARGET_MS_MAX);
+        let elapsed_ms = now_ms.saturating_sub(last.granted_at_ms).max(1);
+        let scaled = (last_len as u128 * target_ms as u128 / elapsed_ms as u128) as u64;
+        scaled
+            .clamp(last_len / 2, last_len.saturating_mul(2))
+            .max(self.config.block_min)
+            .min(self.config.counter_max().saturating_add(1))
     }
 
     fn block_size(&self, forecast: u64) -> u64 {
@@ -1521,11 +1542,11 @@ mod tests {
     #[test]
     fn block_record_refuses_to_move_down() {
         let mut b = BlockRecord::default();
-        b.grant(0, 10, 1);
-        b.grant(10, 20, 1);
+        b.grant(0, 10, 1, 0);
+        b.grant(10, 20, 1, 0);
         let r = std::panic::catch_unwind(move || {
             let mut b = b;
-            b.grant(15, 30, 2)
+            b.grant(15, 30, 2, 0)
         });
         assert!(
             r.is_err(),
