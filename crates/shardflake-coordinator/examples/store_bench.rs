@@ -120,11 +120,10 @@ async fn run(op: Op, batch_max: usize, clients: u32, secs: u64) -> (f64, f64) {
     let ops = done.load(Ordering::Relaxed) as f64 / elapsed;
     let commits = (after.commits - before.commits) as f64 / elapsed;
     drop(c);
-    Arc::try_unwrap(store)
-        .ok()
-        .expect("sole owner")
-        .close()
-        .await;
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the store is still shared")
+    };
+    store.close().await;
     (ops, commits)
 }
 
