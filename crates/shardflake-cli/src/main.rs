@@ -35,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(shardflake_node::ServeArgs),
+    /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
+    Coordinator(shardflake_coordinator::CoordinatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => shardflake_node::serve(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Coordinator(args) => shardflake_coordinator::run_coordinator(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
     };

@@ -1,4 +1,5 @@
 //! Integration tests of the `shardflake` binary, gathered into one test binary.
 
 mod cli;
+mod cluster;
 mod node;

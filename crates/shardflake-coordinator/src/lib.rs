@@ -104,6 +104,39 @@ pub struct CoordinatorArgs {
     /// Serve without authentication (only on a trusted network).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Log format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "SHARDFLAKE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`). Does nothing if a
+/// subscriber is already installed.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Why the coordinator could not start or stopped with an error.
@@ -208,10 +241,10 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
-/// Runs `shardflake coordinator`: opens the store, listens, serves until SIGTERM or SIGINT.
-///
-/// Logging goes through `tracing`; call this after installing a subscriber (the CLI does).
+/// Runs `shardflake coordinator`: sets up logging, opens the store, listens, serves until
+/// SIGTERM or SIGINT.
 pub fn run_coordinator(args: CoordinatorArgs) -> Result<(), RunError> {
+    init_logging(args.log_format);
     let token = match (&args.cluster_token, args.insecure_no_auth) {
         (Some(t), _) if !t.is_empty() => Some(t.clone()),
         (_, true) => {
@@ -249,7 +282,10 @@ pub fn run_coordinator(args: CoordinatorArgs) -> Result<(), RunError> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(io(format!("cannot listen on {}", args.listen)))?;
-        tracing::info!(listen = %listener.local_addr().map_err(io("local address".into()))?, "coordinator listening");
+        let local = listener
+            .local_addr()
+            .map_err(io("local address".into()))?;
+        tracing::info!(addr = %local, "listening");
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let mut server = tokio::spawn(serve(listener, app, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
