@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use shardflake::{
-    Clock, GenerateError, Layout, LayoutError, Reservation, Reserver, SnowflakeBuilder, SystemClock,
+    Clock, CounterBlock, CounterSupplier, GenerateError, Layout, LayoutError, Reservation,
+    Reserver, SnowflakeBuilder, SystemClock, TemporalBuilder, TemporalGenerator,
 };
 use shardflake_proto::coord::{
     codes, AcquireRequest, BlockGrant, BlockRequest, LeaseGrant, ReleaseRequest, RenewRequest,
@@ -123,6 +124,48 @@ pub trait TemporalLink: Send + Sync {
     fn usage(&self) -> Option<ShardUsage>;
     /// Installs a block the coordinator granted (and persisted) for this lease.
     fn install(&self, block: BlockGrant);
+}
+
+impl<C: Clock + 'static> TemporalLink for TemporalGenerator<C> {
+    fn usage(&self) -> Option<ShardUsage> {
+        let u = TemporalGenerator::usage(self);
+        Some(ShardUsage {
+            shard: u.shard,
+            used_in_shard: u.issued_in_shard,
+            predicted_next: None,
+        })
+    }
+
+    fn install(&self, block: BlockGrant) {
+        let b = CounterBlock {
+            shard: block.shard,
+            start: block.start,
+            end: block.end,
+        };
+        // A block for a shard already over, or one the generator already has (a repeated
+        // answer), is refused by the generator; neither is an error here.
+        if let Err(e) = self.install_block(b) {
+            tracing::debug!(error = %e, "counter block not installed");
+        }
+    }
+}
+
+/// The [`CounterSupplier`] of one lease: block requests go to the keeper task.
+struct LeaseSupplier(Arc<Wake>);
+
+impl CounterSupplier for LeaseSupplier {
+    fn request_block(&self, shard: u64, after_counter: u64) {
+        push_block_request(&self.0, shard, after_counter);
+    }
+}
+
+fn push_block_request(wake: &Wake, shard: u64, after_counter: u64) {
+    let mut q = wake.blocks.lock().expect("poisoned");
+    if !q.contains(&(shard, after_counter)) && q.len() < BLOCK_REQUESTS_MAX {
+        q.push((shard, after_counter));
+    }
+    drop(q);
+    wake.notify.notify_one();
 }
 
 /// Wakes the keeper task from the generator's hot path without blocking.
@@ -251,12 +294,21 @@ impl ActiveLease {
     /// Asks the keeper for a counter block above `after_counter` in `shard` (non-blocking;
     /// the block arrives through [`TemporalLink::install`]). For `CounterSupplier` impls.
     pub fn request_block(&self, shard: u64, after_counter: u64) {
-        let mut q = self.wake.blocks.lock().expect("poisoned");
-        if !q.contains(&(shard, after_counter)) && q.len() < BLOCK_REQUESTS_MAX {
-            q.push((shard, after_counter));
-        }
-        drop(q);
-        self.wake.notify.notify_one();
+        push_block_request(&self.wake, shard, after_counter);
+    }
+
+    /// The [`CounterSupplier`] for a temporal generator under this lease.
+    pub fn counter_supplier(&self) -> Arc<dyn CounterSupplier> {
+        Arc::new(LeaseSupplier(self.wake.clone()))
+    }
+
+    /// A temporal generator builder for this lease: the host id and the lease's counter
+    /// supplier. Build it, wrap it in an `Arc` and pass it to
+    /// [`ActiveLease::attach_temporal`] so that granted blocks reach it.
+    pub fn temporal(&self, layout: Layout) -> TemporalBuilder<SystemClock> {
+        TemporalGenerator::builder(layout)
+            .host(self.host_id as u64)
+            .supplier(self.counter_supplier())
     }
 }
 

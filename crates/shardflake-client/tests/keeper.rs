@@ -210,3 +210,50 @@ async fn generator_demand_extends_the_reservation_through_the_coordinator() {
     keeper.shutdown().await;
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
+    let layout =
+        Layout::temporal(1_000, shardflake::SHARDFLAKE_EPOCH_MS, Default::default()).unwrap();
+    let coord = TestCoordinator::start_with(Arc::new(MemStore::new()), layout.clone()).await;
+    let c = client(&[&coord.url]);
+    let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("t", 300));
+    let lease = active_within(&keeper, 5_000).await;
+    assert_eq!(lease.shard_granularity_ms, Some(1_000));
+    let g = Arc::new(lease.temporal(layout.clone()).build().unwrap());
+    lease.attach_temporal(g.clone());
+    let mut seen = HashSet::new();
+    let mut last = 0;
+    let mut shards = HashSet::new();
+    let until = std::time::Instant::now() + Duration::from_millis(2_600);
+    while std::time::Instant::now() < until {
+        match g.next_id() {
+            Ok(id) => {
+                lease.check().unwrap();
+                assert!(id > last, "{id} after {last}");
+                assert!(seen.insert(id));
+                last = id;
+                let d = layout.decode(id).unwrap();
+                assert_eq!(d.field("host"), Some(lease.host_id as u64));
+                shards.insert(d.field("shard").unwrap());
+            }
+            // The first block of the lease is fetched on demand.
+            Err(GenerateError::NoCounterBlock { .. } | GenerateError::CounterExhausted { .. }) => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if seen.len() % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(shards.len() >= 2, "crossed shards: {shards:?}");
+    let hosts = c.hosts().await.unwrap();
+    let t = hosts.hosts[0]
+        .temporal
+        .clone()
+        .expect("usage reported with renewals");
+    assert!(!t.history.is_empty(), "{t:?}");
+    keeper.shutdown().await;
+    coord.stop().await;
+}

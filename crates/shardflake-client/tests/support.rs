@@ -23,7 +23,11 @@ impl TestCoordinator {
     }
 
     pub async fn start_on(store: Arc<dyn KvStore>, layout: &str) -> Self {
-        let config = CoordinatorConfig::new(Layout::preset(layout).unwrap());
+        Self::start_with(store, Layout::preset(layout).unwrap()).await
+    }
+
+    pub async fn start_with(store: Arc<dyn KvStore>, layout: Layout) -> Self {
+        let config = CoordinatorConfig::new(layout);
         let c = Arc::new(Coordinator::new(
             store,
             Arc::new(SystemTimeSource::new()),
