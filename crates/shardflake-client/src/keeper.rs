@@ -40,6 +40,9 @@ pub const TTL_MS_DEFAULT: u64 = 10_000;
 pub const LATENCY_MULTIPLIER_DEFAULT: f64 = 4.0;
 /// ...plus this margin (ms).
 pub const RENEW_MARGIN_MS_DEFAULT: u64 = 50;
+/// Bounds of the default look-ahead of the reservation (ms).
+const RESERVE_AHEAD_MS_MIN: u64 = 100;
+const RESERVE_AHEAD_MS_MAX: u64 = 30_000;
 /// Renewal latencies kept for the p99.
 const LATENCY_SAMPLES_MAX: usize = 128;
 /// Wait between failed acquisitions, doubling up to the maximum (ms).
@@ -91,15 +94,20 @@ impl std::fmt::Debug for KeeperConfig {
 
 impl KeeperConfig {
     /// Defaults for a lease of `ttl_ms`: a drift margin of 2 % (at least 5 ms), a reservation
-    /// kept two TTLs ahead (2 to 30 s), refilled at half of that.
+    /// kept one TTL ahead of the wall clock, refilled at half of that.
+    ///
+    /// The holder can never issue past its lease deadline, so reserving much further ahead
+    /// would only make the next holder of the id wait for the clock to pass the bound; one
+    /// TTL, renewed every half TTL, keeps about half a TTL of headroom for the hot path, and
+    /// the generator asks for an extension of its own only below a quarter TTL.
     ///
     /// ```
     /// use shardflake_client::KeeperConfig;
     /// let c = KeeperConfig::new("node-a", 1_000);
-    /// assert_eq!((c.drift_margin_ms, c.reserve_ahead_ms, c.low_water_ms), (20, 2_000, 1_000));
+    /// assert_eq!((c.drift_margin_ms, c.reserve_ahead_ms, c.low_water_ms), (20, 1_000, 250));
     /// ```
     pub fn new(name: impl Into<String>, ttl_ms: u64) -> Self {
-        let reserve_ahead_ms = (2 * ttl_ms).clamp(2_000, 30_000);
+        let reserve_ahead_ms = ttl_ms.clamp(RESERVE_AHEAD_MS_MIN, RESERVE_AHEAD_MS_MAX);
         Self {
             name: name.into(),
             ttl_ms,
@@ -107,7 +115,7 @@ impl KeeperConfig {
             latency_multiplier: LATENCY_MULTIPLIER_DEFAULT,
             renew_margin_ms: RENEW_MARGIN_MS_DEFAULT,
             reserve_ahead_ms,
-            low_water_ms: reserve_ahead_ms / 2,
+            low_water_ms: reserve_ahead_ms / 4,
             standby: false,
             prefer_host_id: None,
             clock: Arc::new(SystemClock),
