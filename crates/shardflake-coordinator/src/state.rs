@@ -69,6 +69,8 @@ const HISTORY_MAX: usize = 8;
 const STANDBY_RECHECK_MS_MAX: u64 = 200;
 /// A host id offered to one standby is not offered to another for this long (ms).
 const OFFER_HOLD_MS: u64 = 5_000;
+/// Standbys listed in the status at most (the long poll works for more).
+const STANDBYS_MAX: usize = 1_024;
 /// A standby not heard from for this long is dropped from the status (ms).
 const STANDBY_FORGET_MS: u64 = 120_000;
 
@@ -877,10 +879,13 @@ impl Coordinator {
             .saturating_add(timeout_ms.min(STANDBY_WAIT_MS_MAX));
         loop {
             let now_mono = self.time.mono_ms();
-            self.standbys
-                .lock()
-                .expect("poisoned")
-                .insert(name.clone(), now_mono);
+            {
+                let mut standbys = self.standbys.lock().expect("poisoned");
+                standbys.retain(|_, seen| now_mono.saturating_sub(*seen) < STANDBY_FORGET_MS);
+                if standbys.len() < STANDBYS_MAX || standbys.contains_key(&name) {
+                    standbys.insert(name.clone(), now_mono);
+                }
+            }
             let hosts = self.load_hosts().await?;
             let mut next_check = now_mono + STANDBY_RECHECK_MS_MAX;
             for (rec, _) in &hosts {
