@@ -231,3 +231,43 @@ fn kill_9_keeps_tokens_reservations_and_live_leases() {
         (409, Some("stale_token"))
     );
 }
+
+#[test]
+fn temporal_coordinator_grants_rising_blocks_over_http() {
+    use shardflake::{Clock, Layout, SystemClock, TemporalWidths, SHARDFLAKE_EPOCH_MS};
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--layout",
+        "temporal",
+        "--shard-granularity",
+        "5s",
+        "--block-min",
+        "1000",
+    ];
+    let p = Proc::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
+    let (s, a) = post(p.addr, "/v1/leases", json!({"name": "t", "ttl_ms": 5000}));
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["shard_granularity_ms"], 5000);
+    let (host, token) = (a["host_id"].as_u64().unwrap(), a["token"].as_u64().unwrap());
+    let layout = Layout::temporal(5_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
+    let shard = layout.tick_of(SystemClock.now_ms()).unwrap();
+    let mut after = 0;
+    for _ in 0..3 {
+        let req = json!({"host_id": host, "token": token, "shard": shard, "after_counter": after});
+        let (s, b) = post(p.addr, "/v1/blocks", req);
+        assert_eq!(s, 200, "{b}");
+        let (start, end) = (b["start"].as_u64().unwrap(), b["end"].as_u64().unwrap());
+        assert!(start >= after && end - start >= 1000, "{b}");
+        after = end;
+    }
+    let usage = json!({"token": token, "usage": {"shard": shard, "used_in_shard": after}});
+    let (s, r) = post(p.addr, &format!("/v1/leases/{host}/renew"), usage);
+    assert_eq!(s, 200, "{r}");
+    let (s, hosts) = http(p.addr, "GET", "/v1/hosts", Some(TOKEN), None);
+    assert_eq!(s, 200);
+    let hosts: Value = serde_json::from_str(&hosts).unwrap();
+    assert_eq!(
+        hosts["hosts"][0]["temporal"]["used_in_shard"].as_u64(),
+        Some(after)
+    );
+}
