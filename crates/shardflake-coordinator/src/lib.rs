@@ -8,6 +8,24 @@
 //! * [`http`]: the axum API.
 //! * [`CoordinatorArgs`] and [`run_coordinator`]: what `shardflake coordinator` runs.
 //!
+//! # Why ids stay unique
+//!
+//! Every grant of a host id comes with a fencing token larger than every token before it
+//! (a persisted counter, incremented in the same transaction as the grant). A holder may
+//! issue a timestamp (or a counter value) only at or below a bound the coordinator has
+//! persisted for it, and the coordinator persists a new bound only in a compare-and-swap
+//! transaction that checks the caller's token is still the id's current token and its lease
+//! is live. The next holder of an id starts strictly above the previous holders' persisted
+//! bound (counter blocks: above the high-water mark of every block of that shard and host).
+//! So a holder that lost its lease — paused, partitioned, or just slow — can still only issue
+//! below a bound that its successor starts above, and can never raise that bound again:
+//! uniqueness does not depend on any clock. Clocks only decide *when* an id is handed over
+//! (availability), and there the rules err on the late side: the holder measures its lease
+//! from the send time of its last acknowledged renewal minus a drift margin, the coordinator
+//! from after it committed that renewal, and a restarted coordinator treats every lease as
+//! live for one full TTL on its monotonic clock, because it cannot know when the last renewal
+//! before the crash was acknowledged.
+//!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::sync::Arc;
