@@ -391,6 +391,30 @@ impl MemberState {
             _ => None,
         }
     }
+
+    /// Why the node may not issue ids now (for `/readyz` and `503 lease_lost`), or `None`
+    /// while a lease is held and valid.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        match self {
+            MemberState::Active(l) if l.is_valid() => None,
+            MemberState::Active(l) => Some(format!(
+                "the lease on host id {} (token {}) has run out; renewing",
+                l.host_id, l.token
+            )),
+            MemberState::Acquiring => Some("acquiring a host id from the coordinator".into()),
+            MemberState::Standby => {
+                Some("standby: waiting to take over the host id of a failed node".into())
+            }
+            MemberState::Lost {
+                host_id,
+                token,
+                reason,
+            } => Some(format!(
+                "lost the lease on host id {host_id} (token {token}): {reason}; acquiring a new one"
+            )),
+            MemberState::Stopped => Some("shutting down".into()),
+        }
+    }
 }
 
 /// Holds a host-id lease in a background task; see the module docs.
@@ -453,6 +477,26 @@ impl LeaseKeeper {
             .active()
             .filter(|l| l.is_valid())
             .cloned()
+    }
+
+    /// Calls `on_change` with the current state and then with every new one, on a task of
+    /// the current runtime, until the keeper stops. The node swaps its generator here: a new
+    /// [`MemberState::Active`] lease means a new generator (new host id or token), anything
+    /// else means "fenced".
+    pub fn watch<F>(&self, mut on_change: F) -> JoinHandle<()>
+    where
+        F: FnMut(&MemberState) + Send + 'static,
+    {
+        let mut rx = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let state = rx.borrow_and_update().clone();
+                on_change(&state);
+                if matches!(state, MemberState::Stopped) || rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     /// Waits until a lease is held; `None` if the keeper stopped.

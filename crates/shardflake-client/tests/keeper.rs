@@ -27,8 +27,12 @@ async fn keeper_holds_a_lease_across_many_ttls_and_releases_it() {
     let coord = TestCoordinator::start().await;
     let c = client(&[&coord.url]);
     let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("node-a", 300));
+    let seen_states = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen_states.clone();
+    let watcher = keeper.watch(move |s| log.lock().unwrap().push(s.not_ready_reason()));
     let lease = active_within(&keeper, 5_000).await;
     assert_eq!(lease.start_above_ms, 0);
+    assert_eq!(keeper.state().not_ready_reason(), None);
     let g = lease
         .snowflake(Layout::preset("twitter").unwrap())
         .unwrap()
@@ -57,6 +61,10 @@ async fn keeper_holds_a_lease_across_many_ttls_and_releases_it() {
         c.hosts().await.unwrap().hosts[0].state,
         LeaseState::Released
     );
+    watcher.await.unwrap();
+    let states = seen_states.lock().unwrap().clone();
+    assert!(states.contains(&None), "{states:?}");
+    assert_eq!(states.last().unwrap().as_deref(), Some("shutting down"));
     coord.stop().await;
 }
 
