@@ -5,11 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::observe::ObserveLayer;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -23,16 +23,17 @@ use shardflake_proto::node::{
 use shardflake_proto::{ErrorBody, ErrorCode};
 
 use crate::config::NodeClockPolicy;
-use crate::metrics::Route;
 use crate::state::{AppState, IdSource, Shared, EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
 
 /// A request that takes longer than this answers 503 `request_timeout`.
 pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// No endpoint reads a request body; any extractor added later is limited to this.
+/// The largest request body the node accepts: every endpoint is a `GET` and reads none, so
+/// a request declaring a larger (or a chunked) body answers `413 payload_too_large`.
 pub const REQUEST_BODY_BYTES_MAX: usize = 1_024;
 
-/// The node's router: every endpoint, the JSON 404 and 405 answers, the body limit, and the
-/// middleware that times every request and bounds it by [`REQUEST_TIMEOUT_MS`].
+/// The node's router: every endpoint, the JSON 404 and 405 answers, and the middleware that
+/// times every request, refuses request bodies over [`REQUEST_BODY_BYTES_MAX`] and bounds
+/// every request by [`REQUEST_TIMEOUT_MS`].
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(wire::PATH_ID, get(get_id))
@@ -43,8 +44,10 @@ pub fn app(state: AppState) -> Router {
         .route(wire::PATH_METRICS, get(get_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(ObserveLayer {
+            shared: state.shared.clone(),
+            timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+        })
         .with_state(state)
 }
 
@@ -130,29 +133,25 @@ fn id_response(id: u64) -> Response {
     bytes_response(CONTENT_TYPE_JSON, Bytes::from(buf))
 }
 
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = Route::of(req.uri().path());
-    let started = Instant::now();
-    let response = match tokio::time::timeout(
-        Duration::from_millis(REQUEST_TIMEOUT_MS),
-        next.run(req),
+/// The answer to a request that ran longer than `timeout`.
+pub(crate) fn timeout_response(timeout: Duration) -> Response {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!("the request took longer than {} ms", timeout.as_millis()),
     )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            ErrorCode::RequestTimeout,
-            format!("the request took longer than {REQUEST_TIMEOUT_MS} ms"),
-        )
-        .retry_after_ms(Some(1_000))
-        .into_response(),
-    };
-    let code = response.extensions().get::<ErrorCode>().copied();
-    state
-        .shared
-        .metrics
-        .observe_request(route, started.elapsed(), code);
-    response
+    .retry_after_ms(Some(1_000))
+    .into_response()
+}
+
+/// The answer to a request whose body is over [`REQUEST_BODY_BYTES_MAX`].
+pub(crate) fn payload_too_large_response() -> Response {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "request bodies are limited to {REQUEST_BODY_BYTES_MAX} bytes (no endpoint reads one)"
+        ),
+    )
+    .into_response()
 }
 
 /// Where generated ids go.

@@ -15,7 +15,8 @@
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a stable code
 //! (see [`shardflake_proto::ErrorCode`] for the table): `400 bad_request`,
 //! `400 count_out_of_range`, `400 invalid_id`, `404 not_found`, `405 method_not_allowed`,
-//! `406 not_acceptable`, and `503` with `Retry-After` (whole seconds, at least 1) for
+//! `406 not_acceptable`, `413 payload_too_large` (no endpoint reads a body; bodies over
+//! 1 KiB or chunked are refused), and `503` with `Retry-After` (whole seconds, at least 1) for
 //! `clock_behind`, `epoch_in_future`, `reservation_exhausted`, `lease_lost`,
 //! `counter_exhausted`, `request_timeout` and `shutting_down`; `503 layout_expired` has no
 //! `Retry-After` since waiting cannot help.
@@ -75,6 +76,7 @@
 mod config;
 mod http;
 mod metrics;
+mod observe;
 mod server;
 mod state;
 mod state_file;
@@ -90,7 +92,7 @@ pub use server::{init_logging, run, serve, RunError, ServeError, SHUTDOWN_DRAIN_
 pub use state::{
     AppState, DynClock, StartError, EXTEND_BELOW_HEADROOM_MS, EXTENSION_POLL_MS,
     EXTENSION_WAIT_MS_MAX, KEEPER_INTERVAL_MS, KEEPER_RETRY_MS_MAX, RESERVE_WINDOW_MS,
-    SHUTDOWN_FENCE_WAIT_MS, TEMPORAL_BLOCK_GROW_BELOW_MS, TEMPORAL_BLOCK_MAX, TEMPORAL_BLOCK_MIN,
-    TEMPORAL_BLOCK_SHRINK_ABOVE_MS, TEMPORAL_PREFETCH_MS,
+    SHUTDOWN_FENCE_WAIT_MS, TEMPORAL_BLOCK_MAX, TEMPORAL_BLOCK_MIN, TEMPORAL_BLOCK_TARGET_MS,
+    TEMPORAL_PREFETCH_MS,
 };
 pub use state_file::{Reserved, StateError, StateFile, StateIdentity, TemporalState};

@@ -32,14 +32,13 @@ pub const EXTEND_BELOW_HEADROOM_MS: u64 = 1_000;
 pub const KEEPER_INTERVAL_MS: u64 = 100;
 /// The longest pause between retries of a failing state write.
 pub const KEEPER_RETRY_MS_MAX: u64 = 1_000;
-/// Smallest temporal counter block.
+/// Smallest temporal counter block (the first block of a process has this size).
 pub const TEMPORAL_BLOCK_MIN: u64 = 1 << 16;
-/// Largest temporal counter block.
+/// Largest temporal counter block: an eighth of the default 33-bit counter range.
 pub const TEMPORAL_BLOCK_MAX: u64 = 1 << 30;
-/// A block that lasted less than this doubles the next one.
-pub const TEMPORAL_BLOCK_GROW_BELOW_MS: u64 = 1_000;
-/// A block that lasted more than this halves the next one.
-pub const TEMPORAL_BLOCK_SHRINK_ABOVE_MS: u64 = 10_000;
+/// Counter blocks are sized to last about this long at the observed rate, so a busy node
+/// writes its state file about once per this period.
+pub const TEMPORAL_BLOCK_TARGET_MS: u64 = 2_000;
 /// The keeper grants the next shard's first block this long before the shard starts, so the
 /// boundary needs no request.
 pub const TEMPORAL_PREFETCH_MS: u64 = 2_000;
@@ -558,6 +557,9 @@ impl Shared {
         // that across restarts.
         let mut floor = t.shard_floor.max(usage.shard);
         let mut grants: Vec<CounterBlock> = Vec::new();
+        // Size each block to last about TEMPORAL_BLOCK_TARGET_MS at the rate the last one
+        // was used: the generator asks for the next block with a quarter of the current
+        // one left, so the rate is three quarters of it over the time since its grant.
         let size_for = |keeper: &TemporalKeeper, shard: u64| -> u64 {
             let last = keeper
                 .last_grant
@@ -566,16 +568,11 @@ impl Shared {
             match last {
                 None => TEMPORAL_BLOCK_MIN,
                 Some((at, size)) => {
-                    let lasted_ms = at.elapsed().as_millis() as u64;
-                    if keeper.last_grant.contains_key(&shard)
-                        && lasted_ms < TEMPORAL_BLOCK_GROW_BELOW_MS
-                    {
-                        (size * 2).min(TEMPORAL_BLOCK_MAX)
-                    } else if lasted_ms > TEMPORAL_BLOCK_SHRINK_ABOVE_MS {
-                        (size / 2).max(TEMPORAL_BLOCK_MIN)
-                    } else {
-                        *size
-                    }
+                    let lasted_ms = (at.elapsed().as_millis() as u64).max(1);
+                    let used = size - size / 4;
+                    let want = (used as u128 * TEMPORAL_BLOCK_TARGET_MS as u128 / lasted_ms as u128)
+                        .min(TEMPORAL_BLOCK_MAX as u128) as u64;
+                    want.clamp(TEMPORAL_BLOCK_MIN, TEMPORAL_BLOCK_MAX)
                 }
             }
         };

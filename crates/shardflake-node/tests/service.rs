@@ -755,3 +755,38 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let router = app(open(dir.path(), &[], &clock));
+    let send = |len: Option<usize>, chunked: bool| {
+        let router = router.clone();
+        async move {
+            let mut req = Request::get("/id");
+            if let Some(n) = len {
+                req = req.header("content-length", n.to_string());
+            }
+            if chunked {
+                req = req.header("transfer-encoding", "chunked");
+            }
+            let body = Body::from(vec![b'x'; len.unwrap_or(0)]);
+            let resp = router.oneshot(req.body(body).unwrap()).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        }
+    };
+    let (status, _) = send(Some(10), false).await;
+    assert_eq!(status, 200);
+    for (len, chunked) in [
+        (Some(shardflake_node::REQUEST_BODY_BYTES_MAX + 1), false),
+        (None, true),
+    ] {
+        let (status, body) = send(len, chunked).await;
+        assert_eq!(status, 413);
+        let b: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b.error.code, ErrorCode::PayloadTooLarge);
+    }
+}

@@ -20,6 +20,7 @@ use shardflake::GenerateError;
 /// | `not_found` | 404 | no such endpoint |
 /// | `method_not_allowed` | 405 | the endpoint exists, the method does not (see `Allow`) |
 /// | `not_acceptable` | 406 | no representation matches `Accept` |
+/// | `payload_too_large` | 413 | a request body over the service's limit (node: 1 KiB; its endpoints read none) |
 /// | `clock_behind` | 503 | the wall clock is behind the issued or reserved bound by more than the clock policy allows |
 /// | `epoch_in_future` | 503 | the wall clock reads a time before the layout's epoch |
 /// | `reservation_exhausted` | 503 | the durable reservation has not been extended yet (disk slow or failing) |
@@ -47,6 +48,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// No representation matches the `Accept` header.
     NotAcceptable,
+    /// The request body is larger than the service accepts.
+    PayloadTooLarge,
     /// The wall clock is behind the bound by more than the clock policy allows.
     ClockBehind,
     /// The wall clock reads a time before the layout's epoch.
@@ -80,6 +83,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotAcceptable => "not_acceptable",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ClockBehind => "clock_behind",
             ErrorCode::EpochInFuture => "epoch_in_future",
             ErrorCode::ReservationExhausted => "reservation_exhausted",
@@ -101,6 +105,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::NotAcceptable,
+        ErrorCode::PayloadTooLarge,
         ErrorCode::ClockBehind,
         ErrorCode::EpochInFuture,
         ErrorCode::ReservationExhausted,
@@ -119,6 +124,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::NotAcceptable => 406,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::ClockBehind
             | ErrorCode::EpochInFuture
             | ErrorCode::ReservationExhausted
