@@ -23,6 +23,8 @@ use crate::state::Coordinator;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
+/// Requests served at once (standby long polls included); beyond it, `503` at once.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4_096;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -30,6 +32,7 @@ pub struct AppState {
     coordinator: Arc<Coordinator>,
     token: Option<Arc<[u8]>>,
     errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -40,6 +43,7 @@ impl AppState {
             coordinator,
             token: token.map(|t| Arc::from(t.into_bytes().into_boxed_slice())),
             errors: Arc::new(Mutex::new(BTreeMap::new())),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
         }
     }
 
@@ -158,6 +162,14 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
 }
 
 async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::STORE_UNAVAILABLE,
+            format!("{REQUESTS_IN_FLIGHT_MAX} requests in flight; retry"),
+        )
+        .into_response();
+    };
     let resp = next.run(req).await;
     if resp.status().is_client_error() || resp.status().is_server_error() {
         // The code is not visible here without parsing the body; the status class suffices
