@@ -384,7 +384,7 @@ impl AppState {
     /// Runs one keeper pass now (extend the reservation or grant counter blocks if needed).
     /// The background keeper does this on its own; tests on a manual clock call it directly.
     pub fn keep_now(&self) -> Result<(), StateError> {
-        self.shared.keep_once(false).map(|_| ())
+        self.shared.keep(false).map(|_| ())
     }
 
     /// Starts the background keeper (idempotent). Needs a tokio runtime.
@@ -451,13 +451,12 @@ async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let s = shared.clone();
-        match tokio::task::spawn_blocking(move || s.keep_once(false)).await {
+        match tokio::task::spawn_blocking(move || s.keep(false)).await {
             Ok(Ok(_)) => {
                 if failures > 0 {
                     info!(after = failures, "state file writes succeed again");
                 }
                 failures = 0;
-                *shared.last_write_error.lock().expect("error mutex") = None;
             }
             Ok(Err(e)) => {
                 failures = failures.saturating_add(1);
@@ -466,7 +465,6 @@ async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if failures == 1 || failures % 10 == 0 {
                     error!(failures, "cannot extend the reservation: {e}");
                 }
-                *shared.last_write_error.lock().expect("error mutex") = Some(e.to_string());
             }
             Err(e) => {
                 error!("keeper pass panicked: {e}");
@@ -489,6 +487,14 @@ impl Shared {
     /// The lowest temporal shard ids may be issued in (0 for other layouts).
     pub(crate) fn shard_floor(&self) -> u64 {
         self.floor.load(Ordering::Acquire)
+    }
+
+    /// One keeper pass that records its outcome for `/readyz`. Blocking.
+    fn keep(&self, force: bool) -> Result<bool, StateError> {
+        let r = self.keep_once(force);
+        *self.last_write_error.lock().expect("error mutex") =
+            r.as_ref().err().map(|e| e.to_string());
+        r
     }
 
     /// One keeper pass. Blocking (it writes the state file). Returns whether anything was

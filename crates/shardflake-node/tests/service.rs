@@ -790,3 +790,43 @@ async fn request_bodies_over_the_limit_are_refused() {
         assert_eq!(b.error.code, ErrorCode::PayloadTooLarge);
     }
 }
+
+#[tokio::test]
+async fn a_failing_state_write_stops_issuing_once_the_headroom_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let clock = ManualClock::new(NOW_MS);
+    let state = open(&state_dir, &[], &clock);
+    let router = app(state.clone());
+    one_id(&router).await;
+    // The directory disappears (a lost mount): writes fail, even as root.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    clock.advance_ms(1_500);
+    let e = state.keep_now().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("node-twitter-datacenter0-worker0.state"),
+        "{e}"
+    );
+    // Within the old window the node still issues.
+    one_id(&router).await;
+    clock.advance_ms(1_000);
+    let a = get(&router, "/id").await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.error_code(), ErrorCode::ReservationExhausted);
+    let r = get(&router, "/readyz").await.json();
+    assert_eq!(r["error"]["code"], "reservation_exhausted");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("last state write failed"));
+    let text = String::from_utf8(get(&router, "/metrics").await.body).unwrap();
+    assert!(
+        text.contains("shardflake_state_write_errors_total 1"),
+        "{text}"
+    );
+    // The directory is back: the next pass extends and the node issues again.
+    std::fs::create_dir_all(&state_dir).unwrap();
+    state.keep_now().unwrap();
+    one_id(&router).await;
+}
