@@ -630,3 +630,36 @@ fn format_flag_round_trips_and_is_refused_for_128_bit_ids() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--format applies to 64-bit layouts only"));
 }
+
+#[test]
+fn verify_reads_a_large_file_in_parts_and_finds_a_duplicate_across_them() {
+    // Over 16 MiB, so the file is split between reader threads.
+    let gen = run(&["generate", "--layout", "temporal", "--count", "1200000"]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    assert!(gen.stdout.len() > 16 << 20, "{}", gen.stdout.len());
+    let first_line = stdout(&gen).lines().next().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ids.txt");
+    let mut content = gen.stdout.clone();
+    std::fs::write(&path, &content).unwrap();
+    let o = run(&["verify", "--layout", "temporal", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(report(&o), (1_200_000, 0, 0));
+    // The first id again at the very end: a duplicate of an id in the other part.
+    content.extend_from_slice(format!("{first_line}\n").as_bytes());
+    std::fs::write(&path, &content).unwrap();
+    let o = run(&["verify", "--layout", "temporal", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(report(&o), (1_200_001, 1, 1));
+    assert!(stdout(&o).contains(&format!("duplicate: {first_line} (2 times)")));
+    // A bad last line is reported with its line number counted from the start of the file.
+    content.extend_from_slice(b"oops\n");
+    std::fs::write(&path, &content).unwrap();
+    let o = run(&["verify", "--layout", "temporal", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 1200002: `oops`"),
+        "{}",
+        stderr(&o)
+    );
+}
