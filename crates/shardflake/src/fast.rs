@@ -8,7 +8,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::Duration;
@@ -18,9 +18,10 @@ use crate::clock::{Clock, SystemClock};
 /// How often the coarse clock's background thread refreshes the shared reading, in µs.
 pub const COARSE_REFRESH_INTERVAL_US: u64 = 1_000;
 
-/// How long the coarse clock's background thread keeps refreshing without a single reader
-/// before it parks itself, in ms. The next reader wakes it again.
-pub const COARSE_IDLE_PARK_MS: u64 = 1_000;
+/// How long the coarse clock's background thread keeps refreshing after it was last woken,
+/// in ms. It then parks itself; the next reader wakes it again. A busy process pays one
+/// system clock read and one wake-up per lease, an idle one no wake-ups at all.
+pub const COARSE_LEASE_MS: u64 = 1_000;
 
 /// The shared state behind [`CoarseClock`].
 ///
@@ -28,17 +29,27 @@ pub const COARSE_IDLE_PARK_MS: u64 = 1_000;
 /// process, so the cost of keeping a millisecond reading fresh is paid once, not per
 /// generator or per thread.
 struct CoarseState {
-    /// The last reading of the system clock in Unix ms, or 0 while the refresher is parked.
+    /// The last reading of the system clock in Unix ms, or [`COARSE_PARKED`] while the
+    /// refresher is parked.
     now_ms: AtomicU64,
-    /// Set by readers, cleared by the refresher: tells it whether anyone still reads.
-    used: AtomicBool,
     /// The refresher thread, started by the first reader.
     refresher: OnceLock<Thread>,
 }
 
+/// The value of the shared reading while the refresher is parked. It is above every real
+/// reading, so a generator comparing the raw reading against the end of its current
+/// millisecond sends a parked clock down its slow path with no extra check.
+pub(crate) const COARSE_PARKED: u64 = u64::MAX;
+
+/// The shared reading as stored: Unix ms, or [`COARSE_PARKED`]. The thread-local generators
+/// use it on their fast path and call [`CoarseClock`]'s `now_ms` on their slow path.
+#[inline(always)]
+pub(crate) fn coarse_now_raw() -> u64 {
+    COARSE.now_ms.load(Ordering::Relaxed)
+}
+
 static COARSE: CoarseState = CoarseState {
-    now_ms: AtomicU64::new(0),
-    used: AtomicBool::new(false),
+    now_ms: AtomicU64::new(COARSE_PARKED),
     refresher: OnceLock::new(),
 };
 
@@ -47,9 +58,9 @@ static COARSE: CoarseState = CoarseState {
 /// A single background thread, started on first use, stores the system clock's reading
 /// every [`COARSE_REFRESH_INTERVAL_US`]; `now_ms` is one relaxed atomic load. The reading is
 /// therefore **never ahead of the system clock and normally at most about 1 ms behind it**
-/// (more if the refresher thread is starved of CPU). After [`COARSE_IDLE_PARK_MS`] without
-/// readers the thread parks itself, so an idle process does not wake up a thousand times a
-/// second; the first read after that reads the system clock directly and wakes the thread.
+/// (more if the refresher thread is starved of CPU). The thread parks itself after
+/// [`COARSE_LEASE_MS`], so an idle process does not wake up a thousand times a second; the
+/// first read after that reads the system clock directly and wakes the thread.
 ///
 /// Like the system clock, this clock can step backwards when the system clock does; the
 /// generators built on it keep their own timestamps monotonic.
@@ -68,16 +79,10 @@ pub struct CoarseClock;
 impl Clock for CoarseClock {
     #[inline]
     fn now_ms(&self) -> u64 {
-        let ms = COARSE.now_ms.load(Ordering::Relaxed);
-        if ms == 0 {
-            return coarse_wake();
+        match coarse_now_raw() {
+            COARSE_PARKED => coarse_wake(),
+            ms => ms,
         }
-        // Only write when the flag is clear, so that readers on many cores share the cache
-        // line instead of bouncing it with a store per read.
-        if !COARSE.used.load(Ordering::Relaxed) {
-            COARSE.used.store(true, Ordering::Relaxed);
-        }
-        ms
     }
 
     fn wait_until_ms(&self, target_ms: u64) {
@@ -95,7 +100,6 @@ impl Clock for CoarseClock {
 #[inline(never)]
 fn coarse_wake() -> u64 {
     let now_ms = SystemClock.now_ms();
-    COARSE.used.store(true, Ordering::Relaxed);
     let refresher = COARSE.refresher.get_or_init(|| {
         std::thread::Builder::new()
             .name("shardflake-coarse-clock".into())
@@ -104,33 +108,27 @@ fn coarse_wake() -> u64 {
             .thread()
             .clone()
     });
-    // An unpark before the thread parks is remembered, so this cannot be lost.
+    // An unpark before the thread parks is remembered, so this cannot be lost; repeated
+    // unparks while it is already awake cost an atomic swap, not a system call.
     refresher.unpark();
     now_ms
 }
 
 fn coarse_refresh_loop() {
     let interval = Duration::from_micros(COARSE_REFRESH_INTERVAL_US);
-    let idle_check_ticks = (COARSE_IDLE_PARK_MS * 1_000 / COARSE_REFRESH_INTERVAL_US).max(1);
+    let lease_ticks = (COARSE_LEASE_MS * 1_000 / COARSE_REFRESH_INTERVAL_US).max(1);
     loop {
-        let mut ticks = 0;
-        loop {
-            // 0 means "parked", so a clock reading of 0 (1970) is published as 1.
-            let now_ms = SystemClock.now_ms().max(1);
+        for _ in 0..lease_ticks {
+            // The system clock reads at most u64::MAX / 1000 ms, so it never equals the
+            // parked marker.
+            let now_ms = SystemClock.now_ms();
             COARSE.now_ms.store(now_ms, Ordering::Relaxed);
             std::thread::sleep(interval);
-            ticks += 1;
-            if ticks == idle_check_ticks {
-                ticks = 0;
-                if !COARSE.used.swap(false, Ordering::Relaxed) {
-                    break;
-                }
-            }
         }
         // A reader that loaded the last value just before this store gets a reading that is
-        // one interval old, which the clock's contract allows; the next reader sees 0 and
-        // wakes this thread.
-        COARSE.now_ms.store(0, Ordering::Relaxed);
+        // one interval old, which the clock's contract allows; the next reader sees the
+        // parked marker and wakes this thread.
+        COARSE.now_ms.store(COARSE_PARKED, Ordering::Relaxed);
         std::thread::park();
     }
 }
@@ -194,6 +192,20 @@ impl FastRng {
         Self { s }
     }
 
+    /// An all-zero state: the one state xoshiro never reaches, used by the thread-local
+    /// generators as "not seeded yet" so that their state can be initialized at compile time.
+    pub(crate) const UNSEEDED: FastRng = FastRng { s: [0; 4] };
+
+    /// Seeds from the OS if this is [`FastRng::UNSEEDED`]. Callers only reach this on a
+    /// generator's slow path, which every thread-local generator takes first.
+    #[inline]
+    pub(crate) fn ensure_seeded(&mut self) -> &mut Self {
+        if self.s == [0; 4] {
+            *self = FastRng::from_os();
+        }
+        self
+    }
+
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
@@ -216,26 +228,49 @@ impl FastRng {
     }
 }
 
-/// Where a 128-bit generator gets its random bits: the fast PRNG, or a caller's function
+/// wyrand (Wang Yi): one addition and one multiplication per draw. The 128-bit generators
+/// use it for the per-id random bits that follow their counters, where a draw sits on the
+/// fast path; the per-millisecond seeds come from [`FastRng`], whose 256-bit state makes
+/// streams from independently seeded generators practically disjoint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WyRand(pub(crate) u64);
+
+impl WyRand {
+    #[inline(always)]
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    }
+}
+
+/// Where a 128-bit generator gets its random bits: the fast PRNGs, or a caller's function
 /// (tests use one to reproduce published vectors exactly).
 pub(crate) enum RandomSource {
-    Fast(FastRng),
+    Fast { seeds: FastRng, tails: WyRand },
     Hook(Box<dyn FnMut() -> u128 + Send>),
 }
 
 impl RandomSource {
+    pub(crate) fn fast(mut seeds: FastRng) -> Self {
+        let tails = WyRand(seeds.next_u64());
+        RandomSource::Fast { seeds, tails }
+    }
+
+    /// Random bits for the first id of a millisecond (counter seed and tail).
     #[inline]
     pub(crate) fn next_u128(&mut self) -> u128 {
         match self {
-            RandomSource::Fast(rng) => rng.next_u128(),
+            RandomSource::Fast { seeds, .. } => seeds.next_u128(),
             RandomSource::Hook(f) => f(),
         }
     }
 
-    #[inline]
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// Random bits for an id that continues a millisecond.
+    #[inline(always)]
+    pub(crate) fn next_tail(&mut self) -> u64 {
         match self {
-            RandomSource::Fast(rng) => rng.next_u64(),
+            RandomSource::Fast { tails, .. } => tails.next_u64(),
             RandomSource::Hook(f) => f() as u64,
         }
     }
@@ -244,7 +279,7 @@ impl RandomSource {
 impl std::fmt::Debug for RandomSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RandomSource::Fast(_) => f.write_str("FastRng"),
+            RandomSource::Fast { .. } => f.write_str("FastRng"),
             RandomSource::Hook(_) => f.write_str("Hook"),
         }
     }
@@ -272,6 +307,31 @@ mod tests {
                 assert_ne!(a[i], a[j]);
             }
         }
+    }
+
+    #[test]
+    fn a_parked_coarse_clock_reads_the_system_clock_and_wakes_its_thread() {
+        let _ = CoarseClock.now_ms();
+        // Simulate the refresher having parked itself.
+        COARSE.now_ms.store(COARSE_PARKED, Ordering::Relaxed);
+        let before = SystemClock.now_ms();
+        let read = CoarseClock.now_ms();
+        assert!(
+            read >= before && read <= SystemClock.now_ms(),
+            "{read} vs {before}"
+        );
+        // The woken refresher publishes a real reading again.
+        CoarseClock.wait_until_ms(before + 2);
+        assert_ne!(coarse_now_raw(), COARSE_PARKED);
+    }
+
+    #[test]
+    fn wyrand_draws_differ_and_depend_on_the_seed() {
+        let mut a = WyRand(1);
+        let mut b = WyRand(2);
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        assert_ne!(xs[0], xs[1]);
+        assert_ne!(xs[0], b.next_u64());
     }
 
     #[test]

@@ -22,14 +22,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::str::FromStr;
 
 use crate::clock::{Clock, SystemClock};
 use crate::encode::{CROCKFORD_ALPHABET, CROCKFORD_STRICT};
 use crate::error::{truncate_input, DecodeError, GenerateError};
-use crate::fast::{CoarseClock, FastRng, RandomSource};
+use crate::fast::{coarse_now_raw, CoarseClock, FastRng, RandomSource};
 use crate::layout::format_rfc3339_ms;
 
 /// Width of the random component.
@@ -207,10 +207,76 @@ impl From<u128> for Ulid {
 pub struct UlidGenerator<C: Clock = SystemClock> {
     clock: C,
     random: RandomSource,
+    state: State,
+}
+
+/// The monotonic state shared by [`UlidGenerator`] and the thread-local [`next`]: the last
+/// issued id as two words, so that the fast path touches only the low one.
+#[derive(Debug, Clone, Copy)]
+struct State {
     /// The first millisecond that starts a fresh random component: one past the last issued
-    /// timestamp (0 before the first id).
+    /// timestamp (0 before the first id, so that any clock reading starts one).
     fresh_from_ms: u64,
-    last_random: u128,
+    /// The last issued id's top 64 bits: timestamp and the top 16 random bits.
+    hi: u64,
+    /// The last issued id's low 64 random bits.
+    lo: u64,
+}
+
+impl State {
+    const NEW: State = State {
+        fresh_from_ms: 0,
+        hi: 0,
+        lo: 0,
+    };
+
+    /// The fast path: the same millisecond (or a clock behind it), and an increment that
+    /// does not carry out of the low word.
+    #[inline(always)]
+    fn next_same_ms(&mut self, now_ms: u64) -> Option<Ulid> {
+        if now_ms < self.fresh_from_ms && self.lo != u64::MAX {
+            self.lo += 1;
+            Some(self.id())
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    fn id(&self) -> Ulid {
+        Ulid(u128::from(self.hi) << 64 | u128::from(self.lo))
+    }
+
+    /// A new millisecond, a carry into the top random bits, or the spec's overflow error.
+    ///
+    /// Takes and returns the state by value so that callers' loops can keep it in registers.
+    #[cold]
+    #[inline(never)]
+    fn next_slow(
+        mut self,
+        now_ms: u64,
+        random: impl FnOnce() -> u128,
+    ) -> (State, Result<Ulid, GenerateError>) {
+        if now_ms < self.fresh_from_ms {
+            // The low word is all ones: carry, unless the random component is all ones.
+            if self.hi & 0xffff == 0xffff {
+                let ms = self.fresh_from_ms - 1;
+                return (self, Err(GenerateError::MonotonicOverflow { ms }));
+            }
+            self.hi += 1;
+            self.lo = 0;
+            return (self, Ok(self.id()));
+        }
+        if now_ms > ULID_TIMESTAMP_MAX_MS {
+            let overflow_at = format_rfc3339_ms(ULID_TIMESTAMP_MAX_MS + 1);
+            return (self, Err(GenerateError::TimestampOverflow { overflow_at }));
+        }
+        let id = u128::from(now_ms) << ULID_RANDOM_BITS | random() & RANDOM_MAX;
+        self.hi = (id >> 64) as u64;
+        self.lo = id as u64;
+        self.fresh_from_ms = now_ms + 1;
+        (self, Ok(Ulid(id)))
+    }
 }
 
 impl Default for UlidGenerator<SystemClock> {
@@ -231,16 +297,15 @@ impl<C: Clock> UlidGenerator<C> {
     pub fn with_clock(clock: C) -> Self {
         Self {
             clock,
-            random: RandomSource::Fast(FastRng::from_os()),
-            fresh_from_ms: 0,
-            last_random: 0,
+            random: RandomSource::fast(FastRng::from_os()),
+            state: State::NEW,
         }
     }
 
     /// Replaces the randomness with a [`FastRng`] seeded with `seed`: deterministic ids for
     /// tests and simulations only.
     pub fn with_seed(mut self, seed: u64) -> Self {
-        self.random = RandomSource::Fast(FastRng::from_seed(seed));
+        self.random = RandomSource::fast(FastRng::from_seed(seed));
         self
     }
 
@@ -264,29 +329,19 @@ impl<C: Clock> UlidGenerator<C> {
     #[inline]
     pub fn next_id(&mut self) -> Result<Ulid, GenerateError> {
         let now_ms = self.clock.now_ms();
-        if now_ms >= self.fresh_from_ms {
-            if now_ms > ULID_TIMESTAMP_MAX_MS {
-                return Err(GenerateError::TimestampOverflow {
-                    overflow_at: format_rfc3339_ms(ULID_TIMESTAMP_MAX_MS + 1),
-                });
+        match self.state.next_same_ms(now_ms) {
+            Some(id) => Ok(id),
+            None => {
+                let id;
+                (self.state, id) = self.state.next_slow(now_ms, || self.random.next_u128());
+                id
             }
-            self.last_random = self.random.next_u128() & RANDOM_MAX;
-            self.fresh_from_ms = now_ms + 1;
-        } else if self.last_random < RANDOM_MAX {
-            self.last_random += 1;
-        } else {
-            return Err(GenerateError::MonotonicOverflow {
-                ms: self.fresh_from_ms - 1,
-            });
         }
-        Ok(Ulid(
-            u128::from(self.fresh_from_ms - 1) << ULID_RANDOM_BITS | self.last_random,
-        ))
     }
 
     /// The timestamp of the last issued id in Unix ms, or `None` before the first id.
     pub fn last_issued_ms(&self) -> Option<u64> {
-        self.fresh_from_ms.checked_sub(1)
+        self.state.fresh_from_ms.checked_sub(1)
     }
 
     /// How far the last issued timestamp is ahead of the clock now, in ms (0 if not ahead);
@@ -297,9 +352,26 @@ impl<C: Clock> UlidGenerator<C> {
     }
 }
 
+/// The thread-local generator behind [`next`]: initialized at compile time and free of
+/// destructors, so reaching it costs no lazy-initialization check, with one `Cell` per word
+/// so the fast path loads and stores exactly the words it uses. The RNG is seeded on the
+/// first slow path, which is always the first call.
+struct Local {
+    fresh_from_ms: Cell<u64>,
+    hi: Cell<u64>,
+    lo: Cell<u64>,
+    rng: RefCell<FastRng>,
+}
+
 thread_local! {
-    static LOCAL: RefCell<UlidGenerator<CoarseClock>> =
-        RefCell::new(UlidGenerator::with_clock(CoarseClock));
+    static LOCAL: Local = const {
+        Local {
+            fresh_from_ms: Cell::new(State::NEW.fresh_from_ms),
+            hi: Cell::new(State::NEW.hi),
+            lo: Cell::new(State::NEW.lo),
+            rng: RefCell::new(FastRng::UNSEEDED),
+        }
+    };
 }
 
 /// The next ULID from this thread's generator on the [`CoarseClock`].
@@ -315,13 +387,72 @@ thread_local! {
 /// ```
 #[inline]
 pub fn next() -> Result<Ulid, GenerateError> {
-    LOCAL.with(|g| g.borrow_mut().next_id())
+    // A parked coarse clock reads above every millisecond, so it takes the slow path.
+    let raw_ms = coarse_now_raw();
+    LOCAL.with(|local| {
+        let lo = local.lo.get();
+        if raw_ms < local.fresh_from_ms.get() && lo != u64::MAX {
+            local.lo.set(lo + 1);
+            return Ok(Ulid(u128::from(local.hi.get()) << 64 | u128::from(lo + 1)));
+        }
+        next_local_slow(local)
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn next_local_slow(local: &Local) -> Result<Ulid, GenerateError> {
+    let now_ms = CoarseClock.now_ms();
+    let state = State {
+        fresh_from_ms: local.fresh_from_ms.get(),
+        hi: local.hi.get(),
+        lo: local.lo.get(),
+    };
+    let (state, id) = state.next_slow(now_ms, || {
+        local.rng.borrow_mut().ensure_seeded().next_u128()
+    });
+    local.fresh_from_ms.set(state.fresh_from_ms);
+    local.hi.set(state.hi);
+    local.lo.set(state.lo);
+    id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    #[test]
+    fn increment_carries_from_the_low_word_into_the_high_word() {
+        let start: u128 = 0x1234 << 64 | u128::from(u64::MAX);
+        let mut g = UlidGenerator::with_clock(ManualClock::new(7_000)).with_random(move || start);
+        assert_eq!(g.next_id().unwrap().random(), start);
+        let b = g.next_id().unwrap();
+        assert_eq!(b.random(), 0x1235 << 64);
+        assert_eq!(b.timestamp_ms(), 7_000);
+        assert_eq!(g.next_id().unwrap().random(), 0x1235 << 64 | 1);
+    }
+
+    #[test]
+    fn thread_local_ids_are_unique_across_threads() {
+        let per_thread = 20_000;
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let ids: Vec<Ulid> = (0..per_thread).map(|_| next().unwrap()).collect();
+                    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+                    ids
+                })
+            })
+            .collect();
+        let mut all: Vec<Ulid> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4 * per_thread);
+    }
 
     #[test]
     fn overflow_fails_until_the_next_millisecond() {

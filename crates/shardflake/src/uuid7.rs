@@ -35,13 +35,14 @@
 //! # Ok::<(), shardflake::DecodeError>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::str::FromStr;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{truncate_input, DecodeError};
-use crate::fast::{CoarseClock, FastRng, RandomSource};
+use crate::fast::{coarse_now_raw, CoarseClock, FastRng, RandomSource, WyRand};
+use crate::layout::format_rfc3339_ms;
 
 /// Width of the monotonic counter: all 12 bits of `rand_a` and the top 30 of `rand_b`.
 pub const UUID7_COUNTER_BITS: u32 = 42;
@@ -153,6 +154,17 @@ impl Uuid7 {
     /// The 12-bit `rand_a` field.
     pub const fn rand_a(self) -> u16 {
         (self.0 >> 64) as u16 & 0xfff
+    }
+
+    /// The timestamp as RFC 3339 UTC with milliseconds.
+    ///
+    /// ```
+    /// use shardflake::uuid7::Uuid7;
+    /// let id = Uuid7::from_fields(0x017F_22E2_79B0, 0, 0);
+    /// assert_eq!(id.time(), "2022-02-22T19:22:22.000Z");
+    /// ```
+    pub fn time(self) -> String {
+        format_rfc3339_ms(self.timestamp_ms())
     }
 
     /// The 62-bit `rand_b` field.
@@ -270,12 +282,93 @@ fn parse_uuid(s: &str) -> Result<u128, DecodeError> {
 pub struct Uuid7Generator<C: Clock = SystemClock> {
     clock: C,
     random: RandomSource,
+    state: State,
+}
+
+/// The monotonic state shared by [`Uuid7Generator`] and the thread-local [`next`]: the last
+/// issued id without its 32 random tail bits, as two words laid out like the id, so that the
+/// fast path is one compare and one add on the low word.
+#[derive(Debug, Clone, Copy)]
+struct State {
     /// The first millisecond that starts a fresh counter: one past the last issued
     /// timestamp (0 before the first id, so that any clock reading starts one).
     fresh_from_ms: u64,
-    counter: u64,
+    /// `unix_ts_ms | ver | rand_a`: the timestamp and the counter's top 12 bits.
+    hi: u64,
+    /// `var | rand_b`: the counter's low 30 bits at bits 32..62, tail bits zero.
+    lo: u64,
     seed_mask: u64,
     borrowed_ms: u64,
+}
+
+/// `lo` when the counter's low 30 bits are all ones: the next increment carries into
+/// `rand_a`, which the slow path handles.
+const LO_COUNTER_FULL: u64 = 0b10 << 62 | 0x3fff_ffff << TAIL_BITS;
+
+impl State {
+    const NEW: State = State {
+        fresh_from_ms: 0,
+        hi: 0,
+        lo: 0,
+        seed_mask: COUNTER_MAX >> UUID7_GUARD_BITS_DEFAULT,
+        borrowed_ms: 0,
+    };
+
+    /// The fast path: the same millisecond (or a clock behind it), and a counter increment
+    /// that stays within `rand_b`.
+    #[inline(always)]
+    fn next_same_ms(&mut self, now_ms: u64, tail: impl FnOnce() -> u64) -> Option<Uuid7> {
+        if now_ms < self.fresh_from_ms && self.lo != LO_COUNTER_FULL {
+            self.lo += 1 << TAIL_BITS;
+            Some(self.id(tail() as u32))
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    fn id(&self, tail: u32) -> Uuid7 {
+        compose(self.hi, self.lo, tail)
+    }
+
+    fn counter(&self) -> u64 {
+        (self.hi & 0xfff) << 30 | (self.lo >> TAIL_BITS) & 0x3fff_ffff
+    }
+
+    /// A new millisecond, a carry into `rand_a`, or a counter overflow. `bits` is one draw
+    /// of 74 random bits: bits 32..74 seed a new counter, bits 0..32 are the tail.
+    ///
+    /// Takes and returns the state by value so that callers' loops can keep it in registers.
+    #[cold]
+    #[inline(never)]
+    fn next_slow(mut self, now_ms: u64, bits: u128) -> (State, Uuid7) {
+        let counter = if now_ms >= self.fresh_from_ms {
+            self.fresh_from_ms = now_ms + 1;
+            (bits >> TAIL_BITS) as u64 & self.seed_mask
+        } else if self.counter() < COUNTER_MAX {
+            self.counter() + 1
+        } else {
+            // The counter ran out within a millisecond: borrow the next millisecond (RFC 9562
+            // §6.2 allows incrementing the timestamp) and reseed.
+            self.fresh_from_ms += 1;
+            self.borrowed_ms += 1;
+            (bits >> TAIL_BITS) as u64 & self.seed_mask
+        };
+        let ms = self.fresh_from_ms - 1;
+        assert!(
+            ms <= UUID7_TIMESTAMP_MAX_MS,
+            "UUIDv7 timestamp {ms} ms is beyond the 48-bit field"
+        );
+        self.hi = ms << 16 | 0x7 << 12 | counter >> 30;
+        self.lo = 0b10 << 62 | (counter & 0x3fff_ffff) << TAIL_BITS;
+        let id = self.id(bits as u32);
+        (self, id)
+    }
+}
+
+#[inline(always)]
+fn compose(hi: u64, lo: u64, tail: u32) -> Uuid7 {
+    Uuid7(u128::from(hi) << 64 | u128::from(lo | u64::from(tail)))
 }
 
 impl Default for Uuid7Generator<SystemClock> {
@@ -296,11 +389,8 @@ impl<C: Clock> Uuid7Generator<C> {
     pub fn with_clock(clock: C) -> Self {
         Self {
             clock,
-            random: RandomSource::Fast(FastRng::from_os()),
-            fresh_from_ms: 0,
-            counter: 0,
-            seed_mask: COUNTER_MAX >> UUID7_GUARD_BITS_DEFAULT,
-            borrowed_ms: 0,
+            random: RandomSource::fast(FastRng::from_os()),
+            state: State::NEW,
         }
     }
 
@@ -308,7 +398,7 @@ impl<C: Clock> Uuid7Generator<C> {
     /// tests and simulations. Never use a fixed seed in production: two generators with the
     /// same seed and clock issue the same ids.
     pub fn with_seed(mut self, seed: u64) -> Self {
-        self.random = RandomSource::Fast(FastRng::from_seed(seed));
+        self.random = RandomSource::fast(FastRng::from_seed(seed));
         self
     }
 
@@ -335,7 +425,7 @@ impl<C: Clock> Uuid7Generator<C> {
             bits <= UUID7_COUNTER_BITS,
             "guard bits {bits} out of range 0..={UUID7_COUNTER_BITS}"
         );
-        self.seed_mask = COUNTER_MAX.checked_shr(bits).unwrap_or(0);
+        self.state.seed_mask = COUNTER_MAX.checked_shr(bits).unwrap_or(0);
         self
     }
 
@@ -352,50 +442,19 @@ impl<C: Clock> Uuid7Generator<C> {
     #[inline]
     pub fn next_id(&mut self) -> Uuid7 {
         let now_ms = self.clock.now_ms();
-        let tail;
-        if now_ms >= self.fresh_from_ms {
-            // A new millisecond: reseed the counter from the same draw as the tail, so one
-            // draw supplies all 74 random bits.
-            let bits = self.random.next_u128();
-            self.counter = (bits >> TAIL_BITS) as u64 & self.seed_mask;
-            tail = bits as u32;
-            self.fresh_from_ms = now_ms + 1;
-        } else {
-            // The same millisecond, or the clock is behind the last timestamp: count on.
-            tail = self.random.next_u64() as u32;
-            if self.counter < COUNTER_MAX {
-                self.counter += 1;
-            } else {
-                self.overflow_counter();
-            }
+        let random = &mut self.random;
+        if let Some(id) = self.state.next_same_ms(now_ms, || random.next_tail()) {
+            return id;
         }
-        let ms = self.fresh_from_ms - 1;
-        assert!(
-            ms <= UUID7_TIMESTAMP_MAX_MS,
-            "UUIDv7 timestamp {ms} ms is beyond the 48-bit field"
-        );
-        Uuid7(
-            u128::from(ms) << 80
-                | VERSION_7
-                | u128::from(self.counter >> 30) << 64
-                | VARIANT_RFC
-                | u128::from(self.counter & ((1 << 30) - 1)) << TAIL_BITS
-                | u128::from(tail),
-        )
-    }
-
-    /// The counter ran out within a millisecond: borrow the next millisecond (RFC 9562 §6.2
-    /// allows incrementing the timestamp) and reseed.
-    #[cold]
-    fn overflow_counter(&mut self) {
-        self.fresh_from_ms += 1;
-        self.borrowed_ms += 1;
-        self.counter = (self.random.next_u128() >> TAIL_BITS) as u64 & self.seed_mask;
+        let bits = self.random.next_u128();
+        let id;
+        (self.state, id) = self.state.next_slow(now_ms, bits);
+        id
     }
 
     /// The timestamp of the last issued id in Unix ms, or `None` before the first id.
     pub fn last_issued_ms(&self) -> Option<u64> {
-        self.fresh_from_ms.checked_sub(1)
+        self.state.fresh_from_ms.checked_sub(1)
     }
 
     /// How far the last issued timestamp is ahead of the clock now, in ms (0 if not ahead).
@@ -407,13 +466,32 @@ impl<C: Clock> Uuid7Generator<C> {
 
     /// How many times a counter overflow moved the timestamp one millisecond ahead.
     pub fn borrowed_ms(&self) -> u64 {
-        self.borrowed_ms
+        self.state.borrowed_ms
     }
 }
 
+/// The thread-local generator behind [`next`]: initialized at compile time and free of
+/// destructors, so reaching it costs no lazy-initialization check, with one `Cell` per word
+/// so the fast path loads and stores exactly the words it uses. The RNGs are seeded on the
+/// first slow path, which is always the first call.
+struct Local {
+    fresh_from_ms: Cell<u64>,
+    hi: Cell<u64>,
+    lo: Cell<u64>,
+    tails: Cell<u64>,
+    seeds: RefCell<FastRng>,
+}
+
 thread_local! {
-    static LOCAL: RefCell<Uuid7Generator<CoarseClock>> =
-        RefCell::new(Uuid7Generator::with_clock(CoarseClock));
+    static LOCAL: Local = const {
+        Local {
+            fresh_from_ms: Cell::new(State::NEW.fresh_from_ms),
+            hi: Cell::new(State::NEW.hi),
+            lo: Cell::new(State::NEW.lo),
+            tails: Cell::new(0),
+            seeds: RefCell::new(FastRng::UNSEEDED),
+        }
+    };
 }
 
 /// The next UUIDv7 from this thread's generator on the [`CoarseClock`].
@@ -429,13 +507,88 @@ thread_local! {
 /// ```
 #[inline]
 pub fn next() -> Uuid7 {
-    LOCAL.with(|g| g.borrow_mut().next_id())
+    // A parked coarse clock reads above every millisecond, so it takes the slow path.
+    let raw_ms = coarse_now_raw();
+    LOCAL.with(|local| {
+        let lo = local.lo.get();
+        if raw_ms < local.fresh_from_ms.get() && lo != LO_COUNTER_FULL {
+            let lo = lo + (1 << TAIL_BITS);
+            local.lo.set(lo);
+            let mut tails = WyRand(local.tails.get());
+            let tail = tails.next_u64() as u32;
+            local.tails.set(tails.0);
+            return compose(local.hi.get(), lo, tail);
+        }
+        next_local_slow(local)
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn next_local_slow(local: &Local) -> Uuid7 {
+    let now_ms = CoarseClock.now_ms();
+    let mut seeds = local.seeds.borrow_mut();
+    let seeds = seeds.ensure_seeded();
+    if local.tails.get() == 0 {
+        local.tails.set(seeds.next_u64());
+    }
+    let state = State {
+        fresh_from_ms: local.fresh_from_ms.get(),
+        hi: local.hi.get(),
+        lo: local.lo.get(),
+        ..State::NEW
+    };
+    let (state, id) = state.next_slow(now_ms, seeds.next_u128());
+    local.fresh_from_ms.set(state.fresh_from_ms);
+    local.hi.set(state.hi);
+    local.lo.set(state.lo);
+    id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    #[test]
+    fn counter_carries_from_rand_b_into_rand_a() {
+        // Seed the counter with its low 30 bits (the top of rand_b) all ones.
+        let seed_counter: u128 = 0x5 << 30 | 0x3fff_ffff;
+        let mut g = Uuid7Generator::with_clock(ManualClock::new(1_000))
+            .with_random(move || seed_counter << TAIL_BITS | 0xdead_beef);
+        let a = g.next_id();
+        assert_eq!(a.rand_a(), 0x5);
+        assert_eq!(a.rand_b(), 0x3fff_ffff << 32 | 0xdead_beef);
+        let b = g.next_id();
+        assert_eq!(b.rand_a(), 0x6);
+        assert_eq!(b.rand_b(), 0xdead_beef);
+        assert_eq!(b.variant(), 0b10);
+        assert!(a < b);
+        let c = g.next_id();
+        assert_eq!(c.rand_b(), 1 << 32 | 0xdead_beef);
+        assert_eq!(g.borrowed_ms(), 0);
+    }
+
+    #[test]
+    fn thread_local_ids_are_unique_across_threads() {
+        let per_thread = 20_000;
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let ids: Vec<Uuid7> = (0..per_thread).map(|_| next()).collect();
+                    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+                    ids
+                })
+            })
+            .collect();
+        let mut all: Vec<Uuid7> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4 * per_thread);
+    }
 
     #[test]
     fn counter_increments_within_a_millisecond_and_reseeds_after() {
