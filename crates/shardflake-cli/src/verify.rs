@@ -63,6 +63,10 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 /// Arguments of `shardflake verify`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when every id is distinct, 1 when there is a duplicate, 2 when \
+                  the input cannot be read or a line is not an id of the layout."
+)]
 pub struct VerifyArgs {
     #[arg(long, default_value = "default", value_name = "NAME",
           value_parser = PossibleValuesParser::new(kind::LAYOUT_NAMES), help = kind::LAYOUT_HELP)]
