@@ -66,13 +66,14 @@ impl Clock for SystemClock {
             }
             let left = target_ms - now;
             if left > 2 {
-                // Sleep for all but the last millisecond; sleeping overshoots by up to a
+                // Sleep for all but the last two milliseconds; sleeping overshoots by up to a
                 // scheduler quantum, which would waste most of the next tick.
-                std::thread::sleep(Duration::from_millis(left - 1));
+                std::thread::sleep(Duration::from_millis(left - 2));
             } else {
-                // Within a tick or two: yield instead of sleeping so that a sequence
-                // exhausted at the end of a millisecond resumes right at the next one.
-                std::thread::yield_now();
+                // Within two ticks: spin. Yielding would hand the core to whatever else is
+                // runnable and, on a busy machine, miss the start of the next millisecond,
+                // which is where a generator with an exhausted sequence resumes.
+                std::hint::spin_loop();
             }
         }
     }

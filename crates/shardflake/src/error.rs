@@ -61,6 +61,14 @@ pub enum LayoutError {
         /// The clock's reading, Unix ms.
         now_ms: u64,
     },
+    /// A layout spec (`preset:key=value,...`) could not be parsed.
+    #[error("layout spec `{spec}`: {reason}")]
+    Spec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No preset has this name.
     #[error("unknown layout `{name}`; known layouts: {known}")]
     UnknownPreset {

@@ -371,6 +371,95 @@ impl Layout {
         built.build()
     }
 
+    /// Parses a layout spec: a preset name, optionally followed by `:` and comma-separated
+    /// overrides — a field's width by the field's name (`worker=21`), `epoch=` (a date, an
+    /// RFC 3339 time or Unix ms), `unit_ms=`, and `granularity=` (a duration such as `5s`,
+    /// `30m`, `1h`; the time unit, meant for `temporal`).
+    ///
+    /// Baidu UidGenerator's default 28 bits of seconds from 2016-05-20 ran out on
+    /// 2024-11-20; its users move the epoch and widen the time field, and so can you:
+    ///
+    /// ```
+    /// use shardflake::Layout;
+    /// let l = Layout::from_spec("uidgenerator:timestamp=30,worker=20,epoch=2025-01-01").unwrap();
+    /// assert_eq!(l.field("worker").unwrap().bits(), 20);
+    /// assert_eq!(l.overflow_time(), "2059-01-10T13:37:04.000Z");
+    /// let t = Layout::from_spec("temporal:granularity=5s").unwrap();
+    /// assert_eq!(t.time_unit_ms(), 5_000);
+    /// assert!(Layout::from_spec("twitter:color=3").is_err());
+    /// ```
+    pub fn from_spec(spec: &str) -> Result<Layout, LayoutError> {
+        let (name, overrides) = match spec.split_once(':') {
+            Some((name, rest)) => (name.trim(), rest),
+            None => return Layout::preset(spec.trim()),
+        };
+        let base = Layout::preset(name)?;
+        let bad = |reason: String| LayoutError::Spec {
+            spec: spec.to_string(),
+            reason,
+        };
+        let mut fields: Vec<(String, u32, FieldKind)> = base
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.bits, f.kind))
+            .collect();
+        let mut epoch_ms = base.epoch_ms;
+        let mut unit_ms = base.time_unit_ms;
+        for item in overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{item}` is not key=value")))?;
+            let (key, value) = (key.trim(), value.trim());
+            match key {
+                "epoch" => {
+                    epoch_ms = match value.parse::<u64>() {
+                        Ok(ms) => ms,
+                        Err(_) => parse_time_ms(value).map_err(bad)?,
+                    }
+                }
+                "unit_ms" => {
+                    unit_ms = value
+                        .parse()
+                        .map_err(|_| bad(format!("unit_ms `{value}` is not a whole number")))?
+                }
+                "granularity" => {
+                    let d = humantime::parse_duration(value)
+                        .map_err(|e| bad(format!("granularity `{value}`: {e}")))?;
+                    if d.subsec_nanos() % 1_000_000 != 0 {
+                        return Err(bad(format!(
+                            "granularity `{value}` is not a whole number of milliseconds"
+                        )));
+                    }
+                    unit_ms = d.as_millis() as u64;
+                }
+                field => {
+                    let slot = fields.iter_mut().find(|f| f.0 == field).ok_or_else(|| {
+                        let names: Vec<&str> = base.fields.iter().map(|f| f.name()).collect();
+                        bad(format!(
+                            "unknown key `{field}`; keys are epoch, unit_ms, granularity and the field names {}",
+                            names.join(", ")
+                        ))
+                    })?;
+                    slot.1 = value.parse().map_err(|_| {
+                        bad(format!("width of `{field}`: `{value}` is not a number"))
+                    })?;
+                }
+            }
+        }
+        let mut b = LayoutBuilder::new(base.name.clone())
+            .epoch_ms(epoch_ms)
+            .time_unit_ms(unit_ms);
+        b.fields = fields;
+        if base.total_bits == 64 {
+            b = b.allow_sign_bit();
+        }
+        b.build()
+    }
+
     /// The temporal-shard layout `[shard][host][counter]` with the given shard granularity.
     pub fn temporal(
         granularity_ms: u64,

@@ -352,6 +352,11 @@ impl<C: Clock> SnowflakeGenerator<C> {
     #[inline(always)]
     fn take(&self, want: u64) -> Result<(u64, u64, u64), GenerateError> {
         loop {
+            // Load the state before reading the clock: a thread preempted between the two
+            // then sees a clock that is newer than the state, never older, so a stale read can
+            // not pass for a clock that stepped back. If the state moved meanwhile, the
+            // compare-and-swap below fails and the loop starts over.
+            let cur = self.state.load(Ordering::Acquire);
             let now_ms = self.clock.now_ms();
             let Some(now_tick) = now_ms.checked_sub(self.epoch_ms).map(|d| d / self.unit_ms) else {
                 return Err(GenerateError::EpochInFuture {
@@ -359,7 +364,6 @@ impl<C: Clock> SnowflakeGenerator<C> {
                     now_ms,
                 });
             };
-            let cur = self.state.load(Ordering::Acquire);
             let last_tick = cur >> self.seq_bits;
             let last_seq = cur & self.seq_max;
             let step = if now_tick > last_tick {
