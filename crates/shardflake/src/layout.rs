@@ -716,7 +716,8 @@ mod tests {
 
     #[test]
     fn every_preset_builds_and_names_its_fields() {
-        let expect: &[(&str, &[(&str, u32)], u64, u64)] = &[
+        type Expected<'a> = (&'a str, &'a [(&'a str, u32)], u64, u64);
+        let expect: &[Expected] = &[
             (
                 "twitter",
                 &[
