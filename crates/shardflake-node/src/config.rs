@@ -30,6 +30,12 @@ pub const BORROW_AHEAD_MS_MAX_DEFAULT: u64 = 1_000;
 pub const MAX_CONNECTIONS_DEFAULT: usize = 4_096;
 /// The largest `--max-connections`.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+/// The default lease TTL in cluster mode (`--lease-ttl-ms`).
+pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
+/// Shortest `--lease-ttl-ms`.
+pub const LEASE_TTL_MS_MIN: u64 = 100;
+/// Longest `--lease-ttl-ms`.
+pub const LEASE_TTL_MS_MAX: u64 = 600_000;
 /// Shortest temporal shard granularity.
 pub const SHARD_GRANULARITY_MS_MIN: u64 = 1_000;
 /// Longest temporal shard granularity (one week, the layout's largest time unit).
@@ -91,6 +97,23 @@ pub struct ServeArgs {
     /// Log format on stderr; the filter comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "SHARDFLAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Cluster mode: coordinator URLs, comma-separated (`http://10.0.0.1:7070,...`). The node
+    /// leases its node id from them instead of taking MACHINE_ID and DATACENTER_ID.
+    #[arg(long, env = "SHARDFLAKE_COORDINATOR")]
+    pub coordinator: Option<String>,
+
+    /// Cluster mode: start as a standby that takes over the node id of a failed node.
+    #[arg(long, env = "SHARDFLAKE_STANDBY")]
+    pub standby: bool,
+
+    /// Cluster mode: the lease's time to live, in ms.
+    #[arg(long, env = "SHARDFLAKE_LEASE_TTL_MS", default_value_t = LEASE_TTL_MS_DEFAULT)]
+    pub lease_ttl_ms: u64,
+
+    /// Cluster mode: the cluster token, sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "SHARDFLAKE_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -109,6 +132,10 @@ impl Default for ServeArgs {
             borrow_ahead_ms_max: None,
             max_connections: MAX_CONNECTIONS_DEFAULT,
             log_format: LogFormat::Text,
+            coordinator: None,
+            standby: false,
+            lease_ttl_ms: LEASE_TTL_MS_DEFAULT,
+            cluster_token: None,
         }
     }
 }
@@ -205,6 +232,21 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Cluster mode: how to reach the coordinators (`None`: standalone).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode: the node id is leased from coordinators.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Coordinator base URLs.
+    pub urls: Vec<String>,
+    /// The cluster token.
+    pub token: Option<String>,
+    /// Start as a standby.
+    pub standby: bool,
+    /// Lease TTL, ms.
+    pub lease_ttl_ms: u64,
 }
 
 /// A flag or environment variable with a value the node cannot use.
@@ -303,7 +345,13 @@ impl NodeConfig {
                 now: format_rfc3339_ms(now_ms),
             });
         }
-        let node = node_fields(&layout, args.machine_id, args.datacenter_id)?;
+        let cluster = cluster_from_args(args)?;
+        let node = if cluster.is_some() {
+            // The coordinator leases the node id; the fields are set per lease.
+            node_fields(&layout, None, None)?
+        } else {
+            node_fields(&layout, args.machine_id, args.datacenter_id)?
+        };
         let clock_policy = clock_policy_from_args(args)?;
         if args.max_connections == 0 || args.max_connections > MAX_CONNECTIONS_LIMIT {
             return Err(ConfigError::OutOfRange {
@@ -321,6 +369,7 @@ impl NodeConfig {
             clock_policy,
             max_connections: args.max_connections,
             log_format: args.log_format,
+            cluster,
         })
     }
 
@@ -340,6 +389,42 @@ impl NodeConfig {
             .collect::<Vec<_>>()
             .join("-")
     }
+}
+
+fn cluster_from_args(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(list) = &args.coordinator else {
+        if args.standby {
+            return Err(ConfigError::NotApplicable {
+                flag: "--standby (SHARDFLAKE_STANDBY)",
+                when: "with --coordinator",
+            });
+        }
+        return Ok(None);
+    };
+    if args.machine_id.is_some() || args.datacenter_id.is_some() {
+        return Err(ConfigError::NotApplicable {
+            flag: "MACHINE_ID and DATACENTER_ID",
+            when: "without --coordinator (in cluster mode the coordinator leases the node id)",
+        });
+    }
+    if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(&args.lease_ttl_ms) {
+        return Err(ConfigError::OutOfRange {
+            flag: "--lease-ttl-ms (SHARDFLAKE_LEASE_TTL_MS)",
+            value: args.lease_ttl_ms,
+            min: LEASE_TTL_MS_MIN,
+            max: LEASE_TTL_MS_MAX,
+        });
+    }
+    Ok(Some(ClusterConfig {
+        urls: list
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        token: args.cluster_token.clone().filter(|t| !t.is_empty()),
+        standby: args.standby,
+        lease_ttl_ms: args.lease_ttl_ms,
+    }))
 }
 
 fn layout_from_args(args: &ServeArgs) -> Result<Layout, ConfigError> {

@@ -237,7 +237,11 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(ServeError::Runtime)?;
         let addr = config.listen;
-        let state = AppState::open(config)?;
+        let state = if config.cluster.is_some() {
+            AppState::open_cluster(config, Arc::new(SystemClock))?
+        } else {
+            AppState::open(config)?
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

@@ -13,6 +13,7 @@ use shardflake::{
     format_rfc3339_ms, Clock, ClockPolicy, CounterBlock, CounterSupplier, GenerateError, IdRange,
     Layout, LayoutError, Reservation, Reserver, SnowflakeGenerator, SystemClock, TemporalGenerator,
 };
+use shardflake_client::{ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState};
 use shardflake_proto::node::{NodeMode, ReadyResponse};
 use shardflake_proto::{ErrorCode, ErrorDetail};
 use thiserror::Error;
@@ -20,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{NodeClockPolicy, NodeConfig};
+use crate::config::{ClusterConfig, NodeClockPolicy, NodeConfig};
 use crate::metrics::{Metrics, Snapshot};
 use crate::state_file::{Reserved, StateError, StateFile, StateIdentity};
 
@@ -58,6 +59,12 @@ pub type DynClock = Arc<dyn Clock>;
 pub(crate) enum IdSource {
     Snowflake(SnowflakeGenerator<DynClock>),
     Temporal(TemporalGenerator<DynClock>),
+    /// Cluster mode: a generator for the lease's node id. An id counts only if the lease is
+    /// still valid *after* it was generated, so a process paused between the two (GC,
+    /// `SIGSTOP`) cannot hand out an id made after its lease ran out.
+    Leased(SnowflakeGenerator<DynClock>, Arc<ActiveLease>),
+    /// Cluster mode with the temporal layout; blocks come from the coordinator.
+    LeasedTemporal(Arc<TemporalGenerator<DynClock>>, Arc<ActiveLease>),
     /// Issues nothing.
     Fenced,
 }
@@ -68,6 +75,16 @@ impl IdSource {
         match self {
             IdSource::Snowflake(g) => g.next_id(),
             IdSource::Temporal(g) => g.next_id(),
+            IdSource::Leased(g, lease) => {
+                let id = g.next_id()?;
+                lease.check()?;
+                Ok(id)
+            }
+            IdSource::LeasedTemporal(g, lease) => {
+                let id = g.next_id()?;
+                lease.check()?;
+                Ok(id)
+            }
             IdSource::Fenced => Err(GenerateError::LeaseLost),
         }
     }
@@ -77,6 +94,16 @@ impl IdSource {
         match self {
             IdSource::Snowflake(g) => g.next_range(max),
             IdSource::Temporal(g) => g.next_range(max),
+            IdSource::Leased(g, lease) => {
+                let r = g.next_range(max)?;
+                lease.check()?;
+                Ok(r)
+            }
+            IdSource::LeasedTemporal(g, lease) => {
+                let r = g.next_range(max)?;
+                lease.check()?;
+                Ok(r)
+            }
             IdSource::Fenced => Err(GenerateError::LeaseLost),
         }
     }
@@ -114,6 +141,9 @@ impl CounterSupplier for Wake {
 /// adds a variant whose bound is persisted by the coordinator under the lease's token.)
 pub(crate) enum Backing {
     Standalone(LocalBacking),
+    /// Cluster mode: the coordinator persists every bound (under the lease's token) before
+    /// the lease keeper raises the generator's reservation; nothing is written locally.
+    Cluster(Mutex<Reserved>),
 }
 
 pub(crate) struct LocalBacking {
@@ -125,6 +155,7 @@ impl Backing {
     fn persisted(&self) -> MutexGuard<'_, Reserved> {
         match self {
             Backing::Standalone(l) => l.persisted.lock().expect("persisted state mutex"),
+            Backing::Cluster(r) => r.lock().expect("persisted state mutex"),
         }
     }
 
@@ -160,12 +191,14 @@ impl Backing {
                     }
                 }
             }
+            Backing::Cluster(r) => Ok(r.lock().expect("persisted state mutex").clone()),
         }
     }
 
     fn path(&self) -> &Path {
         match self {
             Backing::Standalone(l) => l.file.path(),
+            Backing::Cluster(_) => Path::new("(none: cluster mode)"),
         }
     }
 }
@@ -189,6 +222,9 @@ pub enum StartError {
     /// The generator could not be built for this layout and node id.
     #[error("cannot build the generator: {0}")]
     Layout(#[from] LayoutError),
+    /// Cluster mode: the coordinator settings are unusable.
+    #[error("cluster mode: {0}")]
+    Cluster(String),
 }
 
 /// Why a readiness check failed.
@@ -221,6 +257,13 @@ pub(crate) struct Shared {
     last_write_error: Mutex<Option<String>>,
     last_readiness: Mutex<Option<ErrorCode>>,
     keeper: Mutex<Option<(JoinHandle<()>, watch::Sender<bool>)>>,
+    /// Cluster mode: the lease keeper (taken at shutdown) and its state.
+    cluster: Option<ClusterLink>,
+}
+
+pub(crate) struct ClusterLink {
+    keeper: Mutex<Option<LeaseKeeper>>,
+    state: watch::Receiver<MemberState>,
 }
 
 /// The node's state, shared by every request: cheap to clone.
@@ -342,6 +385,7 @@ impl AppState {
             last_write_error: Mutex::new(None),
             last_readiness: Mutex::new(None),
             keeper: Mutex::new(None),
+            cluster: None,
         });
         // The first reservation is durable before anything can be issued under it.
         shared.keep_once(true)?;
@@ -356,6 +400,62 @@ impl AppState {
                 layout.name(),
                 layout.overflow_time()
             );
+        }
+        Ok(AppState { shared })
+    }
+
+    /// Opens the node in cluster mode: no state file; a lease keeper acquires a node id
+    /// from the coordinators (or waits as a standby) and every lease it holds gets a new
+    /// generator, swapped in whole. Until then, and whenever the lease is lost, the node
+    /// issues nothing (`503 lease_lost`, `/readyz` says why). Needs a tokio runtime.
+    pub fn open_cluster(config: NodeConfig, clock: DynClock) -> Result<AppState, StartError> {
+        let cluster = config
+            .cluster
+            .clone()
+            .expect("open_cluster needs a cluster configuration");
+        let client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
+            .map_err(|e| StartError::Cluster(e.to_string()))?;
+        let keeper = LeaseKeeper::start(Arc::new(client), keeper_config(&config, &cluster, &clock));
+        let layout = config.layout.clone();
+        let inline_count_max = if layout.name() == "temporal" {
+            u64::MAX
+        } else if layout.time_unit_ms() == 1 {
+            layout.ids_per_tick()
+        } else {
+            0
+        };
+        info!(
+            coordinators = %cluster.urls.join(","),
+            standby = cluster.standby,
+            lease_ttl_ms = cluster.lease_ttl_ms,
+            "cluster mode: leasing the node id from the coordinator"
+        );
+        let shared = Arc::new(Shared {
+            config,
+            clock,
+            source: ArcSwap::from_pointee(IdSource::Fenced),
+            reservation: None,
+            backing: Backing::Cluster(Mutex::new(Reserved::default())),
+            wake: Arc::new(Wake::default()),
+            extended: Notify::new(),
+            metrics: Metrics::default(),
+            shutting_down: AtomicBool::new(false),
+            floor: AtomicU64::new(0),
+            inline_count_max,
+            node_json: Map::new(),
+            temporal: Mutex::new(TemporalKeeper::default()),
+            last_write_error: Mutex::new(None),
+            last_readiness: Mutex::new(None),
+            keeper: Mutex::new(None),
+            cluster: Some(ClusterLink {
+                state: keeper.subscribe(),
+                keeper: Mutex::new(None),
+            }),
+        });
+        let watcher = shared.clone();
+        keeper.watch(move |state| watcher.on_member_state(state));
+        if let Some(link) = &shared.cluster {
+            *link.keeper.lock().expect("keeper mutex") = Some(keeper);
         }
         Ok(AppState { shared })
     }
@@ -418,6 +518,20 @@ impl AppState {
         if let Some(r) = &self.shared.reservation {
             r.revoke();
         }
+        let lease_keeper = self
+            .shared
+            .cluster
+            .as_ref()
+            .and_then(|c| c.keeper.lock().expect("keeper mutex").take());
+        if let Some(k) = lease_keeper {
+            // Revokes the lease's reservation, then gives the node id back.
+            k.shutdown().await;
+        }
+        if self.shared.cluster.is_some() {
+            // The coordinator holds every bound this node ever reserved; nothing to write.
+            info!("stopped; the node id was given back to the coordinator");
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_FENCE_WAIT_MS);
         while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -475,7 +589,81 @@ async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+fn lease_lost(lease: &ActiveLease) -> NotReady {
+    NotReady {
+        code: ErrorCode::LeaseLost,
+        message: format!(
+            "the lease on node id {} (token {}) may have expired; renewing or acquiring a new one",
+            lease.host_id, lease.token
+        ),
+        retry_after_ms: Some(1_000),
+    }
+}
+
+fn keeper_config(config: &NodeConfig, cluster: &ClusterConfig, clock: &DynClock) -> KeeperConfig {
+    let name = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into()),
+        config.listen.port()
+    );
+    let mut k = KeeperConfig::new(name, cluster.lease_ttl_ms);
+    k.standby = cluster.standby;
+    k.clock = clock.clone();
+    k
+}
+
 impl Shared {
+    /// Swaps in a generator for every new lease and fences the node when it has none.
+    fn on_member_state(&self, state: &MemberState) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let source = match state {
+            MemberState::Active(lease) => match self.leased_source(lease) {
+                Ok(s) => {
+                    info!(
+                        node_id = lease.host_id,
+                        token = lease.token,
+                        start_above = %format_rfc3339_ms(lease.start_above_ms),
+                        "cluster: holding a lease; issuing"
+                    );
+                    s
+                }
+                Err(e) => {
+                    error!(
+                        "cluster: cannot build a generator for node id {}: {e}",
+                        lease.host_id
+                    );
+                    IdSource::Fenced
+                }
+            },
+            other => {
+                if let Some(reason) = other.not_ready_reason() {
+                    warn!("cluster: not issuing: {reason}");
+                }
+                IdSource::Fenced
+            }
+        };
+        self.source.store(Arc::new(source));
+        self.extended.notify_waiters();
+    }
+
+    fn leased_source(&self, lease: &Arc<ActiveLease>) -> Result<IdSource, LayoutError> {
+        let layout = self.config.layout.clone();
+        if layout.name() == "temporal" {
+            let g = Arc::new(lease.temporal(layout).clock(self.clock.clone()).build()?);
+            lease.attach_temporal(g.clone());
+            Ok(IdSource::LeasedTemporal(g, lease.clone()))
+        } else {
+            let g = lease
+                .snowflake(layout)?
+                .clock(self.clock.clone())
+                .policy(generator_policy(self.config.clock_policy))
+                .build()?;
+            Ok(IdSource::Leased(g, lease.clone()))
+        }
+    }
+
     fn node_policy(&self) -> NodeClockPolicy {
         self.config.clock_policy
     }
@@ -504,7 +692,8 @@ impl Shared {
         let changed = match &*source {
             IdSource::Snowflake(g) => self.keep_snowflake(g, force)?,
             IdSource::Temporal(g) => self.keep_temporal(g)?,
-            IdSource::Fenced => false,
+            // The lease keeper extends through the coordinator.
+            IdSource::Leased(..) | IdSource::LeasedTemporal(..) | IdSource::Fenced => false,
         };
         if changed {
             self.extended.notify_waiters();
@@ -680,6 +869,53 @@ impl Shared {
             })
     }
 
+    /// Readiness of a timestamp generator bounded by `r`.
+    fn check_snowflake_ready(
+        &self,
+        g: &SnowflakeGenerator<DynClock>,
+        r: &Reservation,
+        now_ms: u64,
+        write_error: &dyn Fn() -> String,
+    ) -> Result<(), NotReady> {
+        if r.is_revoked() {
+            return Err(NotReady {
+                code: ErrorCode::LeaseLost,
+                message: "the reservation was revoked".into(),
+                retry_after_ms: Some(1_000),
+            });
+        }
+        let issued = g.last_issued_ms();
+        let behind = issued.saturating_sub(now_ms);
+        let tolerated = self.node_policy().tolerated_behind_ms();
+        if behind > tolerated {
+            return Err(NotReady {
+                code: ErrorCode::ClockBehind,
+                message: format!(
+                    "the clock ({}) is {behind} ms behind the reserved bound {}; \
+                     clock policy {} tolerates {tolerated} ms; waiting for the clock \
+                     to catch up",
+                    format_rfc3339_ms(now_ms),
+                    format_rfc3339_ms(issued),
+                    self.node_policy()
+                ),
+                retry_after_ms: Some(behind - tolerated),
+            });
+        }
+        let until = r.until_ms();
+        if until < now_ms.max(issued) {
+            return Err(NotReady {
+                code: ErrorCode::ReservationExhausted,
+                message: format!(
+                    "the reservation (until {}) has not been extended{}",
+                    format_rfc3339_ms(until),
+                    write_error()
+                ),
+                retry_after_ms: Some(1_000),
+            });
+        }
+        Ok(())
+    }
+
     /// Why the node cannot issue ids now, if it cannot.
     pub(crate) fn check_ready(&self) -> Result<(), NotReady> {
         if self.shutting_down.load(Ordering::Acquire) {
@@ -723,51 +959,38 @@ impl Shared {
         };
         let source = self.source.load();
         match &**source {
-            IdSource::Fenced => Err(NotReady {
-                code: ErrorCode::ShuttingDown,
-                message: "the generator is fenced".into(),
-                retry_after_ms: Some(1_000),
+            IdSource::Fenced => Err(match &self.cluster {
+                Some(c) => NotReady {
+                    code: ErrorCode::LeaseLost,
+                    message: c
+                        .state
+                        .borrow()
+                        .not_ready_reason()
+                        .unwrap_or_else(|| "building the generator for a new lease".into()),
+                    retry_after_ms: Some(1_000),
+                },
+                None => NotReady {
+                    code: ErrorCode::ShuttingDown,
+                    message: "the generator is fenced".into(),
+                    retry_after_ms: Some(1_000),
+                },
             }),
             IdSource::Snowflake(g) => {
                 let r = self
                     .reservation
                     .as_ref()
                     .expect("snowflake has a reservation");
-                if r.is_revoked() {
-                    return Err(NotReady {
-                        code: ErrorCode::LeaseLost,
-                        message: "the reservation was revoked".into(),
-                        retry_after_ms: Some(1_000),
-                    });
+                self.check_snowflake_ready(g, r, now_ms, &write_error)
+            }
+            IdSource::Leased(g, lease) => {
+                if !lease.is_valid() {
+                    return Err(lease_lost(lease));
                 }
-                let issued = g.last_issued_ms();
-                let behind = issued.saturating_sub(now_ms);
-                let tolerated = self.node_policy().tolerated_behind_ms();
-                if behind > tolerated {
-                    return Err(NotReady {
-                        code: ErrorCode::ClockBehind,
-                        message: format!(
-                            "the clock ({}) is {behind} ms behind the reserved bound {}; \
-                             clock policy {} tolerates {tolerated} ms; waiting for the clock \
-                             to catch up",
-                            format_rfc3339_ms(now_ms),
-                            format_rfc3339_ms(issued),
-                            self.node_policy()
-                        ),
-                        retry_after_ms: Some(behind - tolerated),
-                    });
-                }
-                let until = r.until_ms();
-                if until < now_ms.max(issued) {
-                    return Err(NotReady {
-                        code: ErrorCode::ReservationExhausted,
-                        message: format!(
-                            "the reservation (until {}) has not been extended{}",
-                            format_rfc3339_ms(until),
-                            write_error()
-                        ),
-                        retry_after_ms: Some(1_000),
-                    });
+                self.check_snowflake_ready(g, lease.reservation(), now_ms, &write_error)
+            }
+            IdSource::LeasedTemporal(_, lease) => {
+                if !lease.is_valid() {
+                    return Err(lease_lost(lease));
                 }
                 Ok(())
             }
@@ -826,7 +1049,11 @@ impl Shared {
                 code: nr.code,
                 message: nr.message,
             }),
-            mode: NodeMode::Standalone,
+            mode: if self.cluster.is_some() {
+                NodeMode::Cluster
+            } else {
+                NodeMode::Standalone
+            },
             layout: self.layout().name().to_string(),
             node: self.node_json.clone(),
             reserved_until_ms: None,
@@ -838,9 +1065,25 @@ impl Shared {
             block_remaining: None,
         };
         let source = self.source.load();
+        let leased = match &**source {
+            IdSource::Leased(_, lease) | IdSource::LeasedTemporal(_, lease) => Some(lease),
+            _ => None,
+        };
+        if let Some(lease) = leased {
+            if let Ok(values) = shardflake_client::node_values(self.layout(), lease.host_id) {
+                r.node = values
+                    .into_iter()
+                    .map(|(field, v)| (field, Value::from(v)))
+                    .collect();
+            }
+        }
         match &**source {
-            IdSource::Snowflake(g) => {
-                let until = self.reservation.as_ref().map_or(0, |r| r.until_ms());
+            IdSource::Snowflake(g) | IdSource::Leased(g, _) => {
+                let reservation = match &**source {
+                    IdSource::Leased(_, lease) => Some(lease.reservation()),
+                    _ => self.reservation.as_ref(),
+                };
+                let until = reservation.map_or(0, |r| r.until_ms());
                 let issued = g.last_issued_ms();
                 r.reserved_until_ms = Some(until);
                 r.headroom_ms = Some(until.saturating_sub(now_ms.max(issued)));
@@ -857,6 +1100,11 @@ impl Shared {
                 r.shard = Some(u.shard.max(floor));
                 r.block_remaining = Some(u.block_end.saturating_sub(u.next_counter));
                 r.clock_behind_ms = Some(layout.ms_of_tick(floor).saturating_sub(now_ms));
+            }
+            IdSource::LeasedTemporal(g, _) => {
+                let u = g.usage();
+                r.shard = Some(u.shard);
+                r.block_remaining = Some(u.block_end.saturating_sub(u.next_counter));
             }
             IdSource::Fenced => {}
         }
@@ -882,7 +1130,7 @@ impl Shared {
         let r = self.readiness();
         let source = self.source.load();
         let stats = match &**source {
-            IdSource::Snowflake(g) => Some(g.stats()),
+            IdSource::Snowflake(g) | IdSource::Leased(g, _) => Some(g.stats()),
             _ => None,
         };
         Snapshot {

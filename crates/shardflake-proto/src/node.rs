@@ -247,6 +247,8 @@ pub struct HealthResponse {
 pub enum NodeMode {
     /// Static node id from flags or the environment; reservation in a local state file.
     Standalone,
+    /// Node id leased from the coordinator, which persists the reservation.
+    Cluster,
 }
 
 /// `GET /readyz`: `200` with `ready: true` while the node may issue ids, else `503` with an
