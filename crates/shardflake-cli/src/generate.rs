@@ -7,7 +7,6 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::builder::PossibleValuesParser;
 use shardflake::encode::encode_u64_to;
 use shardflake::{
     ClockPolicy, GenerateError, IdRange, Layout, SnowflakeGenerator, TemporalGenerator,
@@ -30,7 +29,7 @@ pub const BORROW_AHEAD_MS_LIMIT: u64 = 60_000;
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
     #[arg(long, default_value = "default", value_name = "NAME",
-          value_parser = PossibleValuesParser::new(kind::LAYOUT_NAMES), help = kind::LAYOUT_HELP)]
+          help = kind::LAYOUT_HELP)]
     layout: String,
     /// How many ids to generate.
     #[arg(long, short = 'n', default_value_t = 1)]

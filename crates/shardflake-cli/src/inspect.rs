@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::builder::PossibleValuesParser;
 use shardflake::encode::decode_u64;
 use shardflake::{format_rfc3339_ms, FieldKind, Layout, Ulid, Uuid7, PRESETS};
 
@@ -14,7 +13,7 @@ use crate::kind::{self, Format, IdKind};
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     #[arg(long, value_name = "NAME",
-          value_parser = PossibleValuesParser::new(kind::LAYOUT_NAMES), help = kind::LAYOUT_HELP)]
+          help = kind::LAYOUT_HELP)]
     layout: Option<String>,
     /// Print one JSON object per line per id (or per layout when no id is given).
     #[arg(long)]

@@ -46,7 +46,10 @@ pub const LAYOUT_NAMES: &[&str] = &[
 
 /// The help text shared by every `--layout` flag.
 pub const LAYOUT_HELP: &str = "Id layout: a 64-bit preset (default, twitter, discord, \
-instagram, sonyflake, sonyflake-v2, uidgenerator, temporal) or a 128-bit format (uuidv7, ulid)";
+instagram, sonyflake, sonyflake-v2, uidgenerator, temporal) or a 128-bit format (uuidv7, ulid). \
+A 64-bit preset takes overrides after a colon: field widths by name, epoch=DATE|MS, unit_ms=N, \
+granularity=DURATION, e.g. `uidgenerator:timestamp=30,worker=20,epoch=2025-01-01` or \
+`temporal:granularity=5s`";
 
 /// What a layout name stands for.
 #[derive(Debug, Clone)]
@@ -65,12 +68,13 @@ impl IdKind {
         match name {
             "uuidv7" => Ok(IdKind::Uuidv7),
             "ulid" => Ok(IdKind::Ulid),
-            _ => match Layout::preset(name) {
+            _ => match Layout::from_spec(name) {
                 Ok(layout) => Ok(IdKind::Bits64(layout)),
-                Err(_) => bail!(
+                Err(shardflake::LayoutError::UnknownPreset { .. }) => bail!(
                     "unknown layout `{name}`; known layouts: {}",
                     LAYOUT_NAMES.join(", ")
                 ),
+                Err(e) => bail!("{e}"),
             },
         }
     }

@@ -30,7 +30,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use clap::builder::PossibleValuesParser;
 
 use shardflake::encode::decode_u64;
 
@@ -69,7 +68,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 )]
 pub struct VerifyArgs {
     #[arg(long, default_value = "default", value_name = "NAME",
-          value_parser = PossibleValuesParser::new(kind::LAYOUT_NAMES), help = kind::LAYOUT_HELP)]
+          help = kind::LAYOUT_HELP)]
     layout: String,
     /// How 64-bit ids are written [default: dec].
     #[arg(long, value_enum, value_name = "FORMAT")]

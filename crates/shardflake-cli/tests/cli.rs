@@ -261,7 +261,7 @@ fn unknown_layout_is_rejected_with_the_known_names() {
         let o = run(&[sub, "--layout", "snowflak"]);
         assert!(!o.status.success(), "{sub}");
         let e = stderr(&o);
-        assert!(e.contains("'snowflak'"), "{sub}: {e}");
+        assert!(e.contains("`snowflak`"), "{sub}: {e}");
         assert!(e.contains("twitter"), "{sub}: {e}");
     }
 }
@@ -662,4 +662,36 @@ fn verify_reads_a_large_file_in_parts_and_finds_a_duplicate_across_them() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn layout_specs_override_widths_and_epoch() {
+    // UidGenerator's default time field ran out in 2024; users widen it and move the epoch.
+    let spec = "uidgenerator:timestamp=30,worker=20,epoch=2025-01-01";
+    let o = run(&[
+        "generate",
+        "--layout",
+        spec,
+        "--count",
+        "3",
+        "--machine-id",
+        "1000000",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ids: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 3);
+    let mut args = vec!["inspect", "--layout", spec, "--json"];
+    args.extend(ids.iter().map(String::as_str));
+    let o = run(&args);
+    for v in json_lines(&o) {
+        assert_eq!(v["worker"].as_u64(), Some(1_000_000));
+        assert!(v["timestamp_ms"].as_u64().unwrap() > 1_735_689_600_000);
+    }
+    // The widened field's range is what the error quotes.
+    let o = run(&["generate", "--layout", spec, "--machine-id", "1048576"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("0..=1048575"));
+    let o = run(&["generate", "--layout", "twitter:colour=3"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown key `colour`"));
 }
