@@ -31,7 +31,7 @@ pub mod uuid7;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, GenerateError, LayoutError};
-pub use fast::{CoarseClock, FastRng};
+pub use fast::{CoarseClock, FastRng, COARSE_LEASE_MS, COARSE_REFRESH_INTERVAL_US};
 pub use layout::{
     format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder,
     TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,

@@ -187,7 +187,7 @@ impl From<u128> for Ulid {
 
 /// A monotonic ULID generator (see the [module docs](self)).
 ///
-/// `next_id` takes `&mut self`: the state is two words and the fast path has no atomic
+/// `next_id` takes `&mut self`: the state is a few words and the fast path has no atomic
 /// operation and, within a millisecond, no random draw. To share one generator between
 /// threads put it in a `Mutex`; for the fastest path use one per thread, or [`next`].
 ///

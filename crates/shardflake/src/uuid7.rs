@@ -13,7 +13,7 @@
 //! seeded randomly with its top bit cleared (§6.2 "Counter Rollover Guards"), so at least
 //! 2^41 ids fit in every millisecond; within a millisecond it is incremented by one. Should
 //! it overflow anyway, the generator moves its timestamp one millisecond ahead of the clock
-//! (§6.2: "the generator can ... increment the timestamp") and counts that in
+//! (§6.2's counter rollover handling allows this instead of waiting) and counts that in
 //! [`Uuid7Generator::borrowed_ms`]. When the clock steps backwards the generator keeps its
 //! last timestamp and keeps counting, so ids from one generator always increase.
 //!
@@ -261,12 +261,14 @@ fn parse_uuid(s: &str) -> Result<u128, DecodeError> {
 
 /// A monotonic UUIDv7 generator (RFC 9562 §6.2 Method 1; see the [module docs](self)).
 ///
-/// `next_id` takes `&mut self`: the state is three words and the fast path has no atomic
+/// `next_id` takes `&mut self`: the state is a few words and the fast path has no atomic
 /// operation. To share one generator between threads put it in a `Mutex`; for the fastest
 /// path use one generator per thread, or the thread-local [`next`].
 ///
-/// Random bits come from a [`FastRng`] seeded from the OS, or from a function given to
-/// [`Uuid7Generator::with_random`] (tests reproduce exact vectors that way).
+/// Random bits come from a [`FastRng`] seeded from the OS (counter seeds, once per
+/// millisecond) and a wyrand stream seeded from it (the 32 random bits of every id), or from
+/// a function given to [`Uuid7Generator::with_random`] (tests reproduce exact vectors that
+/// way).
 ///
 /// Generating the RFC 9562 Appendix A.6 example exactly:
 ///
@@ -349,7 +351,7 @@ impl State {
             self.counter() + 1
         } else {
             // The counter ran out within a millisecond: borrow the next millisecond (RFC 9562
-            // §6.2 allows incrementing the timestamp) and reseed.
+            // §6.2 allows moving the timestamp ahead instead of waiting) and reseed.
             self.fresh_from_ms += 1;
             self.borrowed_ms += 1;
             (bits >> TAIL_BITS) as u64 & self.seed_mask
