@@ -17,9 +17,18 @@ const TOKEN: &str = "cluster-test-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn coordinator_command(data_dir: &Path, flags: &[&str], token: Option<&str>) -> Command {
+    coordinator_command_on("127.0.0.1:0", data_dir, flags, token)
+}
+
+fn coordinator_command_on(
+    listen: &str,
+    data_dir: &Path,
+    flags: &[&str],
+    token: Option<&str>,
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("coordinator")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(flags)
         .env_remove("SHARDFLAKE_CLUSTER_TOKEN")
@@ -270,4 +279,241 @@ fn temporal_coordinator_grants_rising_blocks_over_http() {
         hosts["hosts"][0]["temporal"]["used_in_shard"].as_u64(),
         Some(after)
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A cluster of real processes: coordinator + 3 nodes + 1 standby.
+
+const NODE_TTL_MS: u64 = 1_500;
+
+fn node_command(coordinator: SocketAddr, standby: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
+    c.arg("serve")
+        .args(["--bind", "127.0.0.1", "--port", "0", "--layout", "twitter"])
+        .arg("--coordinator")
+        .arg(format!("http://{coordinator}"))
+        .arg("--lease-ttl-ms")
+        .arg(NODE_TTL_MS.to_string());
+    if standby {
+        c.arg("--standby");
+    }
+    for var in [
+        "PORT",
+        "MACHINE_ID",
+        "DATACENTER_ID",
+        "SHARDFLAKE_LAYOUT",
+        "SHARDFLAKE_COORDINATOR",
+        "SHARDFLAKE_STANDBY",
+        "SHARDFLAKE_LOG_FORMAT",
+        "LD_PRELOAD",
+        "FAKETIME",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// `(host id, timestamp ms)` of a twitter-layout id.
+fn host_and_time(id: u64) -> (u64, u64) {
+    let d = shardflake::Layout::preset("twitter")
+        .unwrap()
+        .decode(id)
+        .unwrap();
+    (
+        (d.field("datacenter").unwrap() << 5) | d.field("worker").unwrap(),
+        d.timestamp_ms,
+    )
+}
+
+/// Ids from `GET /ids?count=N`, or the error code.
+fn fetch_ids(addr: SocketAddr, n: usize) -> Result<Vec<u64>, String> {
+    let (status, body) = http(addr, "GET", &format!("/ids?count={n}"), None, None);
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+    if status != 200 {
+        return Err(v["error"]["code"].as_str().unwrap_or("?").to_string());
+    }
+    Ok(v["ids_str"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ready(addr: SocketAddr) -> bool {
+    http(addr, "GET", "/readyz", None, None).0 == 200
+}
+
+fn host_record(coordinator: SocketAddr, host: u64) -> Value {
+    let (s, body) = http(coordinator, "GET", "/v1/hosts", Some(TOKEN), None);
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host_id"].as_u64() == Some(host))
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of host {host}: {v}"))
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.child.id().to_string())
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+#[test]
+fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord_flags = [
+        "--lease-ttl",
+        "1500ms",
+        "--layout",
+        "twitter",
+        "--max-hosts",
+        "8",
+    ];
+    let mut coordinator = Proc::start(coordinator_command(dir.path(), &coord_flags, Some(TOKEN)));
+    let caddr = coordinator.addr;
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|_| Proc::start(node_command(caddr, false)))
+        .collect();
+    let standby = Proc::start(node_command(caddr, true));
+    for n in &nodes {
+        wait_until("every node holds a lease", || ready(n.addr));
+    }
+    // The standby serves nothing until it takes over.
+    let (s, body) = http(standby.addr, "GET", "/id", None, None);
+    assert_eq!(s, 503, "{body}");
+    assert!(!ready(standby.addr));
+
+    let mut all: Vec<u64> = Vec::new();
+    let mut hosts = Vec::new();
+    for n in &nodes {
+        let ids = fetch_ids(n.addr, 1000).unwrap();
+        hosts.push(host_and_time(ids[0]).0);
+        all.extend(ids);
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "three distinct host ids");
+
+    // 1. kill -9 a node: the standby takes over its host id above its reserved bound.
+    let a_ids = fetch_ids(nodes[0].addr, 100).unwrap();
+    let a_host = host_and_time(a_ids[0]).0;
+    all.extend(&a_ids);
+    nodes[0].kill9();
+    let crashed = Instant::now();
+    let mut first = None;
+    wait_until("the standby serves", || {
+        first = fetch_ids(standby.addr, 1).ok();
+        first.is_some()
+    });
+    let failover = crashed.elapsed();
+    let taken = first.unwrap()[0];
+    assert_eq!(
+        host_and_time(taken).0,
+        a_host,
+        "the standby took over the crashed node's id"
+    );
+    assert!(a_ids.iter().all(|&id| id < taken));
+    all.push(taken);
+    all.extend(fetch_ids(standby.addr, 1000).unwrap());
+    eprintln!(
+        "failover (kill -9 to the standby serving), lease TTL {NODE_TTL_MS} ms: {failover:?}"
+    );
+
+    // 2. SIGSTOP a node for longer than its TTL: after SIGCONT it issues nothing under its
+    // old lease (every id it returns lies above the old lease's reserved bound, or carries
+    // another host id).
+    let b = &nodes[1];
+    let b_ids = fetch_ids(b.addr, 100).unwrap();
+    let b_host = host_and_time(b_ids[0]).0;
+    all.extend(&b_ids);
+    signal(b, "STOP");
+    let old = host_record(caddr, b_host);
+    let old_bound = old["reserved_until_ms"].as_u64().unwrap();
+    let old_token = old["token"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(NODE_TTL_MS * 2));
+    signal(b, "CONT");
+    let resumed = Instant::now();
+    let mut after_pause = Vec::new();
+    let mut refused = 0;
+    while resumed.elapsed() < Duration::from_millis(NODE_TTL_MS) {
+        match fetch_ids(b.addr, 10) {
+            Ok(ids) => after_pause.extend(ids),
+            Err(code) => {
+                assert_eq!(code, "lease_lost");
+                refused += 1;
+            }
+        }
+    }
+    wait_until("the paused node holds a lease again", || ready(b.addr));
+    after_pause.extend(fetch_ids(b.addr, 100).unwrap());
+    for &id in &after_pause {
+        let (host, ts) = host_and_time(id);
+        assert!(
+            host != b_host || ts > old_bound,
+            "id {id} (host {host}, {ts} ms) issued under the expired lease (bound {old_bound})"
+        );
+    }
+    let new = host_record(caddr, host_and_time(*after_pause.last().unwrap()).0);
+    assert!(new["token"].as_u64().unwrap() > old_token);
+    eprintln!(
+        "after SIGCONT: {refused} requests refused with lease_lost, {} ids above the old bound",
+        after_pause.len()
+    );
+    all.extend(after_pause);
+
+    // 3. kill -9 the coordinator and restart it on the same address while the nodes serve:
+    // the leases survive (same tokens) and the nodes keep issuing.
+    let c_host = host_and_time(fetch_ids(nodes[2].addr, 1).unwrap()[0]).0;
+    let c_token = host_record(caddr, c_host)["token"].as_u64().unwrap();
+    coordinator.kill9();
+    let listen = caddr.to_string();
+    let c = coordinator_command_on(&listen, dir.path(), &coord_flags, Some(TOKEN));
+    let coordinator = Proc::start(c);
+    assert_eq!(coordinator.addr, caddr);
+    let restarted = Instant::now();
+    let live = [&nodes[1], &nodes[2], &standby];
+    while restarted.elapsed() < Duration::from_millis(NODE_TTL_MS * 3) {
+        for n in live {
+            all.extend(fetch_ids(n.addr, 100).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in live {
+        assert!(ready(n.addr), "{}", n.log.lock().unwrap());
+        all.extend(fetch_ids(n.addr, 100).unwrap());
+    }
+    assert_eq!(
+        host_record(coordinator.addr, c_host)["token"].as_u64(),
+        Some(c_token),
+        "the lease outlived the coordinator's restart"
+    );
+
+    // Every id collected anywhere is unique.
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "{} duplicate ids", n - all.len());
+    assert!(n > 5_000, "{n} ids");
 }
