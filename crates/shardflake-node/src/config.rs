@@ -730,6 +730,32 @@ mod tests {
     }
 
     #[test]
+    fn cluster_flags_replace_the_node_id_flags() {
+        let c = parse(&[
+            "--coordinator",
+            "http://a:7070, http://b:7070",
+            "--standby",
+            "--lease-ttl-ms",
+            "2000",
+        ])
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.urls, ["http://a:7070", "http://b:7070"]);
+        assert!(cluster.standby);
+        assert_eq!(cluster.lease_ttl_ms, 2000);
+        let e = parse(&["--coordinator", "http://a:7070", "--machine-id", "3"]).unwrap_err();
+        assert!(
+            e.to_string().contains("MACHINE_ID and DATACENTER_ID"),
+            "{e}"
+        );
+        let e = parse(&["--standby"]).unwrap_err();
+        assert!(e.to_string().starts_with("--standby"), "{e}");
+        let e = parse(&["--coordinator", "http://a:7070", "--lease-ttl-ms", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--lease-ttl-ms"), "{e}");
+        assert!(parse(&[]).unwrap().cluster.is_none());
+    }
+
+    #[test]
     fn port_out_of_range_is_a_parse_error() {
         let e = Cli::try_parse_from(["serve", "--port", "70000"])
             .err()

@@ -40,6 +40,17 @@
 //! naming the file; a missing one is a first start. A lock file makes a second process with
 //! the same layout and node id on the same directory refuse to start.
 //!
+//! # Cluster mode
+//!
+//! With `--coordinator URL[,URL]` (`SHARDFLAKE_COORDINATOR`) the node needs no `MACHINE_ID`:
+//! a lease keeper (`shardflake-client`) leases a node id from the coordinators, renews it
+//! ahead of expiry, and extends the reservation through them (they persist it under the
+//! lease's fencing token). Every lease gets its own generator, built strictly above the
+//! previous holders' bound and swapped in whole; an id is handed out only if the lease is
+//! still valid after it was generated. Without a valid lease the node answers
+//! `503 lease_lost` and `/readyz` says why (acquiring, standby, lost). `--standby` waits to
+//! take over the node id of a failed node. On SIGTERM the node id is given back.
+//!
 //! # Clock policies
 //!
 //! * `wait` (default): a request waits — asynchronously, parking no runtime thread — for a
