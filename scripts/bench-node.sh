@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of the generator node with wrk (Debian package `wrk`). Not part of the tests.
 #
-#   scripts/bench-node.sh            # about 80 s after the release build
+#   scripts/bench-node.sh            # about 90 s after the release build
 #   DURATION=10 scripts/bench-node.sh
 #
 # It builds release binaries, starts `shardflake serve` (twitter layout), a temporal-layout
@@ -138,11 +138,11 @@ mem() {
 }
 
 echo "running wrk, ${DURATION}s per row..." >&2
-# Ceiling and node alternate twice so that background load hits both alike; the ratio uses
+# Ceiling and node alternate three times so that background load hits both alike; the ratio uses
 # the better run of each.
 CEILING_RPS=0
 NODE_RPS=0
-for round in 1 2; do
+for round in 1 2 3; do
     run "ceiling GET /id (run $round)" "$CEILING_PORT" /id 1 application/json
     ((LAST_RPS > CEILING_RPS)) && CEILING_RPS=$LAST_RPS
     run "node GET /id (run $round)" "$NODE_PORT" /id 1 application/json
@@ -174,4 +174,10 @@ awk "BEGIN{printf \"node GET /id / ceiling: %.2f\n\", $NODE_RPS/$CEILING_RPS}"
 echo "twitter node memory after load:  $NODE_MEM"
 echo "temporal node memory after load: $TEMPORAL_MEM"
 echo "twitter borrow node: ${BORROWED:-?} ms ahead of the clock after its row"
+for port in "$NODE_PORT" "$TEMPORAL_PORT" "$BORROW_PORT"; do
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+    awk -v p="$port" '/^shardflake_(http_errors_total|state_write_last_us|counter_blocks_granted_total|reservation_waits_total)/ && $2 != "0" {print "port " p ": " $0}' <&3
+    exec 3<&-
+done
 grep -E "ERROR" "$WORK"/*.log | head -5 || true

@@ -33,8 +33,10 @@ pub const EXTEND_BELOW_HEADROOM_MS: u64 = 1_000;
 pub const KEEPER_INTERVAL_MS: u64 = 100;
 /// The longest pause between retries of a failing state write.
 pub const KEEPER_RETRY_MS_MAX: u64 = 1_000;
-/// Smallest temporal counter block (the first block of a process has this size).
-pub const TEMPORAL_BLOCK_MIN: u64 = 1 << 16;
+/// Smallest temporal counter block (the first block of a process has this size): a
+/// millisecond or two at full speed, a negligible 1/8192 of the default 33-bit counter range
+/// left unused by a crash.
+pub const TEMPORAL_BLOCK_MIN: u64 = 1 << 20;
 /// Largest temporal counter block: an eighth of the default 33-bit counter range.
 pub const TEMPORAL_BLOCK_MAX: u64 = 1 << 30;
 /// Counter blocks are sized to last about this long at the observed rate, so a busy node

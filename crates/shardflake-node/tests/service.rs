@@ -530,17 +530,20 @@ async fn temporal_batches_larger_than_a_block_wait_for_the_next_durable_block() 
     let state = open(dir.path(), &flags, &clock);
     state.start_keeper();
     let router = app(state.clone());
-    // More than one 65,536-value block: the keeper persists and installs the next one
-    // while the request waits.
-    let a = call(
-        &router,
-        "GET",
-        "/ids?count=100000",
-        Some("application/octet-stream"),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    let old = parse_ids_binary(&a.body).unwrap();
+    // More than the first block (TEMPORAL_BLOCK_MIN values): the keeper persists and
+    // installs the next one, and requests that find the block used up wait for it.
+    let mut old: Vec<u64> = Vec::new();
+    while (old.len() as u64) <= shardflake_node::TEMPORAL_BLOCK_MIN {
+        let a = call(
+            &router,
+            "GET",
+            "/ids?count=100000",
+            Some("application/octet-stream"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        old.extend(parse_ids_binary(&a.body).unwrap());
+    }
     assert!(old.windows(2).all(|w| w[0] < w[1]));
     let layout = Layout::temporal(
         HOUR_MS,
