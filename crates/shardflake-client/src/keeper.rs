@@ -137,6 +137,10 @@ pub trait TemporalLink: Send + Sync {
 impl<C: Clock + 'static> TemporalLink for TemporalGenerator<C> {
     fn usage(&self) -> Option<ShardUsage> {
         let u = TemporalGenerator::usage(self);
+        if u.issued_in_shard == 0 && u.block_end == 0 {
+            // Nothing issued yet under this generator: no report.
+            return None;
+        }
         Some(ShardUsage {
             shard: u.shard,
             used_in_shard: u.issued_in_shard,

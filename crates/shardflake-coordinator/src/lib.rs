@@ -199,7 +199,17 @@ impl CoordinatorArgs {
 
     /// Validates the options into a [`CoordinatorConfig`].
     pub fn config(&self) -> Result<CoordinatorConfig, RunError> {
-        let mut c = CoordinatorConfig::new(self.build_layout()?);
+        let layout = self.build_layout()?;
+        let now_ms = shardflake::Clock::now_ms(&shardflake::SystemClock);
+        if now_ms >= layout.overflow_ms() {
+            return Err(RunError::Config(format!(
+                "layout `{}` (unit {} ms) overflowed on {}: its timestamp field cannot hold the current time",
+                self.layout,
+                layout.time_unit_ms(),
+                layout.overflow_time()
+            )));
+        }
+        let mut c = CoordinatorConfig::new(layout);
         if let Some(n) = self.max_hosts {
             if n == 0 || n > c.pool_size {
                 return Err(RunError::Config(format!(

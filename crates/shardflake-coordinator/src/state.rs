@@ -989,7 +989,9 @@ impl Coordinator {
 fn update_usage(rec: &mut HostRecord, usage: ShardUsage) {
     let t = rec.temporal.get_or_insert_with(Default::default);
     if !t.reported || usage.shard > t.shard {
-        if t.reported {
+        // A shard closes into the forecaster when the next one is reported; a report from
+        // far away (a host that just started, or was idle) says nothing about a whole shard.
+        if t.reported && (t.used > 0 || usage.shard == t.shard + 1) {
             // The previous shard is over: its last report is its actual use.
             t.holt.observe(t.used as f64);
             let predicted = t
