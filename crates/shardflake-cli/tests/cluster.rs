@@ -249,16 +249,17 @@ fn temporal_coordinator_grants_rising_blocks_over_http() {
         "--layout",
         "temporal",
         "--shard-granularity",
-        "5s",
+        "1h",
         "--block-min",
         "1000",
     ];
     let p = Proc::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
     let (s, a) = post(p.addr, "/v1/leases", json!({"name": "t", "ttl_ms": 5000}));
     assert_eq!(s, 200, "{a}");
-    assert_eq!(a["shard_granularity_ms"], 5000);
+    assert_eq!(a["shard_granularity_ms"], 3_600_000);
     let (host, token) = (a["host_id"].as_u64().unwrap(), a["token"].as_u64().unwrap());
-    let layout = Layout::temporal(5_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
+    let layout =
+        Layout::temporal(3_600_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
     let shard = layout.tick_of(SystemClock.now_ms()).unwrap();
     let mut after = 0;
     for _ in 0..3 {
