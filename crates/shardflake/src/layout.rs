@@ -292,6 +292,34 @@ impl Default for TemporalWidths {
     }
 }
 
+/// The lifetime [`TemporalWidths::for_granularity`] sizes the shard field for: 100 years.
+pub const TEMPORAL_LIFETIME_MS_MIN: u64 = 100 * 365 * 86_400_000;
+
+impl TemporalWidths {
+    /// Widths for shards of `granularity_ms`: the fewest shard bits that last at least
+    /// [`TEMPORAL_LIFETIME_MS_MIN`], 10 host bits, and the rest (up to 63) for the counter.
+    ///
+    /// Hourly shards give the defaults (20/10/33); 5-second shards need 30 shard bits and
+    /// leave 23 counter bits, 8.4 million ids per host per shard.
+    ///
+    /// ```
+    /// use shardflake::TemporalWidths;
+    /// assert_eq!(TemporalWidths::for_granularity(3_600_000), TemporalWidths::default());
+    /// let w = TemporalWidths::for_granularity(5_000);
+    /// assert_eq!((w.shard_bits, w.host_bits, w.counter_bits), (30, 10, 23));
+    /// ```
+    pub fn for_granularity(granularity_ms: u64) -> Self {
+        let shards = TEMPORAL_LIFETIME_MS_MIN.div_ceil(granularity_ms.max(1));
+        let shard_bits = (64 - (shards - 1).leading_zeros()).clamp(8, 40);
+        let host_bits = 10;
+        Self {
+            shard_bits,
+            host_bits,
+            counter_bits: (63 - shard_bits - host_bits).min(40),
+        }
+    }
+}
+
 impl Layout {
     /// A built-in layout by name; see [`PRESETS`].
     ///
@@ -386,6 +414,8 @@ impl Layout {
     /// assert_eq!(l.overflow_time(), "2059-01-10T13:37:04.000Z");
     /// let t = Layout::from_spec("temporal:granularity=5s").unwrap();
     /// assert_eq!(t.time_unit_ms(), 5_000);
+    /// assert_eq!(t.field("shard").unwrap().bits(), 30); // sized to last 100 years
+    /// assert_eq!(t.overflow_time(), "2195-02-16T20:05:20.000Z");
     /// assert!(Layout::from_spec("twitter:color=3").is_err());
     /// ```
     pub fn from_spec(spec: &str) -> Result<Layout, LayoutError> {
@@ -447,6 +477,26 @@ impl Layout {
                     slot.1 = value.parse().map_err(|_| {
                         bad(format!("width of `{field}`: `{value}` is not a number"))
                     })?;
+                }
+            }
+        }
+        if base.name == "temporal" && unit_ms != base.time_unit_ms {
+            // A different shard length needs different widths to last; fields given
+            // explicitly in the spec keep their widths.
+            let auto = TemporalWidths::for_granularity(unit_ms);
+            let given = |name: &str| {
+                overrides
+                    .split(',')
+                    .any(|i| i.split_once('=').is_some_and(|(k, _)| k.trim() == name))
+            };
+            for (name, bits, _) in fields.iter_mut() {
+                let auto_bits = match name.as_str() {
+                    "shard" => auto.shard_bits,
+                    "host" => auto.host_bits,
+                    _ => auto.counter_bits,
+                };
+                if !given(name) {
+                    *bits = auto_bits;
                 }
             }
         }

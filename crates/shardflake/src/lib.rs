@@ -35,7 +35,7 @@ pub use fast::{CoarseClock, FastRng, COARSE_LEASE_MS, COARSE_REFRESH_INTERVAL_US
 pub use layout::{
     format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder,
     TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,
-    TIME_UNIT_MS_MAX,
+    TEMPORAL_LIFETIME_MS_MIN, TIME_UNIT_MS_MAX,
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
 pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};

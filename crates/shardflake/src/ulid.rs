@@ -258,6 +258,12 @@ impl State {
         random: impl FnOnce() -> u128,
     ) -> (State, Result<Ulid, GenerateError>) {
         if now_ms < self.fresh_from_ms {
+            // Same millisecond. The thread-local `next` also lands here whenever the coarse
+            // clock was parked, with the low word anywhere: then a plain increment is right.
+            if self.lo != u64::MAX {
+                self.lo += 1;
+                return (self, Ok(self.id()));
+            }
             // The low word is all ones: carry, unless the random component is all ones.
             if self.hi & 0xffff == 0xffff {
                 let ms = self.fresh_from_ms - 1;
@@ -421,6 +427,20 @@ fn next_local_slow(local: &Local) -> Result<Ulid, GenerateError> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    #[test]
+    fn slow_path_in_the_same_millisecond_increments_without_carrying() {
+        // What the thread-local `next` does after the coarse clock was parked: the slow path
+        // in the millisecond of the last id, with the low word far from all ones.
+        let s = State {
+            fresh_from_ms: 8_001,
+            hi: 8_000 << 16 | 0xffff,
+            lo: 41,
+        };
+        let (s, id) = s.next_slow(8_000, || unreachable!("no new randomness in the same ms"));
+        assert_eq!(id.unwrap().random(), 0xffff << 64 | 42);
+        assert_eq!((s.hi, s.lo), (8_000 << 16 | 0xffff, 42));
+    }
 
     #[test]
     fn increment_carries_from_the_low_word_into_the_high_word() {
