@@ -191,10 +191,10 @@ impl CoordinatorArgs {
             return Ok(Layout::temporal(
                 ms,
                 SHARDFLAKE_EPOCH_MS,
-                TemporalWidths::default(),
+                TemporalWidths::for_granularity(ms),
             )?);
         }
-        Ok(Layout::preset(&self.layout)?)
+        Ok(Layout::from_spec(&self.layout)?)
     }
 
     /// Validates the options into a [`CoordinatorConfig`].
