@@ -288,9 +288,14 @@ fn temporal_coordinator_grants_rising_blocks_over_http() {
 const NODE_TTL_MS: u64 = 1_500;
 
 fn node_command(coordinator: SocketAddr, standby: bool) -> Command {
+    node_command_with(coordinator, standby, &["--layout", "twitter"])
+}
+
+fn node_command_with(coordinator: SocketAddr, standby: bool, layout_flags: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", "0", "--layout", "twitter"])
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(layout_flags)
         .arg("--coordinator")
         .arg(format!("http://{coordinator}"))
         .arg("--lease-ttl-ms")
@@ -305,6 +310,7 @@ fn node_command(coordinator: SocketAddr, standby: bool) -> Command {
         "SHARDFLAKE_LAYOUT",
         "SHARDFLAKE_COORDINATOR",
         "SHARDFLAKE_STANDBY",
+        "SHARDFLAKE_SHARD_GRANULARITY",
         "SHARDFLAKE_LOG_FORMAT",
         "LD_PRELOAD",
         "FAKETIME",
@@ -517,4 +523,54 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
     all.dedup();
     assert_eq!(all.len(), n, "{} duplicate ids", n - all.len());
     assert!(n > 5_000, "{n} ids");
+}
+
+/// Temporal mode with 2-second shards: the node crosses several shard boundaries while
+/// serving, the coordinator grants each (shard, host) rising blocks, and no id repeats.
+#[test]
+fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
+    use shardflake::Layout;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--layout", "temporal", "--shard-granularity", "2s"];
+    let coord = Proc::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
+    let node = Proc::start(node_command_with(coord.addr, false, &flags));
+    wait_until("the temporal node is ready", || ready(node.addr));
+    let layout = Layout::from_spec("temporal:granularity=2s").unwrap();
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    // Bounded: about 5 s of requests, enough to cross at least two shard boundaries.
+    while started.elapsed() < Duration::from_millis(5_200) {
+        match fetch_ids(node.addr, 500) {
+            Ok(batch) => ids.extend(batch),
+            Err(code) => assert_eq!(code, "counter_exhausted", "only a refill may interrupt"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let decoded: Vec<(u64, u64, u64)> = ids
+        .iter()
+        .map(|&id| {
+            let d = layout.decode(id).unwrap();
+            let f = |n| d.field(n).unwrap();
+            (f("shard"), f("host"), f("counter"))
+        })
+        .collect();
+    let mut shards: Vec<u64> = decoded.iter().map(|d| d.0).collect();
+    shards.dedup();
+    assert!(shards.len() >= 3, "crossed too few shards: {shards:?}");
+    assert!(
+        shards.windows(2).all(|w| w[0] < w[1]),
+        "shards only move forward"
+    );
+    let host = decoded[0].1;
+    assert!(decoded.iter().all(|d| d.1 == host), "one leased host id");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids from one node strictly increase"
+    );
+    let record = host_record(coord.addr, host);
+    assert_eq!(record["role"].as_str(), Some("primary"), "{record}");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "no id repeats");
 }

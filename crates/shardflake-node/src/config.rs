@@ -439,7 +439,7 @@ fn layout_from_args(args: &ServeArgs) -> Result<Layout, ConfigError> {
                 when: "with --layout temporal",
             });
         }
-        return Layout::preset(&args.layout).map_err(layout_err);
+        return Layout::from_spec(&args.layout).map_err(layout_err);
     }
     let granularity_ms = match &args.shard_granularity {
         None => TEMPORAL_GRANULARITY_MS_DEFAULT,
@@ -465,7 +465,7 @@ fn layout_from_args(args: &ServeArgs) -> Result<Layout, ConfigError> {
     Layout::temporal(
         granularity_ms,
         SHARDFLAKE_EPOCH_MS,
-        TemporalWidths::default(),
+        TemporalWidths::for_granularity(granularity_ms),
     )
     .map_err(layout_err)
 }
