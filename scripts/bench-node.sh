@@ -25,6 +25,8 @@ NODE_PORT=${NODE_PORT:-18080}
 TEMPORAL_PORT=${TEMPORAL_PORT:-18082}
 BORROW_PORT=${BORROW_PORT:-18083}
 CEILING_PORT=${CEILING_PORT:-18081}
+CLUSTER_PORT=${CLUSTER_PORT:-18084}
+COORDINATOR_PORT=${COORDINATOR_PORT:-17070}
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
@@ -66,6 +68,12 @@ RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$BORROW_P
 PIDS+=("$!")
 "${SERVER_CPU[@]}" "$CEILING" "$CEILING_PORT" 2>"$WORK/ceiling.log" &
 PIDS+=("$!")
+# Cluster mode: a coordinator and a node that leases its id from it, to compare the hot path
+# with the standalone node's.
+export SHARDFLAKE_CLUSTER_TOKEN="bench-$RANDOM$RANDOM$RANDOM"
+RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" coordinator --listen "127.0.0.1:$COORDINATOR_PORT" \
+    --data-dir "$WORK/coordinator" 2>"$WORK/coordinator.log" &
+PIDS+=("$!")
 
 # Waits (at most 10 s) until GET $2 on port $1 answers 200.
 wait_200() {
@@ -85,6 +93,11 @@ wait_200 "$NODE_PORT" /readyz
 wait_200 "$TEMPORAL_PORT" /readyz
 wait_200 "$BORROW_PORT" /readyz
 wait_200 "$CEILING_PORT" /id
+wait_200 "$COORDINATOR_PORT" /healthz
+RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$CLUSTER_PORT" \
+    --coordinator "http://127.0.0.1:$COORDINATOR_PORT" 2>"$WORK/cluster.log" &
+PIDS+=("$!")
+wait_200 "$CLUSTER_PORT" /readyz
 
 # Prints the value of metric $2 from port $1.
 metric() {
@@ -143,11 +156,14 @@ echo "running wrk, ${DURATION}s per row..." >&2
 # the better run of each.
 CEILING_RPS=0
 NODE_RPS=0
+CLUSTER_RPS=0
 for round in 1 2 3; do
     run "ceiling GET /id (run $round)" "$CEILING_PORT" /id 1 application/json
     ((LAST_RPS > CEILING_RPS)) && CEILING_RPS=$LAST_RPS
     run "node GET /id (run $round)" "$NODE_PORT" /id 1 application/json
     ((LAST_RPS > NODE_RPS)) && NODE_RPS=$LAST_RPS
+    run "cluster node GET /id (run $round)" "$CLUSTER_PORT" /id 1 application/json
+    ((LAST_RPS > CLUSTER_RPS)) && CLUSTER_RPS=$LAST_RPS
 done
 # Half the node's maximum rate: each connection sends one request per (1 ms + latency),
 # which measured about 650 requests/s per connection here; the row shows the rate reached.
@@ -174,6 +190,7 @@ printf '%-34s %5s %12s %14s %9s %9s %6s\n' "endpoint" "conns" "requests/s" "ids/
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 awk "BEGIN{printf \"node GET /id / ceiling: %.2f\n\", $NODE_RPS/$CEILING_RPS}"
+awk "BEGIN{printf \"cluster node GET /id / standalone node: %.2f\n\", $CLUSTER_RPS/$NODE_RPS}"
 echo "twitter node memory after load:  $NODE_MEM"
 echo "temporal node memory after load: $TEMPORAL_MEM"
 echo "twitter borrow node: ${BORROWED:-?} ms ahead of the clock after its row"
