@@ -2,15 +2,15 @@
 //! without a token, and state that survives `kill -9` with every lease treated as live for a
 //! full TTL after the restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::process::Process;
 
 const TOKEN: &str = "cluster-test-token-0123456789";
 /// Every wait in these tests ends by this deadline.
@@ -43,57 +43,7 @@ fn coordinator_command_on(
     c
 }
 
-/// A running process that logs `listening addr=HOST:PORT`; killed on drop.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn start(mut c: Command) -> Proc {
-        let mut child = c.spawn().expect("the binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening") {
-                    if let Some((_, rest)) = line.split_once(" addr=") {
-                        if let Some(a) = rest.split_whitespace().next() {
-                            let _ = tx.send(a.to_string());
-                        }
-                    }
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(DEADLINE) {
-            Ok(a) => a.parse().expect("a socket address in the listening line"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no listening line; log:\n{}", log.lock().unwrap());
-            }
-        };
-        Proc { child, addr, log }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Proc = Process;
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
 fn http(
@@ -153,7 +103,7 @@ fn coordinator_without_auth_says_so_loudly() {
     ));
     let (status, _) = http(p.addr, "GET", "/v1/hosts", None, None);
     assert_eq!(status, 200);
-    assert!(p.log.lock().unwrap().contains("AUTHENTICATION IS OFF"));
+    assert!(p.log().contains("AUTHENTICATION IS OFF"));
 }
 
 #[test]
@@ -196,7 +146,7 @@ fn kill_9_keeps_tokens_reservations_and_live_leases() {
     assert_eq!(s, 200, "{a}");
     let (host, token) = (a["host_id"].as_u64().unwrap(), a["token"].as_u64().unwrap());
     let bound = a["reserved_until_ms"].as_u64().unwrap();
-    p.kill9();
+    p.kill_9();
     let restarted_at = Instant::now();
     let p = Proc::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
     // The restarted coordinator cannot know whether `a` is still issuing: the id stays
@@ -427,7 +377,7 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
     let a_ids = fetch_ids(nodes[0].addr, 100).unwrap();
     let a_host = host_and_time(a_ids[0]).0;
     all.extend(&a_ids);
-    nodes[0].kill9();
+    nodes[0].kill_9();
     let crashed = Instant::now();
     let mut first = None;
     wait_until("the standby serves", || {
@@ -494,7 +444,7 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
     // the leases survive (same tokens) and the nodes keep issuing.
     let c_host = host_and_time(fetch_ids(nodes[2].addr, 1).unwrap()[0]).0;
     let c_token = host_record(caddr, c_host)["token"].as_u64().unwrap();
-    coordinator.kill9();
+    coordinator.kill_9();
     let listen = caddr.to_string();
     let c = coordinator_command_on(&listen, dir.path(), &coord_flags, Some(TOKEN));
     let coordinator = Proc::start(c);
@@ -508,7 +458,7 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
         std::thread::sleep(Duration::from_millis(20));
     }
     for n in live {
-        assert!(ready(n.addr), "{}", n.log.lock().unwrap());
+        assert!(ready(n.addr), "{}", n.log());
         all.extend(fetch_ids(n.addr, 100).unwrap());
     }
     assert_eq!(

@@ -2,15 +2,15 @@
 //! restart it with the clock set back an hour (libfaketime, Debian package `faketime`),
 //! SIGTERM, a corrupt state file, a second holder of the same node id.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::process::Process;
 
 const HOUR_MS: u64 = 3_600_000;
 /// Every wait in these tests ends by this deadline.
@@ -70,66 +70,30 @@ fn with_clock_back_an_hour(c: &mut Command) {
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
 }
 
-/// A running node; killed on drop so a failing test leaves no process behind.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+/// A running node.
+struct Node(Process);
+
+impl std::ops::Deref for Node {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
+    }
 }
 
 impl Node {
-    fn start(mut c: Command) -> Node {
-        let mut child = c.spawn().expect("the binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                // Text logs say `addr=HOST:PORT`, JSON logs `"addr":"HOST:PORT"`.
-                if line.contains("listening") {
-                    let addr = if let Some((_, rest)) = line.split_once(" addr=") {
-                        rest.split_whitespace().next()
-                    } else if let Some((_, rest)) = line.split_once("\"addr\":\"") {
-                        rest.split('"').next()
-                    } else {
-                        None
-                    };
-                    if let Some(addr) = addr {
-                        let _ = tx.send(addr.to_string());
-                    }
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(DEADLINE) {
-            Ok(a) => a.parse().expect("a socket address in the listening line"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the node did not report its address; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Node { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
+    fn start(c: Command) -> Node {
+        Node(Process::start(c))
     }
 
     /// `kill -9`: no shutdown code runs.
     fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
+        self.0.kill_9();
     }
 
     /// SIGTERM, then the exit status (bounded wait).
@@ -186,13 +150,6 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
