@@ -33,7 +33,7 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     if args.ids.is_empty() {
         let names: Vec<&str> = match &args.layout {
             Some(name) => vec![name.as_str()],
-            None => kind::LAYOUT_NAMES.to_vec(),
+            None => kind::layout_names(),
         };
         let mut out = String::new();
         for name in names {

@@ -30,19 +30,13 @@ impl Format {
     }
 }
 
+/// The 128-bit formats `--layout` accepts besides the 64-bit presets.
+const FORMATS_128: [&str; 2] = ["uuidv7", "ulid"];
+
 /// Every name `--layout` accepts: the 64-bit presets, then the 128-bit formats.
-pub const LAYOUT_NAMES: &[&str] = &[
-    "default",
-    "twitter",
-    "discord",
-    "instagram",
-    "sonyflake",
-    "sonyflake-v2",
-    "uidgenerator",
-    "temporal",
-    "uuidv7",
-    "ulid",
-];
+pub fn layout_names() -> Vec<&'static str> {
+    PRESETS.iter().copied().chain(FORMATS_128).collect()
+}
 
 /// The help text shared by every `--layout` flag.
 pub const LAYOUT_HELP: &str = "Id layout: a 64-bit preset (default, twitter, discord, \
@@ -72,7 +66,7 @@ impl IdKind {
                 Ok(layout) => Ok(IdKind::Bits64(layout)),
                 Err(shardflake::LayoutError::UnknownPreset { .. }) => bail!(
                     "unknown layout `{name}`; known layouts: {}",
-                    LAYOUT_NAMES.join(", ")
+                    layout_names().join(", ")
                 ),
                 Err(e) => bail!("{e}"),
             },
@@ -175,7 +169,7 @@ mod tests {
     #[test]
     fn layout_names_cover_every_preset() {
         for name in PRESETS {
-            assert!(LAYOUT_NAMES.contains(name), "{name}");
+            assert!(layout_names().contains(name), "{name}");
         }
         assert!(IdKind::parse("snowflak").is_err());
     }
