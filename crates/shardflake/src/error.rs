@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::layout::NodeId;
+
 /// An invalid layout or an out-of-range field value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -60,6 +62,40 @@ pub enum LayoutError {
         epoch_ms: u64,
         /// The clock's reading, Unix ms.
         now_ms: u64,
+    },
+    /// The layout's timestamp (or shard) field can no longer hold the current time.
+    #[error("layout `{layout}` overflowed on {overflow_at}: its timestamp field cannot hold the current time")]
+    Expired {
+        /// The layout's name.
+        layout: String,
+        /// RFC 3339 time at which the field overflowed.
+        overflow_at: String,
+    },
+    /// A machine or datacenter id does not fit the node field it sets.
+    #[error("{id} {value} is out of range 0..={max} for layout `{layout}` (field `{field}`)")]
+    NodeIdOutOfRange {
+        /// Which id.
+        id: NodeId,
+        /// The value given.
+        value: u64,
+        /// The largest value the field holds.
+        max: u64,
+        /// The layout's name.
+        layout: String,
+        /// The field the id sets.
+        field: String,
+    },
+    /// A datacenter id was given for a layout with a single node field.
+    #[error("{id} {value} is not used by layout `{layout}`: its only node field `{field}` is set by the machine id; leave the {id} unset or 0")]
+    NodeIdUnused {
+        /// Which id.
+        id: NodeId,
+        /// The value given.
+        value: u64,
+        /// The layout's name.
+        layout: String,
+        /// The layout's only node field.
+        field: String,
     },
     /// A layout spec (`preset:key=value,...`) could not be parsed.
     #[error("layout spec `{spec}`: {reason}")]

@@ -21,6 +21,37 @@ pub enum FieldKind {
     Sequence,
 }
 
+/// Which generator issues a layout's ids, and what its timestamp and sequence fields mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LayoutKind {
+    /// Snowflake family: the timestamp field holds time units since the epoch and the
+    /// sequence restarts every tick ([`crate::SnowflakeGenerator`]).
+    #[default]
+    Snowflake,
+    /// Temporal shards: the timestamp field holds the shard index and the sequence is a
+    /// per-shard counter handed out in blocks ([`crate::TemporalGenerator`]).
+    Temporal,
+}
+
+/// Which node id a command-line flag or environment variable sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeId {
+    /// `--machine-id` / `MACHINE_ID`: the least significant node field.
+    Machine,
+    /// `--datacenter-id` / `DATACENTER_ID`: the node field above the machine field, in
+    /// layouts with two node fields.
+    Datacenter,
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeId::Machine => "machine id",
+            NodeId::Datacenter => "datacenter id",
+        })
+    }
+}
+
 /// One field of a layout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Field {
@@ -83,6 +114,7 @@ pub const TIME_UNIT_MS_MAX: u64 = 7 * 24 * 3_600_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
     name: String,
+    kind: LayoutKind,
     fields: Vec<Field>,
     time_unit_ms: u64,
     epoch_ms: u64,
@@ -112,6 +144,7 @@ pub struct Layout {
 #[derive(Debug, Clone)]
 pub struct LayoutBuilder {
     name: String,
+    kind: LayoutKind,
     fields: Vec<(String, u32, FieldKind)>,
     time_unit_ms: u64,
     epoch_ms: u64,
@@ -123,6 +156,7 @@ impl LayoutBuilder {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            kind: LayoutKind::Snowflake,
             fields: Vec::new(),
             time_unit_ms: 1,
             epoch_ms: 0,
@@ -152,6 +186,11 @@ impl LayoutBuilder {
     /// Sets the epoch, Unix milliseconds.
     pub fn epoch_ms(mut self, epoch_ms: u64) -> Self {
         self.epoch_ms = epoch_ms;
+        self
+    }
+    /// Sets which generator the layout is for ([`LayoutKind::Snowflake`] by default).
+    pub fn kind(mut self, kind: LayoutKind) -> Self {
+        self.kind = kind;
         self
     }
     /// Lets the fields use all 64 bits. Only for compatibility presets whose original
@@ -241,6 +280,7 @@ impl LayoutBuilder {
             .expect("checked above");
         Ok(Layout {
             name: self.name,
+            kind: self.kind,
             fields,
             time_unit_ms: self.time_unit_ms,
             epoch_ms: self.epoch_ms,
@@ -268,6 +308,10 @@ pub const SHARDFLAKE_EPOCH_MS: u64 = 1_735_689_600_000;
 
 /// Default granularity of the temporal layout's shard: one hour.
 pub const TEMPORAL_GRANULARITY_MS_DEFAULT: u64 = 3_600_000;
+
+/// Shortest shard a temporal layout spec accepts: one second. Shorter shards leave too little
+/// time to prepare the next shard's counter block ahead of its start.
+pub const TEMPORAL_GRANULARITY_MS_MIN: u64 = 1_000;
 
 /// Field widths of the temporal layout (`shard | host | counter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,7 +524,13 @@ impl Layout {
                 }
             }
         }
-        if base.name == "temporal" && unit_ms != base.time_unit_ms {
+        if base.kind == LayoutKind::Temporal && unit_ms != base.time_unit_ms {
+            if unit_ms < TEMPORAL_GRANULARITY_MS_MIN {
+                return Err(bad(format!(
+                    "a shard granularity of {unit_ms} ms is below the minimum of \
+                     {TEMPORAL_GRANULARITY_MS_MIN} ms"
+                )));
+            }
             // A different shard length needs different widths to last; fields given
             // explicitly in the spec keep their widths.
             let auto = TemporalWidths::for_granularity(unit_ms);
@@ -489,18 +539,31 @@ impl Layout {
                     .split(',')
                     .any(|i| i.split_once('=').is_some_and(|(k, _)| k.trim() == name))
             };
-            for (name, bits, _) in fields.iter_mut() {
-                let auto_bits = match name.as_str() {
-                    "shard" => auto.shard_bits,
-                    "host" => auto.host_bits,
-                    _ => auto.counter_bits,
+            // Shard and host take their given or sized widths; the counter, unless given,
+            // takes what is left of 63 bits.
+            let mut used = 0;
+            for (name, bits, kind) in fields.iter_mut() {
+                if *kind == FieldKind::Sequence || given(name) {
+                    continue;
+                }
+                *bits = match kind {
+                    FieldKind::Timestamp => auto.shard_bits,
+                    _ => auto.host_bits,
                 };
-                if !given(name) {
-                    *bits = auto_bits;
+            }
+            for (_, bits, kind) in fields.iter() {
+                if *kind != FieldKind::Sequence {
+                    used += *bits;
+                }
+            }
+            for (name, bits, kind) in fields.iter_mut() {
+                if *kind == FieldKind::Sequence && !given(name) {
+                    *bits = 63u32.saturating_sub(used).clamp(1, 40);
                 }
             }
         }
         let mut b = LayoutBuilder::new(base.name.clone())
+            .kind(base.kind)
             .epoch_ms(epoch_ms)
             .time_unit_ms(unit_ms);
         b.fields = fields;
@@ -517,6 +580,7 @@ impl Layout {
         widths: TemporalWidths,
     ) -> Result<Layout, LayoutError> {
         LayoutBuilder::new("temporal")
+            .kind(LayoutKind::Temporal)
             .timestamp("shard", widths.shard_bits)
             .node("host", widths.host_bits)
             .sequence("counter", widths.counter_bits)
@@ -528,6 +592,219 @@ impl Layout {
     /// The layout's name (a preset name or the builder's name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Which generator issues this layout's ids.
+    pub fn kind(&self) -> LayoutKind {
+        self.kind
+    }
+    /// True for temporal-shard layouts (`[shard][host][counter]`, counters from blocks).
+    pub fn is_temporal(&self) -> bool {
+        self.kind == LayoutKind::Temporal
+    }
+
+    /// The layout's fingerprint: a spec naming every field width, the time unit and the
+    /// epoch, so that two layouts with the same spec issue the same ids and
+    /// [`Layout::from_spec`] rebuilds the layout from it exactly.
+    ///
+    /// Nodes and coordinators compare fingerprints, not names: `temporal` with 1 h shards and
+    /// `temporal` with 5 s shards share a name but no ids.
+    ///
+    /// ```
+    /// use shardflake::Layout;
+    /// let t = Layout::from_spec("temporal:granularity=5s").unwrap();
+    /// assert_eq!(t.spec(), "temporal:shard=30,host=10,counter=23,unit_ms=5000,epoch=1735689600000");
+    /// assert_eq!(Layout::from_spec(&t.spec()).unwrap(), t);
+    /// assert_ne!(t.spec(), Layout::preset("temporal").unwrap().spec());
+    /// ```
+    pub fn spec(&self) -> String {
+        let mut s = format!("{}:", self.name);
+        for f in &self.fields {
+            s.push_str(&format!("{}={},", f.name, f.bits));
+        }
+        s.push_str(&format!(
+            "unit_ms={},epoch={}",
+            self.time_unit_ms, self.epoch_ms
+        ));
+        s
+    }
+
+    /// [`Layout::from_spec`], with a shard granularity given on its own (`--shard-granularity
+    /// 5s`, as a duration): the same as adding `granularity=5s` to the spec. A granularity
+    /// for a layout that is not temporal is an error.
+    ///
+    /// ```
+    /// use shardflake::Layout;
+    /// let a = Layout::from_spec_and_granularity("temporal", Some("5s")).unwrap();
+    /// assert_eq!(a, Layout::from_spec("temporal:granularity=5s").unwrap());
+    /// assert!(Layout::from_spec_and_granularity("twitter", Some("5s")).is_err());
+    /// ```
+    pub fn from_spec_and_granularity(
+        spec: &str,
+        granularity: Option<&str>,
+    ) -> Result<Layout, LayoutError> {
+        let Some(g) = granularity else {
+            return Layout::from_spec(spec);
+        };
+        let preset = spec.split_once(':').map_or(spec, |(name, _)| name).trim();
+        let base = Layout::preset(preset)?;
+        if !base.is_temporal() {
+            return Err(LayoutError::Spec {
+                spec: spec.to_string(),
+                reason: format!(
+                    "a shard granularity ({g}) applies to temporal layouts only; `{}` is not one",
+                    base.name
+                ),
+            });
+        }
+        let sep = if spec.contains(':') { "," } else { ":" };
+        Layout::from_spec(&format!("{}{sep}granularity={}", spec.trim(), g.trim()))
+    }
+
+    /// Checks that the layout can issue ids at `now_ms` (Unix ms): its epoch has passed and
+    /// its timestamp (or shard) field can still hold the current time.
+    ///
+    /// ```
+    /// use shardflake::{Layout, LayoutError};
+    /// let u = Layout::preset("uidgenerator").unwrap();
+    /// let e = u.check_time(1_800_000_000_000).unwrap_err();
+    /// assert_eq!(e.to_string(), "layout `uidgenerator` overflowed on 2024-11-20T21:24:16.000Z: \
+    /// its timestamp field cannot hold the current time");
+    /// assert!(Layout::preset("twitter").unwrap().check_time(1_800_000_000_000).is_ok());
+    /// ```
+    pub fn check_time(&self, now_ms: u64) -> Result<(), LayoutError> {
+        if self.epoch_ms > now_ms {
+            return Err(LayoutError::EpochInFuture {
+                epoch_ms: self.epoch_ms,
+                now_ms,
+            });
+        }
+        if now_ms >= self.overflow_ms() {
+            return Err(LayoutError::Expired {
+                layout: self.name.clone(),
+                overflow_at: self.overflow_time(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The node field `--machine-id` (`MACHINE_ID`) sets: the least significant node field.
+    /// `None` when the layout has no node field.
+    pub fn machine_field(&self) -> Option<&Field> {
+        self.node_fields().last()
+    }
+
+    /// The node field `--datacenter-id` (`DATACENTER_ID`) sets: in layouts with exactly two
+    /// node fields, the more significant one.
+    pub fn datacenter_field(&self) -> Option<&Field> {
+        let nodes: Vec<&Field> = self.node_fields().collect();
+        match nodes.as_slice() {
+            [dc, _machine] => Some(dc),
+            _ => None,
+        }
+    }
+
+    /// Node field values from a machine id and a datacenter id, the one mapping every
+    /// command uses: the machine id sets the least significant node field, the datacenter id
+    /// the one above it (twitter: `datacenter`/`worker`; discord: `worker`/`process`). An
+    /// absent id is 0; a datacenter id for a layout with one node field must be absent or 0.
+    ///
+    /// The two ids together are the host id a coordinator leases
+    /// ([`Layout::node_values_of_host`]): `host = datacenter << machine_bits | machine`.
+    ///
+    /// ```
+    /// use shardflake::Layout;
+    /// let d = Layout::preset("discord").unwrap();
+    /// assert_eq!(
+    ///     d.node_values_from_ids(Some(4), Some(2)).unwrap(),
+    ///     vec![("worker".to_string(), 2), ("process".to_string(), 4)]
+    /// );
+    /// assert_eq!(d.node_values_from_ids(Some(4), Some(2)).unwrap(),
+    ///     d.node_values_of_host((2 << 5) | 4).unwrap());
+    /// let e = d.node_values_from_ids(Some(32), None).unwrap_err();
+    /// assert_eq!(e.to_string(), "machine id 32 is out of range 0..=31 for layout `discord` (field `process`)");
+    /// ```
+    pub fn node_values_from_ids(
+        &self,
+        machine: Option<u64>,
+        datacenter: Option<u64>,
+    ) -> Result<Vec<(String, u64)>, LayoutError> {
+        let nodes: Vec<&Field> = self.node_fields().collect();
+        if nodes.is_empty() || nodes.len() > 2 {
+            return Err(LayoutError::Structure(format!(
+                "node ids map onto layouts with one or two node fields; `{}` has {}",
+                self.name,
+                nodes.len()
+            )));
+        }
+        let check = |id: NodeId, f: &Field, value: u64| {
+            if value > f.max() {
+                return Err(LayoutError::NodeIdOutOfRange {
+                    id,
+                    value,
+                    max: f.max(),
+                    layout: self.name.clone(),
+                    field: f.name.clone(),
+                });
+            }
+            Ok((f.name.clone(), value))
+        };
+        let machine_field = nodes[nodes.len() - 1];
+        let mut values = Vec::with_capacity(2);
+        match (nodes.len(), datacenter) {
+            (2, dc) => values.push(check(NodeId::Datacenter, nodes[0], dc.unwrap_or(0))?),
+            (_, Some(dc)) if dc != 0 => {
+                return Err(LayoutError::NodeIdUnused {
+                    id: NodeId::Datacenter,
+                    value: dc,
+                    layout: self.name.clone(),
+                    field: machine_field.name.clone(),
+                })
+            }
+            _ => {}
+        }
+        values.push(check(NodeId::Machine, machine_field, machine.unwrap_or(0))?);
+        Ok(values)
+    }
+
+    /// Width of a host id: the node fields' widths added up.
+    pub fn host_id_bits(&self) -> u32 {
+        self.node_fields().map(|f| f.bits()).sum()
+    }
+
+    /// Splits a host id over the node fields, most significant field first: the node values
+    /// of the node that holds `host_id`.
+    ///
+    /// ```
+    /// use shardflake::Layout;
+    /// let twitter = Layout::preset("twitter").unwrap();
+    /// assert_eq!(
+    ///     twitter.node_values_of_host(37).unwrap(),
+    ///     vec![("datacenter".to_string(), 1), ("worker".to_string(), 5)]
+    /// );
+    /// assert!(twitter.node_values_of_host(1024).is_err());
+    /// ```
+    pub fn node_values_of_host(&self, host_id: u64) -> Result<Vec<(String, u64)>, LayoutError> {
+        let total = self.host_id_bits();
+        let max = mask(total);
+        if host_id > max {
+            return Err(LayoutError::FieldValue {
+                field: self
+                    .node_fields()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                value: host_id,
+                max,
+            });
+        }
+        let mut rest = total;
+        Ok(self
+            .node_fields()
+            .map(|f| {
+                rest -= f.bits;
+                (f.name.clone(), (host_id >> rest) & f.max())
+            })
+            .collect())
     }
     /// All fields, most significant first.
     pub fn fields(&self) -> &[Field] {
@@ -926,6 +1203,77 @@ mod tests {
             .node_bits(&[("worker", 1), ("datacenter", 1), ("worker", 2)])
             .is_err());
         assert!(l.node_bits(&[("machine", 1)]).is_err());
+    }
+
+    #[test]
+    fn the_spec_is_a_fingerprint_that_rebuilds_the_layout() {
+        let specs = PRESETS.iter().map(|p| p.to_string()).chain(
+            [
+                "uidgenerator:timestamp=30,worker=20,epoch=2025-01-01",
+                "temporal:granularity=5s",
+                "temporal:granularity=30m,host=12",
+                "twitter:epoch=2020-01-01",
+            ]
+            .map(String::from),
+        );
+        let mut seen = std::collections::HashSet::new();
+        for spec in specs {
+            let l = Layout::from_spec(&spec).unwrap();
+            let again = Layout::from_spec(&l.spec()).unwrap();
+            assert_eq!(again, l, "{spec}");
+            assert_eq!(again.spec(), l.spec(), "{spec}");
+            assert_eq!(again.is_temporal(), spec.starts_with("temporal"), "{spec}");
+            assert!(seen.insert(l.spec()), "two layouts share the fingerprint {}", l.spec());
+        }
+    }
+
+    #[test]
+    fn node_ids_and_host_ids_are_one_mapping() {
+        for name in PRESETS {
+            let l = Layout::preset(name).unwrap();
+            let machine = l.machine_field().unwrap();
+            let machine_bits = machine.bits();
+            for (m, dc) in [(0, 0), (1, 0), (machine.max(), 0), (3, 1)] {
+                let dc = if l.datacenter_field().is_some() { dc } else { 0 };
+                let m = m.min(machine.max());
+                let from_ids = l.node_values_from_ids(Some(m), Some(dc)).unwrap();
+                let host = (dc << machine_bits) | m;
+                assert_eq!(from_ids, l.node_values_of_host(host).unwrap(), "{name}");
+                assert_eq!(
+                    from_ids.last().unwrap(),
+                    &(machine.name().to_string(), m),
+                    "{name}: the machine id sets the lowest node field"
+                );
+            }
+        }
+        let twitter = Layout::preset("twitter").unwrap();
+        assert_eq!(twitter.datacenter_field().unwrap().name(), "datacenter");
+        let e = twitter
+            .node_values_from_ids(None, Some(32))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "datacenter id 32 is out of range 0..=31 for layout `twitter` (field `datacenter`)"
+        );
+        let sony = Layout::preset("sonyflake").unwrap();
+        assert!(sony.node_values_from_ids(Some(1), Some(0)).is_ok());
+        let e = sony
+            .node_values_from_ids(Some(1), Some(2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("datacenter id 2 is not used by layout `sonyflake`"), "{e}");
+    }
+
+    #[test]
+    fn granularity_flag_is_a_spec_override_for_temporal_layouts_only() {
+        let a = Layout::from_spec_and_granularity("temporal:host=12", Some("30m")).unwrap();
+        assert_eq!(a, Layout::from_spec("temporal:host=12,granularity=30m").unwrap());
+        assert_eq!(a.field("host").unwrap().bits(), 12);
+        let e = Layout::from_spec_and_granularity("temporal", Some("10ms")).unwrap_err();
+        assert!(e.to_string().contains("below the minimum of 1000 ms"), "{e}");
+        let e = Layout::from_spec_and_granularity("default", Some("1h")).unwrap_err();
+        assert!(e.to_string().contains("temporal layouts only"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Extends reservations on the generator's behalf.
 pub trait Reserver: Send + Sync {
@@ -40,14 +40,24 @@ impl Reserver for NoReserver {
 /// assert_eq!(r.until_ms(), 10_000);
 /// r.revoke();
 /// assert!(r.is_revoked());
+/// r.extend_to(20_000); // a late extension cannot undo a revocation
+/// assert!(r.is_revoked());
 /// ```
 pub struct Reservation {
+    /// The bound, or [`REVOKED`]. Revocation lives in the same word as the bound so that an
+    /// extension racing with a revocation either lands before it (and is then wiped) or sees
+    /// it and does nothing: a revoked reservation never issues again.
     until_ms: AtomicU64,
     requested_ms: AtomicU64,
-    revoked: AtomicBool,
     low_water_ms: u64,
     reserver: Arc<dyn Reserver>,
 }
+
+/// The bound of a revoked reservation. Every real timestamp is above it, so the hot path's
+/// single comparison fails; nothing reserved yet is [`NOTHING_RESERVED`], one above it.
+const REVOKED: u64 = 0;
+/// The bound of a reservation nothing has been reserved under yet (Unix ms 1, long past).
+const NOTHING_RESERVED: u64 = 1;
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,40 +74,40 @@ impl Reservation {
     /// timestamps drops below `low_water_ms`, `reserver` is asked for more.
     pub fn new(reserver: Arc<dyn Reserver>, low_water_ms: u64) -> Self {
         Self {
-            until_ms: AtomicU64::new(0),
+            until_ms: AtomicU64::new(NOTHING_RESERVED),
             requested_ms: AtomicU64::new(0),
-            revoked: AtomicBool::new(false),
             low_water_ms,
             reserver,
         }
     }
 
-    /// The reserved bound, Unix ms, inclusive (0: nothing reserved).
+    /// The reserved bound, Unix ms, inclusive (0: nothing reserved, or revoked).
     pub fn until_ms(&self) -> u64 {
-        self.until_ms.load(Ordering::Acquire)
+        match self.until_ms.load(Ordering::Acquire) {
+            NOTHING_RESERVED => 0,
+            until => until,
+        }
     }
 
     /// Raises the bound to `until_ms` (never lowers it). Call only after the bound is durable.
+    /// Does nothing once the reservation is revoked.
     pub fn extend_to(&self, until_ms: u64) {
-        self.until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        let _ = self
+            .until_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur != REVOKED && until_ms > cur).then_some(until_ms)
+            });
     }
 
-    /// Stops all issuing until [`Reservation::restore`]: the lease behind it is gone.
+    /// Stops all issuing for good: the lease behind the reservation is gone. A holder that
+    /// gets a new lease builds a new generator with a new reservation.
     pub fn revoke(&self) {
-        self.revoked.store(true, Ordering::Release);
-        // Lowering the bound makes the hot path's single comparison fail; the flag tells it why.
-        self.until_ms.store(0, Ordering::Release);
-    }
-
-    /// Re-arms a revoked reservation with a newly persisted bound.
-    pub fn restore(&self, until_ms: u64) {
-        self.until_ms.store(until_ms, Ordering::Release);
-        self.revoked.store(false, Ordering::Release);
+        self.until_ms.store(REVOKED, Ordering::Release);
     }
 
     /// True after [`Reservation::revoke`].
     pub fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
+        self.until_ms.load(Ordering::Acquire) == REVOKED
     }
 
     /// The low-water mark in ms.
@@ -110,12 +120,12 @@ impl Reservation {
     pub(crate) fn check(&self, ts_ms: u64) -> Result<(), crate::GenerateError> {
         let until = self.until_ms.load(Ordering::Acquire);
         if ts_ms > until {
-            if self.is_revoked() {
+            if until == REVOKED {
                 return Err(crate::GenerateError::LeaseLost);
             }
             self.request(ts_ms.saturating_add(self.low_water_ms));
             return Err(crate::GenerateError::ReservationExhausted {
-                reserved_until_ms: until,
+                reserved_until_ms: if until == NOTHING_RESERVED { 0 } else { until },
                 needed_ms: ts_ms,
             });
         }

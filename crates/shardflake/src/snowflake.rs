@@ -156,13 +156,7 @@ impl<C: Clock> SnowflakeBuilder<C> {
     pub fn build(self) -> Result<SnowflakeGenerator<C>, LayoutError> {
         let node: Vec<(&str, u64)> = self.node.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let node_bits = self.layout.node_bits(&node)?;
-        let now_ms = self.clock.now_ms();
-        if self.layout.epoch_ms() > now_ms {
-            return Err(LayoutError::EpochInFuture {
-                epoch_ms: self.layout.epoch_ms(),
-                now_ms,
-            });
-        }
+        self.layout.check_time(self.clock.now_ms())?;
         let seq_bits = self.layout.sequence_field().bits();
         let seq_max = mask(seq_bits);
         // Nothing issued yet: pretend the last id was the final sequence value of the tick

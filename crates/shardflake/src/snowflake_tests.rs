@@ -176,8 +176,29 @@ fn reservation_bound_is_never_exceeded() {
     assert_eq!(ts(&g, g.next_id().unwrap()), T0 + 501);
     r.revoke();
     assert_eq!(g.next_id(), Err(GenerateError::LeaseLost));
-    r.restore(T0 + 2_000);
+}
+
+/// A lease keeper's extension that was already on its way when the lease was lost must not
+/// re-arm the generator: revocation is final for a reservation.
+#[test]
+fn revoked_reservation_stays_revoked_when_a_late_extension_arrives() {
+    let clock = ManualClock::new(T0);
+    let r = Arc::new(Reservation::new(Arc::new(crate::NoReserver), 0));
+    r.extend_to(T0 + 100);
+    let g = SnowflakeGenerator::builder(Layout::preset("twitter").unwrap())
+        .node("datacenter", 0)
+        .node("worker", 0)
+        .clock(clock.clone())
+        .reservation(r.clone())
+        .build()
+        .unwrap();
     assert!(g.next_id().is_ok());
+    r.revoke();
+    r.extend_to(T0 + 10_000);
+    assert!(r.is_revoked());
+    assert_eq!(r.until_ms(), 0);
+    clock.set_ms(T0 + 1_000);
+    assert_eq!(g.next_id(), Err(GenerateError::LeaseLost));
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub trait CounterSupplier: Send + Sync {
 pub enum BlockError {
     /// The block is empty or reaches past the counter field.
     #[error(
-        "block {start}..{end} for shard {shard} is empty or exceeds the counter range 0..={max}"
+        "block {start}..{end} for shard {shard} is empty, exceeds the counter range 0..={max}, or its shard does not fit the layout"
     )]
     OutOfRange {
         /// Shard of the block.
@@ -171,13 +171,9 @@ impl<C: Clock> TemporalBuilder<C> {
             )));
         };
         let host_bits = self.layout.node_bits(&[(host_field.as_str(), self.host)])?;
-        let now_ms = self.clock.now_ms();
-        if self.layout.epoch_ms() > now_ms {
-            return Err(LayoutError::EpochInFuture {
-                epoch_ms: self.layout.epoch_ms(),
-                now_ms,
-            });
-        }
+        // A shard index that no longer fits its field would spill into the sign bit (or,
+        // below it, wrap into older shards' ids): refuse the layout up front, naming the date.
+        self.layout.check_time(self.clock.now_ms())?;
         let counter_bits = self.layout.sequence_field().bits();
         if counter_bits + self.layout.timestamp_field().bits() > 63 {
             return Err(LayoutError::Structure(
@@ -193,6 +189,7 @@ impl<C: Clock> TemporalBuilder<C> {
             state: AtomicU64::new(0),
             limit: AtomicU64::new(0),
             refill_at: AtomicU64::new(u64::MAX),
+            shard_max: self.layout.timestamp_field().max(),
             pack_bits: counter_bits + 1,
             counter_max: mask(counter_bits),
             shard_shift: self.layout.timestamp_field().shift(),
@@ -237,6 +234,8 @@ pub struct TemporalGenerator<C: Clock = SystemClock> {
     limit: AtomicU64,
     /// Packed position past which the next block is requested (`u64::MAX`: already asked).
     refill_at: AtomicU64,
+    /// The largest shard index the shard field holds.
+    shard_max: u64,
     /// Counter bits plus one, so that a block ending at `2^counter_bits` (exclusive) still
     /// packs below the shard.
     pack_bits: u32,
@@ -298,6 +297,9 @@ impl<C: Clock> TemporalGenerator<C> {
             let cur = self.state.load(Ordering::Acquire);
             let cur_shard = cur >> self.pack_bits;
             if now_shard > cur_shard {
+                if now_shard > self.shard_max {
+                    return Err(self.expired());
+                }
                 self.enter_shard(now_shard)?;
                 continue;
             }
@@ -327,12 +329,30 @@ impl<C: Clock> TemporalGenerator<C> {
         }
     }
 
+    /// The layout's lifetime is over: the shard index no longer fits its field.
+    #[cold]
+    fn expired(&self) -> GenerateError {
+        GenerateError::TimestampOverflow {
+            overflow_at: self.layout.overflow_time(),
+        }
+    }
+
+    /// True if an id can be issued in `shard` without asking for a block: the current block
+    /// is in `shard` and has values left, or a block for `shard` is queued.
+    pub fn has_block_for(&self, shard: u64) -> bool {
+        let slow = self.slow.lock().expect("temporal generator mutex");
+        let cur = self.state.load(Ordering::Acquire);
+        let lim = self.limit.load(Ordering::Acquire);
+        let current = slow.started && cur >> self.pack_bits == shard && cur < lim;
+        current || slow.queued.get(&shard).is_some_and(|q| !q.is_empty())
+    }
+
     /// Hands the generator a block for the current or a later shard.
     ///
     /// Blocks for one shard must not overlap: each starts at or above the end of the
     /// previous one for the same shard.
     pub fn install_block(&self, block: CounterBlock) -> Result<(), BlockError> {
-        if block.is_empty() || block.end > self.counter_max + 1 {
+        if block.is_empty() || block.end > self.counter_max + 1 || block.shard > self.shard_max {
             return Err(BlockError::OutOfRange {
                 shard: block.shard,
                 start: block.start,
@@ -651,6 +671,94 @@ mod tests {
             }),
             Err(BlockError::OutOfRange { .. })
         ));
+    }
+
+    /// 8 shard bits of 1 s: the shard field runs out 256 s after the epoch.
+    fn short_lived_layout() -> Layout {
+        Layout::temporal(
+            1_000,
+            SHARDFLAKE_EPOCH_MS,
+            TemporalWidths {
+                shard_bits: 8,
+                host_bits: 10,
+                counter_bits: 20,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Regression: a shard index past its field used to be shifted into the bits above the
+    /// layout (the sign bit for 63-bit layouts), and narrower ones wrapped into old shards.
+    #[test]
+    fn a_shard_past_its_field_is_an_expiry_error_not_a_wrap() {
+        let layout = short_lived_layout();
+        let clock = ManualClock::new(SHARDFLAKE_EPOCH_MS + 255_500);
+        let g = TemporalGenerator::builder(layout.clone())
+            .host(3)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        assert_eq!(decode(&g, g.next_id().unwrap()), (255, 3, 0));
+        clock.advance_ms(1_000);
+        assert_eq!(
+            g.next_id(),
+            Err(GenerateError::TimestampOverflow {
+                overflow_at: "2025-01-01T00:04:16.000Z".into()
+            })
+        );
+        assert!(g.next_range(10).is_err());
+        assert!(matches!(
+            g.install_block(CounterBlock {
+                shard: 256,
+                start: 0,
+                end: 10
+            }),
+            Err(BlockError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn building_after_the_shard_field_ran_out_names_the_overflow_date() {
+        let late = ManualClock::new(SHARDFLAKE_EPOCH_MS + 256_000);
+        let e = TemporalGenerator::builder(short_lived_layout())
+            .clock(late)
+            .build()
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            LayoutError::Expired {
+                layout: "temporal".into(),
+                overflow_at: "2025-01-01T00:04:16.000Z".into()
+            }
+        );
+    }
+
+    #[test]
+    fn has_block_for_tells_whether_a_shard_can_issue_without_a_request() {
+        let clock = ManualClock::new(SHARDFLAKE_EPOCH_MS + 7 * HOUR + 5);
+        let g = TemporalGenerator::builder(small_layout())
+            .clock(clock.clone())
+            .supplier(Arc::new(Recorder::default()))
+            .build()
+            .unwrap();
+        assert!(!g.has_block_for(7));
+        g.install_block(CounterBlock {
+            shard: 7,
+            start: 0,
+            end: 2,
+        })
+        .unwrap();
+        assert!(g.has_block_for(7) && !g.has_block_for(8));
+        g.next_range(2).unwrap();
+        assert!(!g.has_block_for(7), "the block is used up");
+        g.install_block(CounterBlock {
+            shard: 8,
+            start: 0,
+            end: 2,
+        })
+        .unwrap();
+        assert!(g.has_block_for(8) && !g.has_block_for(7));
     }
 
     #[test]
