@@ -42,11 +42,15 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store =
         Arc::new(RedbStore::open(dir.path().join("c.redb"), RedbOptions::default()).unwrap());
-    let c = Arc::new(Coordinator::new(
-        store,
-        Arc::new(SystemTimeSource::new()),
-        CoordinatorConfig::new(Layout::preset("twitter").unwrap()),
-    ));
+    let c = Arc::new(
+        Coordinator::open(
+            store,
+            Arc::new(SystemTimeSource::new()),
+            CoordinatorConfig::new(Layout::preset("twitter").unwrap()),
+        )
+        .await
+        .expect("the store opens"),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(

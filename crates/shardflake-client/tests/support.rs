@@ -28,11 +28,11 @@ impl TestCoordinator {
 
     pub async fn start_with(store: Arc<dyn KvStore>, layout: Layout) -> Self {
         let config = CoordinatorConfig::new(layout);
-        let c = Arc::new(Coordinator::new(
-            store,
-            Arc::new(SystemTimeSource::new()),
-            config,
-        ));
+        let c = Arc::new(
+            Coordinator::open(store, Arc::new(SystemTimeSource::new()), config)
+                .await
+                .expect("the store opens"),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

@@ -31,11 +31,15 @@ async fn run(op: Op, batch_max: usize, clients: u32, secs: u64) -> (f64, f64) {
     let layout =
         Layout::temporal(3_600_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
     let time = Arc::new(SystemTimeSource::new());
-    let c = Arc::new(Coordinator::new(
-        store.clone(),
-        time.clone(),
-        CoordinatorConfig::new(layout.clone()),
-    ));
+    let c = Arc::new(
+        Coordinator::open(
+            store.clone(),
+            time.clone(),
+            CoordinatorConfig::new(layout.clone()),
+        )
+        .await
+        .expect("the store opens"),
+    );
     let mut leases = Vec::new();
     for i in 0..clients {
         let g = c

@@ -65,16 +65,6 @@ pub enum CoordError {
         /// Largest allowed.
         max_ms: u64,
     },
-    /// A reservation further ahead of the coordinator's clock than allowed.
-    #[error("reservation until {until_ms} is more than {ahead_max_ms} ms ahead of the coordinator's clock ({now_ms}, Unix ms)")]
-    ReservationTooFar {
-        /// The bound asked for.
-        until_ms: u64,
-        /// The coordinator's wall clock.
-        now_ms: u64,
-        /// The limit.
-        ahead_max_ms: u64,
-    },
     /// The counter range of a (shard, host) pair is used up.
     #[error("host id {host_id} has used every counter value of shard {shard} (0..={counter_max})")]
     CounterSpaceExhausted {
@@ -101,6 +91,16 @@ pub enum CoordError {
         /// The limit.
         ahead_max: u64,
     },
+    /// The store was created for another layout than the one this coordinator runs.
+    #[error("store {store_id} was created for layout `{stored}`, but this coordinator is configured with `{configured}`; host ids and reservations of one layout mean nothing in another: run with the store's layout, or give this layout its own store")]
+    LayoutMismatch {
+        /// The store's identity.
+        store_id: String,
+        /// The layout the store was created for.
+        stored: String,
+        /// The layout this coordinator was started with.
+        configured: String,
+    },
     /// A malformed request the HTTP layer did not catch.
     #[error("{0}")]
     BadRequest(String),
@@ -126,12 +126,12 @@ impl CoordError {
             CoordError::UnknownHost { .. } => codes::NOT_FOUND,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
-            | CoordError::ShardTooFarAhead { .. }
             | CoordError::BadRequest(_) => codes::BAD_REQUEST,
-            CoordError::ReservationTooFar { .. } => codes::RESERVATION_TOO_FAR,
+            CoordError::ShardTooFarAhead { .. } => codes::SHARD_TOO_FAR_AHEAD,
             CoordError::CounterSpaceExhausted { .. } => codes::COUNTER_SPACE_EXHAUSTED,
             CoordError::NotTemporal { .. } => codes::NOT_TEMPORAL,
             CoordError::Contended { .. } | CoordError::Store(_) => codes::STORE_UNAVAILABLE,
+            CoordError::LayoutMismatch { .. } => codes::INTERNAL,
         }
     }
 
@@ -142,15 +142,15 @@ impl CoordError {
             | CoordError::HostBusy { .. }
             | CoordError::StaleToken { .. }
             | CoordError::LeaseExpired { .. }
+            | CoordError::ShardTooFarAhead { .. }
             | CoordError::CounterSpaceExhausted { .. } => 409,
             CoordError::UnknownHost { .. } => 404,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
-            | CoordError::ReservationTooFar { .. }
             | CoordError::NotTemporal { .. }
-            | CoordError::ShardTooFarAhead { .. }
             | CoordError::BadRequest(_) => 400,
             CoordError::Contended { .. } | CoordError::Store(_) => 503,
+            CoordError::LayoutMismatch { .. } => 500,
         }
     }
 }

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use shardflake_proto::coord::{
     codes, AcquireRequest, BlockRequest, CoordErrorBody, CoordErrorDetail, ReleaseRequest,
-    RenewRequest, ReservationRequest, StandbyWaitRequest, StandbyWaitResponse,
+    RenewRequest, ReservationRequest, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
 
 use crate::error::CoordError;
@@ -30,6 +30,7 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4_096;
 #[derive(Clone)]
 pub struct AppState {
     coordinator: Arc<Coordinator>,
+    store_id: header::HeaderValue,
     token: Option<Arc<[u8]>>,
     errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -39,8 +40,11 @@ impl AppState {
     /// Handlers over `coordinator`, requiring `Authorization: Bearer <token>` when a token is
     /// given (`None` only with `--insecure-no-auth`).
     pub fn new(coordinator: Arc<Coordinator>, token: Option<String>) -> Self {
+        let store_id = header::HeaderValue::from_str(coordinator.store_id())
+            .expect("a store id is a UUID, a valid header value");
         Self {
             coordinator,
+            store_id,
             token: token.map(|t| Arc::from(t.into_bytes().into_boxed_slice())),
             errors: Arc::new(Mutex::new(BTreeMap::new())),
             in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
@@ -161,6 +165,15 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
+/// Stamps every response with the store's identity, so that a client can tell two stores
+/// apart and never fail over from one to the other.
+async fn store_id(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(STORE_ID_HEADER, state.store_id.clone());
+    resp
+}
+
 async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
@@ -250,6 +263,10 @@ async fn hosts(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(s.coordinator.hosts().await?).into_response())
 }
 
+async fn cluster(State(s): State<AppState>) -> Response {
+    Json(s.coordinator.cluster_info()).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -260,6 +277,11 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let mut out = String::new();
     let counters = [
         ("grants", "Leases granted.", &m.grants),
+        (
+            "grants_repeated",
+            "Repeated acquire requests answered with their earlier grant.",
+            &m.grants_repeated,
+        ),
         ("renewals", "Leases renewed.", &m.renewals),
         ("extensions", "Reservations extended.", &m.extensions),
         (
@@ -343,6 +365,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/blocks", post(blocks))
         .route("/v1/standby/wait", post(standby_wait))
         .route("/v1/hosts", get(hosts))
+        .route("/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -351,6 +374,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), store_id))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }

@@ -34,11 +34,13 @@
 //! use shardflake_proto::coord::{AcquireRequest, ReservationRequest};
 //!
 //! let time = ManualTime::new(1_800_000_000_000);
-//! let c = Coordinator::new(
+//! let c = Coordinator::open(
 //!     Arc::new(MemStore::new()),
 //!     Arc::new(time.clone()),
 //!     CoordinatorConfig::new(Layout::preset("twitter").unwrap()),
-//! );
+//! )
+//! .await
+//! .unwrap();
 //! let lease = c.acquire(&AcquireRequest { name: "node-a".into(), ..Default::default() }).await.unwrap();
 //! assert_eq!((lease.host_id, lease.token, lease.start_above_ms), (0, 1, 0));
 //! let r = c
@@ -56,18 +58,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardflake::{Layout, TemporalWidths, SHARDFLAKE_EPOCH_MS};
+use shardflake::Layout;
 use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
 use thiserror::Error;
 
 mod error;
 pub mod forecast;
 pub mod http;
+mod meta;
 mod state;
 pub mod store;
 mod time;
 
 pub use error::CoordError;
+pub use meta::ClusterRecord;
 pub use state::{
     conformance as domain_conformance, BlockRecord, Coordinator, CoordinatorConfig, HostRecord,
     Metrics, TemporalRecord, BLOCK_MIN_DEFAULT, POOL_SIZE_MAX, RESERVATION_AHEAD_MS_MAX_DEFAULT,
@@ -89,12 +93,15 @@ pub struct CoordinatorArgs {
     /// Directory of the store file (created if missing).
     #[arg(long, default_value = "./shardflake-coordinator-data")]
     pub data_dir: PathBuf,
-    /// Layout whose host ids are leased (must match the nodes').
+    /// Layout whose host ids are leased: a preset or a spec (`temporal:granularity=5s`). It
+    /// is the cluster's layout: nodes started without `--layout` serve it, and nodes whose
+    /// layout differs refuse to start. A store keeps the layout it was created with.
     #[arg(long, default_value = "twitter")]
     pub layout: String,
-    /// Shard length of the temporal layout (`1h`, `30m`, `5s`, ...).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub shard_granularity: Duration,
+    /// Shard length of the temporal layout (`1h`, `30m`, `5s`, ...); the same as adding
+    /// `granularity=` to the spec.
+    #[arg(long)]
+    pub shard_granularity: Option<String>,
     /// Lease at most this many host ids (default: every value of the layout's node fields).
     #[arg(long)]
     pub max_hosts: Option<u32>,
@@ -173,6 +180,9 @@ pub enum RunError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The store's identity could not be read or does not fit this coordinator.
+    #[error(transparent)]
+    Coordinator(CoordError),
     /// Listening or serving failed.
     #[error("{context}: {source}")]
     Io {
@@ -186,29 +196,16 @@ pub enum RunError {
 impl CoordinatorArgs {
     /// The layout the coordinator leases host ids for.
     pub fn build_layout(&self) -> Result<Layout, RunError> {
-        if self.layout == "temporal" {
-            let ms = self.shard_granularity.as_millis() as u64;
-            return Ok(Layout::temporal(
-                ms,
-                SHARDFLAKE_EPOCH_MS,
-                TemporalWidths::for_granularity(ms),
-            )?);
-        }
-        Ok(Layout::from_spec(&self.layout)?)
+        Ok(Layout::from_spec_and_granularity(
+            &self.layout,
+            self.shard_granularity.as_deref(),
+        )?)
     }
 
     /// Validates the options into a [`CoordinatorConfig`].
     pub fn config(&self) -> Result<CoordinatorConfig, RunError> {
         let layout = self.build_layout()?;
-        let now_ms = shardflake::Clock::now_ms(&shardflake::SystemClock);
-        if now_ms >= layout.overflow_ms() {
-            return Err(RunError::Config(format!(
-                "layout `{}` (unit {} ms) overflowed on {}: its timestamp field cannot hold the current time",
-                self.layout,
-                layout.time_unit_ms(),
-                layout.overflow_time()
-            )));
-        }
+        layout.check_time(shardflake::Clock::now_ms(&shardflake::SystemClock))?;
         let mut c = CoordinatorConfig::new(layout);
         if let Some(n) = self.max_hosts {
             if n == 0 || n > c.pool_size {
@@ -301,11 +298,12 @@ pub fn run_coordinator(args: CoordinatorArgs) -> Result<(), RunError> {
             ttl_ms = config.ttl_ms_default,
             "coordinator starting; every existing lease counts as live for one TTL"
         );
-        let coordinator = Arc::new(Coordinator::new(
-            store.clone(),
-            Arc::new(SystemTimeSource::new()),
-            config,
-        ));
+        let coordinator = Arc::new(
+            Coordinator::open(store.clone(), Arc::new(SystemTimeSource::new()), config)
+                .await
+                .map_err(RunError::Coordinator)?,
+        );
+        tracing::info!(store_id = %coordinator.store_id(), "store opened");
         let app = http::app(http::AppState::new(coordinator.clone(), token));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -5,6 +5,7 @@
 //!
 //! # Keys
 //!
+//! * `meta/cluster`: the store's identity and layout ([`ClusterRecord`]), written once.
 //! * `meta/token`: the last fencing token granted (a decimal number). Every grant increments
 //!   it in the same transaction as the lease, so tokens strictly increase across restarts.
 //! * `host/{host_id:010}`: the lease and reservation of a host id ([`HostRecord`], JSON). It
@@ -28,14 +29,16 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use shardflake::Layout;
 use shardflake_proto::coord::{
-    AcquireRequest, BlockGrant, BlockRequest, HostStatus, HostsResponse, LeaseGrant, LeaseState,
-    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse, Role,
-    ShardForecast, ShardUsage, StandbyStatus, TemporalStatus,
+    AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, CoordinatorLimits, HostStatus,
+    HostsResponse, LeaseGrant, LeaseState, ReleaseRequest, RenewRequest, RenewResponse,
+    ReservationRequest, ReservationResponse, Role, ShardForecast, ShardUsage, StandbyStatus,
+    TemporalStatus, REQUEST_ID_BYTES_MAX,
 };
 use tokio::sync::Notify;
 
 use crate::error::CoordError;
 use crate::forecast::Holt;
+use crate::meta::{self, ClusterRecord};
 use crate::store::{KvStore, StoreError, Txn, TxnOutcome};
 use crate::time::TimeSource;
 
@@ -134,7 +137,17 @@ impl CoordinatorConfig {
 
     /// True for the temporal-shard layout, where counter blocks are granted.
     pub fn is_temporal(&self) -> bool {
-        self.layout.name() == "temporal"
+        self.layout.is_temporal()
+    }
+
+    /// The limits stated to nodes with every grant.
+    pub fn limits(&self) -> CoordinatorLimits {
+        CoordinatorLimits {
+            ttl_ms_min: self.ttl_ms_min,
+            ttl_ms_max: self.ttl_ms_max,
+            ttl_ms_default: self.ttl_ms_default,
+            reservation_ahead_ms_max: self.reservation_ahead_ms_max,
+        }
     }
 
     fn counter_max(&self) -> u64 {
@@ -165,6 +178,12 @@ pub struct HostRecord {
     pub released: bool,
     /// The highest timestamp any holder of this id may have issued, Unix ms.
     pub reserved_until_ms: u64,
+    /// The previous holders' bound when the current token was granted, Unix ms.
+    #[serde(default)]
+    pub start_above_ms: u64,
+    /// The idempotency key of the request that was granted the current token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Temporal mode: usage reports and the forecaster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temporal: Option<TemporalRecord>,
@@ -238,6 +257,8 @@ struct Observation {
 pub struct Metrics {
     /// Leases granted.
     pub grants: AtomicU64,
+    /// Repeated acquire requests answered with their earlier grant.
+    pub grants_repeated: AtomicU64,
     /// Leases renewed.
     pub renewals: AtomicU64,
     /// Reservations extended (alone or with a renewal).
@@ -257,6 +278,7 @@ pub struct Metrics {
 /// The coordinator: see the module docs.
 pub struct Coordinator {
     store: Arc<dyn KvStore>,
+    cluster: ClusterRecord,
     time: Arc<dyn TimeSource>,
     config: CoordinatorConfig,
     observed: Mutex<HashMap<u32, Observation>>,
@@ -290,14 +312,17 @@ fn truncate_name(s: &str) -> String {
 }
 
 impl Coordinator {
-    /// A coordinator over `store`, reading the time from `time`.
-    pub fn new(
+    /// A coordinator over `store`, reading the time from `time`. Reads the store's identity,
+    /// creating it if the store is new; fails if the store was created for another layout.
+    pub async fn open(
         store: Arc<dyn KvStore>,
         time: Arc<dyn TimeSource>,
         config: CoordinatorConfig,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, CoordError> {
+        let cluster = meta::open(store.as_ref(), &config.layout, time.wall_ms()).await?;
+        Ok(Self {
             store,
+            cluster,
             time,
             config,
             observed: Mutex::new(HashMap::new()),
@@ -305,6 +330,21 @@ impl Coordinator {
             offers: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             metrics: Metrics::default(),
+        })
+    }
+
+    /// The store's identity, sent with every response.
+    pub fn store_id(&self) -> &str {
+        &self.cluster.store_id
+    }
+
+    /// What `GET /v1/cluster` answers: the store's identity, the layout and the limits.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            store_id: self.cluster.store_id.clone(),
+            layout_spec: self.cluster.layout_spec.clone(),
+            pool_size: self.config.pool_size,
+            limits: self.config.limits(),
         }
     }
 
@@ -333,15 +373,25 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_ahead(&self, until_ms: u64, now_ms: u64) -> Result<(), CoordError> {
-        if until_ms > now_ms.saturating_add(self.config.reservation_ahead_ms_max) {
-            return Err(CoordError::ReservationTooFar {
-                until_ms,
-                now_ms,
-                ahead_max_ms: self.config.reservation_ahead_ms_max,
-            });
+    /// A reservation bound no further ahead of the coordinator's clock than allowed. A lower
+    /// bound is always safe, so a request beyond the limit is clamped, not refused: the
+    /// holder learns the bound from the answer.
+    fn clamp_ahead(&self, until_ms: u64, now_ms: u64) -> u64 {
+        until_ms.min(now_ms.saturating_add(self.config.reservation_ahead_ms_max))
+    }
+
+    fn grant_of(&self, rec: &HostRecord) -> LeaseGrant {
+        LeaseGrant {
+            host_id: rec.host_id,
+            token: rec.token,
+            ttl_ms: rec.ttl_ms,
+            start_above_ms: rec.start_above_ms,
+            reserved_until_ms: rec.reserved_until_ms,
+            layout_spec: self.cluster.layout_spec.clone(),
+            store_id: self.cluster.store_id.clone(),
+            pool_size: self.config.pool_size,
+            limits: self.config.limits(),
         }
-        Ok(())
     }
 
     /// Live or expired by the monotonic rule (module docs); released is reported as such.
@@ -496,6 +546,11 @@ impl Coordinator {
     }
 
     /// Grants a lease on a free host id (or the one asked for) with a new fencing token.
+    ///
+    /// With a `request_id`, the request is idempotent: if the current token of some host id
+    /// was granted to this request id (the answer was lost and the caller retries), the same
+    /// grant is answered again, renewed now, so no second host id is taken and the lease runs
+    /// a full TTL from this answer, which is after the retry was sent.
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseGrant, CoordError> {
         let ttl_ms = req.ttl_ms.unwrap_or(self.config.ttl_ms_default);
         if ttl_ms < self.config.ttl_ms_min || ttl_ms > self.config.ttl_ms_max {
@@ -505,21 +560,49 @@ impl Coordinator {
                 max_ms: self.config.ttl_ms_max,
             });
         }
-        if let Some(a) = req.reserve_ahead_ms {
-            if a > self.config.reservation_ahead_ms_max {
-                let now = self.time.wall_ms();
-                return Err(CoordError::ReservationTooFar {
-                    until_ms: now.saturating_add(a),
-                    now_ms: now,
-                    ahead_max_ms: self.config.reservation_ahead_ms_max,
-                });
+        if let Some(id) = &req.request_id {
+            if id.is_empty() || id.len() > REQUEST_ID_BYTES_MAX {
+                return Err(CoordError::BadRequest(format!(
+                    "request_id must be 1..={REQUEST_ID_BYTES_MAX} bytes, got {}",
+                    id.len()
+                )));
             }
         }
         for h in req.host_id.iter().chain(req.prefer_host_id.iter()) {
             self.check_host(*h)?;
         }
+        let holder = truncate_name(&req.name);
         for _ in 0..CAS_ATTEMPTS_MAX {
             let hosts = self.load_hosts().await?;
+            let now = self.time.wall_ms();
+            let reserve_until = |floor: u64| match req.reserve_ahead_ms {
+                Some(a) => floor.max(self.clamp_ahead(now.saturating_add(a), now)),
+                None => floor,
+            };
+            let repeated = req.request_id.as_ref().and_then(|id| {
+                hosts.iter().find(|(r, _)| {
+                    !r.released && r.holder == holder && r.request_id.as_ref() == Some(id)
+                })
+            });
+            if let Some((prev, version)) = repeated {
+                let mut rec = prev.clone();
+                rec.renewals += 1;
+                rec.renewed_at_ms = now;
+                rec.expires_at_ms = now.saturating_add(rec.ttl_ms);
+                rec.reserved_until_ms = reserve_until(rec.reserved_until_ms);
+                let key = host_key(rec.host_id);
+                let txn = Txn::new()
+                    .compare(&key, *version)
+                    .put(&key, serde_json::to_vec(&rec).expect("serializable"));
+                if self.commit(txn).await? {
+                    self.observe_commit(&rec);
+                    self.metrics.grants_repeated.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
+                        "repeated acquire: answering the same grant, renewed");
+                    return Ok(self.grant_of(&rec));
+                }
+                continue;
+            }
             let host_id = self.pick_host(&hosts, req, self.time.mono_ms())?;
             let prev = hosts.iter().find(|(r, _)| r.host_id == host_id);
             let (last_token, token_version) = match self.store.get(TOKEN_KEY).await? {
@@ -533,23 +616,20 @@ impl Coordinator {
                 None => (0, 0),
             };
             let token = last_token + 1;
-            let now = self.time.wall_ms();
             let start_above_ms = prev.map_or(0, |(r, _)| r.reserved_until_ms);
-            let reserved_until_ms = match req.reserve_ahead_ms {
-                Some(a) => start_above_ms.max(now.saturating_add(a)),
-                None => start_above_ms,
-            };
             let rec = HostRecord {
                 host_id,
                 token,
-                holder: truncate_name(&req.name),
+                holder: holder.clone(),
                 ttl_ms,
                 granted_at_ms: now,
                 renewed_at_ms: now,
                 expires_at_ms: now.saturating_add(ttl_ms),
                 renewals: 0,
                 released: false,
-                reserved_until_ms,
+                reserved_until_ms: reserve_until(start_above_ms),
+                start_above_ms,
+                request_id: req.request_id.clone(),
                 temporal: prev.and_then(|(r, _)| r.temporal.clone()),
             };
             let key = host_key(host_id);
@@ -563,19 +643,7 @@ impl Coordinator {
                 self.offers.lock().expect("poisoned").remove(&host_id);
                 self.metrics.grants.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(host_id, token, holder = %rec.holder, start_above_ms, "lease granted");
-                return Ok(LeaseGrant {
-                    host_id,
-                    token,
-                    ttl_ms,
-                    start_above_ms,
-                    reserved_until_ms,
-                    layout: self.config.layout.name().to_string(),
-                    pool_size: self.config.pool_size,
-                    shard_granularity_ms: self
-                        .config
-                        .is_temporal()
-                        .then(|| self.config.layout.time_unit_ms()),
-                });
+                return Ok(self.grant_of(&rec));
             }
         }
         Err(CoordError::Contended {
@@ -602,9 +670,8 @@ impl Coordinator {
                 .ok_or(CoordError::UnknownHost { host_id })?;
             self.check_current(&rec, req.token)?;
             let now = self.time.wall_ms();
-            let extended = match req.reserve_until_ms {
+            let extended = match req.reserve_until_ms.map(|u| self.clamp_ahead(u, now)) {
                 Some(until) if until > rec.reserved_until_ms => {
-                    self.check_ahead(until, now)?;
                     rec.reserved_until_ms = until;
                     true
                 }
@@ -678,14 +745,14 @@ impl Coordinator {
                 .await?
                 .ok_or(CoordError::UnknownHost { host_id })?;
             self.check_current(&rec, req.token)?;
-            if req.until_ms <= rec.reserved_until_ms {
+            let until_ms = self.clamp_ahead(req.until_ms, self.time.wall_ms());
+            if until_ms <= rec.reserved_until_ms {
                 // Already persisted: answering with the current bound is idempotent.
                 return Ok(ReservationResponse {
                     reserved_until_ms: rec.reserved_until_ms,
                 });
             }
-            self.check_ahead(req.until_ms, self.time.wall_ms())?;
-            rec.reserved_until_ms = req.until_ms;
+            rec.reserved_until_ms = until_ms;
             let key = host_key(host_id);
             let txn = Txn::new()
                 .compare(&key, version)
@@ -967,7 +1034,8 @@ impl Coordinator {
             .collect();
         standbys.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(HostsResponse {
-            layout: self.config.layout.name().to_string(),
+            store_id: self.cluster.store_id.clone(),
+            layout_spec: self.cluster.layout_spec.clone(),
             pool_size: self.config.pool_size,
             hosts,
             standbys,
@@ -1025,14 +1093,14 @@ pub mod conformance {
 
     const T0: u64 = 1_800_000_000_000;
 
-    fn coordinator(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
+    async fn coordinator(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
         let time = ManualTime::new(T0);
         let mut config = CoordinatorConfig::new(layout);
         config.pool_size = config.pool_size.min(4);
-        (
-            Coordinator::new(store, Arc::new(time.clone()), config),
-            time,
-        )
+        let c = Coordinator::open(store, Arc::new(time.clone()), config)
+            .await
+            .expect("the store opens");
+        (c, time)
     }
 
     fn req(name: &str, ttl_ms: u64) -> AcquireRequest {
@@ -1045,7 +1113,7 @@ pub mod conformance {
 
     /// Grant, renew, stale token, expiry, takeover above the bound, pool exhaustion.
     pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
-        let (c, time) = coordinator(store, Layout::preset("default").unwrap());
+        let (c, time) = coordinator(store, Layout::preset("default").unwrap()).await;
         let a = c.acquire(&req("a", 1_000)).await.unwrap();
         assert_eq!((a.host_id, a.start_above_ms), (0, 0));
         let b = c.acquire(&req("b", 1_000)).await.unwrap();
@@ -1143,18 +1211,33 @@ pub mod conformance {
             .await
             .unwrap();
         assert_eq!((a2.host_id, a2.start_above_ms), (0, T0 + 5_000));
-        // Reservations cannot reach too far ahead.
+        // Reservations reach at most the stated limit ahead of the coordinator's clock: a
+        // request beyond it is clamped, and the answer says how far it got.
+        let ahead_max = a2.limits.reservation_ahead_ms_max;
+        assert_eq!(ahead_max, c.config().reservation_ahead_ms_max);
         let far = c
             .extend_reservation(
                 0,
                 &ReservationRequest {
                     token: a2.token,
-                    until_ms: time.wall_ms() + c.config().reservation_ahead_ms_max + 1,
+                    until_ms: time.wall_ms() + ahead_max + 1_000,
                 },
             )
             .await
-            .unwrap_err();
-        assert_eq!(far.code(), "reservation_too_far");
+            .unwrap();
+        assert_eq!(far.reserved_until_ms, time.wall_ms() + ahead_max);
+        let renewed = c
+            .renew(
+                0,
+                &RenewRequest {
+                    token: a2.token,
+                    reserve_until_ms: Some(time.wall_ms() + 10 * ahead_max),
+                    usage: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(renewed.reserved_until_ms, time.wall_ms() + ahead_max);
         // Fill the pool of 4.
         c.acquire(&req("c", 1_000)).await.unwrap();
         c.acquire(&req("d", 1_000)).await.unwrap();
@@ -1173,11 +1256,58 @@ pub mod conformance {
         assert_eq!(e.host_id, 3);
     }
 
+    /// Regression: a grant whose answer was lost left a ghost lease that blocked its host
+    /// id (and standbys) for a TTL. A retry with the same request id gets the same grant,
+    /// renewed from the retry on.
+    pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
+        let (c, time) = coordinator(store, Layout::preset("default").unwrap()).await;
+        let first = AcquireRequest {
+            request_id: Some("node-a-1".into()),
+            ..req("a", 1_000)
+        };
+        let a = c.acquire(&first).await.unwrap();
+        time.advance_ms(800);
+        let again = c.acquire(&first).await.unwrap();
+        assert_eq!(again, a, "the same host id, token and bounds");
+        // One lease, not two: the next caller gets the next host id.
+        let b = c.acquire(&req("b", 1_000)).await.unwrap();
+        assert_eq!(b.host_id, a.host_id + 1);
+        // The repeated answer renewed the lease: it runs a full TTL from the repeat.
+        time.advance_ms(900);
+        let take = AcquireRequest {
+            host_id: Some(a.host_id),
+            ..req("standby", 1_000)
+        };
+        assert_eq!(c.acquire(&take).await.unwrap_err().code(), "host_busy");
+        // Another holder's request id does not match; an empty or long one is refused.
+        let other = AcquireRequest {
+            request_id: Some("node-a-1".into()),
+            ..req("someone-else", 1_000)
+        };
+        assert_ne!(c.acquire(&other).await.unwrap().host_id, a.host_id);
+        for bad in [String::new(), "x".repeat(65)] {
+            let e = c
+                .acquire(&AcquireRequest {
+                    request_id: Some(bad),
+                    ..req("a", 1_000)
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "bad_request");
+        }
+        // After a release, the same request id starts a new lease.
+        c.release(a.host_id, &ReleaseRequest { token: a.token })
+            .await
+            .unwrap();
+        let fresh = c.acquire(&first).await.unwrap();
+        assert!(fresh.token > a.token);
+    }
+
     /// Blocks for one (shard, host) pair only move upwards, across holders and restarts.
     pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
         let layout =
             Layout::temporal(5_000, shardflake::SHARDFLAKE_EPOCH_MS, Default::default()).unwrap();
-        let (c, time) = coordinator(store.clone(), layout.clone());
+        let (c, time) = coordinator(store.clone(), layout.clone()).await;
         let shard = layout.tick_of(T0).unwrap();
         let a = c.acquire(&req("a", 1_000)).await.unwrap();
         let mut seen: Vec<BlockGrant> = Vec::new();
@@ -1236,7 +1366,7 @@ pub mod conformance {
             .unwrap();
         seen.push(g);
         // A coordinator restarted over the same store continues above too.
-        let (c2, time2) = coordinator(store, layout.clone());
+        let (c2, time2) = coordinator(store, layout.clone()).await;
         time2.advance_ms(1_500);
         let last = *seen.last().unwrap();
         let same = c2
@@ -1317,7 +1447,8 @@ pub mod conformance {
         let (plain, _) = coordinator(
             Arc::new(crate::store::MemStore::new()),
             Layout::preset("default").unwrap(),
-        );
+        )
+        .await;
         let err = plain
             .grant_block(&BlockRequest {
                 host_id: 0,
@@ -1339,16 +1470,16 @@ mod tests {
 
     const T0: u64 = 1_800_000_000_000;
 
-    fn with_time(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
+    async fn with_time(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
         let time = ManualTime::new(T0);
-        (
-            Coordinator::new(
-                store,
-                Arc::new(time.clone()),
-                CoordinatorConfig::new(layout),
-            ),
-            time,
+        let c = Coordinator::open(
+            store,
+            Arc::new(time.clone()),
+            CoordinatorConfig::new(layout),
         )
+        .await
+        .expect("the store opens");
+        (c, time)
     }
 
     fn req(name: &str, ttl_ms: u64) -> AcquireRequest {
@@ -1362,17 +1493,18 @@ mod tests {
     #[tokio::test]
     async fn domain_rules_hold_on_the_memory_store() {
         conformance::grant_renew_expire_takeover(Arc::new(MemStore::new())).await;
+        conformance::repeated_acquire_answers_the_same_grant(Arc::new(MemStore::new())).await;
         conformance::blocks_only_move_upwards(Arc::new(MemStore::new())).await;
     }
 
     #[tokio::test]
     async fn restarted_coordinator_treats_every_lease_as_live_for_one_ttl() {
         let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
-        let (c, _) = with_time(store.clone(), Layout::preset("default").unwrap());
+        let (c, _) = with_time(store.clone(), Layout::preset("default").unwrap()).await;
         let a = c.acquire(&req("a", 1_000)).await.unwrap();
         drop(c);
         // The restarted process reads a wall clock far past the persisted expiry.
-        let (c2, time) = with_time(store, Layout::preset("default").unwrap());
+        let (c2, time) = with_time(store, Layout::preset("default").unwrap()).await;
         time.step_wall_forward_ms(3_600_000);
         let take = AcquireRequest {
             host_id: Some(a.host_id),
@@ -1392,7 +1524,8 @@ mod tests {
         let (c, time) = with_time(
             Arc::new(MemStore::new()),
             Layout::preset("default").unwrap(),
-        );
+        )
+        .await;
         let a = c.acquire(&req("a", 1_000)).await.unwrap();
         let take = AcquireRequest {
             host_id: Some(a.host_id),
@@ -1410,7 +1543,8 @@ mod tests {
         let (c, _) = with_time(
             Arc::new(MemStore::new()),
             Layout::preset("twitter").unwrap(),
-        );
+        )
+        .await;
         let e = c.acquire(&req("a", 10)).await.unwrap_err();
         assert!(
             matches!(e, CoordError::TtlOutOfRange { ttl_ms: 10, .. }),
@@ -1471,7 +1605,7 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        let (c, time) = with_time(Arc::new(MemStore::new()), layout.clone());
+        let (c, time) = with_time(Arc::new(MemStore::new()), layout.clone()).await;
         let a = c.acquire(&req("a", 2_000)).await.unwrap();
         let first = layout.tick_of(T0).unwrap();
         let mut sizes = Vec::new();
@@ -1524,7 +1658,8 @@ mod tests {
         let (c, time) = with_time(
             Arc::new(MemStore::new()),
             Layout::preset("default").unwrap(),
-        );
+        )
+        .await;
         let c = Arc::new(c);
         assert_eq!(c.standby_wait("s1", 0).await.unwrap(), None);
         let a = c.acquire(&req("a", 1_000)).await.unwrap();

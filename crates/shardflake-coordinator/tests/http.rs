@@ -14,15 +14,15 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-cluster-token";
 
-fn router(pool: u32) -> (axum::Router, ManualTime) {
+async fn router(pool: u32) -> (axum::Router, ManualTime) {
     let time = ManualTime::new(1_800_000_000_000);
     let mut config = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
     config.pool_size = pool;
-    let c = Arc::new(Coordinator::new(
-        Arc::new(MemStore::new()),
-        Arc::new(time.clone()),
-        config,
-    ));
+    let c = Arc::new(
+        Coordinator::open(Arc::new(MemStore::new()), Arc::new(time.clone()), config)
+            .await
+            .unwrap(),
+    );
     (app(AppState::new(c, Some(TOKEN.into()))), time)
 }
 
@@ -65,7 +65,7 @@ fn error_code(body: &[u8]) -> String {
 
 #[tokio::test]
 async fn healthz_needs_no_token_and_everything_else_does() {
-    let (app, _) = router(4);
+    let (app, _) = router(4).await;
     let (s, b) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
     for (method, uri, body) in [
@@ -86,7 +86,7 @@ async fn healthz_needs_no_token_and_everything_else_does() {
 
 #[tokio::test]
 async fn lease_lifecycle_over_http() {
-    let (app, time) = router(2);
+    let (app, time) = router(2).await;
     let (s, b) = call(
         &app,
         "POST",
@@ -98,8 +98,8 @@ async fn lease_lifecycle_over_http() {
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
     let a: LeaseGrant = serde_json::from_slice(&b).unwrap();
     assert_eq!(
-        (a.host_id, a.layout.as_str(), a.pool_size),
-        (0, "twitter", 2)
+        (a.host_id, a.layout_spec, a.pool_size),
+        (0, Layout::preset("twitter").unwrap().spec(), 2)
     );
     assert_eq!(a.reserved_until_ms, time_now(&time) + 2_000);
     let renew = format!(
@@ -152,7 +152,7 @@ async fn lease_lifecycle_over_http() {
         (s, error_code(&b).as_str()),
         (StatusCode::CONFLICT, "stale_token")
     );
-    // Too far ahead.
+    // Too far ahead: clamped to the stated limit, not refused.
     let far = format!(
         r#"{{"token":{},"until_ms":{}}}"#,
         a.token,
@@ -166,9 +166,11 @@ async fn lease_lifecycle_over_http() {
         Some(&far),
     )
     .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let clamped: serde_json::Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "reservation_too_far")
+        clamped["reserved_until_ms"].as_u64(),
+        Some(time_now(&time) + a.limits.reservation_ahead_ms_max)
     );
     // Expired: renewals are refused, the id can be taken over above the bound.
     time.advance_ms(1_000);
@@ -194,7 +196,12 @@ async fn lease_lifecycle_over_http() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let s2: LeaseGrant = serde_json::from_slice(&b).unwrap();
-    assert_eq!(s2.start_above_ms, r.reserved_until_ms);
+    // The takeover starts above the highest bound persisted: the clamped extension.
+    assert!(clamped["reserved_until_ms"].as_u64().unwrap() > r.reserved_until_ms);
+    assert_eq!(
+        Some(s2.start_above_ms),
+        clamped["reserved_until_ms"].as_u64()
+    );
     // Status shows both hosts.
     let (s, b) = call(&app, "GET", "/v1/hosts", Some(TOKEN), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -242,7 +249,7 @@ fn time_now(t: &ManualTime) -> u64 {
 
 #[tokio::test]
 async fn malformed_requests_get_json_errors() {
-    let (app, _) = router(4);
+    let (app, _) = router(4).await;
     let cases: [(&str, &str, Option<&str>, StatusCode, &str); 6] = [
         (
             "POST",
@@ -301,4 +308,48 @@ async fn malformed_requests_get_json_errors() {
         (s, error_code(&b).as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
     );
+}
+
+#[tokio::test]
+async fn every_response_names_the_store_and_cluster_describes_it() {
+    let (app, _) = router(4).await;
+    let mut ids = std::collections::HashSet::new();
+    for (uri, auth, status) in [
+        ("/healthz", None, StatusCode::OK),
+        ("/v1/cluster", Some(TOKEN), StatusCode::OK),
+        ("/v1/hosts", None, StatusCode::UNAUTHORIZED),
+        ("/nope", Some(TOKEN), StatusCode::NOT_FOUND),
+    ] {
+        let mut b = Request::builder().uri(uri);
+        if let Some(t) = auth {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{uri}");
+        let id = resp
+            .headers()
+            .get(shardflake_proto::coord::STORE_ID_HEADER)
+            .unwrap_or_else(|| panic!("{uri}: no store id header"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 1, "one store, one id: {ids:?}");
+    let (s, b) = call(&app, "GET", "/v1/cluster", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let info: shardflake_proto::coord::ClusterInfo = serde_json::from_slice(&b).unwrap();
+    assert!(ids.contains(&info.store_id));
+    assert_eq!(info.layout_spec, Layout::preset("twitter").unwrap().spec());
+    assert_eq!(info.pool_size, 4);
+    assert_eq!(info.limits.reservation_ahead_ms_max, 60_000);
+    // Another store has another id.
+    let (other, _) = router(4).await;
+    let (_, b) = call(&other, "GET", "/v1/cluster", Some(TOKEN), None).await;
+    let other: shardflake_proto::coord::ClusterInfo = serde_json::from_slice(&b).unwrap();
+    assert_ne!(other.store_id, info.store_id);
 }

@@ -75,11 +75,13 @@ async fn fencing_tokens_increase_across_coordinator_restarts() {
     let mut last = 0;
     for _ in 0..3 {
         let store = Arc::new(RedbStore::open(&path, RedbOptions::default()).unwrap());
-        let c = Coordinator::new(
+        let c = Coordinator::open(
             store.clone(),
             Arc::new(ManualTime::new(1_800_000_000_000)),
             CoordinatorConfig::new(Layout::preset("default").unwrap()),
-        );
+        )
+        .await
+        .unwrap();
         let g = c
             .acquire(&AcquireRequest {
                 name: "n".into(),
@@ -120,4 +122,40 @@ async fn concurrent_transactions_share_commits() {
     // 32 writers each waiting for their commit: the writer must have grouped some of them.
     assert!(stats.commits < stats.txns, "{stats:?}");
     assert_eq!(store.scan("k/").await.unwrap().len(), 320);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_keeps_its_identity_across_restarts_and_refuses_another_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let open = |layout: &'static str| {
+        let path = path.clone();
+        async move {
+            let store = Arc::new(RedbStore::open(&path, RedbOptions::default()).unwrap());
+            let c = Coordinator::open(
+                store.clone(),
+                Arc::new(ManualTime::new(1_800_000_000_000)),
+                CoordinatorConfig::new(Layout::preset(layout).unwrap()),
+            )
+            .await;
+            let id = c
+                .as_ref()
+                .map(|c| c.store_id().to_string())
+                .map_err(|e| e.to_string());
+            drop(c);
+            Arc::try_unwrap(store).ok().unwrap().close().await;
+            id
+        }
+    };
+    let first = open("twitter").await.unwrap();
+    assert_eq!(
+        open("twitter").await.unwrap(),
+        first,
+        "the id is written once"
+    );
+    let e = open("temporal").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&first) && e.contains("twitter:") && e.contains("temporal:"),
+        "{e}"
+    );
 }

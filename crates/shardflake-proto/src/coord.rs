@@ -12,8 +12,15 @@
 //! | `POST /v1/blocks` | [`BlockRequest`] | [`BlockGrant`] |
 //! | `POST /v1/standby/wait` | [`StandbyWaitRequest`] | [`StandbyWaitResponse`] |
 //! | `GET /v1/hosts` | | [`HostsResponse`] |
+//! | `GET /v1/cluster` | | [`ClusterInfo`] |
 //! | `GET /healthz` | | `200 ok` |
 //! | `GET /metrics` | | Prometheus text |
+//!
+//! Every response, errors included, carries the store's identity in the [`STORE_ID_HEADER`]
+//! header. A store gets its id once, when it is created; coordinators sharing one store (the
+//! normal high-availability setup) answer with the same id. Clients pin the id they see first
+//! and never fail over to a coordinator that answers with another: two stores hand out the
+//! same host ids, so mixing them repeats ids.
 //!
 //! Errors have the same shape as every shardflake error, `{"error": {"code": "...",
 //! "message": "..."}}`, with a code from [`codes`]; [`CoordErrorBody`] keeps the code as a
@@ -30,6 +37,9 @@ use serde::{Deserialize, Serialize};
 
 /// The environment variable that holds the shared cluster token.
 pub const CLUSTER_TOKEN_ENV: &str = "SHARDFLAKE_CLUSTER_TOKEN";
+
+/// The response header that carries the coordinator store's identity.
+pub const STORE_ID_HEADER: &str = "shardflake-store-id";
 
 /// Stable error codes of the coordinator API, with the HTTP status each comes with.
 pub mod codes {
@@ -51,8 +61,9 @@ pub mod codes {
     pub const STALE_TOKEN: &str = "stale_token";
     /// 409: the lease has expired; the holder must acquire a new one.
     pub const LEASE_EXPIRED: &str = "lease_expired";
-    /// 400: a reservation more than `reservation_ahead_ms_max` ahead of the coordinator's clock.
-    pub const RESERVATION_TOO_FAR: &str = "reservation_too_far";
+    /// 409: a counter block for a shard more than one shard ahead of the coordinator's clock;
+    /// retry once the coordinator's clock has caught up (the lease is not affected).
+    pub const SHARD_TOO_FAR_AHEAD: &str = "shard_too_far_ahead";
     /// 409: the counter range of a (shard, host) pair is used up.
     pub const COUNTER_SPACE_EXHAUSTED: &str = "counter_space_exhausted";
     /// 400: counter blocks asked of a coordinator that does not run a temporal layout.
@@ -104,9 +115,45 @@ pub struct AcquireRequest {
     /// This host id if it is free, else any free one (a node re-acquiring after a loss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer_host_id: Option<u32>,
-    /// Reserve this far ahead of the coordinator's clock in the same commit (ms).
+    /// Reserve this far ahead of the coordinator's clock in the same commit (ms; at most
+    /// [`CoordinatorLimits::reservation_ahead_ms_max`], larger values are clamped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_ahead_ms: Option<u64>,
+    /// Makes the request idempotent: a retry with the same id (after a lost answer) gets the
+    /// same grant, renewed, instead of a second host id. At most
+    /// [`REQUEST_ID_BYTES_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The longest [`AcquireRequest::request_id`], in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// The limits a coordinator enforces, stated so that nodes size their requests from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorLimits {
+    /// Shortest lease TTL granted, ms.
+    pub ttl_ms_min: u64,
+    /// Longest lease TTL granted, ms.
+    pub ttl_ms_max: u64,
+    /// TTL of a request that names none, ms.
+    pub ttl_ms_default: u64,
+    /// How far ahead of the coordinator's wall clock a reservation may reach, ms; bounds
+    /// asked beyond it are clamped to it.
+    pub reservation_ahead_ms_max: u64,
+}
+
+/// `GET /v1/cluster`: who this coordinator is and what it enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The store's identity (also in the [`STORE_ID_HEADER`] header of every response).
+    pub store_id: String,
+    /// The layout's fingerprint (`shardflake::Layout::spec`): the cluster's layout.
+    pub layout_spec: String,
+    /// Number of host ids in the pool.
+    pub pool_size: u32,
+    /// The limits.
+    pub limits: CoordinatorLimits,
 }
 
 /// A granted lease.
@@ -122,13 +169,15 @@ pub struct LeaseGrant {
     pub start_above_ms: u64,
     /// The bound reserved for this holder (Unix ms, inclusive; may equal `start_above_ms`).
     pub reserved_until_ms: u64,
-    /// The layout the coordinator hands host ids out for.
-    pub layout: String,
+    /// The fingerprint of the layout the host id belongs to (`shardflake::Layout::spec`): a
+    /// holder whose generator has another layout must not issue under this grant.
+    pub layout_spec: String,
+    /// The identity of the store the grant is persisted in.
+    pub store_id: String,
     /// Number of host ids in the pool.
     pub pool_size: u32,
-    /// Shard length in ms when the layout is temporal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard_granularity_ms: Option<u64>,
+    /// The coordinator's limits.
+    pub limits: CoordinatorLimits,
 }
 
 /// A host's counter usage in temporal mode, reported with each renewal.
@@ -311,8 +360,10 @@ pub struct StandbyStatus {
 /// `GET /v1/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostsResponse {
-    /// The layout's name.
-    pub layout: String,
+    /// The store's identity.
+    pub store_id: String,
+    /// The layout's fingerprint.
+    pub layout_spec: String,
     /// Number of host ids in the pool.
     pub pool_size: u32,
     /// Every host id that has ever been leased.

@@ -33,6 +33,10 @@ where
     limits_are_enforced(&make_store().await).await;
     concurrent_increments_lose_nothing(Arc::new(make_store().await)).await;
     crate::state::conformance::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
+    crate::state::conformance::repeated_acquire_answers_the_same_grant(Arc::new(
+        make_store().await,
+    ))
+    .await;
     crate::state::conformance::blocks_only_move_upwards(Arc::new(make_store().await)).await;
 }
 

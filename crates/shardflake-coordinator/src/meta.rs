@@ -1,0 +1,103 @@
+//! The store's identity and its layout, written once when the store is created.
+//!
+//! Two stores lease the same host ids to different nodes, so ids are unique only among nodes
+//! served from one store. Every store therefore gets an id once, at creation, and every
+//! coordinator response carries it; clients pin the first id they see and refuse any other
+//! (see `shardflake_client::CoordinatorClient`). The layout is recorded with it: host ids,
+//! reservations and counter blocks only mean something in the layout they were granted for,
+//! so a coordinator configured with another layout refuses to serve the store.
+
+use serde::{Deserialize, Serialize};
+use shardflake::Layout;
+
+use crate::error::CoordError;
+use crate::store::{KvStore, StoreError, Txn, TxnOutcome};
+
+/// The key of the [`ClusterRecord`].
+pub(crate) const CLUSTER_KEY: &str = "meta/cluster";
+/// Attempts to read or create the record before giving up (it is written once, so a second
+/// attempt always finds it).
+const CREATE_ATTEMPTS_MAX: u32 = 8;
+
+/// What a store is: written once, when the first coordinator opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The store's identity (a UUIDv7).
+    pub store_id: String,
+    /// The layout's fingerprint ([`Layout::spec`]).
+    pub layout_spec: String,
+    /// When the store was created, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// Reads the store's record, creating it on first use. Fails if the store was created for
+/// another layout.
+pub(crate) async fn open(
+    store: &dyn KvStore,
+    layout: &Layout,
+    now_ms: u64,
+) -> Result<ClusterRecord, CoordError> {
+    for _ in 0..CREATE_ATTEMPTS_MAX {
+        if let Some(v) = store.get(CLUSTER_KEY).await? {
+            let rec: ClusterRecord =
+                serde_json::from_slice(&v.value).map_err(|e| StoreError::Corrupt {
+                    key: CLUSTER_KEY.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if rec.layout_spec != layout.spec() {
+                return Err(CoordError::LayoutMismatch {
+                    store_id: rec.store_id,
+                    stored: rec.layout_spec,
+                    configured: layout.spec(),
+                });
+            }
+            return Ok(rec);
+        }
+        let rec = ClusterRecord {
+            store_id: shardflake::uuid7::next().to_string(),
+            layout_spec: layout.spec(),
+            created_at_ms: now_ms,
+        };
+        let txn = Txn::new()
+            .compare(CLUSTER_KEY, 0)
+            .put(CLUSTER_KEY, serde_json::to_vec(&rec).expect("serializable"));
+        match store.txn(txn).await? {
+            TxnOutcome::Committed { .. } => {
+                tracing::info!(store_id = %rec.store_id, layout = %rec.layout_spec, "new store: identity created");
+                return Ok(rec);
+            }
+            // Another coordinator created it first: read theirs.
+            TxnOutcome::Conflict { .. } => continue,
+        }
+    }
+    Err(CoordError::Contended {
+        attempts: CREATE_ATTEMPTS_MAX,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    #[tokio::test]
+    async fn the_identity_is_created_once_and_the_layout_is_checked() {
+        let store = MemStore::new();
+        let twitter = Layout::preset("twitter").unwrap();
+        let a = open(&store, &twitter, 1).await.unwrap();
+        let b = open(&store, &twitter, 2).await.unwrap();
+        assert_eq!(a, b, "a second open reads the same identity");
+        assert_eq!(a.layout_spec, twitter.spec());
+        let other = open(&MemStore::new(), &twitter, 1).await.unwrap();
+        assert_ne!(other.store_id, a.store_id, "every store has its own id");
+        let temporal = Layout::preset("temporal").unwrap();
+        let e = open(&store, &temporal, 3).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&a.store_id)
+                && msg.contains(&twitter.spec())
+                && msg.contains(&temporal.spec()),
+            "{msg}"
+        );
+    }
+}
