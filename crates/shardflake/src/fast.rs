@@ -5,13 +5,21 @@
 //! the cost of the rest of a UUIDv7 or ULID. [`CoarseClock`] instead reads an atomic that a
 //! background thread refreshes about once a millisecond, and [`FastRng`] draws the random bits
 //! with a few arithmetic instructions instead of a cryptographic generator.
+//!
+//! Both keep state that `fork()` copies into the child process, which gets none of the
+//! parent's threads: not the coarse clock's refresher, whose last reading would stay frozen
+//! in the child, and a copy of every thread-local generator, which would go on issuing the
+//! parent's ids. On Unix a `pthread_atfork` child handler, registered on the coarse clock's
+//! first use, parks the child's coarse clock and counts the fork in a process-wide fork
+//! generation. The child's next reader starts a refresher of its own, and each thread-local
+//! generator starts over with fresh OS randomness on its first id in the new generation.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::clock::{Clock, SystemClock};
 
@@ -23,6 +31,12 @@ pub const COARSE_REFRESH_INTERVAL_US: u64 = 1_000;
 /// system clock read and one wake-up per lease, an idle one no wake-ups at all.
 pub const COARSE_LEASE_MS: u64 = 1_000;
 
+/// How many fork generations (see [`fork_generation`]) get a coarse clock refresher thread.
+/// A process whose generation is this high or higher, which takes a chain of that many
+/// forks, has none: its coarse clock stays parked, so every reading comes from the system
+/// clock, correct but slower.
+const REFRESHER_GENERATIONS: usize = 64;
+
 /// The shared state behind [`CoarseClock`].
 ///
 /// This is process-wide on purpose: one refresher thread serves every generator in the
@@ -30,10 +44,16 @@ pub const COARSE_LEASE_MS: u64 = 1_000;
 /// generator or per thread.
 struct CoarseState {
     /// The last reading of the system clock in Unix ms, or [`COARSE_PARKED`] while the
-    /// refresher is parked.
+    /// refresher is parked (or, in a forked child, not started yet).
     now_ms: AtomicU64,
-    /// The refresher thread, started by the first reader.
-    refresher: OnceLock<Thread>,
+    /// The refresher thread of each fork generation, started by that generation's first
+    /// reader. A child of a fork gets a slot of its own because it cannot reuse its parent's:
+    /// that one names a thread the child does not have, and if another thread of the parent
+    /// was starting the refresher at the moment of the fork, the child's copy of the slot
+    /// stays locked forever. A slot is only ever touched by processes of its own generation,
+    /// and every fork moves the child to a later one, so each process starts with its slot
+    /// untouched.
+    refreshers: [OnceLock<Thread>; REFRESHER_GENERATIONS],
 }
 
 /// The value of the shared reading while the refresher is parked. It is above every real
@@ -50,8 +70,28 @@ pub(crate) fn coarse_now_raw() -> u64 {
 
 static COARSE: CoarseState = CoarseState {
     now_ms: AtomicU64::new(COARSE_PARKED),
-    refresher: OnceLock::new(),
+    refreshers: [const { OnceLock::new() }; REFRESHER_GENERATIONS],
 };
+
+/// How many times this crate's fork handler ran in this process's chain of ancestors: 0 in
+/// a process that was not forked from one that used the coarse clock, and higher in the
+/// child of every fork after that. It changes only in the child handler, which runs before
+/// the child has a second thread, so each process sees one value all its life.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the fork handler is registered, which it must be before this process keeps any
+/// state that a fork would duplicate.
+static FORK_HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// This process's fork generation. The thread-local generators record the generation they
+/// were seeded in and start over when it differs, which is how a child of a fork notices it
+/// holds a copy of its parent's state. The child's first id always gets to that check: the
+/// fork handler parks the coarse clock, whose sentinel sends every generator down its slow
+/// path, and resets the forking thread's generators so that they go there even once a new
+/// refresher publishes real readings.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
 
 /// A [`Clock`] that reads a shared millisecond value instead of the system clock.
 ///
@@ -61,6 +101,9 @@ static COARSE: CoarseState = CoarseState {
 /// (more if the refresher thread is starved of CPU). The thread parks itself after
 /// [`COARSE_LEASE_MS`], so an idle process does not wake up a thousand times a second; the
 /// first read after that reads the system clock directly and wakes the thread.
+///
+/// Fork-safe on Unix: in a child process the clock reads the system clock until it has
+/// started a refresher thread of its own, instead of repeating the parent's last reading.
 ///
 /// Like the system clock, this clock can step backwards when the system clock does; the
 /// generators built on it keep their own timestamps monotonic.
@@ -94,13 +137,22 @@ impl Clock for CoarseClock {
     }
 }
 
-/// The coarse clock's slow path: no fresh reading is published (first use, or the refresher
-/// parked itself), so read the system clock and make sure the refresher runs.
+/// The coarse clock's slow path: no fresh reading is published (first use, the refresher
+/// parked itself, or this is a forked child that has no refresher yet), so read the system
+/// clock and make sure the refresher runs.
 #[cold]
 #[inline(never)]
 fn coarse_wake() -> u64 {
     let now_ms = SystemClock.now_ms();
-    let refresher = COARSE.refresher.get_or_init(|| {
+    // Registered before the first reading is published, so that no generator state exists
+    // in this process before the handler that resets it in a forked child.
+    register_fork_handler_once();
+    let generation = usize::try_from(fork_generation()).unwrap_or(usize::MAX);
+    let Some(slot) = COARSE.refreshers.get(generation) else {
+        // Too many generations of forks: no refresher, every reading is this one.
+        return now_ms;
+    };
+    let refresher = slot.get_or_init(|| {
         std::thread::Builder::new()
             .name("shardflake-coarse-clock".into())
             .spawn(coarse_refresh_loop)
@@ -112,6 +164,59 @@ fn coarse_wake() -> u64 {
     // unparks while it is already awake cost an atomic swap, not a system call.
     refresher.unpark();
     now_ms
+}
+
+/// Makes sure [`after_fork_in_child`] runs in the child of every later fork.
+///
+/// Threads that race here may each register the handler; it then runs more than once per
+/// fork, which only moves the fork generation on by more than one. Letting them race is what
+/// keeps this free of locks: a lock (or a `Once`) that a thread of the parent holds at the
+/// moment of a fork stays held forever in the child.
+fn register_fork_handler_once() {
+    if !FORK_HANDLER_REGISTERED.load(Ordering::Acquire) && register_fork_handler() {
+        FORK_HANDLER_REGISTERED.store(true, Ordering::Release);
+    }
+}
+
+/// Registers [`after_fork_in_child`] as a `pthread_atfork` child handler; false if the C
+/// library could not (out of memory), in which case the next wake-up tries again.
+///
+/// The standard library has no hook that runs in the child of a fork, and `pthread_atfork`
+/// is the POSIX mechanism for exactly this; the `rand` crate's reseeding `ThreadRng` used it
+/// for the same reason, to stop a forked child from repeating its parent's random numbers.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn register_fork_handler() -> bool {
+    // SAFETY: pthread_atfork only records the function pointer. The handler is a Rust
+    // function with the C ABI that takes no arguments, cannot unwind, and stays valid for the
+    // life of the process; it performs only atomic stores and stores to thread-locals that
+    // need no initialization or destructor, which is sound in a child of a multi-threaded
+    // process, where only async-signal-safe operations are allowed.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) == 0 }
+}
+
+/// Without `fork()` there is nothing to register.
+#[cfg(not(unix))]
+fn register_fork_handler() -> bool {
+    true
+}
+
+/// Runs in the child of a fork, on the thread that called `fork()`, which is the child's only
+/// thread. The child has no refresher thread, so the coarse clock must not keep the last
+/// reading the parent published: parking it sends the next reader to [`coarse_wake`], which
+/// reads the system clock and starts a refresher for the new fork generation. The forking
+/// thread's thread-local generators are copies of the parent's; they are the only ones the
+/// child has, and resetting them sends their next id down the slow path, where the new fork
+/// generation makes them start over. (Threads the child starts later begin with fresh
+/// thread-locals anyway.)
+///
+/// Only stores to memory: no allocation, no locks, no system calls.
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    COARSE.now_ms.store(COARSE_PARKED, Ordering::Relaxed);
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    crate::uuid7::after_fork_in_child();
+    crate::ulid::after_fork_in_child();
 }
 
 fn coarse_refresh_loop() {
@@ -173,14 +278,22 @@ impl FastRng {
     ///
     /// The entropy comes from std's `RandomState`, whose keys the standard library draws
     /// from the OS (`getrandom` on Linux) once per thread; each call hashes fresh keys, so
-    /// two generators never share a seed in practice. The thread id and a stack address are
-    /// mixed in as well, which costs nothing and helps on platforms with weak key sources.
+    /// two generators never share a seed in practice. The process id and the time are mixed
+    /// in because `fork()` copies those per-thread keys: without them a forked child and its
+    /// parent, or two children of one parent, would draw the same seeds. The thread id and a
+    /// stack address are mixed in as well, which costs nothing and helps on platforms with
+    /// weak key sources.
     pub fn from_os() -> Self {
         let marker = 0u8;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let mut s = [0u64; 4];
         for (i, word) in s.iter_mut().enumerate() {
             let mut h = RandomState::new().build_hasher();
             h.write_usize(i);
+            h.write_u32(std::process::id());
+            h.write_u128(now.as_nanos());
             h.write_usize(std::ptr::addr_of!(marker) as usize);
             h.write(format!("{:?}", std::thread::current().id()).as_bytes());
             *word = h.finish();
@@ -192,19 +305,10 @@ impl FastRng {
         Self { s }
     }
 
-    /// An all-zero state: the one state xoshiro never reaches, used by the thread-local
-    /// generators as "not seeded yet" so that their state can be initialized at compile time.
+    /// An all-zero state: the one state xoshiro never reaches, which the thread-local
+    /// generators hold until their first id seeds them from the OS, so that their state can
+    /// be initialized at compile time.
     pub(crate) const UNSEEDED: FastRng = FastRng { s: [0; 4] };
-
-    /// Seeds from the OS if this is [`FastRng::UNSEEDED`]. Callers only reach this on a
-    /// generator's slow path, which every thread-local generator takes first.
-    #[inline]
-    pub(crate) fn ensure_seeded(&mut self) -> &mut Self {
-        if self.s == [0; 4] {
-            *self = FastRng::from_os();
-        }
-        self
-    }
 
     /// The next 64 random bits.
     #[inline]

@@ -22,6 +22,10 @@
 //! - [`next`]: a thread-local generator on the [`CoarseClock`]; the fastest path, with ids
 //!   increasing per thread (not across threads).
 //!
+//! [`next`] is fork-safe on Unix: in a child process it starts over with fresh randomness.
+//! A [`Uuid7Generator`] is a plain value that `fork()` copies as is, so a process that forks
+//! must not go on using the same generator on both sides.
+//!
 //! ```
 //! use shardflake::uuid7::{self, Uuid7};
 //!
@@ -41,7 +45,7 @@ use std::str::FromStr;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{truncate_input, DecodeError};
-use crate::fast::{coarse_now_raw, CoarseClock, FastRng, RandomSource, WyRand};
+use crate::fast::{coarse_now_raw, fork_generation, CoarseClock, FastRng, RandomSource, WyRand};
 use crate::layout::format_rfc3339_ms;
 
 /// Width of the monotonic counter: all 12 bits of `rand_a` and the top 30 of `rand_b`.
@@ -475,14 +479,21 @@ impl<C: Clock> Uuid7Generator<C> {
 /// The thread-local generator behind [`next`]: initialized at compile time and free of
 /// destructors, so reaching it costs no lazy-initialization check, with one `Cell` per word
 /// so the fast path loads and stores exactly the words it uses. The RNGs are seeded on the
-/// first slow path, which is always the first call.
+/// first slow path, which is always the first call, and again on the first call in a forked
+/// child.
 struct Local {
     fresh_from_ms: Cell<u64>,
     hi: Cell<u64>,
     lo: Cell<u64>,
     tails: Cell<u64>,
     seeds: RefCell<FastRng>,
+    /// The fork generation the RNGs were seeded in, or [`NEVER_SEEDED`]. Only the slow path
+    /// reads it.
+    seeded_in: Cell<u64>,
 }
+
+/// `Local::seeded_in` before the first id: no process reaches this many forks.
+const NEVER_SEEDED: u64 = u64::MAX;
 
 thread_local! {
     static LOCAL: Local = const {
@@ -492,8 +503,18 @@ thread_local! {
             lo: Cell::new(State::NEW.lo),
             tails: Cell::new(0),
             seeds: RefCell::new(FastRng::UNSEEDED),
+            seeded_in: Cell::new(NEVER_SEEDED),
         }
     };
+}
+
+/// Called by the fork handler in the child, on the thread that forked: a `fresh_from_ms` of
+/// 0 fails the fast path's check whatever the clock reads, so the next id takes the slow
+/// path, which sees the new fork generation and starts over. Only a store: the thread-local
+/// needs no initialization, so reaching it allocates nothing.
+#[cfg(unix)]
+pub(crate) fn after_fork_in_child() {
+    LOCAL.with(|local| local.fresh_from_ms.set(0));
 }
 
 /// The next UUIDv7 from this thread's generator on the [`CoarseClock`].
@@ -502,6 +523,11 @@ thread_local! {
 /// seeds its own generator from the OS) but not ordered with each other. Timestamps may be up
 /// to about a millisecond behind the system clock, never ahead of it (except after counter
 /// overflow, see the [module docs](self)). No system call per id.
+///
+/// Fork-safe on Unix: in the child of a `fork()`, the first call starts the thread's
+/// generator over as a new one, reseeded from the OS, so the child's ids share nothing with
+/// the parent's (they increase from there, not necessarily past the parent's last id), and
+/// the child's coarse clock runs on a refresher thread of its own.
 ///
 /// ```
 /// let ids: Vec<_> = (0..1000).map(|_| shardflake::uuid7::next()).collect();
@@ -530,9 +556,17 @@ pub fn next() -> Uuid7 {
 fn next_local_slow(local: &Local) -> Uuid7 {
     let now_ms = CoarseClock.now_ms();
     let mut seeds = local.seeds.borrow_mut();
-    let seeds = seeds.ensure_seeded();
-    if local.tails.get() == 0 {
+    let generation = fork_generation();
+    if local.seeded_in.get() != generation {
+        // This thread's first id, or its first in a forked child, whose state is a copy of
+        // the parent's: start over as a new generator, so that no id here derives from
+        // random state or a counter the parent also has.
+        *seeds = FastRng::from_os();
         local.tails.set(seeds.next_u64());
+        local.fresh_from_ms.set(State::NEW.fresh_from_ms);
+        local.hi.set(State::NEW.hi);
+        local.lo.set(State::NEW.lo);
+        local.seeded_in.set(generation);
     }
     let state = State {
         fresh_from_ms: local.fresh_from_ms.get(),
