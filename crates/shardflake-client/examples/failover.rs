@@ -20,12 +20,7 @@ use shardflake_coordinator::{serve, Coordinator, CoordinatorConfig, SystemTimeSo
 const TOKEN: &str = "failover-bench";
 
 async fn first_id_after(lease: &shardflake_client::ActiveLease, policy: ClockPolicy) {
-    let g = lease
-        .snowflake(Layout::preset("twitter").unwrap())
-        .unwrap()
-        .policy(policy)
-        .build()
-        .unwrap();
+    let g = lease.snowflake().unwrap().policy(policy).build().unwrap();
     loop {
         if g.next_id().is_ok() && lease.check().is_ok() {
             return;

@@ -1,14 +1,16 @@
 //! [`CoordinatorClient`]: the coordinator's HTTP API over a list of coordinator URLs.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shardflake_proto::coord::{
-    AcquireRequest, BlockGrant, BlockRequest, CoordErrorBody, HostsResponse, LeaseGrant,
-    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
-    StandbyWaitRequest, StandbyWaitResponse,
+    AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, CoordErrorBody, HostsResponse,
+    LeaseGrant, ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest,
+    ReservationResponse, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
 use thiserror::Error;
 
@@ -42,6 +44,18 @@ pub enum ClientError {
         /// The last failure.
         last: String,
     },
+    /// A coordinator answered for another store than the one this client is pinned to.
+    /// Two stores lease the same host ids to different nodes, so a client never moves from
+    /// one to the other.
+    #[error("coordinator {url} serves store {found}, but this node uses store {expected}: coordinators with separate stores hand out the same host ids, so a node never fails over between them; give a node only the URLs of coordinators that share one store")]
+    StoreMismatch {
+        /// The coordinator that answered.
+        url: String,
+        /// The store id the client is pinned to.
+        expected: String,
+        /// The store id it answered with.
+        found: String,
+    },
     /// A bad URL list or token.
     #[error("{0}")]
     Config(String),
@@ -55,12 +69,28 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// A short name of the failure, for logging retries once per kind: the API code,
+    /// `unavailable`, `store_mismatch` or `config`.
+    pub fn kind(&self) -> &str {
+        match self {
+            ClientError::Api { code, .. } => code,
+            ClientError::Unavailable { .. } => "unavailable",
+            ClientError::StoreMismatch { .. } => "store_mismatch",
+            ClientError::Config(_) => "config",
+        }
+    }
 }
 
 /// A client of one or more coordinators sharing a store, with failover between them.
 ///
 /// Requests go to the coordinator that answered last; on a connection error, a timeout or a
 /// 5xx the next one is tried, so one coordinator's failure is not seen by the caller.
+///
+/// **One store.** Every coordinator response names its store (the [`STORE_ID_HEADER`]
+/// header). The client pins the first store id it sees and treats a coordinator that answers
+/// with another as unusable: it never fails over into a second store, whose host ids are
+/// leased to other nodes. [`CoordinatorClient::probe`] checks every URL up front.
 #[derive(Debug)]
 pub struct CoordinatorClient {
     http: reqwest::Client,
@@ -68,6 +98,9 @@ pub struct CoordinatorClient {
     auth: Option<String>,
     preferred: AtomicUsize,
     timeout: Duration,
+    pinned: Mutex<Option<String>>,
+    /// `(url, store id)` pairs already reported as foreign, so each is logged once.
+    foreign: Mutex<HashSet<(String, String)>>,
 }
 
 impl CoordinatorClient {
@@ -116,7 +149,128 @@ impl CoordinatorClient {
             auth: token.map(|t| format!("Bearer {t}")),
             preferred: AtomicUsize::new(0),
             timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+            pinned: Mutex::new(None),
+            foreign: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The store id this client is pinned to, once a coordinator has answered.
+    pub fn store_id(&self) -> Option<String> {
+        self.pinned.lock().expect("poisoned").clone()
+    }
+
+    /// Checks a response's store id against the pinned one, pinning it if none is.
+    fn check_store(
+        &self,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Result<(), ClientError> {
+        let found = match headers.get(STORE_ID_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => {
+                return Err(ClientError::Unavailable {
+                    tried: 1,
+                    last: format!(
+                        "{url}: the response has no {STORE_ID_HEADER} header; not a shardflake coordinator (or an older version)"
+                    ),
+                })
+            }
+        };
+        let mut pinned = self.pinned.lock().expect("poisoned");
+        match pinned.as_deref() {
+            None => {
+                tracing::info!(store_id = %found, %url, "coordinator store pinned");
+                *pinned = Some(found);
+                Ok(())
+            }
+            Some(expected) if expected == found => Ok(()),
+            Some(expected) => {
+                let e = ClientError::StoreMismatch {
+                    url: url.to_string(),
+                    expected: expected.to_string(),
+                    found: found.clone(),
+                };
+                if self
+                    .foreign
+                    .lock()
+                    .expect("poisoned")
+                    .insert((url.to_string(), found))
+                {
+                    tracing::error!("{e}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks every coordinator who it is (`GET /v1/cluster`) and pins the store they share.
+    ///
+    /// Fails with [`ClientError::StoreMismatch`], naming both ids, if two coordinators answer
+    /// for different stores (or one differs from the store already pinned), and with
+    /// [`ClientError::Unavailable`] if none answers. Coordinators that do not answer are
+    /// skipped: they are checked against the pinned id whenever they answer later.
+    pub async fn probe(&self) -> Result<ClusterInfo, ClientError> {
+        let mut first: Option<(String, ClusterInfo)> = None;
+        let mut last = String::new();
+        for url in &self.urls {
+            let full = format!("{url}/v1/cluster");
+            let mut rb = self.http.get(&full).timeout(self.timeout);
+            if let Some(a) = &self.auth {
+                rb = rb.header(reqwest::header::AUTHORIZATION, a);
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{full}: {e}");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status.is_server_error() {
+                last = format!("{full}: HTTP {status}");
+                continue;
+            }
+            if let Err(e @ ClientError::Unavailable { .. }) = self.check_store(url, resp.headers())
+            {
+                last = e.to_string();
+                continue;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(api_error(status.as_u16(), &text));
+            }
+            let info: ClusterInfo =
+                serde_json::from_str(&text).map_err(|e| ClientError::Unavailable {
+                    tried: 1,
+                    last: format!("{full}: undecodable response: {e}"),
+                })?;
+            match &first {
+                None => first = Some((url.clone(), info)),
+                Some((first_url, seen)) if seen.store_id != info.store_id => {
+                    return Err(ClientError::StoreMismatch {
+                        url: url.clone(),
+                        expected: format!("{} (from {first_url})", seen.store_id),
+                        found: info.store_id,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        // A coordinator that answered for a foreign store was refused by `check_store`
+        // before its body was read; report it rather than carry on with the others.
+        let pinned = self.store_id();
+        match first {
+            Some((_, info)) if pinned.as_deref() == Some(info.store_id.as_str()) => Ok(info),
+            Some((url, info)) => Err(ClientError::StoreMismatch {
+                url,
+                expected: pinned.unwrap_or_default(),
+                found: info.store_id,
+            }),
+            None => Err(ClientError::Unavailable {
+                tried: self.urls.len(),
+                last,
+            }),
+        }
     }
 
     /// Splits a comma-separated URL list (`--coordinator a,b`).
@@ -155,6 +309,7 @@ impl CoordinatorClient {
         let n = self.urls.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut last = String::new();
+        let mut mismatch = None;
         for i in 0..n {
             let idx = (first + i) % n;
             let url = format!("{}{}", self.urls[idx], path);
@@ -178,20 +333,19 @@ impl CoordinatorClient {
                 last = format!("{url}: HTTP {status}");
                 continue;
             }
+            // Whatever a coordinator of another store says, success or error, is not about
+            // this node's leases: skip it as if it were down.
+            if let Err(e) = self.check_store(&self.urls[idx], resp.headers()) {
+                if matches!(e, ClientError::StoreMismatch { .. }) {
+                    mismatch = Some(e);
+                } else {
+                    last = e.to_string();
+                }
+                continue;
+            }
             if !status.is_success() {
                 let text = resp.text().await.unwrap_or_default();
-                return Err(match serde_json::from_str::<CoordErrorBody>(&text) {
-                    Ok(b) => ClientError::Api {
-                        status: status.as_u16(),
-                        code: b.error.code,
-                        message: b.error.message,
-                    },
-                    Err(_) => ClientError::Api {
-                        status: status.as_u16(),
-                        code: "unknown".into(),
-                        message: text,
-                    },
-                });
+                return Err(api_error(status.as_u16(), &text));
             }
             self.preferred.store(idx, Ordering::Relaxed);
             let bytes = match resp.bytes().await {
@@ -208,7 +362,7 @@ impl CoordinatorClient {
                 last: format!("{url}: undecodable response: {e}"),
             });
         }
-        Err(ClientError::Unavailable { tried: n, last })
+        Err(mismatch.unwrap_or(ClientError::Unavailable { tried: n, last }))
     }
 
     /// `POST /v1/leases`.
@@ -262,9 +416,30 @@ impl CoordinatorClient {
         self.post("/v1/standby/wait", req, t).await
     }
 
+    /// `GET /v1/cluster`, from the preferred coordinator.
+    pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
+        self.call::<(), _>(reqwest::Method::GET, "/v1/cluster", None, self.timeout)
+            .await
+    }
+
     /// `GET /v1/hosts`.
     pub async fn hosts(&self) -> Result<HostsResponse, ClientError> {
         self.call::<(), _>(reqwest::Method::GET, "/v1/hosts", None, self.timeout)
             .await
+    }
+}
+
+fn api_error(status: u16, text: &str) -> ClientError {
+    match serde_json::from_str::<CoordErrorBody>(text) {
+        Ok(b) => ClientError::Api {
+            status,
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unknown".into(),
+            message: text.to_string(),
+        },
     }
 }

@@ -20,8 +20,7 @@
 //! )?;
 //! let keeper = LeaseKeeper::start(Arc::new(client), KeeperConfig::new("node-a", 10_000));
 //! let lease = keeper.wait_active().await.expect("keeper running");
-//! let layout = Layout::preset("twitter")?;
-//! let generator = lease.snowflake(layout)?.build()?;
+//! let generator = lease.snowflake()?.build()?; // the cluster's layout, the leased host id
 //! let id = generator.next_id()?;
 //! lease.check()?; // after generating: discard the id if the lease ran out meanwhile
 //! # let _ = id;
@@ -32,10 +31,12 @@
 
 mod client;
 mod keeper;
+mod retry;
 
 pub use client::{ClientError, CoordinatorClient, REQUEST_TIMEOUT_MS_DEFAULT, URLS_MAX};
 pub use keeper::{
-    node_values, ActiveLease, KeeperConfig, LeaseKeeper, MemberState, TemporalLink,
-    LATENCY_MULTIPLIER_DEFAULT, RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,
+    ActiveLease, KeeperConfig, LeaseKeeper, MemberState, TemporalLink, LATENCY_MULTIPLIER_DEFAULT,
+    RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,
 };
+pub use retry::Retry;
 pub use shardflake_proto::coord as proto;

@@ -33,11 +33,7 @@ async fn keeper_holds_a_lease_across_many_ttls_and_releases_it() {
     let lease = active_within(&keeper, 5_000).await;
     assert_eq!(lease.start_above_ms, 0);
     assert_eq!(keeper.state().not_ready_reason(), None);
-    let g = lease
-        .snowflake(Layout::preset("twitter").unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    let g = lease.snowflake().unwrap().build().unwrap();
     let mut seen = HashSet::new();
     let mut last = 0;
     // Ten TTLs of issuing: the lease must stay valid throughout.
@@ -80,7 +76,7 @@ async fn standby_takes_over_a_crashed_host_above_its_reserved_bound() {
     let standby = LeaseKeeper::start(c.clone(), standby_cfg);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(matches!(standby.state(), MemberState::Standby));
-    let g = lease.snowflake(layout.clone()).unwrap().build().unwrap();
+    let g = lease.snowflake().unwrap().build().unwrap();
     let before: Vec<u64> = (0..1000).map(|_| g.next_id().unwrap()).collect();
     let bound = c.hosts().await.unwrap().hosts[0].reserved_until_ms;
     // Crash: the keeper task ends without releasing; the lease runs out at the coordinator.
@@ -95,7 +91,7 @@ async fn standby_takes_over_a_crashed_host_above_its_reserved_bound() {
         "{} < {bound}",
         taken.start_above_ms
     );
-    let g2 = taken.snowflake(layout.clone()).unwrap().build().unwrap();
+    let g2 = taken.snowflake().unwrap().build().unwrap();
     // The new holder waits until the wall clock passes the bound, then issues above it.
     let after = loop {
         match g2.next_id() {
@@ -137,11 +133,7 @@ async fn lease_runs_out_on_the_monotonic_clock_without_a_coordinator() {
     );
     assert!(lease.reservation().is_revoked());
     assert_eq!(lease.check(), Err(GenerateError::LeaseLost));
-    let g = lease
-        .snowflake(Layout::preset("twitter").unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    let g = lease.snowflake().unwrap().build().unwrap();
     assert_eq!(g.next_id(), Err(GenerateError::LeaseLost));
     drop(keeper);
 }
@@ -185,7 +177,7 @@ async fn generator_demand_extends_the_reservation_through_the_coordinator() {
     // A generator whose clock runs 20 s ahead needs far more than the default look-ahead.
     let ahead = ManualClock::new(SystemClock.now_ms() + 20_000);
     let g = lease
-        .snowflake(Layout::preset("twitter").unwrap())
+        .snowflake()
         .unwrap()
         .clock(ahead.clone())
         .build()
@@ -221,14 +213,18 @@ async fn generator_demand_extends_the_reservation_through_the_coordinator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
-    let layout =
-        Layout::temporal(1_000, shardflake::SHARDFLAKE_EPOCH_MS, Default::default()).unwrap();
+    // One-second shards with widths sized to last a century (the default 20 shard bits of
+    // one second ran out on 2025-01-13).
+    let layout = Layout::from_spec("temporal:granularity=1s").unwrap();
     let coord = TestCoordinator::start_with(Arc::new(MemStore::new()), layout.clone()).await;
     let c = client(&[&coord.url]);
     let keeper = LeaseKeeper::start(c.clone(), KeeperConfig::new("t", 300));
     let lease = active_within(&keeper, 5_000).await;
-    assert_eq!(lease.shard_granularity_ms, Some(1_000));
-    let g = Arc::new(lease.temporal(layout.clone()).build().unwrap());
+    assert_eq!(
+        lease.layout, layout,
+        "the keeper serves the coordinator's layout"
+    );
+    let g = Arc::new(lease.temporal().build().unwrap());
     lease.attach_temporal(g.clone());
     let mut seen = HashSet::new();
     let mut last = 0;

@@ -1,7 +1,14 @@
-//! An in-process coordinator on 127.0.0.1:0.
+//! An in-process coordinator on 127.0.0.1:0, optionally with injected faults.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use shardflake::Layout;
 use shardflake_coordinator::http::{app, AppState};
 use shardflake_coordinator::store::{KvStore, MemStore};
@@ -11,8 +18,22 @@ use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-cluster-token";
 
+/// Faults the coordinator's HTTP front injects.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer `POST /v1/blocks` only after this long.
+    pub block_delay: Option<Duration>,
+    /// Commit the first lease grant but answer it with a 502, as if the answer were lost.
+    pub lose_first_grant: bool,
+    /// Answer these paths with a 503 without serving them.
+    pub unavailable: Vec<&'static str>,
+}
+
 pub struct TestCoordinator {
     pub url: String,
+    pub coordinator: Arc<Coordinator>,
+    /// Requests received, by path.
+    pub requests: Arc<Mutex<HashMap<String, u64>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -23,11 +44,18 @@ impl TestCoordinator {
     }
 
     pub async fn start_on(store: Arc<dyn KvStore>, layout: &str) -> Self {
-        Self::start_with(store, Layout::preset(layout).unwrap()).await
+        Self::start_with(store, Layout::from_spec(layout).unwrap()).await
     }
 
     pub async fn start_with(store: Arc<dyn KvStore>, layout: Layout) -> Self {
-        let config = CoordinatorConfig::new(layout);
+        Self::start_faulty(store, CoordinatorConfig::new(layout), Faults::default()).await
+    }
+
+    pub async fn start_faulty(
+        store: Arc<dyn KvStore>,
+        config: CoordinatorConfig,
+        faults: Faults,
+    ) -> Self {
         let c = Arc::new(
             Coordinator::open(store, Arc::new(SystemTimeSource::new()), config)
                 .await
@@ -36,8 +64,39 @@ impl TestCoordinator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
+        let lost = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(HashMap::new()));
+        let counts = requests.clone();
+        let router = app(AppState::new(c.clone(), Some(TOKEN.into()))).layer(
+            axum::middleware::from_fn(move |req: Request, next: Next| {
+                let faults = faults.clone();
+                let lost = lost.clone();
+                let counts = counts.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    *counts.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                    if faults.unavailable.contains(&path.as_str()) {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+                    }
+                    if path == "/v1/blocks" {
+                        if let Some(d) = faults.block_delay {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
+                    let resp: Response = next.run(req).await;
+                    if path == "/v1/leases"
+                        && faults.lose_first_grant
+                        && resp.status().is_success()
+                        && !lost.swap(true, Ordering::SeqCst)
+                    {
+                        return (StatusCode::BAD_GATEWAY, "answer lost").into_response();
+                    }
+                    resp
+                }
+            }),
+        );
         let task = tokio::spawn(async move {
-            serve(listener, app(AppState::new(c, Some(TOKEN.into()))), async {
+            serve(listener, router, async {
                 let _ = rx.await;
             })
             .await
@@ -45,9 +104,21 @@ impl TestCoordinator {
         });
         Self {
             url,
+            coordinator: c,
+            requests,
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Requests received on `path` so far.
+    pub fn requests_to(&self, path: &str) -> u64 {
+        self.requests
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Stops listening and closes every connection (waits for in-flight requests).

@@ -1223,7 +1223,11 @@ mod tests {
             assert_eq!(again, l, "{spec}");
             assert_eq!(again.spec(), l.spec(), "{spec}");
             assert_eq!(again.is_temporal(), spec.starts_with("temporal"), "{spec}");
-            assert!(seen.insert(l.spec()), "two layouts share the fingerprint {}", l.spec());
+            assert!(
+                seen.insert(l.spec()),
+                "two layouts share the fingerprint {}",
+                l.spec()
+            );
         }
     }
 
@@ -1234,7 +1238,11 @@ mod tests {
             let machine = l.machine_field().unwrap();
             let machine_bits = machine.bits();
             for (m, dc) in [(0, 0), (1, 0), (machine.max(), 0), (3, 1)] {
-                let dc = if l.datacenter_field().is_some() { dc } else { 0 };
+                let dc = if l.datacenter_field().is_some() {
+                    dc
+                } else {
+                    0
+                };
                 let m = m.min(machine.max());
                 let from_ids = l.node_values_from_ids(Some(m), Some(dc)).unwrap();
                 let host = (dc << machine_bits) | m;
@@ -1262,16 +1270,25 @@ mod tests {
             .node_values_from_ids(Some(1), Some(2))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("datacenter id 2 is not used by layout `sonyflake`"), "{e}");
+        assert!(
+            e.starts_with("datacenter id 2 is not used by layout `sonyflake`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn granularity_flag_is_a_spec_override_for_temporal_layouts_only() {
         let a = Layout::from_spec_and_granularity("temporal:host=12", Some("30m")).unwrap();
-        assert_eq!(a, Layout::from_spec("temporal:host=12,granularity=30m").unwrap());
+        assert_eq!(
+            a,
+            Layout::from_spec("temporal:host=12,granularity=30m").unwrap()
+        );
         assert_eq!(a.field("host").unwrap().bits(), 12);
         let e = Layout::from_spec_and_granularity("temporal", Some("10ms")).unwrap_err();
-        assert!(e.to_string().contains("below the minimum of 1000 ms"), "{e}");
+        assert!(
+            e.to_string().contains("below the minimum of 1000 ms"),
+            "{e}"
+        );
         let e = Layout::from_spec_and_granularity("default", Some("1h")).unwrap_err();
         assert!(e.to_string().contains("temporal layouts only"), "{e}");
     }
