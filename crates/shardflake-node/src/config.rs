@@ -3,13 +3,9 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use shardflake::{
-    format_rfc3339_ms, Layout, LayoutError, TemporalWidths, SHARDFLAKE_EPOCH_MS,
-    TEMPORAL_GRANULARITY_MS_DEFAULT,
-};
+use shardflake::{format_rfc3339_ms, Layout, LayoutError, NodeId};
 use thiserror::Error;
 
 /// The default HTTP port (the seed README's).
@@ -36,10 +32,8 @@ pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
 pub const LEASE_TTL_MS_MIN: u64 = 100;
 /// Longest `--lease-ttl-ms`.
 pub const LEASE_TTL_MS_MAX: u64 = 600_000;
-/// Shortest temporal shard granularity.
-pub const SHARD_GRANULARITY_MS_MIN: u64 = 1_000;
-/// Longest temporal shard granularity (one week, the layout's largest time unit).
-pub const SHARD_GRANULARITY_MS_MAX: u64 = shardflake::TIME_UNIT_MS_MAX;
+/// The layout of a standalone node started without `--layout`.
+pub const LAYOUT_DEFAULT: &str = "twitter";
 
 /// `shardflake serve`: flags, each with its environment variable.
 #[derive(Debug, Clone, Args)]
@@ -52,23 +46,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDFLAKE_BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// Machine id: the layout's only node field, or the less significant of two (twitter:
-    /// `worker`; default: `node`; sonyflake: `machine`; temporal: `host`). 0 when unset.
+    /// Machine id: sets the layout's least significant node field (twitter: `worker`;
+    /// discord: `process`; default: `node`; instagram: `shard`; sonyflake: `machine`;
+    /// uidgenerator: `worker`; temporal: `host`). 0 when unset.
     #[arg(long, env = "MACHINE_ID")]
     pub machine_id: Option<u64>,
 
-    /// Datacenter id: the more significant node field of two-field layouts (twitter:
-    /// `datacenter`; discord: `worker`). 0 when unset; layouts with one node field reject a
-    /// non-zero value.
+    /// Datacenter id: sets the node field above the machine field in layouts with two
+    /// (twitter: `datacenter`; discord: `worker`). 0 when unset; layouts with one node field
+    /// reject a non-zero value.
     #[arg(long, env = "DATACENTER_ID")]
     pub datacenter_id: Option<u64>,
 
-    /// Id layout: default, twitter, discord, instagram, sonyflake, sonyflake-v2,
-    /// uidgenerator or temporal.
-    #[arg(long, env = "SHARDFLAKE_LAYOUT", default_value = "twitter")]
-    pub layout: String,
+    /// Id layout: a preset (default, twitter, discord, instagram, sonyflake, sonyflake-v2,
+    /// uidgenerator, temporal) or a spec with overrides (`temporal:granularity=5s`).
+    /// Standalone default: twitter. In cluster mode the coordinators' layout is served; a
+    /// layout given here must be the same, or the node refuses to start.
+    #[arg(long, env = "SHARDFLAKE_LAYOUT")]
+    pub layout: Option<String>,
 
-    /// Temporal layout only: length of a time shard (e.g. `1h`, `30m`, `1m`).
+    /// Temporal layout only: length of a time shard (e.g. `1h`, `30m`, `1m`); the same as
+    /// adding `granularity=` to the layout spec.
     #[arg(long, env = "SHARDFLAKE_SHARD_GRANULARITY")]
     pub shard_granularity: Option<String>,
 
@@ -124,7 +122,7 @@ impl Default for ServeArgs {
             bind: IpAddr::from([0, 0, 0, 0]),
             machine_id: None,
             datacenter_id: None,
-            layout: "twitter".into(),
+            layout: None,
             shard_granularity: None,
             state_dir: PathBuf::from(STATE_DIR_DEFAULT),
             clock_policy: ClockPolicyArg::Wait,
@@ -220,8 +218,9 @@ pub struct NodeField {
 pub struct NodeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The id layout.
-    pub layout: Layout,
+    /// The id layout; `None` only in cluster mode without `--layout`, where the node serves
+    /// the coordinators' layout.
+    pub layout: Option<Layout>,
     /// The node field values, most significant first.
     pub node: Vec<NodeField>,
     /// Directory of the state file.
@@ -290,7 +289,7 @@ pub enum ConfigError {
     /// The layout's timestamp field can no longer hold the current time.
     #[error("layout {layout} overflowed on {overflowed_at}: its timestamp field cannot hold the current time {now}")]
     LayoutExpired {
-        /// The layout's name (with its granularity for temporal layouts).
+        /// The layout's spec.
         layout: String,
         /// When it overflowed.
         overflowed_at: String,
@@ -333,24 +332,21 @@ impl NodeConfig {
     /// Validates `args` against the layout and every limit; `now_ms` is the wall clock, to
     /// reject layouts whose timestamp field has already overflowed.
     pub fn from_args(args: &ServeArgs, now_ms: u64) -> Result<NodeConfig, ConfigError> {
-        let layout = layout_from_args(args)?;
-        if now_ms >= layout.overflow_ms() {
-            let name = match &args.shard_granularity {
-                Some(g) => format!("{} (shard granularity {g})", layout.name()),
-                None => layout.name().to_string(),
-            };
-            return Err(ConfigError::LayoutExpired {
-                layout: name,
-                overflowed_at: layout.overflow_time(),
-                now: format_rfc3339_ms(now_ms),
-            });
-        }
         let cluster = cluster_from_args(args)?;
-        let node = if cluster.is_some() {
+        let spec = match (&args.layout, &cluster) {
+            (Some(spec), _) => Some(spec.as_str()),
+            // Cluster mode: the coordinators' layout, unless a granularity says temporal.
+            (None, Some(_)) if args.shard_granularity.is_none() => None,
+            (None, Some(_)) => Some("temporal"),
+            (None, None) => Some(LAYOUT_DEFAULT),
+        };
+        let layout = spec
+            .map(|spec| layout_from_args(spec, args.shard_granularity.as_deref(), now_ms))
+            .transpose()?;
+        let node = match (&layout, &cluster) {
             // The coordinator leases the node id; the fields are set per lease.
-            node_fields(&layout, None, None)?
-        } else {
-            node_fields(&layout, args.machine_id, args.datacenter_id)?
+            (_, Some(_)) | (None, _) => Vec::new(),
+            (Some(layout), None) => node_fields(layout, args.machine_id, args.datacenter_id)?,
         };
         let clock_policy = clock_policy_from_args(args)?;
         if args.max_connections == 0 || args.max_connections > MAX_CONNECTIONS_LIMIT {
@@ -381,13 +377,24 @@ impl NodeConfig {
             .collect()
     }
 
-    /// The node id as it appears in file names and logs: `datacenter1-worker3`.
+    /// The node id as it appears in file names and logs: `datacenter1-worker3`
+    /// (`leased` in cluster mode).
     pub fn node_label(&self) -> String {
+        if self.cluster.is_some() {
+            return "leased".into();
+        }
         self.node
             .iter()
             .map(|n| format!("{}{}", n.field, n.value))
             .collect::<Vec<_>>()
             .join("-")
+    }
+
+    /// The layout's spec, or `(the coordinators')` in cluster mode without `--layout`.
+    pub fn layout_label(&self) -> String {
+        self.layout
+            .as_ref()
+            .map_or_else(|| "(the coordinators')".into(), Layout::spec)
     }
 }
 
@@ -427,102 +434,91 @@ fn cluster_from_args(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigEr
     }))
 }
 
-fn layout_from_args(args: &ServeArgs) -> Result<Layout, ConfigError> {
-    let layout_err = |source| ConfigError::Layout {
-        layout: args.layout.clone(),
-        source,
-    };
-    if args.layout != "temporal" {
-        if args.shard_granularity.is_some() {
-            return Err(ConfigError::NotApplicable {
-                flag: "--shard-granularity (SHARDFLAKE_SHARD_GRANULARITY)",
-                when: "with --layout temporal",
-            });
+fn layout_from_args(
+    spec: &str,
+    granularity: Option<&str>,
+    now_ms: u64,
+) -> Result<Layout, ConfigError> {
+    let layout = Layout::from_spec_and_granularity(spec, granularity).map_err(|source| {
+        ConfigError::Layout {
+            layout: match granularity {
+                Some(g) => format!("{spec} --shard-granularity {g}"),
+                None => spec.to_string(),
+            },
+            source,
         }
-        return Layout::from_spec(&args.layout).map_err(layout_err);
+    })?;
+    if now_ms >= layout.overflow_ms() {
+        return Err(ConfigError::LayoutExpired {
+            layout: layout.spec(),
+            overflowed_at: layout.overflow_time(),
+            now: format_rfc3339_ms(now_ms),
+        });
     }
-    let granularity_ms = match &args.shard_granularity {
-        None => TEMPORAL_GRANULARITY_MS_DEFAULT,
-        Some(text) => {
-            let d: Duration =
-                humantime::parse_duration(text).map_err(|e| ConfigError::Duration {
-                    flag: "--shard-granularity",
-                    value: text.clone(),
-                    reason: e.to_string(),
-                })?;
-            let ms = d.as_millis().min(u64::MAX as u128) as u64;
-            if !(SHARD_GRANULARITY_MS_MIN..=SHARD_GRANULARITY_MS_MAX).contains(&ms) {
-                return Err(ConfigError::OutOfRange {
-                    flag: "--shard-granularity (in ms)",
-                    value: ms,
-                    min: SHARD_GRANULARITY_MS_MIN,
-                    max: SHARD_GRANULARITY_MS_MAX,
-                });
-            }
-            ms
-        }
-    };
-    Layout::temporal(
-        granularity_ms,
-        SHARDFLAKE_EPOCH_MS,
-        TemporalWidths::for_granularity(granularity_ms),
-    )
-    .map_err(layout_err)
+    Ok(layout)
 }
 
-/// Maps `MACHINE_ID` and `DATACENTER_ID` onto the layout's node fields: with two node fields
-/// the upper one takes the datacenter id and the lower one the machine id; with one node
-/// field it takes the machine id.
+/// Maps `MACHINE_ID` and `DATACENTER_ID` onto the layout's node fields with the layout's own
+/// mapping ([`Layout::node_values_from_ids`]), the one every command uses.
 fn node_fields(
     layout: &Layout,
     machine_id: Option<u64>,
     datacenter_id: Option<u64>,
 ) -> Result<Vec<NodeField>, ConfigError> {
-    let fields: Vec<_> = layout.node_fields().collect();
-    let vars: &[(&'static str, Option<u64>)] = match fields.len() {
-        1 => {
-            if let Some(v) = datacenter_id.filter(|v| *v != 0) {
-                return Err(ConfigError::NodeIdUnused {
-                    var: "DATACENTER_ID",
-                    value: v,
-                    layout: layout.name().to_string(),
-                    field: fields[0].name().to_string(),
-                });
-            }
-            &[("MACHINE_ID", machine_id)]
-        }
-        2 => &[("DATACENTER_ID", datacenter_id), ("MACHINE_ID", machine_id)],
-        n => {
-            return Err(ConfigError::Layout {
-                layout: layout.name().to_string(),
-                source: LayoutError::Structure(format!(
-                    "the node supports layouts with one or two node fields, not {n}"
-                )),
-            })
-        }
+    let var = |id| match id {
+        NodeId::Machine => "MACHINE_ID",
+        NodeId::Datacenter => "DATACENTER_ID",
     };
-    fields
-        .iter()
-        .zip(vars)
-        .map(|(f, (var, value))| {
-            let v = value.unwrap_or(0);
-            if v > f.max() {
-                return Err(ConfigError::NodeIdOutOfRange {
-                    var,
-                    value: v,
-                    max: f.max(),
-                    layout: layout.name().to_string(),
-                    field: f.name().to_string(),
-                });
-            }
-            Ok(NodeField {
-                field: f.name().to_string(),
+    let values = layout
+        .node_values_from_ids(machine_id, datacenter_id)
+        .map_err(|e| match e {
+            LayoutError::NodeIdOutOfRange {
+                id,
+                value,
+                max,
+                layout,
+                field,
+            } => ConfigError::NodeIdOutOfRange {
+                var: var(id),
+                value,
+                max,
+                layout,
+                field,
+            },
+            LayoutError::NodeIdUnused {
+                id,
+                value,
+                layout,
+                field,
+            } => ConfigError::NodeIdUnused {
+                var: var(id),
+                value,
+                layout,
+                field,
+            },
+            source => ConfigError::Layout {
+                layout: layout.name().to_string(),
+                source,
+            },
+        })?;
+    let machine = layout.machine_field().map(|f| f.name().to_string());
+    Ok(values
+        .into_iter()
+        .map(|(field, value)| {
+            let is_machine = machine.as_deref() == Some(field.as_str());
+            let (var, given) = if is_machine {
+                ("MACHINE_ID", machine_id.is_some())
+            } else {
+                ("DATACENTER_ID", datacenter_id.is_some())
+            };
+            NodeField {
+                field,
                 var,
-                value: v,
-                given: value.is_some(),
-            })
+                value,
+                given,
+            }
         })
-        .collect()
+        .collect())
 }
 
 fn clock_policy_from_args(args: &ServeArgs) -> Result<NodeClockPolicy, ConfigError> {
@@ -594,7 +590,7 @@ mod tests {
     fn defaults_are_the_seed_service() {
         let c = NodeConfig::from_args(&ServeArgs::default(), NOW_MS).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.layout.name(), "twitter");
+        assert_eq!(c.layout.as_ref().unwrap().name(), "twitter");
         assert_eq!(c.node_label(), "datacenter0-worker0");
         assert_eq!(c.clock_policy, NodeClockPolicy::Wait { max_wait_ms: 100 });
         assert_eq!(c.state_dir, PathBuf::from("./shardflake-data"));
@@ -684,15 +680,14 @@ mod tests {
             "{e}"
         );
         let e = parse(&["--shard-granularity", "1m"]).unwrap_err();
+        assert!(e.to_string().contains("temporal layouts only"), "{e}");
+        let e = parse(&["--layout", "temporal", "--shard-granularity", "10ms"]).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("only applies with --layout temporal"),
+            e.to_string().contains("below the minimum of 1000 ms"),
             "{e}"
         );
-        let e = parse(&["--layout", "temporal", "--shard-granularity", "10ms"]).unwrap_err();
-        assert!(e.to_string().contains("out of range 1000..="), "{e}");
         let e = parse(&["--layout", "temporal", "--shard-granularity", "soon"]).unwrap_err();
-        assert!(e.to_string().contains("is not a duration"), "{e}");
+        assert!(e.to_string().contains("granularity `soon`"), "{e}");
         let e = parse(&["--max-connections", "0"]).unwrap_err();
         assert!(e.to_string().contains("--max-connections"), "{e}");
         let c = parse(&[
@@ -713,15 +708,14 @@ mod tests {
     #[test]
     fn expired_layouts_are_refused_with_their_overflow_date() {
         // UidGenerator's 28 bits of seconds since 2016-05-20 ran out in 2024.
-        let e = parse(&["--layout", "uidgenerator"]).unwrap_err();
+        let e = parse(&["--layout", "uidgenerator"]).unwrap_err().to_string();
         assert!(
-            e.to_string()
-                .starts_with("layout uidgenerator overflowed on 2024-"),
+            e.starts_with("layout uidgenerator:") && e.contains("overflowed on 2024-"),
             "{e}"
         );
         // Temporal widths follow the granularity, so short shards still last for decades.
         let c = parse(&["--layout", "temporal", "--shard-granularity", "1s"]).unwrap();
-        assert!(c.layout.overflow_ms() > NOW_MS + 10 * 365 * 86_400_000);
+        assert!(c.layout.unwrap().overflow_ms() > NOW_MS + 10 * 365 * 86_400_000);
         assert!(parse(&["--layout", "temporal", "--shard-granularity", "30m"]).is_ok());
     }
 
@@ -749,6 +743,19 @@ mod tests {
         let e = parse(&["--coordinator", "http://a:7070", "--lease-ttl-ms", "5"]).unwrap_err();
         assert!(e.to_string().contains("--lease-ttl-ms"), "{e}");
         assert!(parse(&[]).unwrap().cluster.is_none());
+        // In cluster mode the layout is the coordinators' unless one is given.
+        assert!(parse(&["--coordinator", "http://a:7070"])
+            .unwrap()
+            .layout
+            .is_none());
+        let given = parse(&["--coordinator", "http://a:7070", "--layout", "discord"]).unwrap();
+        assert_eq!(given.layout.unwrap().name(), "discord");
+        let temporal =
+            parse(&["--coordinator", "http://a:7070", "--shard-granularity", "5s"]).unwrap();
+        assert_eq!(
+            temporal.layout.unwrap(),
+            Layout::from_spec("temporal:granularity=5s").unwrap()
+        );
     }
 
     #[test]

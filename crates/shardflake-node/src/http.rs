@@ -79,11 +79,11 @@ impl ApiError {
             return ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
                 .retry_after_ms(Some(1_000));
         }
-        if let GenerateError::NoCounterBlock { shard } = e {
-            let floor = shared.shard_floor();
+        if let (GenerateError::NoCounterBlock { shard }, Some(layout)) = (&e, shared.layout()) {
+            let (shard, floor) = (*shard, shared.shard_floor());
             if shard < floor {
                 let now = shared.clock.now_ms();
-                let by = shared.layout().ms_of_tick(floor).saturating_sub(now);
+                let by = layout.ms_of_tick(floor).saturating_sub(now);
                 return ApiError::new(
                     ErrorCode::ClockBehind,
                     format!(
@@ -168,6 +168,13 @@ impl Sink {
         }
     }
 
+    fn clear(&mut self) {
+        match self {
+            Sink::Ids(v) => v.clear(),
+            Sink::Binary(b) => b.clear(),
+        }
+    }
+
     #[inline]
     fn push(&mut self, range: IdRange) {
         match self {
@@ -224,12 +231,16 @@ fn retry_plan(shared: &Shared, e: &GenerateError) -> Option<Retry> {
 /// 1 ms tick inside the generator run on the blocking pool.
 async fn generate(shared: &Arc<Shared>, mut sink: Sink, count: usize) -> Result<Sink, ApiError> {
     let started = Instant::now();
-    let inline = count as u64 <= shared.inline_count_max;
+    let inline = count as u64 <= shared.inline_count_max.load(Ordering::Relaxed);
+    // A response comes from one generator: a batch that waited while the generator was
+    // swapped (a new lease, with another host id) must not continue with the new one, or its
+    // ids would no longer increase within the response.
+    let mut source = shared.source.load_full();
     loop {
         let result = if inline {
-            fill(&shared.source.load(), &mut sink, count)
+            fill(&source, &mut sink, count)
         } else {
-            let source = shared.source.load_full();
+            let source = source.clone();
             let (s, r) = tokio::task::spawn_blocking(move || {
                 let r = fill(&source, &mut sink, count);
                 (sink, r)
@@ -263,6 +274,13 @@ async fn generate(shared: &Arc<Shared>, mut sink: Sink, count: usize) -> Result<
             }
             _ => return Err(ApiError::generate(shared, e)),
         }
+        let current = shared.source.load_full();
+        if !Arc::ptr_eq(&current, &source) {
+            // The old generator's ids are unique but from another lease: drop them and
+            // start the batch over on the new one.
+            sink.clear();
+            source = current;
+        }
     }
 }
 
@@ -275,7 +293,7 @@ fn clock_wait_budget_ms(shared: &Shared) -> u64 {
 
 async fn get_id(State(state): State<AppState>) -> Response {
     let shared = &state.shared;
-    if shared.inline_count_max >= 1 {
+    if shared.inline_count_max.load(Ordering::Relaxed) >= 1 {
         // The hot path: one load of the generator handle, one compare-and-swap.
         if let Ok(id) = shared.source.load().next_id() {
             shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
@@ -431,7 +449,13 @@ async fn get_inspect(
             format!("`{shown}` is not a decimal 64-bit id"),
         )
     })?;
-    let layout = state.shared.layout();
+    let Some(layout) = state.shared.layout() else {
+        return Err(ApiError::new(
+            ErrorCode::LeaseLost,
+            "the cluster's layout is not known yet: no coordinator has answered",
+        )
+        .retry_after_ms(Some(1_000)));
+    };
     let decoded = layout
         .decode(n)
         .map_err(|e| ApiError::new(ErrorCode::InvalidId, e.to_string()))?;
@@ -537,5 +561,64 @@ mod tests {
         ] {
             assert_eq!(parse_count(q).unwrap_err().code, code, "{q:?}");
         }
+    }
+
+    /// Regression (a batch that waited for the reservation could continue with the next
+    /// lease's generator, mixing two host ids in one response): a response comes from one
+    /// generator.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_never_mixes_two_generators() {
+        use shardflake::{Layout, ManualClock, Reservation, SnowflakeGenerator};
+
+        use crate::config::{NodeConfig, ServeArgs};
+        use crate::state::{AppState, IdSource, RESERVE_WINDOW_MS};
+
+        const NOW_MS: u64 = 1_790_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let args = ServeArgs {
+            machine_id: Some(1),
+            state_dir: dir.path().into(),
+            ..ServeArgs::default()
+        };
+        let clock = ManualClock::new(NOW_MS);
+        let state = AppState::open_with_clock(
+            NodeConfig::from_args(&args, NOW_MS).unwrap(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        // The reservation ends RESERVE_WINDOW_MS from now and no keeper runs: a batch that
+        // starts just before the end takes what is left, then waits for an extension.
+        clock.set_ms(NOW_MS + RESERVE_WINDOW_MS - 1);
+        let shared = state.shared.clone();
+        let request = tokio::spawn(async move { generate(&shared, Sink::Ids(Vec::new()), 10_000).await });
+        tokio::task::yield_now().await;
+        assert!(!request.is_finished(), "the batch waits for the reservation");
+        // Meanwhile the generator is replaced (in a cluster: a new lease, another host id).
+        let reservation = Arc::new(Reservation::new(Arc::new(shardflake::NoReserver), 0));
+        reservation.extend_to(u64::MAX / 2);
+        let other = SnowflakeGenerator::builder(Layout::preset("twitter").unwrap())
+            .node("datacenter", 0)
+            .node("worker", 9)
+            .clock(Arc::new(clock.clone()) as crate::state::DynClock)
+            .policy(shardflake::ClockPolicy::Fail)
+            .reservation(reservation)
+            .build()
+            .unwrap();
+        state
+            .shared
+            .source
+            .store(Arc::new(IdSource::Snowflake(other)));
+        state.shared.extended.notify_waiters();
+        let Ok(Sink::Ids(ids)) = request.await.unwrap() else {
+            panic!("the batch failed");
+        };
+        let layout = Layout::preset("twitter").unwrap();
+        let workers: std::collections::BTreeSet<u64> = ids
+            .iter()
+            .map(|id| layout.decode(*id).unwrap().field("worker").unwrap())
+            .collect();
+        assert_eq!(workers.len(), 1, "one response, one generator: workers {workers:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase within a response");
+        assert_eq!(ids.len(), 10_000);
     }
 }

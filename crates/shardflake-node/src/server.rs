@@ -16,7 +16,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +38,10 @@ pub enum RunError {
     /// The final state could not be written.
     #[error("final state write failed: {0}")]
     State(#[from] StateError),
+    /// Cluster mode: the node stopped because the cluster is not one it may serve
+    /// (coordinators of different stores, another layout).
+    #[error("cluster misconfigured: {0}")]
+    Cluster(String),
 }
 
 /// Why `shardflake serve` could not start or stopped with an error.
@@ -182,9 +186,17 @@ pub async fn run(
     };
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let draining = state.clone();
+    let failed = state.shared.clone();
+    let stopped_by_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failure_seen = stopped_by_failure.clone();
     let graceful = async move {
-        shutdown.await;
-        info!("shutdown requested: draining connections");
+        tokio::select! {
+            _ = shutdown => info!("shutdown requested: draining connections"),
+            reason = cluster_failure(&failed) => {
+                error!("stopping: {reason}");
+                *failure_seen.lock().expect("failure mutex") = Some(reason);
+            }
+        }
         draining.begin_shutdown();
         let _ = drain_tx.send(());
     };
@@ -202,7 +214,23 @@ pub async fn run(
         ),
     }
     state.shutdown().await?;
+    if let Some(reason) = stopped_by_failure.lock().expect("failure mutex").take() {
+        return Err(RunError::Cluster(reason));
+    }
     Ok(())
+}
+
+/// Resolves with the reason once the lease keeper has stopped for a configuration error.
+async fn cluster_failure(shared: &Shared) -> String {
+    loop {
+        let notified = shared.failed_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(reason) = shared.failure() {
+            return reason;
+        }
+        notified.await;
+    }
 }
 
 /// Sets up logging on stderr: `RUST_LOG` filters (default `info`), `format` shapes.
@@ -251,7 +279,7 @@ pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
         let cfg = state.config();
         info!(
             addr = %local,
-            layout = cfg.layout.name(),
+            layout = %cfg.layout_label(),
             node = %cfg.node_label(),
             clock_policy = %cfg.clock_policy,
             state_file = %state.state_file().display(),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -251,9 +251,17 @@ pub(crate) struct Shared {
     /// Temporal layout: the persisted shard floor, readable without the state mutex (which
     /// is held across fsyncs).
     floor: AtomicU64,
+    /// The layout ids are issued in: the configured one, or in cluster mode without one, the
+    /// coordinators' once the lease keeper has learned it.
+    layout: OnceLock<Layout>,
     /// Requests up to this many ids run on the runtime thread: the generator may wait at most
     /// one 1 ms tick for them. Larger ones (and coarse-tick layouts) go to the blocking pool.
-    pub(crate) inline_count_max: u64,
+    pub(crate) inline_count_max: AtomicU64,
+    /// Cluster mode: a configuration error that stops the node (coordinators of different
+    /// stores, a layout other than the cluster's).
+    failed: Mutex<Option<String>>,
+    /// Notified when `failed` is set.
+    pub(crate) failed_notify: Notify,
     node_json: Map<String, Value>,
     temporal: Mutex<TemporalKeeper>,
     last_write_error: Mutex<Option<String>>,
@@ -277,10 +285,22 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("layout", &self.shared.config.layout.name())
+            .field("layout", &self.shared.layout().map(Layout::spec))
             .field("node", &self.shared.config.node_label())
             .field("state_file", &self.shared.backing.path())
             .finish()
+    }
+}
+
+/// Requests up to this many ids are served on the runtime thread (see
+/// [`Shared::inline_count_max`]): one tick's worth on 1 ms layouts, none on coarser ones.
+fn inline_count_max(layout: &Layout) -> u64 {
+    if layout.is_temporal() {
+        u64::MAX
+    } else if layout.time_unit_ms() == 1 {
+        layout.ids_per_tick()
+    } else {
+        0
     }
 }
 
@@ -307,7 +327,10 @@ impl AppState {
     /// bound, and persists the first reservation before returning: the node may serve as
     /// soon as this returns (it is ready once the clock is within the policy's bound).
     pub fn open_with_clock(config: NodeConfig, clock: DynClock) -> Result<AppState, StartError> {
-        let layout = config.layout.clone();
+        let layout = config
+            .layout
+            .clone()
+            .expect("a standalone node's configuration has a layout");
         let mut node_json = Map::new();
         for n in &config.node {
             node_json.insert(n.field.clone(), n.value.into());
@@ -317,6 +340,7 @@ impl AppState {
             epoch_ms: layout.epoch_ms(),
             time_unit_ms: layout.time_unit_ms(),
             node: node_json.clone(),
+            spec: Some(layout.spec()),
         };
         let (file, prior) = StateFile::open(&config.state_dir, &config.node_label(), identity)?;
         let path = file.path().to_path_buf();
@@ -341,15 +365,14 @@ impl AppState {
             persisted: Mutex::new(prior.clone()),
         });
         let now_ms = clock.now_ms();
-        let is_temporal = layout.name() == "temporal";
-        let (source, reservation, inline_count_max) = if is_temporal {
+        let (source, reservation) = if layout.is_temporal() {
             let host = config.node[0].value;
             let g = TemporalGenerator::builder(layout.clone())
                 .host(host)
                 .clock(clock.clone())
                 .supplier(wake.clone())
                 .build()?;
-            (IdSource::Temporal(g), None, u64::MAX)
+            (IdSource::Temporal(g), None)
         } else {
             let reservation = Arc::new(Reservation::new(wake.clone(), EXTEND_BELOW_HEADROOM_MS));
             let mut b = SnowflakeGenerator::builder(layout.clone())
@@ -363,12 +386,7 @@ impl AppState {
                 b = b.start_above_ms(prior.reserved_until_ms);
             }
             let g = b.build()?;
-            let inline = if layout.time_unit_ms() == 1 {
-                layout.ids_per_tick()
-            } else {
-                0
-            };
-            (IdSource::Snowflake(g), Some(reservation), inline)
+            (IdSource::Snowflake(g), Some(reservation))
         };
         let shared = Arc::new(Shared {
             config,
@@ -381,7 +399,10 @@ impl AppState {
             metrics,
             shutting_down: AtomicBool::new(false),
             floor: AtomicU64::new(prior.temporal.as_ref().map_or(0, |t| t.shard_floor)),
-            inline_count_max,
+            layout: OnceLock::from(layout.clone()),
+            inline_count_max: AtomicU64::new(inline_count_max(&layout)),
+            failed: Mutex::new(None),
+            failed_notify: Notify::new(),
             node_json,
             temporal: Mutex::new(TemporalKeeper::default()),
             last_write_error: Mutex::new(None),
@@ -418,18 +439,16 @@ impl AppState {
         let client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
             .map_err(|e| StartError::Cluster(e.to_string()))?;
         let keeper = LeaseKeeper::start(Arc::new(client), keeper_config(&config, &cluster, &clock));
-        let layout = config.layout.clone();
-        let inline_count_max = if layout.name() == "temporal" {
-            u64::MAX
-        } else if layout.time_unit_ms() == 1 {
-            layout.ids_per_tick()
-        } else {
-            0
-        };
+        let layout = OnceLock::new();
+        if let Some(l) = &config.layout {
+            let _ = layout.set(l.clone());
+        }
+        let inline_now = config.layout.as_ref().map_or(0, inline_count_max);
         info!(
             coordinators = %cluster.urls.join(","),
             standby = cluster.standby,
             lease_ttl_ms = cluster.lease_ttl_ms,
+            layout = %config.layout_label(),
             "cluster mode: leasing the node id from the coordinator"
         );
         let shared = Arc::new(Shared {
@@ -443,7 +462,10 @@ impl AppState {
             metrics: Metrics::default(),
             shutting_down: AtomicBool::new(false),
             floor: AtomicU64::new(0),
-            inline_count_max,
+            inline_count_max: AtomicU64::new(inline_now),
+            layout,
+            failed: Mutex::new(None),
+            failed_notify: Notify::new(),
             node_json: Map::new(),
             temporal: Mutex::new(TemporalKeeper::default()),
             last_write_error: Mutex::new(None),
@@ -602,6 +624,43 @@ fn lease_lost(lease: &ActiveLease) -> NotReady {
     }
 }
 
+/// Readiness of a temporal generator: it has a counter block for the shard it issues in
+/// (the later of the clock's shard, the generator's own and `floor`).
+fn check_temporal_ready(
+    g: &TemporalGenerator<DynClock>,
+    layout: &Layout,
+    now_ms: u64,
+    floor: u64,
+    write_error: &dyn Fn() -> String,
+) -> Result<(), NotReady> {
+    let u = g.usage();
+    let now_shard = layout.tick_of(now_ms).unwrap_or(0);
+    let shard = now_shard.max(u.shard).max(floor);
+    if g.has_block_for(shard) {
+        return Ok(());
+    }
+    let counter_end = layout.sequence_field().max() + 1;
+    if u.shard == shard && u.next_counter >= counter_end {
+        let next_ms = layout.ms_of_tick(shard + 1);
+        return Err(NotReady {
+            code: ErrorCode::CounterExhausted,
+            message: format!(
+                "every counter value of shard {shard} is used; the next shard starts in {} ms",
+                next_ms.saturating_sub(now_ms)
+            ),
+            retry_after_ms: Some(next_ms.saturating_sub(now_ms).max(1)),
+        });
+    }
+    Err(NotReady {
+        code: ErrorCode::NoCounterBlock,
+        message: format!(
+            "no counter block for shard {shard} yet; one has been requested{}",
+            write_error()
+        ),
+        retry_after_ms: Some(1_000),
+    })
+}
+
 fn keeper_config(config: &NodeConfig, cluster: &ClusterConfig, clock: &DynClock) -> KeeperConfig {
     let name = format!(
         "{}:{}",
@@ -611,6 +670,7 @@ fn keeper_config(config: &NodeConfig, cluster: &ClusterConfig, clock: &DynClock)
     let mut k = KeeperConfig::new(name, cluster.lease_ttl_ms);
     k.standby = cluster.standby;
     k.clock = clock.clone();
+    k.layout = config.layout.clone();
     k
 }
 
@@ -618,6 +678,13 @@ impl Shared {
     /// Swaps in a generator for every new lease and fences the node when it has none.
     fn on_member_state(&self, state: &MemberState) {
         if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        if let MemberState::Failed { reason } = state {
+            error!("cluster: stopping: {reason}");
+            *self.failed.lock().expect("failed mutex") = Some(reason.clone());
+            self.failed_notify.notify_waiters();
+            self.source.store(Arc::new(IdSource::Fenced));
             return;
         }
         let source = match state {
@@ -651,14 +718,18 @@ impl Shared {
     }
 
     fn leased_source(&self, lease: &Arc<ActiveLease>) -> Result<IdSource, LayoutError> {
-        let layout = self.config.layout.clone();
-        if layout.name() == "temporal" {
-            let g = Arc::new(lease.temporal(layout).clock(self.clock.clone()).build()?);
+        // The keeper checked the grant's layout against the configured one (if any); the
+        // first lease tells a node started without one which layout it serves.
+        let layout = self.layout.get_or_init(|| lease.layout.clone());
+        self.inline_count_max
+            .store(inline_count_max(layout), Ordering::Relaxed);
+        if lease.layout.is_temporal() {
+            let g = Arc::new(lease.temporal().clock(self.clock.clone()).build()?);
             lease.attach_temporal(g.clone());
             Ok(IdSource::LeasedTemporal(g, lease.clone()))
         } else {
             let g = lease
-                .snowflake(layout)?
+                .snowflake()?
                 .clock(self.clock.clone())
                 .policy(generator_policy(self.config.clock_policy))
                 .build()?;
@@ -666,12 +737,24 @@ impl Shared {
         }
     }
 
+    /// The configuration error that stops the node, if one happened.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("failed mutex").clone()
+    }
+
     fn node_policy(&self) -> NodeClockPolicy {
         self.config.clock_policy
     }
 
-    pub(crate) fn layout(&self) -> &Layout {
-        &self.config.layout
+    /// The layout ids are issued in; `None` in cluster mode until the coordinators' layout
+    /// is known.
+    pub(crate) fn layout(&self) -> Option<&Layout> {
+        self.layout.get()
+    }
+
+    /// The layout of a standalone node, which always has one.
+    fn standalone_layout(&self) -> &Layout {
+        self.layout().expect("a standalone node has a layout")
     }
 
     /// The lowest temporal shard ids may be issued in (0 for other layouts).
@@ -733,7 +816,7 @@ impl Shared {
     }
 
     fn keep_temporal(&self, g: &TemporalGenerator<DynClock>) -> Result<bool, StateError> {
-        let layout = self.layout();
+        let layout = self.standalone_layout();
         let counter_end = layout.sequence_field().max() + 1;
         let now_ms = self.clock.now_ms();
         let now_shard = layout.tick_of(now_ms).unwrap_or(0);
@@ -860,8 +943,13 @@ impl Shared {
                     let u = g.usage();
                     if let Some(t) = st.temporal.as_mut() {
                         if u.shard >= t.shard_floor && u.next_counter > 0 {
+                            // The current shard's mark drops to what was issued (this process
+                            // started above the old mark, so nothing above it was issued), and
+                            // earlier shards are over. Later shards keep their marks: an
+                            // earlier process may have issued there before the clock stepped
+                            // back, and its prefetched blocks are as durable as its ids.
                             t.shard_floor = u.shard;
-                            t.counters.clear();
+                            t.counters.retain(|shard, _| *shard > u.shard);
                             t.counters.insert(u.shard, u.next_counter);
                         }
                     }
@@ -918,7 +1006,31 @@ impl Shared {
         Ok(())
     }
 
-    /// Why the node cannot issue ids now, if it cannot.
+    /// Why a node in cluster mode without a usable lease cannot issue: what the lease keeper
+    /// is doing.
+    fn without_lease(&self) -> NotReady {
+        match &self.cluster {
+            Some(c) => NotReady {
+                code: ErrorCode::LeaseLost,
+                message: c
+                    .state
+                    .borrow()
+                    .not_ready_reason()
+                    .unwrap_or_else(|| "building the generator for a new lease".into()),
+                retry_after_ms: Some(1_000),
+            },
+            None => NotReady {
+                code: ErrorCode::ShuttingDown,
+                message: "the generator is fenced".into(),
+                retry_after_ms: Some(1_000),
+            },
+        }
+    }
+
+    /// Why the node cannot issue ids now, if it cannot. `Ok` means the next request is
+    /// served: a lease is held (cluster mode), the clock is within the policy's bound, the
+    /// reservation covers the clock, and a temporal generator has a counter block for the
+    /// shard it issues in.
     pub(crate) fn check_ready(&self) -> Result<(), NotReady> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(NotReady {
@@ -927,7 +1039,16 @@ impl Shared {
                 retry_after_ms: Some(1_000),
             });
         }
-        let layout = self.layout();
+        if let Some(reason) = self.failure() {
+            return Err(NotReady {
+                code: ErrorCode::ClusterMisconfigured,
+                message: reason,
+                retry_after_ms: None,
+            });
+        }
+        let Some(layout) = self.layout() else {
+            return Err(self.without_lease());
+        };
         let now_ms = self.clock.now_ms();
         if now_ms < layout.epoch_ms() {
             return Err(NotReady {
@@ -945,7 +1066,7 @@ impl Shared {
                 code: ErrorCode::LayoutExpired,
                 message: format!(
                     "layout {} overflowed on {}",
-                    layout.name(),
+                    layout.spec(),
                     layout.overflow_time()
                 ),
                 retry_after_ms: None,
@@ -961,22 +1082,7 @@ impl Shared {
         };
         let source = self.source.load();
         match &**source {
-            IdSource::Fenced => Err(match &self.cluster {
-                Some(c) => NotReady {
-                    code: ErrorCode::LeaseLost,
-                    message: c
-                        .state
-                        .borrow()
-                        .not_ready_reason()
-                        .unwrap_or_else(|| "building the generator for a new lease".into()),
-                    retry_after_ms: Some(1_000),
-                },
-                None => NotReady {
-                    code: ErrorCode::ShuttingDown,
-                    message: "the generator is fenced".into(),
-                    retry_after_ms: Some(1_000),
-                },
-            }),
+            IdSource::Fenced => Err(self.without_lease()),
             IdSource::Snowflake(g) => {
                 let r = self
                     .reservation
@@ -990,11 +1096,11 @@ impl Shared {
                 }
                 self.check_snowflake_ready(g, lease.reservation(), now_ms, &write_error)
             }
-            IdSource::LeasedTemporal(_, lease) => {
+            IdSource::LeasedTemporal(g, lease) => {
                 if !lease.is_valid() {
                     return Err(lease_lost(lease));
                 }
-                Ok(())
+                check_temporal_ready(g, layout, now_ms, 0, &write_error)
             }
             IdSource::Temporal(g) => {
                 let floor = self.shard_floor();
@@ -1011,33 +1117,7 @@ impl Shared {
                         retry_after_ms: Some(by),
                     });
                 }
-                let u = g.usage();
-                let remaining = u.block_end.saturating_sub(u.next_counter);
-                let has_block = (u.shard == now_shard.max(floor) && remaining > 0)
-                    || u.queued_blocks > 0
-                    || u.shard > now_shard;
-                let counter_end = layout.sequence_field().max() + 1;
-                if !has_block && u.shard == now_shard && u.next_counter >= counter_end {
-                    let next_ms = layout.ms_of_tick(now_shard + 1);
-                    return Err(NotReady {
-                        code: ErrorCode::CounterExhausted,
-                        message: format!(
-                            "every counter value of shard {now_shard} is used; the next shard \
-                             starts in {} ms",
-                            next_ms - now_ms
-                        ),
-                        retry_after_ms: Some(next_ms - now_ms),
-                    });
-                }
-                let error = write_error();
-                if !has_block && !error.is_empty() {
-                    return Err(NotReady {
-                        code: ErrorCode::CounterExhausted,
-                        message: format!("no counter block for shard {now_shard}{error}"),
-                        retry_after_ms: Some(1_000),
-                    });
-                }
-                Ok(())
+                check_temporal_ready(g, layout, now_ms, floor, &write_error)
             }
         }
     }
@@ -1056,7 +1136,9 @@ impl Shared {
             } else {
                 NodeMode::Standalone
             },
-            layout: self.layout().name().to_string(),
+            layout: self
+                .layout()
+                .map_or_else(String::new, |l| l.name().to_string()),
             node: self.node_json.clone(),
             reserved_until_ms: None,
             headroom_ms: None,
@@ -1072,7 +1154,7 @@ impl Shared {
             _ => None,
         };
         if let Some(lease) = leased {
-            if let Ok(values) = shardflake_client::node_values(self.layout(), lease.host_id) {
+            if let Ok(values) = lease.node_values() {
                 r.node = values
                     .into_iter()
                     .map(|(field, v)| (field, Value::from(v)))
@@ -1098,7 +1180,7 @@ impl Shared {
             IdSource::Temporal(g) => {
                 let u = g.usage();
                 let floor = self.shard_floor();
-                let layout = self.layout();
+                let layout = self.standalone_layout();
                 r.shard = Some(u.shard.max(floor));
                 r.block_remaining = Some(u.block_end.saturating_sub(u.next_counter));
                 r.clock_behind_ms = Some(layout.ms_of_tick(floor).saturating_sub(now_ms));

@@ -88,6 +88,46 @@ pub struct StateIdentity {
     pub time_unit_ms: u64,
     /// Node field values by name.
     pub node: Map<String, Value>,
+    /// The layout's fingerprint (`Layout::spec`: every field width). Files written before it
+    /// was recorded lack it and are matched on the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+}
+
+impl StateIdentity {
+    /// True if a file written for `stored` belongs to this identity.
+    fn accepts(&self, stored: &StateIdentity) -> bool {
+        self.layout == stored.layout
+            && self.epoch_ms == stored.epoch_ms
+            && self.time_unit_ms == stored.time_unit_ms
+            && self.node == stored.node
+            && (stored.spec.is_none() || stored.spec == self.spec)
+    }
+}
+
+/// Creates `dir` and its missing parents, and fsyncs the parent of every directory it
+/// creates. Without that, a power loss after the first state write can drop the new
+/// directory, and with it the file, and the next start would look like a first start.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = dir.to_path_buf();
+    while fs::symlink_metadata(&cur).is_err() {
+        missing.push(cur.clone());
+        match cur.parent() {
+            Some(p) if !p.as_os_str().is_empty() => cur = p.to_path_buf(),
+            _ => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    // Parents first, so each fsync makes an entry durable inside an already durable parent.
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Counter high-water marks of the temporal layout.
@@ -159,7 +199,7 @@ impl StateFile {
         node_label: &str,
         identity: StateIdentity,
     ) -> Result<(StateFile, Option<Reserved>), StateError> {
-        fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        create_dir_durably(dir).map_err(|source| StateError::Io {
             path: dir.to_path_buf(),
             op: "creating the state directory",
             source,
@@ -278,7 +318,7 @@ impl StateFile {
         }
         let p: Payload = serde_json::from_str(payload.trim_end_matches('\n'))
             .map_err(|e| self.corrupt(format!("the payload is not valid: {e}")))?;
-        if p.identity != self.identity {
+        if !self.identity.accepts(&p.identity) {
             return Err(StateError::Mismatch {
                 path: self.path.clone(),
                 problem: format!(
@@ -339,6 +379,7 @@ mod tests {
             epoch_ms: 1_288_834_974_657,
             time_unit_ms: 1,
             node,
+            spec: Some(shardflake::Layout::preset("twitter").unwrap().spec()),
         }
     }
 
@@ -434,5 +475,27 @@ mod tests {
         other.node.insert("worker".into(), 9.into());
         let e = StateFile::open(dir.path(), "n", other).unwrap_err();
         assert!(matches!(e, StateError::Mismatch { .. }), "{e}");
+        // Same name, epoch and unit, other field widths: another layout.
+        let mut wider = identity();
+        wider.spec = Some("twitter:timestamp=40,datacenter=6,worker=5,sequence=12".into());
+        let e = StateFile::open(dir.path(), "n", wider).unwrap_err();
+        assert!(matches!(e, StateError::Mismatch { .. }), "{e}");
+        // A file written before the fingerprint was recorded still opens.
+        let mut unversioned = identity();
+        unversioned.spec = None;
+        let (f, _) = StateFile::open(dir.path(), "old", unversioned).unwrap();
+        f.store(&reserved(7)).unwrap();
+        drop(f);
+        let (_f, state) = StateFile::open(dir.path(), "old", identity()).unwrap();
+        assert_eq!(state.unwrap().reserved_until_ms, 7);
+    }
+
+    #[test]
+    fn missing_directories_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b/c");
+        let (f, _) = StateFile::open(&nested, "n", identity()).unwrap();
+        f.store(&reserved(1)).unwrap();
+        assert!(nested.join("node-twitter-n.state").exists());
     }
 }

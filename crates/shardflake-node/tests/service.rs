@@ -833,3 +833,57 @@ async fn a_failing_state_write_stops_issuing_once_the_headroom_is_gone() {
     state.keep_now().unwrap();
     one_id(&router).await;
 }
+
+/// Regression (a clean shutdown wrote only the current shard's counter mark): a process that
+/// prefetched the next shard and issued in it, then was killed, and a restart that ran in
+/// the earlier shard (clock stepped back) and shut down cleanly, must not let a third start
+/// in the later shard repeat the first process's ids.
+#[test]
+fn a_clean_shutdown_in_an_earlier_shard_keeps_the_later_shards_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::preset("temporal").unwrap();
+    let s = layout.tick_of(NOW_MS).unwrap();
+    let boundary = layout.ms_of_tick(s + 1);
+    let flags = ["--layout", "temporal", "--machine-id", "5"];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batch = |router: Router| async move {
+        let a = call(
+            &router,
+            "GET",
+            "/ids?count=1000",
+            Some("application/octet-stream"),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        parse_ids_binary(&a.body).unwrap()
+    };
+    // 1: a second before the boundary the start-up pass grants shard s and prefetches s + 1
+    // (both marks durable); the process moves into s + 1, issues, and dies (no shutdown).
+    let clock = ManualClock::new(boundary - 1_000);
+    let first = rt.block_on(async {
+        let state = open(dir.path(), &flags, &clock);
+        clock.set_ms(boundary + 10);
+        let ids = batch(app(state)).await;
+        assert_eq!(layout.decode(ids[0]).unwrap().field("shard"), Some(s + 1));
+        ids
+    });
+    // 2: restarted with the clock stepped back into s (outside the prefetch window); it
+    // issues in s and stops cleanly.
+    clock.set_ms(boundary - 5_000);
+    rt.block_on(async {
+        let state = open(dir.path(), &flags, &clock);
+        let ids = batch(app(state.clone())).await;
+        assert_eq!(layout.decode(ids[0]).unwrap().field("shard"), Some(s));
+        state.shutdown().await.unwrap();
+    });
+    // 3: in s + 1 again: strictly above everything the first process issued there.
+    clock.set_ms(boundary + 20);
+    let third = rt.block_on(async { batch(app(open(dir.path(), &flags, &clock))).await });
+    let first_max = *first.iter().max().unwrap();
+    let repeated = third.iter().filter(|id| first.contains(id)).count();
+    assert_eq!(repeated, 0, "{repeated} ids of the first process repeated");
+    assert!(third[0] > first_max, "{} not above {first_max}", third[0]);
+}

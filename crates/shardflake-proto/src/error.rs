@@ -25,13 +25,16 @@ use shardflake::GenerateError;
 /// | `epoch_in_future` | 503 | the wall clock reads a time before the layout's epoch |
 /// | `reservation_exhausted` | 503 | the durable reservation has not been extended yet (disk slow or failing) |
 /// | `lease_lost` | 503 | the node's lease (and reservation) was revoked; it issues nothing until it holds one again |
-/// | `counter_exhausted` | 503 | temporal layout: the current counter block is used up or none has arrived yet |
+/// | `counter_exhausted` | 503 | temporal layout: the current counter block is used up, or every counter value of the shard is |
+/// | `no_counter_block` | 503 | temporal layout: no counter block for the current shard has arrived yet |
+/// | `cluster_misconfigured` | 503 | cluster mode: the coordinators belong to different stores, or the node's layout is not the cluster's; the node stops (no `Retry-After`) |
 /// | `layout_expired` | 503 | the layout's timestamp field has overflowed: waiting does not help (no `Retry-After`) |
 /// | `request_timeout` | 503 | the request took longer than the node's request timeout |
 /// | `shutting_down` | 503 | the node is stopping |
 /// | `internal` | 500 | a bug; the message says what |
 ///
-/// Every 503 except `layout_expired` carries `Retry-After` in whole seconds (at least 1).
+/// Every 503 except `layout_expired` and `cluster_misconfigured` carries `Retry-After` in whole
+/// seconds (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -58,8 +61,12 @@ pub enum ErrorCode {
     ReservationExhausted,
     /// The lease behind the reservation is gone.
     LeaseLost,
-    /// The temporal counter block is used up or has not arrived.
+    /// The temporal counter block is used up.
     CounterExhausted,
+    /// No temporal counter block for the current shard has arrived yet.
+    NoCounterBlock,
+    /// Cluster mode: coordinators of different stores, or a layout other than the cluster's.
+    ClusterMisconfigured,
     /// The layout's timestamp field overflowed.
     LayoutExpired,
     /// The request took longer than the request timeout.
@@ -89,6 +96,8 @@ impl ErrorCode {
             ErrorCode::ReservationExhausted => "reservation_exhausted",
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::CounterExhausted => "counter_exhausted",
+            ErrorCode::NoCounterBlock => "no_counter_block",
+            ErrorCode::ClusterMisconfigured => "cluster_misconfigured",
             ErrorCode::LayoutExpired => "layout_expired",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
@@ -111,6 +120,8 @@ impl ErrorCode {
         ErrorCode::ReservationExhausted,
         ErrorCode::LeaseLost,
         ErrorCode::CounterExhausted,
+        ErrorCode::NoCounterBlock,
+        ErrorCode::ClusterMisconfigured,
         ErrorCode::LayoutExpired,
         ErrorCode::RequestTimeout,
         ErrorCode::ShuttingDown,
@@ -130,6 +141,8 @@ impl ErrorCode {
             | ErrorCode::ReservationExhausted
             | ErrorCode::LeaseLost
             | ErrorCode::CounterExhausted
+            | ErrorCode::NoCounterBlock
+            | ErrorCode::ClusterMisconfigured
             | ErrorCode::LayoutExpired
             | ErrorCode::RequestTimeout
             | ErrorCode::ShuttingDown => 503,
@@ -139,7 +152,11 @@ impl ErrorCode {
 
     /// True when the same request may succeed later, on this node or another one.
     pub fn is_retryable(self) -> bool {
-        self.http_status() == 503 && self != ErrorCode::LayoutExpired
+        self.http_status() == 503
+            && !matches!(
+                self,
+                ErrorCode::LayoutExpired | ErrorCode::ClusterMisconfigured
+            )
     }
 
     /// The code for a generator error.
@@ -150,9 +167,10 @@ impl ErrorCode {
             GenerateError::TimestampOverflow { .. } => ErrorCode::LayoutExpired,
             GenerateError::ReservationExhausted { .. } => ErrorCode::ReservationExhausted,
             GenerateError::LeaseLost => ErrorCode::LeaseLost,
-            GenerateError::CounterExhausted { .. }
-            | GenerateError::NoCounterBlock { .. }
-            | GenerateError::MonotonicOverflow { .. } => ErrorCode::CounterExhausted,
+            GenerateError::CounterExhausted { .. } | GenerateError::MonotonicOverflow { .. } => {
+                ErrorCode::CounterExhausted
+            }
+            GenerateError::NoCounterBlock { .. } => ErrorCode::NoCounterBlock,
             // A variant added to the core library later: still an operating condition.
             _ => ErrorCode::Internal,
         }
