@@ -105,13 +105,13 @@ fn generate_64(args: &GenerateArgs, layout: &Layout, out: &mut impl Write) -> Re
     let nodes = kind::node_values(layout, args.machine_id, args.datacenter_id)?;
     let format = args.format.unwrap_or(Format::Dec);
     let cannot = || format!("cannot generate `{}` ids", layout.name());
-    if layout.name() == "temporal" {
+    if layout.is_temporal() {
         // The temporal layout has its own generator: a counter per shard instead of a
         // sequence per tick, so there is no clock to borrow from.
         if args.borrow_ahead_ms_max.is_some() {
             bail!("--borrow-ahead-ms-max does not apply to layout `temporal`, whose counter does not depend on the clock within a shard");
         }
-        let (_, host) = nodes[0];
+        let host = nodes[0].1;
         let generator = TemporalGenerator::builder(layout.clone())
             .host(host)
             .build()
@@ -120,8 +120,8 @@ fn generate_64(args: &GenerateArgs, layout: &Layout, out: &mut impl Write) -> Re
     }
     let mut builder =
         SnowflakeGenerator::builder(layout.clone()).policy(policy(args.borrow_ahead_ms_max)?);
-    for (field, value) in nodes {
-        builder = builder.node(field, value);
+    for (field, value) in &nodes {
+        builder = builder.node(field, *value);
     }
     let generator = builder.build().with_context(cannot)?;
     write_ids(|max| generator.next_range(max), args.count, format, out)?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use shardflake::encode::decode_u64;
-use shardflake::{format_rfc3339_ms, FieldKind, Layout, Ulid, Uuid7, PRESETS};
+use shardflake::{format_rfc3339_ms, FieldKind, Layout, Ulid, Uuid7};
 
 use crate::kind::{self, Format, IdKind};
 
@@ -203,14 +203,18 @@ fn describe(id_kind: &IdKind, json: bool, out: &mut String) {
             f.max()
         );
     }
-    if PRESETS.contains(&layout.name()) {
-        let (machine, datacenter) = kind::node_fields(layout.name());
-        let _ = write!(out, "  generate:  --machine-id sets `{machine}`");
-        if let Some(d) = datacenter {
-            let _ = write!(out, ", --datacenter-id sets `{d}`");
+    if let Some(machine) = layout.machine_field() {
+        let _ = write!(
+            out,
+            "  node ids:  --machine-id / MACHINE_ID sets `{}`",
+            machine.name()
+        );
+        if let Some(d) = layout.datacenter_field() {
+            let _ = write!(out, ", --datacenter-id / DATACENTER_ID sets `{}`", d.name());
         }
         out.push('\n');
     }
+    let _ = writeln!(out, "  spec:      {}", layout.spec());
 }
 
 fn kind_name(kind: FieldKind) -> &'static str {

@@ -69,8 +69,9 @@ fn generate_then_inspect_round_trips_every_preset() {
         ),
         (
             "discord",
+            // The same mapping as `serve`: the machine id sets the lowest node field.
             &["--machine-id", "31", "--datacenter-id", "2"],
-            &[("worker", 31), ("process", 2)],
+            &[("worker", 2), ("process", 31)],
             1,
         ),
         (
@@ -151,7 +152,22 @@ fn generate_fails_once_a_layout_has_overflowed() {
     assert!(!o.status.success());
     assert!(o.stdout.is_empty());
     assert!(
-        stderr(&o).contains("timestamp field overflowed on 2024-11-20T21:24:16.000Z"),
+        stderr(&o).contains("overflowed on 2024-11-20T21:24:16.000Z"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Regression: a temporal layout whose shard field had run out printed ids with the sign bit
+/// set and exited 0.
+#[test]
+fn generate_refuses_a_temporal_layout_whose_shard_field_ran_out() {
+    let spec = "temporal:granularity=1s,shard=20,host=10,counter=33";
+    let o = run(&["generate", "--layout", spec, "--count", "3"]);
+    assert!(!o.status.success(), "exit 0 with: {}", stdout(&o));
+    assert!(o.stdout.is_empty(), "printed: {}", stdout(&o));
+    assert!(
+        stderr(&o).contains("overflowed on 2025-01-13T03:16:16.000Z"),
         "{}",
         stderr(&o)
     );
@@ -280,7 +296,7 @@ fn out_of_range_node_ids_name_the_flag_and_the_range() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--datacenter-id 99"), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("`process`, which holds 0..=31"),
+        stderr(&o).contains("`worker`, which holds 0..=31"),
         "{}",
         stderr(&o)
     );

@@ -206,7 +206,10 @@ fn temporal_coordinator_grants_rising_blocks_over_http() {
     let p = Proc::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
     let (s, a) = post(p.addr, "/v1/leases", json!({"name": "t", "ttl_ms": 5000}));
     assert_eq!(s, 200, "{a}");
-    assert_eq!(a["shard_granularity_ms"], 3_600_000);
+    assert_eq!(
+        a["layout_spec"].as_str(),
+        Some(Layout::preset("temporal").unwrap().spec().as_str())
+    );
     let (host, token) = (a["host_id"].as_u64().unwrap(), a["token"].as_u64().unwrap());
     let layout =
         Layout::temporal(3_600_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
@@ -242,12 +245,16 @@ fn node_command(coordinator: SocketAddr, standby: bool) -> Command {
 }
 
 fn node_command_with(coordinator: SocketAddr, standby: bool, layout_flags: &[&str]) -> Command {
+    node_command_urls(&format!("http://{coordinator}"), standby, layout_flags)
+}
+
+fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("serve")
         .args(["--bind", "127.0.0.1", "--port", "0"])
         .args(layout_flags)
         .arg("--coordinator")
-        .arg(format!("http://{coordinator}"))
+        .arg(urls)
         .arg("--lease-ttl-ms")
         .arg(NODE_TTL_MS.to_string());
     if standby {
@@ -492,7 +499,10 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
     while started.elapsed() < Duration::from_millis(5_200) {
         match fetch_ids(node.addr, 500) {
             Ok(batch) => ids.extend(batch),
-            Err(code) => assert_eq!(code, "counter_exhausted", "only a refill may interrupt"),
+            Err(code) => assert!(
+                code == "counter_exhausted" || code == "no_counter_block",
+                "only a refill may interrupt: {code}"
+            ),
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -523,4 +533,131 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "no id repeats");
+}
+
+/// The store id and layout spec a coordinator reports.
+fn cluster_info(coordinator: SocketAddr) -> (String, String) {
+    let (s, body) = http(coordinator, "GET", "/v1/cluster", Some(TOKEN), None);
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    (
+        v["store_id"].as_str().unwrap().to_string(),
+        v["layout_spec"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Waits for a node to exit on its own; returns its status and log. Fails the test if it is
+/// still running at the deadline (a node that serves from a misconfigured cluster).
+fn exits_on_its_own(mut p: Proc) -> (std::process::ExitStatus, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(50));
+            return (status, p.log());
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the node kept running (ready: {}):\n{}",
+            ready(p.addr),
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Regression (two coordinators with separate stores: a node with `C1,C2` and one with
+/// `C2,C1` both held host id 0 and repeated millions of ids): a node given coordinators of
+/// two stores refuses to start, naming both store ids.
+#[test]
+fn a_node_refuses_coordinators_of_two_stores() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c1 = Proc::start(coordinator_command(d1.path(), &[], Some(TOKEN)));
+    let c2 = Proc::start(coordinator_command(d2.path(), &[], Some(TOKEN)));
+    let (id1, _) = cluster_info(c1.addr);
+    let (id2, _) = cluster_info(c2.addr);
+    assert_ne!(id1, id2, "every store has its own id");
+    for urls in [
+        format!("http://{},http://{}", c1.addr, c2.addr),
+        format!("http://{},http://{}", c2.addr, c1.addr),
+    ] {
+        let node = Proc::start(node_command_urls(&urls, false, &[]));
+        let (status, log) = exits_on_its_own(node);
+        assert!(!status.success(), "{log}");
+        assert!(log.contains(&id1) && log.contains(&id2), "{log}");
+    }
+    // Neither store granted a lease.
+    for c in [&c1, &c2] {
+        let (_, body) = http(c.addr, "GET", "/v1/hosts", Some(TOKEN), None);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["hosts"].as_array().unwrap().len(), 0, "{v}");
+    }
+}
+
+/// Regression (a twitter node served ids under a temporal coordinator's lease; a temporal
+/// node under a twitter coordinator was "ready" while failing every request): the
+/// coordinator's layout is the cluster's. A node with another layout exits naming both; a
+/// node without `--layout` serves the coordinator's.
+#[test]
+fn the_coordinator_layout_is_the_cluster_layout() {
+    use shardflake::Layout;
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Proc::start(coordinator_command(
+        dir.path(),
+        &["--layout", "temporal:granularity=5s"],
+        Some(TOKEN),
+    ));
+    let (_, spec) = cluster_info(coord.addr);
+    let temporal = Layout::from_spec("temporal:granularity=5s").unwrap();
+    assert_eq!(spec, temporal.spec());
+    for (flags, theirs) in [
+        (
+            vec!["--layout", "twitter"],
+            Layout::preset("twitter").unwrap(),
+        ),
+        (
+            vec!["--layout", "temporal"],
+            Layout::preset("temporal").unwrap(),
+        ),
+        (
+            vec!["--layout", "temporal", "--standby"],
+            Layout::preset("temporal").unwrap(),
+        ),
+    ] {
+        let node = Proc::start(node_command_with(coord.addr, false, &flags));
+        let (status, log) = exits_on_its_own(node);
+        assert!(!status.success(), "{flags:?}: {log}");
+        assert!(
+            log.contains(&temporal.spec()) && log.contains(&theirs.spec()),
+            "{flags:?}: {log}"
+        );
+    }
+    // Without --layout: the coordinator's layout, ready, ids that decode in it.
+    let node = Proc::start(node_command_with(coord.addr, false, &[]));
+    wait_until("the node is ready", || ready(node.addr));
+    let ids = fetch_ids(node.addr, 100).unwrap();
+    let d = temporal.decode(ids[0]).unwrap();
+    assert_eq!(
+        d.field("shard"),
+        temporal.tick_of(shardflake::Clock::now_ms(&shardflake::SystemClock))
+    );
+    let (_, body) = http(node.addr, "GET", "/readyz", None, None);
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["layout"], "temporal", "{r}");
+    // And a standby of the same layout is accepted.
+    let standby = Proc::start(node_command_with(
+        coord.addr,
+        true,
+        &["--layout", "temporal:granularity=5s"],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(standby.child.id() > 0);
+    let (_, body) = http(standby.addr, "GET", "/readyz", None, None);
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("standby"),
+        "{r}"
+    );
 }

@@ -569,3 +569,122 @@ fn serve_with_no_arguments_listens_on_8080_with_the_default_state_dir() {
     let (status, _) = n.terminate();
     assert!(status.success());
 }
+
+/// Regression (`generate` and `serve` mapped `--machine-id` / `MACHINE_ID` onto different
+/// fields for discord): both take the mapping from the layout.
+#[test]
+fn generate_and_serve_set_the_same_fields_from_the_node_ids() {
+    for layout in ["discord", "twitter"] {
+        let gen = Command::new(env!("CARGO_BIN_EXE_shardflake"))
+            .args(["generate", "--layout", layout, "--machine-id", "4"])
+            .args(["--datacenter-id", "2"])
+            .output()
+            .unwrap();
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+        let generated: u64 = String::from_utf8(gen.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let n = Node::start(command(
+            dir.path(),
+            &["--layout", layout],
+            &[("MACHINE_ID", "4"), ("DATACENTER_ID", "2")],
+        ));
+        n.wait_ready();
+        let served = n.get("/id").json()["id"].as_u64().unwrap();
+        let l = shardflake::Layout::preset(layout).unwrap();
+        let (a, b) = (l.decode(generated).unwrap(), l.decode(served).unwrap());
+        for f in l.node_fields() {
+            assert_eq!(
+                a.field(f.name()),
+                b.field(f.name()),
+                "{layout}: field `{}` differs between generate and serve",
+                f.name()
+            );
+        }
+        assert_eq!(a.field(l.machine_field().unwrap().name()), Some(4));
+    }
+}
+
+/// Regression (the state directory was created without fsyncing its parent, so a power loss
+/// could make the next start look like a first start): every directory the node creates is
+/// made durable in its parent before the first state write. Watched with strace.
+#[test]
+fn a_new_state_directory_is_fsynced_into_its_parent() {
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "this test needs strace: apt-get install strace"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = root.path().join("a/b");
+    let trace = root.path().join("trace");
+    let inner = command(&state_dir, &[], &[]);
+    let mut c = Command::new("strace");
+    c.args([
+        "-f",
+        "-y",
+        "-e",
+        "trace=mkdir,mkdirat,fsync,fdatasync",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg(inner.get_program())
+    .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut n = Node::start(c);
+    n.wait_ready();
+    // SIGTERM to the node itself (strace's child); strace exits when it does.
+    let ok = Command::new("pkill")
+        .args(["-TERM", "-P", &n.pid()])
+        .status()
+        .expect("pkill runs");
+    assert!(ok.success());
+    assert!(wait_bounded(&mut n.child).success());
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let root_path = root.path().to_str().unwrap();
+    let mut created: Vec<String> = Vec::new();
+    let mut synced: Vec<String> = Vec::new();
+    let mut first_state_fsync = None;
+    for (i, line) in log.lines().enumerate() {
+        if let Some(rest) = line.split("mkdir(\"").nth(1) {
+            if line.trim_end().ends_with("= 0") {
+                created.push(rest.split('"').next().unwrap().to_string());
+            }
+        } else if let Some(rest) = line.split("fsync(").nth(1) {
+            let path = rest.split('<').nth(1).and_then(|p| p.split('>').next());
+            if let Some(p) = path {
+                if p.ends_with(".state.tmp") && first_state_fsync.is_none() {
+                    first_state_fsync = Some(i);
+                }
+                if first_state_fsync.is_none() {
+                    synced.push(p.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        created.iter().any(|d| d.ends_with("/a/b")),
+        "strace saw no mkdir of the state directory:\n{log}"
+    );
+    for dir in created.iter().filter(|d| d.starts_with(root_path)) {
+        let parent = Path::new(dir).parent().unwrap().to_str().unwrap();
+        assert!(
+            synced.iter().any(|s| s == parent),
+            "{dir} was created but {parent} was not fsynced before the first state write:\n{log}"
+        );
+    }
+}

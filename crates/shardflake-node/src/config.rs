@@ -708,7 +708,9 @@ mod tests {
     #[test]
     fn expired_layouts_are_refused_with_their_overflow_date() {
         // UidGenerator's 28 bits of seconds since 2016-05-20 ran out in 2024.
-        let e = parse(&["--layout", "uidgenerator"]).unwrap_err().to_string();
+        let e = parse(&["--layout", "uidgenerator"])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("layout uidgenerator:") && e.contains("overflowed on 2024-"),
             "{e}"
@@ -750,8 +752,13 @@ mod tests {
             .is_none());
         let given = parse(&["--coordinator", "http://a:7070", "--layout", "discord"]).unwrap();
         assert_eq!(given.layout.unwrap().name(), "discord");
-        let temporal =
-            parse(&["--coordinator", "http://a:7070", "--shard-granularity", "5s"]).unwrap();
+        let temporal = parse(&[
+            "--coordinator",
+            "http://a:7070",
+            "--shard-granularity",
+            "5s",
+        ])
+        .unwrap();
         assert_eq!(
             temporal.layout.unwrap(),
             Layout::from_spec("temporal:granularity=5s").unwrap()

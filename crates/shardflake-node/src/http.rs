@@ -590,9 +590,13 @@ mod tests {
         // starts just before the end takes what is left, then waits for an extension.
         clock.set_ms(NOW_MS + RESERVE_WINDOW_MS - 1);
         let shared = state.shared.clone();
-        let request = tokio::spawn(async move { generate(&shared, Sink::Ids(Vec::new()), 10_000).await });
+        let request =
+            tokio::spawn(async move { generate(&shared, Sink::Ids(Vec::new()), 10_000).await });
         tokio::task::yield_now().await;
-        assert!(!request.is_finished(), "the batch waits for the reservation");
+        assert!(
+            !request.is_finished(),
+            "the batch waits for the reservation"
+        );
         // Meanwhile the generator is replaced (in a cluster: a new lease, another host id).
         let reservation = Arc::new(Reservation::new(Arc::new(shardflake::NoReserver), 0));
         reservation.extend_to(u64::MAX / 2);
@@ -617,8 +621,15 @@ mod tests {
             .iter()
             .map(|id| layout.decode(*id).unwrap().field("worker").unwrap())
             .collect();
-        assert_eq!(workers.len(), 1, "one response, one generator: workers {workers:?}");
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase within a response");
+        assert_eq!(
+            workers.len(),
+            1,
+            "one response, one generator: workers {workers:?}"
+        );
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids increase within a response"
+        );
         assert_eq!(ids.len(), 10_000);
     }
 }

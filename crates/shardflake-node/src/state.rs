@@ -13,7 +13,9 @@ use shardflake::{
     format_rfc3339_ms, Clock, ClockPolicy, CounterBlock, CounterSupplier, GenerateError, IdRange,
     Layout, LayoutError, Reservation, Reserver, SnowflakeGenerator, SystemClock, TemporalGenerator,
 };
-use shardflake_client::{ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState};
+use shardflake_client::{
+    ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState, Retry,
+};
 use shardflake_proto::node::{NodeMode, ReadyResponse};
 use shardflake_proto::{ErrorCode, ErrorDetail};
 use thiserror::Error;
@@ -576,38 +578,29 @@ impl AppState {
 }
 
 async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut failures: u32 = 0;
+    // A failing disk is retried with jittered backoff up to KEEPER_RETRY_MS_MAX and logged
+    // once per change of state; the node stops issuing when the headroom is gone, and
+    // `/readyz` shows the last write error meanwhile.
+    let mut retry = Retry::new(
+        "extending the reservation in the state file",
+        Duration::from_millis(KEEPER_INTERVAL_MS),
+        Duration::from_millis(KEEPER_RETRY_MS_MAX),
+    );
+    let mut pause = Duration::from_millis(KEEPER_INTERVAL_MS);
     loop {
-        let pause = if failures == 0 {
-            KEEPER_INTERVAL_MS
-        } else {
-            (KEEPER_INTERVAL_MS << failures.min(4)).min(KEEPER_RETRY_MS_MAX)
-        };
         tokio::select! {
             _ = shared.wake.notify.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
         let s = shared.clone();
         match tokio::task::spawn_blocking(move || s.keep(false)).await {
             Ok(Ok(_)) => {
-                if failures > 0 {
-                    info!(after = failures, "state file writes succeed again");
-                }
-                failures = 0;
+                retry.succeeded();
+                pause = Duration::from_millis(KEEPER_INTERVAL_MS);
             }
-            Ok(Err(e)) => {
-                failures = failures.saturating_add(1);
-                // Every failure matters (the node stops issuing when the headroom is gone),
-                // but a failing disk should not flood the log: the first and every 10th.
-                if failures == 1 || failures % 10 == 0 {
-                    error!(failures, "cannot extend the reservation: {e}");
-                }
-            }
-            Err(e) => {
-                error!("keeper pass panicked: {e}");
-                failures = failures.saturating_add(1);
-            }
+            Ok(Err(e)) => pause = retry.failed(e.kind(), &e),
+            Err(e) => pause = retry.failed("panic", &e),
         }
         shared.log_readiness_change();
     }
@@ -777,13 +770,44 @@ impl Shared {
         let changed = match &*source {
             IdSource::Snowflake(g) => self.keep_snowflake(g, force)?,
             IdSource::Temporal(g) => self.keep_temporal(g)?,
+            IdSource::LeasedTemporal(g, lease) => {
+                self.prefetch_leased_blocks(g, lease);
+                false
+            }
             // The lease keeper extends through the coordinator.
-            IdSource::Leased(..) | IdSource::LeasedTemporal(..) | IdSource::Fenced => false,
+            IdSource::Leased(..) | IdSource::Fenced => false,
         };
         if changed {
             self.extended.notify_waiters();
         }
         Ok(changed)
+    }
+
+    /// Cluster mode, temporal layout: asks the coordinator (through the lease keeper) for a
+    /// block for the current shard when the generator has none, and for the next shard
+    /// [`TEMPORAL_PREFETCH_MS`] before it starts, so an idle node stays ready across shard
+    /// boundaries instead of waiting for the first request to ask. Repeated asks for a block
+    /// already granted get the same block back.
+    fn prefetch_leased_blocks(&self, g: &TemporalGenerator<DynClock>, lease: &ActiveLease) {
+        if !lease.is_valid() {
+            return;
+        }
+        let layout = &lease.layout;
+        let now_ms = self.clock.now_ms();
+        let Some(now_shard) = layout.tick_of(now_ms) else {
+            return;
+        };
+        let shard = now_shard.max(g.usage().shard);
+        if !g.has_block_for(shard) {
+            lease.request_block(shard, 0);
+        }
+        let next = shard + 1;
+        if layout.ms_of_tick(next).saturating_sub(now_ms) <= TEMPORAL_PREFETCH_MS
+            && next <= layout.timestamp_field().max()
+            && !g.has_block_for(next)
+        {
+            lease.request_block(next, 0);
+        }
     }
 
     fn keep_snowflake(

@@ -77,6 +77,18 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// A short name of the failure, for logging retries once per kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StateError::Io { op, .. } => op,
+            StateError::Locked { .. } => "locked",
+            StateError::Corrupt { .. } => "corrupt",
+            StateError::Mismatch { .. } => "mismatch",
+        }
+    }
+}
+
 /// Who the state belongs to; checked on load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateIdentity {

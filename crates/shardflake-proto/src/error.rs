@@ -270,7 +270,7 @@ mod tests {
             ),
             (
                 GenerateError::NoCounterBlock { shard: 1 },
-                ErrorCode::CounterExhausted,
+                ErrorCode::NoCounterBlock,
             ),
             (
                 GenerateError::TimestampOverflow {
@@ -291,6 +291,8 @@ mod tests {
             assert_eq!(code.http_status(), 503);
         }
         assert!(!ErrorCode::LayoutExpired.is_retryable());
+        assert!(!ErrorCode::ClusterMisconfigured.is_retryable());
+        assert!(ErrorCode::NoCounterBlock.is_retryable());
         assert!(ErrorCode::LeaseLost.is_retryable());
         assert!(!ErrorCode::BadRequest.is_retryable());
     }
