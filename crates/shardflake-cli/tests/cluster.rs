@@ -631,6 +631,16 @@ fn the_coordinator_layout_is_the_cluster_layout() {
             "{flags:?}: {log}"
         );
     }
+    // A temporal node under a coordinator left on its default layout stops too.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = Proc::start(coordinator_command(plain_dir.path(), &[], Some(TOKEN)));
+    let node = Proc::start(node_command_with(plain.addr, false, &["--layout", "temporal"]));
+    let (status, log) = exits_on_its_own(node);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&Layout::preset("twitter").unwrap().spec()),
+        "{log}"
+    );
     // Without --layout: the coordinator's layout, ready, ids that decode in it.
     let node = Proc::start(node_command_with(coord.addr, false, &[]));
     wait_until("the node is ready", || ready(node.addr));

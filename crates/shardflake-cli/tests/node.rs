@@ -478,6 +478,20 @@ fn invalid_flags_and_variables_are_named() {
         stderr.contains("DATACENTER_ID=3 is not used by layout sonyflake"),
         "{stderr}"
     );
+    // A temporal layout whose shard field has run out does not start (it would wrap).
+    let (status, stderr) = run_to_exit(command(
+        dir.path(),
+        &[
+            "--layout",
+            "temporal:granularity=1s,shard=20,host=10,counter=33",
+        ],
+        &[],
+    ));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("overflowed on 2025-01-13T03:16:16.000Z"),
+        "{stderr}"
+    );
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("serve")
         .arg("--state-dir")

@@ -881,8 +881,13 @@ impl Shared {
             }
         };
         let mut wanted: Vec<(u64, u64)> = requests;
-        // At start-up (nothing installed yet) grant the current shard's first block at once.
-        if keeper.installed.is_empty() && now_shard >= floor {
+        // The node is ready only with a block for the current shard: grant one at start-up,
+        // and whenever the clock has moved into a shard whose block was not prefetched (a
+        // clock jump, a missed pass), unless the shard's counter range is used up.
+        if now_shard >= floor
+            && !g.has_block_for(now_shard)
+            && t.counters.get(&now_shard).copied().unwrap_or(0) < counter_end
+        {
             wanted.push((now_shard, 0));
         }
         // Shortly before the next shard starts, grant its first block so the switch needs

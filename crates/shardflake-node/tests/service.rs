@@ -887,3 +887,35 @@ fn a_clean_shutdown_in_an_earlier_shard_keeps_the_later_shards_marks() {
     assert_eq!(repeated, 0, "{repeated} ids of the first process repeated");
     assert!(third[0] > first_max, "{} not above {first_max}", third[0]);
 }
+
+/// Regression (`/readyz` said 200 while every request failed for want of a counter block):
+/// readiness holds only while the generator can issue in the current shard.
+#[test]
+fn readiness_requires_a_counter_block_for_the_current_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::preset("temporal").unwrap();
+    let shard = layout.tick_of(NOW_MS).unwrap();
+    let boundary = layout.ms_of_tick(shard + 1);
+    // Far from the boundary: the start-up pass grants this shard's block only.
+    let clock = ManualClock::new(boundary - 600_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let state = open(dir.path(), &["--layout", "temporal"], &clock);
+        let router = app(state.clone());
+        assert_eq!(get(&router, "/readyz").await.status, 200);
+        one_id(&router).await;
+        // The next shard starts and no keeper pass has granted its block yet.
+        clock.set_ms(boundary + 1);
+        let r = get(&router, "/readyz").await;
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"]["code"], "no_counter_block");
+        // A keeper pass grants it: ready again.
+        state.keep_now().unwrap();
+        assert_eq!(get(&router, "/readyz").await.status, 200);
+        let id = one_id(&router).await;
+        assert_eq!(layout.decode(id).unwrap().field("shard"), Some(shard + 1));
+    });
+}
