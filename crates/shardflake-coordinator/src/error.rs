@@ -101,6 +101,16 @@ pub enum CoordError {
         /// The layout this coordinator was started with.
         configured: String,
     },
+    /// A block for a shard the layout's shard field cannot hold: its lifetime is over.
+    #[error("shard {shard} does not fit the layout's shard field (0..={shard_max}); the layout overflowed on {overflow_at}")]
+    ShardBeyondLayout {
+        /// The shard asked for.
+        shard: u64,
+        /// The largest shard the layout holds.
+        shard_max: u64,
+        /// When the layout overflowed.
+        overflow_at: String,
+    },
     /// A malformed request the HTTP layer did not catch.
     #[error("{0}")]
     BadRequest(String),
@@ -126,6 +136,7 @@ impl CoordError {
             CoordError::UnknownHost { .. } => codes::NOT_FOUND,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
+            | CoordError::ShardBeyondLayout { .. }
             | CoordError::BadRequest(_) => codes::BAD_REQUEST,
             CoordError::ShardTooFarAhead { .. } => codes::SHARD_TOO_FAR_AHEAD,
             CoordError::CounterSpaceExhausted { .. } => codes::COUNTER_SPACE_EXHAUSTED,
@@ -148,6 +159,7 @@ impl CoordError {
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
             | CoordError::NotTemporal { .. }
+            | CoordError::ShardBeyondLayout { .. }
             | CoordError::BadRequest(_) => 400,
             CoordError::Contended { .. } | CoordError::Store(_) => 503,
             CoordError::LayoutMismatch { .. } => 500,

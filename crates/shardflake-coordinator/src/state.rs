@@ -689,7 +689,9 @@ impl Coordinator {
                 let next_start = self.config.layout.ms_of_tick(usage.shard + 1);
                 let lead =
                     (self.config.layout.time_unit_ms() / 2).min(rec.ttl_ms.saturating_mul(3));
-                if now.saturating_add(lead) >= next_start {
+                // No block for a shard the layout cannot hold: the layout's life ends there.
+                let fits = usage.shard < self.config.layout.timestamp_field().max();
+                if fits && now.saturating_add(lead) >= next_start {
                     let forecast = self.forecast_next(&rec, now);
                     let size = self.block_size(forecast);
                     let shard = usage.shard + 1;
@@ -813,6 +815,14 @@ impl Coordinator {
             });
         }
         self.check_host(req.host_id)?;
+        let shard_max = self.config.layout.timestamp_field().max();
+        if req.shard > shard_max {
+            return Err(CoordError::ShardBeyondLayout {
+                shard: req.shard,
+                shard_max,
+                overflow_at: self.config.layout.overflow_time(),
+            });
+        }
         let current = self.config.layout.tick_of(self.time.wall_ms()).unwrap_or(0);
         if req.shard > current + SHARD_AHEAD_MAX {
             return Err(CoordError::ShardTooFarAhead {
@@ -1305,8 +1315,7 @@ pub mod conformance {
 
     /// Blocks for one (shard, host) pair only move upwards, across holders and restarts.
     pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
-        let layout =
-            Layout::temporal(5_000, shardflake::SHARDFLAKE_EPOCH_MS, Default::default()).unwrap();
+        let layout = Layout::from_spec("temporal:granularity=5s").unwrap();
         let (c, time) = coordinator(store.clone(), layout.clone()).await;
         let shard = layout.tick_of(T0).unwrap();
         let a = c.acquire(&req("a", 1_000)).await.unwrap();
@@ -1443,6 +1452,18 @@ pub mod conformance {
             .await
             .unwrap();
         assert_eq!(r2.next_block, Some(nb));
+        // A shard the layout cannot hold gets no block: its lifetime is over there.
+        let beyond = c2
+            .grant_block(&BlockRequest {
+                host_id: b.host_id,
+                token: b.token,
+                shard: layout.timestamp_field().max() + 1,
+                after_counter: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(beyond.code(), "bad_request");
+        assert!(beyond.to_string().contains(&layout.overflow_time()), "{beyond}");
         // Not a temporal coordinator: blocks are refused.
         let (plain, _) = coordinator(
             Arc::new(crate::store::MemStore::new()),
@@ -1599,12 +1620,8 @@ mod tests {
     #[tokio::test]
     async fn forecasts_follow_usage_and_history_records_predicted_against_actual() {
         let granularity = 10_000;
-        let layout = Layout::temporal(
-            granularity,
-            shardflake::SHARDFLAKE_EPOCH_MS,
-            Default::default(),
-        )
-        .unwrap();
+        let layout = Layout::from_spec("temporal:granularity=10s").unwrap();
+        assert_eq!(layout.time_unit_ms(), granularity);
         let (c, time) = with_time(Arc::new(MemStore::new()), layout.clone()).await;
         let a = c.acquire(&req("a", 2_000)).await.unwrap();
         let first = layout.tick_of(T0).unwrap();
