@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, property, doc, in-process HTTP, real-process and loom tests.
-# Installs the system packages the tests use when they are missing (Debian; needs root).
+# Runs the whole test suite: unit, property, doc, in-process HTTP, real-process and loom tests,
+# then the library, node and client test binaries again with the clock shifted one and ten
+# years ahead, to prove that no test (and no id) depends on today's date.
+# Installs the system packages the tests use when they are missing (Debian; needs root):
+# faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v pkill >/dev/null 2>&1 || missing+=(procps)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -14,6 +20,34 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked
+
+# The same test binaries (no rebuild: the JSON lists what the run above built), run with the
+# wall clock one and ten years ahead. Monotonic time stays real so timeouts keep their length.
+mapfile -t shifted < <(
+  cargo test --workspace --locked --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+crates = ("/crates/shardflake/Cargo.toml", "/crates/shardflake-node/Cargo.toml",
+          "/crates/shardflake-client/Cargo.toml")
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if (m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test")
+            and m.get("executable") and m.get("manifest_path", "").endswith(crates)):
+        print(m["executable"])
+'
+)
+if [ ${#shifted[@]} -lt 5 ]; then
+  echo "expected the library, node and client test binaries, found: ${shifted[*]}" >&2
+  exit 1
+fi
+for offset in +365d +3650d; do
+  echo "== test binaries with the clock shifted ${offset}"
+  for bin in "${shifted[@]}"; do
+    FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$offset" "$bin" -q
+  done
+done
 
 # The generator's compare-and-swap loop under every interleaving (loom), in its own target
 # directory because `--cfg loom` changes every crate's fingerprint.
