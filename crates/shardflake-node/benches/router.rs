@@ -38,7 +38,7 @@ fn router(c: &mut Criterion) {
         // Temporal layout: the id itself never waits for the clock, so the comparison is
         // about the HTTP stack, not the 4096-per-ms cap of the Snowflake layouts.
         let args = ServeArgs {
-            layout: "temporal".into(),
+            layout: Some("temporal".into()),
             state_dir: dir.path().into(),
             ..ServeArgs::default()
         };
