@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use shardflake::encode::Encoding;
-use shardflake::{Layout, LayoutError, NodeId, PRESETS};
+use shardflake::{Layout, LayoutError, PRESETS};
 
 /// How a 64-bit id is written (see `shardflake::encode` for alphabets and widths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,10 +104,6 @@ pub fn node_values(
     machine_id: Option<u64>,
     datacenter_id: Option<u64>,
 ) -> Result<Vec<(String, u64)>> {
-    let flag = |id| match id {
-        NodeId::Machine => "--machine-id",
-        NodeId::Datacenter => "--datacenter-id",
-    };
     layout
         .node_values_from_ids(machine_id, datacenter_id)
         .map_err(|e| match e {
@@ -120,13 +116,13 @@ pub fn node_values(
             } => anyhow!(
                 "{} {value} is out of range for layout `{}`: it sets field `{field}`, \
                  which holds 0..={max}",
-                flag(id),
+                id.flag(),
                 layout.name()
             ),
             LayoutError::NodeIdUnused { id, field, .. } => anyhow!(
                 "{} does not apply to layout `{}`: its only node field is `{field}`, set \
                  with --machine-id",
-                flag(id),
+                id.flag(),
                 layout.name()
             ),
             e => anyhow!("{e}"),

@@ -634,7 +634,11 @@ fn the_coordinator_layout_is_the_cluster_layout() {
     // A temporal node under a coordinator left on its default layout stops too.
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = Proc::start(coordinator_command(plain_dir.path(), &[], Some(TOKEN)));
-    let node = Proc::start(node_command_with(plain.addr, false, &["--layout", "temporal"]));
+    let node = Proc::start(node_command_with(
+        plain.addr,
+        false,
+        &["--layout", "temporal"],
+    ));
     let (status, log) = exits_on_its_own(node);
     assert!(!status.success(), "{log}");
     assert!(

@@ -622,6 +622,17 @@ fn fatal_for_lease(e: &ClientError) -> bool {
     )
 }
 
+/// `fut`'s output, or `None` if `stop` fires first.
+async fn unless_stopped<T>(
+    fut: impl std::future::Future<Output = T>,
+    stop: &mut oneshot::Receiver<()>,
+) -> Option<T> {
+    tokio::select! {
+        out = fut => Some(out),
+        _ = stop => None,
+    }
+}
+
 /// Aborts a task when dropped, so a lease's helper task never outlives the lease.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -639,32 +650,23 @@ impl Task {
             Duration::from_millis(ACQUIRE_RETRY_MS_MAX),
         );
         loop {
-            let resolved = tokio::select! {
-                r = self.resolve() => r,
-                _ = &mut stop => {
-                    self.tx.send_replace(MemberState::Stopped);
-                    return;
-                }
+            let Some(resolved) = unless_stopped(self.resolve(), &mut stop).await else {
+                return self.stopped();
             };
             let e = match resolved {
                 Ok(()) => {
                     retry.succeeded();
                     break;
                 }
-                Err(Resolve::Fatal(reason)) => {
-                    tracing::error!("{reason}");
-                    self.tx.send_replace(MemberState::Failed { reason });
-                    return;
-                }
+                Err(Resolve::Fatal(reason)) => return self.failed(reason),
                 Err(Resolve::Retry(e)) => e,
             };
             let wait = retry.failed(e.kind(), &e);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = &mut stop => {
-                    self.tx.send_replace(MemberState::Stopped);
-                    return;
-                }
+            if unless_stopped(tokio::time::sleep(wait), &mut stop)
+                .await
+                .is_none()
+            {
+                return self.stopped();
             }
         }
         let mut retry = Retry::new(
@@ -673,43 +675,39 @@ impl Task {
             Duration::from_millis(ACQUIRE_RETRY_MS_MAX),
         );
         loop {
-            let obtained = tokio::select! {
-                r = self.obtain() => r,
-                _ = &mut stop => {
-                    self.tx.send_replace(MemberState::Stopped);
-                    return;
-                }
+            let Some(obtained) = unless_stopped(self.obtain(), &mut stop).await else {
+                return self.stopped();
             };
-            match obtained {
+            let e = match obtained {
                 Ok((grant, sent)) => {
                     retry.succeeded();
                     match self.hold(grant, sent, &mut stop).await {
-                        Held::Lost => {}
+                        Held::Lost => continue,
                         Held::Shutdown => return,
-                        Held::Failed(reason) => {
-                            tracing::error!("{reason}");
-                            self.tx.send_replace(MemberState::Failed { reason });
-                            return;
-                        }
+                        Held::Failed(reason) => return self.failed(reason),
                     }
                 }
-                Err(e @ ClientError::StoreMismatch { .. }) => {
-                    let reason = e.to_string();
-                    self.tx.send_replace(MemberState::Failed { reason });
-                    return;
-                }
-                Err(e) => {
-                    let wait = retry.failed(e.kind(), &e);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = &mut stop => {
-                            self.tx.send_replace(MemberState::Stopped);
-                            return;
-                        }
-                    }
-                }
+                Err(e @ ClientError::StoreMismatch { .. }) => return self.failed(e.to_string()),
+                Err(e) => e,
+            };
+            let wait = retry.failed(e.kind(), &e);
+            if unless_stopped(tokio::time::sleep(wait), &mut stop)
+                .await
+                .is_none()
+            {
+                return self.stopped();
             }
         }
+    }
+
+    fn stopped(&self) {
+        self.tx.send_replace(MemberState::Stopped);
+    }
+
+    /// Stops for good on a configuration error.
+    fn failed(&self, reason: String) {
+        tracing::error!("{reason}");
+        self.tx.send_replace(MemberState::Failed { reason });
     }
 
     /// Learns the cluster's store, layout and limits from every reachable coordinator, and

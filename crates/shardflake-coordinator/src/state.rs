@@ -1463,7 +1463,10 @@ pub mod conformance {
             .await
             .unwrap_err();
         assert_eq!(beyond.code(), "bad_request");
-        assert!(beyond.to_string().contains(&layout.overflow_time()), "{beyond}");
+        assert!(
+            beyond.to_string().contains(&layout.overflow_time()),
+            "{beyond}"
+        );
         // Not a temporal coordinator: blocks are refused.
         let (plain, _) = coordinator(
             Arc::new(crate::store::MemStore::new()),

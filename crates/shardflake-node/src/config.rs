@@ -465,10 +465,6 @@ fn node_fields(
     machine_id: Option<u64>,
     datacenter_id: Option<u64>,
 ) -> Result<Vec<NodeField>, ConfigError> {
-    let var = |id| match id {
-        NodeId::Machine => "MACHINE_ID",
-        NodeId::Datacenter => "DATACENTER_ID",
-    };
     let values = layout
         .node_values_from_ids(machine_id, datacenter_id)
         .map_err(|e| match e {
@@ -479,7 +475,7 @@ fn node_fields(
                 layout,
                 field,
             } => ConfigError::NodeIdOutOfRange {
-                var: var(id),
+                var: id.env_var(),
                 value,
                 max,
                 layout,
@@ -491,7 +487,7 @@ fn node_fields(
                 layout,
                 field,
             } => ConfigError::NodeIdUnused {
-                var: var(id),
+                var: id.env_var(),
                 value,
                 layout,
                 field,
@@ -506,14 +502,14 @@ fn node_fields(
         .into_iter()
         .map(|(field, value)| {
             let is_machine = machine.as_deref() == Some(field.as_str());
-            let (var, given) = if is_machine {
-                ("MACHINE_ID", machine_id.is_some())
+            let (id, given) = if is_machine {
+                (NodeId::Machine, machine_id.is_some())
             } else {
-                ("DATACENTER_ID", datacenter_id.is_some())
+                (NodeId::Datacenter, datacenter_id.is_some())
             };
             NodeField {
                 field,
-                var,
+                var: id.env_var(),
                 value,
                 given,
             }

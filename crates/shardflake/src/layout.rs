@@ -43,6 +43,25 @@ pub enum NodeId {
     Datacenter,
 }
 
+impl NodeId {
+    /// The command-line flag that gives this id: `--machine-id` or `--datacenter-id`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            NodeId::Machine => "--machine-id",
+            NodeId::Datacenter => "--datacenter-id",
+        }
+    }
+
+    /// The environment variable `shardflake serve` reads this id from: `MACHINE_ID` or
+    /// `DATACENTER_ID` (the seed service's names).
+    pub fn env_var(self) -> &'static str {
+        match self {
+            NodeId::Machine => "MACHINE_ID",
+            NodeId::Datacenter => "DATACENTER_ID",
+        }
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
