@@ -8,10 +8,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shardflake_proto::coord::{
-    AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, CoordErrorBody, HostsResponse,
-    LeaseGrant, ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest,
-    ReservationResponse, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
+    AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, HostsResponse, LeaseGrant,
+    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
+    StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
 
 /// Default time limit of one request to one coordinator.
@@ -31,8 +32,8 @@ pub enum ClientError {
     Api {
         /// HTTP status.
         status: u16,
-        /// Stable code from [`shardflake_proto::coord::codes`].
-        code: String,
+        /// The stable code ([`ErrorCode::Unknown`] for one this version does not know).
+        code: ErrorCode,
         /// The coordinator's message.
         message: String,
     },
@@ -63,9 +64,9 @@ pub enum ClientError {
 
 impl ClientError {
     /// The API error code, if a coordinator answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Api { code, .. } => Some(code),
+            ClientError::Api { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -74,7 +75,7 @@ impl ClientError {
     /// `unavailable`, `store_mismatch` or `config`.
     pub fn kind(&self) -> &str {
         match self {
-            ClientError::Api { code, .. } => code,
+            ClientError::Api { code, .. } => code.as_str(),
             ClientError::Unavailable { .. } => "unavailable",
             ClientError::StoreMismatch { .. } => "store_mismatch",
             ClientError::Config(_) => "config",
@@ -430,7 +431,7 @@ impl CoordinatorClient {
 }
 
 fn api_error(status: u16, text: &str) -> ClientError {
-    match serde_json::from_str::<CoordErrorBody>(text) {
+    match serde_json::from_str::<ErrorBody>(text) {
         Ok(b) => ClientError::Api {
             status,
             code: b.error.code,
@@ -438,7 +439,7 @@ fn api_error(status: u16, text: &str) -> ClientError {
         },
         Err(_) => ClientError::Api {
             status,
-            code: "unknown".into(),
+            code: ErrorCode::Unknown,
             message: text.to_string(),
         },
     }

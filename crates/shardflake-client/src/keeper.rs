@@ -41,12 +41,14 @@ use shardflake::{
     Reserver, SnowflakeBuilder, SystemClock, TemporalBuilder, TemporalGenerator,
 };
 use shardflake_proto::coord::{
-    codes, AcquireRequest, BlockGrant, BlockRequest, LeaseGrant, ReleaseRequest, RenewRequest,
+    AcquireRequest, BlockGrant, BlockRequest, LeaseGrant, ReleaseRequest, RenewRequest,
     ReservationRequest, ShardUsage, StandbyWaitRequest,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use shardflake_proto::ErrorCode;
 
 use crate::client::{ClientError, CoordinatorClient};
 use crate::retry::Retry;
@@ -618,7 +620,7 @@ struct Task {
 fn fatal_for_lease(e: &ClientError) -> bool {
     matches!(
         e.code(),
-        Some(codes::STALE_TOKEN | codes::LEASE_EXPIRED | codes::NOT_FOUND)
+        Some(ErrorCode::StaleToken | ErrorCode::LeaseExpired | ErrorCode::NotFound)
     )
 }
 
@@ -805,7 +807,7 @@ impl Task {
                         tracing::info!(host_id, token = g.token, "standby took over host id");
                         return Ok((g, sent));
                     }
-                    Err(e) if e.code() == Some(codes::HOST_BUSY) => {
+                    Err(e) if e.code() == Some(ErrorCode::HostBusy) => {
                         // Another standby took it first: wait for the next failure.
                         tokio::time::sleep(busy.failed(e.kind(), &e)).await;
                     }
@@ -1148,7 +1150,11 @@ async fn supply_once(
             Err(e)
                 if matches!(
                     e.code(),
-                    Some(codes::COUNTER_SPACE_EXHAUSTED | codes::NOT_TEMPORAL | codes::BAD_REQUEST)
+                    Some(
+                    ErrorCode::CounterSpaceExhausted
+                        | ErrorCode::NotTemporal
+                        | ErrorCode::BadRequest
+                )
                 ) =>
             {
                 tracing::warn!(shard, error = %e, "counter block refused; not asking again for this request");

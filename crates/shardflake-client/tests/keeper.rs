@@ -156,7 +156,7 @@ async fn client_fails_over_between_coordinators_sharing_a_store() {
     match wrong.hosts().await {
         Err(ClientError::Api {
             status: 401, code, ..
-        }) => assert_eq!(code, "unauthorized"),
+        }) => assert_eq!(code.as_str(), "unauthorized"),
         other => panic!("expected 401, got {other:?}"),
     }
     let none = CoordinatorClient::new([dead], None).unwrap();

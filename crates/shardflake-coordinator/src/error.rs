@@ -1,6 +1,6 @@
 //! The coordinator's errors, each with its stable API code and HTTP status.
 
-use shardflake_proto::coord::codes;
+use shardflake_proto::{ApiError, ErrorCode};
 use thiserror::Error;
 
 use crate::store::StoreError;
@@ -126,43 +126,33 @@ pub enum CoordError {
 }
 
 impl CoordError {
-    /// The stable API error code.
-    pub fn code(&self) -> &'static str {
+    /// The stable API error code; its HTTP status comes with it ([`ErrorCode::http_status`]).
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CoordError::PoolExhausted { .. } => codes::POOL_EXHAUSTED,
-            CoordError::HostBusy { .. } => codes::HOST_BUSY,
-            CoordError::StaleToken { .. } => codes::STALE_TOKEN,
-            CoordError::LeaseExpired { .. } => codes::LEASE_EXPIRED,
-            CoordError::UnknownHost { .. } => codes::NOT_FOUND,
+            CoordError::PoolExhausted { .. } => ErrorCode::PoolExhausted,
+            CoordError::HostBusy { .. } => ErrorCode::HostBusy,
+            CoordError::StaleToken { .. } => ErrorCode::StaleToken,
+            CoordError::LeaseExpired { .. } => ErrorCode::LeaseExpired,
+            CoordError::UnknownHost { .. } => ErrorCode::NotFound,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
             | CoordError::ShardBeyondLayout { .. }
-            | CoordError::BadRequest(_) => codes::BAD_REQUEST,
-            CoordError::ShardTooFarAhead { .. } => codes::SHARD_TOO_FAR_AHEAD,
-            CoordError::CounterSpaceExhausted { .. } => codes::COUNTER_SPACE_EXHAUSTED,
-            CoordError::NotTemporal { .. } => codes::NOT_TEMPORAL,
-            CoordError::Contended { .. } | CoordError::Store(_) => codes::STORE_UNAVAILABLE,
-            CoordError::LayoutMismatch { .. } => codes::INTERNAL,
+            | CoordError::BadRequest(_) => ErrorCode::BadRequest,
+            CoordError::ShardTooFarAhead { .. } => ErrorCode::ShardTooFarAhead,
+            CoordError::CounterSpaceExhausted { .. } => ErrorCode::CounterSpaceExhausted,
+            CoordError::NotTemporal { .. } => ErrorCode::NotTemporal,
+            CoordError::Contended { .. } | CoordError::Store(_) => ErrorCode::StoreUnavailable,
+            CoordError::LayoutMismatch { .. } => ErrorCode::Internal,
         }
     }
+}
 
-    /// The HTTP status that goes with [`CoordError::code`].
-    pub fn status(&self) -> u16 {
-        match self {
-            CoordError::PoolExhausted { .. }
-            | CoordError::HostBusy { .. }
-            | CoordError::StaleToken { .. }
-            | CoordError::LeaseExpired { .. }
-            | CoordError::ShardTooFarAhead { .. }
-            | CoordError::CounterSpaceExhausted { .. } => 409,
-            CoordError::UnknownHost { .. } => 404,
-            CoordError::HostOutOfRange { .. }
-            | CoordError::TtlOutOfRange { .. }
-            | CoordError::NotTemporal { .. }
-            | CoordError::ShardBeyondLayout { .. }
-            | CoordError::BadRequest(_) => 400,
-            CoordError::Contended { .. } | CoordError::Store(_) => 503,
-            CoordError::LayoutMismatch { .. } => 500,
+impl From<CoordError> for ApiError {
+    fn from(e: CoordError) -> Self {
+        let code = e.code();
+        if code.http_status() >= 500 {
+            tracing::warn!(error = %e, "request failed");
         }
+        ApiError::new(code, e.to_string())
     }
 }

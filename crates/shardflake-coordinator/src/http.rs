@@ -14,11 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use shardflake_proto::coord::{
-    codes, AcquireRequest, BlockRequest, CoordErrorBody, CoordErrorDetail, ReleaseRequest,
-    RenewRequest, ReservationRequest, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
+    AcquireRequest, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
+    StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::{ApiError, ErrorCode};
 
-use crate::error::CoordError;
 use crate::state::Coordinator;
 
 /// Largest request body accepted, in bytes.
@@ -57,51 +57,6 @@ impl AppState {
     }
 }
 
-/// An error response: a status and `{"error": {"code", "message"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<CoordError> for ApiError {
-    fn from(e: CoordError) -> Self {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::warn!(error = %e, "request failed");
-        }
-        Self::new(status, e.code(), e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = CoordErrorBody {
-            error: CoordErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-            },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        resp
-    }
-}
-
 /// A JSON body whose rejections are [`ApiError`]s.
 struct ApiJson<T>(T);
 
@@ -117,20 +72,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
-    let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        codes::PAYLOAD_TOO_LARGE
+    let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ErrorCode::PayloadTooLarge
     } else {
-        codes::BAD_REQUEST
+        ErrorCode::BadRequest
     };
-    ApiError::new(status, code, r.body_text())
+    ApiError::new(code, r.body_text())
 }
 
 fn parse_host(raw: &str) -> Result<u32, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            codes::BAD_REQUEST,
+            ErrorCode::BadRequest,
             format!("host id `{raw}` is not a number in 0..=4294967295"),
         )
     })
@@ -158,8 +111,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
             } else {
                 "wrong cluster token"
             };
-            return ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
-                .into_response();
+            return ApiError::new(ErrorCode::Unauthorized, message).into_response();
         }
     }
     next.run(req).await
@@ -175,31 +127,21 @@ async fn store_id(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::STORE_UNAVAILABLE,
+    let resp = match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => ApiError::new(
+            ErrorCode::StoreUnavailable,
             format!("{REQUESTS_IN_FLIGHT_MAX} requests in flight; retry"),
         )
-        .into_response();
+        .into_response(),
     };
-    let resp = next.run(req).await;
-    if resp.status().is_client_error() || resp.status().is_server_error() {
-        // The code is not visible here without parsing the body; the status class suffices
-        // for alerting and the code is in the log and the response.
-        let key = match resp.status().as_u16() {
-            401 => codes::UNAUTHORIZED,
-            404 => codes::NOT_FOUND,
-            409 => "conflict",
-            503 => codes::STORE_UNAVAILABLE,
-            s if s >= 500 => codes::INTERNAL,
-            _ => codes::BAD_REQUEST,
-        };
+    // Every error response is an `ApiError`, which leaves its code in the extensions.
+    if let Some(code) = resp.extensions().get::<ErrorCode>() {
         *state
             .errors
             .lock()
             .expect("poisoned")
-            .entry(key)
+            .entry(code.as_str())
             .or_default() += 1;
     }
     resp
@@ -344,13 +286,12 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        codes::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
 }

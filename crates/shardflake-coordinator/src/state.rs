@@ -1187,7 +1187,7 @@ pub mod conformance {
             )
             .await
             .unwrap_err();
-        assert_eq!(ext.code(), "lease_expired");
+        assert_eq!(ext.code().as_str(), "lease_expired");
         // A standby takes over B's id, strictly above B's bound.
         let b2 = c
             .acquire(&AcquireRequest {
@@ -1288,7 +1288,7 @@ pub mod conformance {
             host_id: Some(a.host_id),
             ..req("standby", 1_000)
         };
-        assert_eq!(c.acquire(&take).await.unwrap_err().code(), "host_busy");
+        assert_eq!(c.acquire(&take).await.unwrap_err().code().as_str(), "host_busy");
         // Another holder's request id does not match; an empty or long one is refused.
         let other = AcquireRequest {
             request_id: Some("node-a-1".into()),
@@ -1303,7 +1303,7 @@ pub mod conformance {
                 })
                 .await
                 .unwrap_err();
-            assert_eq!(e.code(), "bad_request");
+            assert_eq!(e.code().as_str(), "bad_request");
         }
         // After a release, the same request id starts a new lease.
         c.release(a.host_id, &ReleaseRequest { token: a.token })
@@ -1363,7 +1363,7 @@ pub mod conformance {
             })
             .await
             .unwrap_err();
-        assert_eq!(stale.code(), "stale_token");
+        assert_eq!(stale.code().as_str(), "stale_token");
         let g = c
             .grant_block(&BlockRequest {
                 host_id: b.host_id,
@@ -1462,7 +1462,7 @@ pub mod conformance {
             })
             .await
             .unwrap_err();
-        assert_eq!(beyond.code(), "bad_request");
+        assert_eq!(beyond.code().as_str(), "bad_request");
         assert!(
             beyond.to_string().contains(&layout.overflow_time()),
             "{beyond}"
@@ -1482,7 +1482,7 @@ pub mod conformance {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "not_temporal");
+        assert_eq!(err.code().as_str(), "not_temporal");
     }
 }
 
@@ -1537,7 +1537,7 @@ mod tests {
         let busy = c2.acquire(&take).await.unwrap_err();
         assert!(matches!(busy, CoordError::HostBusy { token, .. } if token == a.token));
         time.advance_ms(999);
-        assert_eq!(c2.acquire(&take).await.unwrap_err().code(), "host_busy");
+        assert_eq!(c2.acquire(&take).await.unwrap_err().code().as_str(), "host_busy");
         time.advance_ms(1);
         let b = c2.acquire(&take).await.unwrap();
         assert!(b.token > a.token, "tokens increase across restarts");
@@ -1556,7 +1556,7 @@ mod tests {
             ..req("b", 1_000)
         };
         time.step_wall_forward_ms(10_000_000);
-        assert_eq!(c.acquire(&take).await.unwrap_err().code(), "host_busy");
+        assert_eq!(c.acquire(&take).await.unwrap_err().code().as_str(), "host_busy");
         time.step_wall_back_ms(20_000_000);
         time.advance_ms(1_000);
         assert!(c.acquire(&take).await.is_ok());
@@ -1617,7 +1617,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(e.code(), "not_temporal");
+        assert_eq!(e.code().as_str(), "not_temporal");
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use shardflake_proto::node::{
     self as wire, HealthResponse, BINARY_ID_BYTES, CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON,
     CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, IDS_COUNT_MAX,
 };
-use shardflake_proto::{ErrorBody, ErrorCode};
+use shardflake_proto::{ApiError, ErrorCode};
 
 use crate::config::NodeClockPolicy;
 use crate::state::{AppState, IdSource, Shared, EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
@@ -51,73 +51,31 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// An error answer: a stable code, a message, and for 503s a retry hint.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiError {
-    code: ErrorCode,
-    message: String,
-    retry_after_ms: Option<u64>,
-}
-
-impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after_ms: None,
+/// Maps a generator error to an answer, with the node's context where it changes the
+/// meaning.
+fn generate_error(shared: &Shared, e: GenerateError) -> ApiError {
+    if shared.shutting_down.load(Ordering::Acquire) && e == GenerateError::LeaseLost {
+        return ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
+            .retry_after_ms(Some(1_000));
+    }
+    if let (GenerateError::NoCounterBlock { shard }, Some(layout)) = (&e, shared.layout()) {
+        let (shard, floor) = (*shard, shared.shard_floor());
+        if shard < floor {
+            let now = shared.clock.now_ms();
+            let by = layout.ms_of_tick(floor).saturating_sub(now);
+            return ApiError::new(
+                ErrorCode::ClockBehind,
+                format!(
+                    "the clock is in shard {shard}, below shard {floor} that ids were \
+                     already issued in; shard {floor} starts in {by} ms"
+                ),
+            )
+            .retry_after_ms(Some(by));
         }
     }
-
-    fn retry_after_ms(mut self, ms: Option<u64>) -> Self {
-        self.retry_after_ms = ms;
-        self
-    }
-
-    /// Maps a generator error, with the node's context where it changes the meaning.
-    fn generate(shared: &Shared, e: GenerateError) -> Self {
-        if shared.shutting_down.load(Ordering::Acquire) && e == GenerateError::LeaseLost {
-            return ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
-                .retry_after_ms(Some(1_000));
-        }
-        if let (GenerateError::NoCounterBlock { shard }, Some(layout)) = (&e, shared.layout()) {
-            let (shard, floor) = (*shard, shared.shard_floor());
-            if shard < floor {
-                let now = shared.clock.now_ms();
-                let by = layout.ms_of_tick(floor).saturating_sub(now);
-                return ApiError::new(
-                    ErrorCode::ClockBehind,
-                    format!(
-                        "the clock is in shard {shard}, below shard {floor} that ids were \
-                         already issued in; shard {floor} starts in {by} ms"
-                    ),
-                )
-                .retry_after_ms(Some(by));
-            }
-        }
-        let code = ErrorCode::of_generate_error(&e);
-        let retry = e.retry_after_ms();
-        ApiError::new(code, e.to_string()).retry_after_ms(retry)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&ErrorBody::new(self.code, self.message))
-            .expect("error body serializes");
-        let mut r = bytes_response(CONTENT_TYPE_JSON, Bytes::from(body));
-        *r.status_mut() = status;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            if let Some(ms) = self.retry_after_ms {
-                r.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(ms)));
-            }
-        }
-        // The middleware counts errors by code.
-        r.extensions_mut().insert(self.code);
-        r
-    }
+    let code = ErrorCode::of_generate_error(&e);
+    let retry = e.retry_after_ms();
+    ApiError::new(code, e.to_string()).retry_after_ms(retry)
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
@@ -272,7 +230,7 @@ async fn generate(shared: &Arc<Shared>, mut sink: Sink, count: usize) -> Result<
                 )
                 .await;
             }
-            _ => return Err(ApiError::generate(shared, e)),
+            _ => return Err(generate_error(shared, e)),
         }
         let current = shared.source.load_full();
         if !Arc::ptr_eq(&current, &source) {

@@ -22,15 +22,18 @@
 //! and never fail over to a coordinator that answers with another: two stores hand out the
 //! same host ids, so mixing them repeats ids.
 //!
-//! Errors have the same shape as every shardflake error, `{"error": {"code": "...",
-//! "message": "..."}}`, with a code from [`codes`]; [`CoordErrorBody`] keeps the code as a
-//! string so that a client sees coordinator codes the node's [`crate::ErrorCode`] lacks.
+//! Errors have the same shape and the same registry as every shardflake error:
+//! `{"error": {"code": "...", "message": "..."}}` ([`crate::ErrorBody`]) with a code from
+//! [`crate::ErrorCode`] (`stale_token`, `lease_expired`, `host_busy`, `pool_exhausted`,
+//! `shard_too_far_ahead`, `counter_space_exhausted`, `not_temporal`, `unauthorized`,
+//! `store_unavailable`, ...).
 //!
 //! ```
-//! use shardflake_proto::coord::{CoordErrorBody, codes};
-//! let body: CoordErrorBody = serde_json::from_str(
+//! use shardflake_proto::{ErrorBody, ErrorCode};
+//! let body: ErrorBody = serde_json::from_str(
 //!     r#"{"error":{"code":"stale_token","message":"token 3 is not current"}}"#).unwrap();
-//! assert_eq!(body.error.code, codes::STALE_TOKEN);
+//! assert_eq!(body.error.code, ErrorCode::StaleToken);
+//! assert_eq!(body.error.code.http_status(), 409);
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -40,55 +43,6 @@ pub const CLUSTER_TOKEN_ENV: &str = "SHARDFLAKE_CLUSTER_TOKEN";
 
 /// The response header that carries the coordinator store's identity.
 pub const STORE_ID_HEADER: &str = "shardflake-store-id";
-
-/// Stable error codes of the coordinator API, with the HTTP status each comes with.
-pub mod codes {
-    /// 401: the `Authorization` header is missing or holds the wrong token.
-    pub const UNAUTHORIZED: &str = "unauthorized";
-    /// 400: a malformed body or a parameter out of range.
-    pub const BAD_REQUEST: &str = "bad_request";
-    /// 404: no such route, or no lease record for the host id.
-    pub const NOT_FOUND: &str = "not_found";
-    /// 405: the route exists but not with this method.
-    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
-    /// 413: the body is larger than the coordinator accepts.
-    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
-    /// 409: every host id of the pool is leased.
-    pub const POOL_EXHAUSTED: &str = "pool_exhausted";
-    /// 409: the requested host id is leased to someone else (or may still be).
-    pub const HOST_BUSY: &str = "host_busy";
-    /// 409: the caller's fencing token is not the host id's current token.
-    pub const STALE_TOKEN: &str = "stale_token";
-    /// 409: the lease has expired; the holder must acquire a new one.
-    pub const LEASE_EXPIRED: &str = "lease_expired";
-    /// 409: a counter block for a shard more than one shard ahead of the coordinator's clock;
-    /// retry once the coordinator's clock has caught up (the lease is not affected).
-    pub const SHARD_TOO_FAR_AHEAD: &str = "shard_too_far_ahead";
-    /// 409: the counter range of a (shard, host) pair is used up.
-    pub const COUNTER_SPACE_EXHAUSTED: &str = "counter_space_exhausted";
-    /// 400: counter blocks asked of a coordinator that does not run a temporal layout.
-    pub const NOT_TEMPORAL: &str = "not_temporal";
-    /// 503: the coordinator's store failed or is overloaded; retry, possibly elsewhere.
-    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
-    /// 500: a bug.
-    pub const INTERNAL: &str = "internal";
-}
-
-/// The JSON error body every failing coordinator endpoint returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoordErrorBody {
-    /// The error.
-    pub error: CoordErrorDetail,
-}
-
-/// A stable code and a human-readable message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoordErrorDetail {
-    /// One of [`codes`].
-    pub code: String,
-    /// What happened, with the numbers involved.
-    pub message: String,
-}
 
 /// What a host does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -10,146 +10,114 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use shardflake::GenerateError;
 
-/// A stable error code.
-///
-/// | code | status | meaning |
-/// |---|---|---|
-/// | `bad_request` | 400 | a malformed or unknown query parameter, a bad path segment |
-/// | `count_out_of_range` | 400 | `count` outside `1..=100000` |
-/// | `invalid_id` | 400 | `/inspect/{id}`: not a decimal `u64`, or not valid for the layout |
-/// | `not_found` | 404 | no such endpoint |
-/// | `method_not_allowed` | 405 | the endpoint exists, the method does not (see `Allow`) |
-/// | `not_acceptable` | 406 | no representation matches `Accept` |
-/// | `payload_too_large` | 413 | a request body over the service's limit (node: 1 KiB; its endpoints read none) |
-/// | `clock_behind` | 503 | the wall clock is behind the issued or reserved bound by more than the clock policy allows |
-/// | `epoch_in_future` | 503 | the wall clock reads a time before the layout's epoch |
-/// | `reservation_exhausted` | 503 | the durable reservation has not been extended yet (disk slow or failing) |
-/// | `lease_lost` | 503 | the node's lease (and reservation) was revoked; it issues nothing until it holds one again |
-/// | `counter_exhausted` | 503 | temporal layout: the current counter block is used up, or every counter value of the shard is |
-/// | `no_counter_block` | 503 | temporal layout: no counter block for the current shard has arrived yet |
-/// | `cluster_misconfigured` | 503 | cluster mode: the coordinators belong to different stores, or the node's layout is not the cluster's; the node stops (no `Retry-After`) |
-/// | `layout_expired` | 503 | the layout's timestamp field has overflowed: waiting does not help (no `Retry-After`) |
-/// | `request_timeout` | 503 | the request took longer than the node's request timeout |
-/// | `shutting_down` | 503 | the node is stopping |
-/// | `internal` | 500 | a bug; the message says what |
-///
-/// Every 503 except `layout_expired` and `cluster_misconfigured` carries `Retry-After` in whole
-/// seconds (at least 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// A malformed or unknown query parameter or path segment.
-    BadRequest,
-    /// `count` outside `1..=IDS_COUNT_MAX`.
-    CountOutOfRange,
-    /// The id to inspect is not a decimal `u64` or not valid for the layout.
-    InvalidId,
-    /// No such endpoint.
-    NotFound,
-    /// The endpoint does not support the method.
-    MethodNotAllowed,
-    /// No representation matches the `Accept` header.
-    NotAcceptable,
-    /// The request body is larger than the service accepts.
-    PayloadTooLarge,
-    /// The wall clock is behind the bound by more than the clock policy allows.
-    ClockBehind,
-    /// The wall clock reads a time before the layout's epoch.
-    EpochInFuture,
-    /// The reservation has not been extended in time.
-    ReservationExhausted,
-    /// The lease behind the reservation is gone.
-    LeaseLost,
-    /// The temporal counter block is used up.
-    CounterExhausted,
-    /// No temporal counter block for the current shard has arrived yet.
-    NoCounterBlock,
-    /// Cluster mode: coordinators of different stores, or a layout other than the cluster's.
-    ClusterMisconfigured,
-    /// The layout's timestamp field overflowed.
-    LayoutExpired,
-    /// The request took longer than the request timeout.
-    RequestTimeout,
-    /// The service is shutting down.
-    ShuttingDown,
-    /// An internal error (a bug).
-    Internal,
-    /// A code this version does not know (only produced when parsing).
-    #[serde(other)]
-    Unknown,
+/// Defines [`ErrorCode`] from one table: variant, wire code, HTTP status, meaning. Every
+/// property of a code is read from this table, so adding a code is one line.
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $code:literal, $status:literal; )+) => {
+        /// A stable error code of the node and the coordinator: one registry for both.
+        ///
+        /// | code | status | meaning |
+        /// |---|---|---|
+        $(
+            #[doc = concat!("| `", $code, "` | ", stringify!($status), " | ", $($doc,)+ " |")]
+        )+
+        ///
+        /// Every 503 except `layout_expired` and `cluster_misconfigured` carries `Retry-After`
+        /// in whole seconds (at least 1).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $(
+                $(#[doc = $doc])+
+                #[serde(rename = $code)]
+                $variant,
+            )+
+            /// A code this version does not know (only produced when parsing).
+            #[serde(other, rename = "unknown")]
+            Unknown,
+        }
+
+        impl ErrorCode {
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)+
+                    ErrorCode::Unknown => "unknown",
+                }
+            }
+
+            /// Every code a server may send, in the order of the table above.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The HTTP status that goes with the code.
+            pub fn http_status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)+
+                    ErrorCode::Unknown => 500,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A malformed or unknown query parameter, path segment or body.
+    BadRequest = "bad_request", 400;
+    /// Node: `count` outside `1..=100000`.
+    CountOutOfRange = "count_out_of_range", 400;
+    /// Node: `/inspect/{id}`: not a decimal `u64`, or not valid for the layout.
+    InvalidId = "invalid_id", 400;
+    /// Coordinator: counter blocks asked of a coordinator whose layout is not temporal.
+    NotTemporal = "not_temporal", 400;
+    /// Coordinator: the `Authorization` header is missing or holds the wrong token.
+    Unauthorized = "unauthorized", 401;
+    /// No such endpoint (coordinator: also no lease record for the host id).
+    NotFound = "not_found", 404;
+    /// The endpoint exists, the method does not.
+    MethodNotAllowed = "method_not_allowed", 405;
+    /// Node: no representation matches the `Accept` header.
+    NotAcceptable = "not_acceptable", 406;
+    /// Coordinator: every host id of the pool is leased.
+    PoolExhausted = "pool_exhausted", 409;
+    /// Coordinator: the host id asked for is leased to someone else (or may still be).
+    HostBusy = "host_busy", 409;
+    /// Coordinator: the caller's fencing token is not the host id's current token.
+    StaleToken = "stale_token", 409;
+    /// Coordinator: the lease has expired; the holder must acquire a new one.
+    LeaseExpired = "lease_expired", 409;
+    /// Coordinator: a block for a shard more than one shard ahead of its clock; retry later.
+    ShardTooFarAhead = "shard_too_far_ahead", 409;
+    /// Coordinator: the counter range of a (shard, host) pair is used up.
+    CounterSpaceExhausted = "counter_space_exhausted", 409;
+    /// A request body over the service's limit (node: 1 KiB; its endpoints read none).
+    PayloadTooLarge = "payload_too_large", 413;
+    /// Node: the wall clock is behind the issued or reserved bound by more than the clock policy allows.
+    ClockBehind = "clock_behind", 503;
+    /// Node: the wall clock reads a time before the layout's epoch.
+    EpochInFuture = "epoch_in_future", 503;
+    /// Node: the durable reservation has not been extended yet (disk slow or failing).
+    ReservationExhausted = "reservation_exhausted", 503;
+    /// Node: no valid lease (acquiring, standby, lost); it issues nothing until it holds one.
+    LeaseLost = "lease_lost", 503;
+    /// Node, temporal layout: the current counter block, or the shard's whole counter range, is used up.
+    CounterExhausted = "counter_exhausted", 503;
+    /// Node, temporal layout: no counter block for the current shard has arrived yet.
+    NoCounterBlock = "no_counter_block", 503;
+    /// Node, cluster mode: coordinators of different stores, or a layout other than the cluster's; the node stops.
+    ClusterMisconfigured = "cluster_misconfigured", 503;
+    /// The layout's timestamp field has overflowed: waiting does not help.
+    LayoutExpired = "layout_expired", 503;
+    /// Node: the request took longer than the request timeout.
+    RequestTimeout = "request_timeout", 503;
+    /// Node: the service is stopping.
+    ShuttingDown = "shutting_down", 503;
+    /// Coordinator: the store failed or is overloaded; retry, possibly elsewhere.
+    StoreUnavailable = "store_unavailable", 503;
+    /// A bug; the message says what.
+    Internal = "internal", 500;
 }
 
 impl ErrorCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::CountOutOfRange => "count_out_of_range",
-            ErrorCode::InvalidId => "invalid_id",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::NotAcceptable => "not_acceptable",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::ClockBehind => "clock_behind",
-            ErrorCode::EpochInFuture => "epoch_in_future",
-            ErrorCode::ReservationExhausted => "reservation_exhausted",
-            ErrorCode::LeaseLost => "lease_lost",
-            ErrorCode::CounterExhausted => "counter_exhausted",
-            ErrorCode::NoCounterBlock => "no_counter_block",
-            ErrorCode::ClusterMisconfigured => "cluster_misconfigured",
-            ErrorCode::LayoutExpired => "layout_expired",
-            ErrorCode::RequestTimeout => "request_timeout",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-
-    /// Every code a server may send, in the order of the table above.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::BadRequest,
-        ErrorCode::CountOutOfRange,
-        ErrorCode::InvalidId,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::NotAcceptable,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::ClockBehind,
-        ErrorCode::EpochInFuture,
-        ErrorCode::ReservationExhausted,
-        ErrorCode::LeaseLost,
-        ErrorCode::CounterExhausted,
-        ErrorCode::NoCounterBlock,
-        ErrorCode::ClusterMisconfigured,
-        ErrorCode::LayoutExpired,
-        ErrorCode::RequestTimeout,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Internal,
-    ];
-
-    /// The HTTP status that goes with the code.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::BadRequest | ErrorCode::CountOutOfRange | ErrorCode::InvalidId => 400,
-            ErrorCode::NotFound => 404,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::NotAcceptable => 406,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::ClockBehind
-            | ErrorCode::EpochInFuture
-            | ErrorCode::ReservationExhausted
-            | ErrorCode::LeaseLost
-            | ErrorCode::CounterExhausted
-            | ErrorCode::NoCounterBlock
-            | ErrorCode::ClusterMisconfigured
-            | ErrorCode::LayoutExpired
-            | ErrorCode::RequestTimeout
-            | ErrorCode::ShuttingDown => 503,
-            ErrorCode::Internal | ErrorCode::Unknown => 500,
-        }
-    }
-
     /// True when the same request may succeed later, on this node or another one.
     pub fn is_retryable(self) -> bool {
         self.http_status() == 503

@@ -3,7 +3,8 @@
 //! * [`node`]: what a generator node (`shardflake serve`) answers.
 //! * [`coord`]: the coordinator's API (leases, reservations, counter blocks, standbys).
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
-//!   [`ErrorCode`]s every service uses.
+//!   [`ErrorCode`]s every service uses: one registry for the node and the coordinator.
+//! * `ApiError` (feature `axum`): the one error response of every service.
 //!
 //! Clients and servers share these types, so a format changes in one place.
 //!
@@ -23,5 +24,9 @@
 pub mod coord;
 pub mod error;
 pub mod node;
+#[cfg(feature = "axum")]
+mod response;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+#[cfg(feature = "axum")]
+pub use response::{ApiError, RETRY_AFTER_MS_DEFAULT};
