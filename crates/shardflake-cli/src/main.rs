@@ -2,13 +2,14 @@
 //!
 //! This binary only parses arguments and calls into libraries: each subcommand is one variant
 //! of [`Command`] and one match arm in [`main`]. The subcommands that need no service live in
-//! their own modules here (`generate`, `inspect`, `verify`, `bench`).
+//! their own modules here (`generate`, `inspect`, `verify`); `bench` runs the harness of
+//! `shardflake-bench` on our generators only (the table next to peer crates is
+//! `cargo run --release -p shardflake-bench`, so this binary links none of them).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod generate;
 mod inspect;
 mod kind;
@@ -31,8 +32,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Count ids, exact duplicates and order violations in a stream of ids.
     Verify(verify::VerifyArgs),
-    /// Measure generator throughput next to peer crates, in-process.
-    Bench(bench::BenchArgs),
+    /// Measure the throughput of our generators, in-process.
+    Bench(shardflake_bench::BenchArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(shardflake_node::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
@@ -45,7 +46,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => {
+            shardflake_bench::run(&args, Vec::new()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Serve(args) => shardflake_node::serve(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
