@@ -23,6 +23,7 @@ mod error;
 mod fast;
 mod layout;
 mod reservation;
+mod sizing;
 mod snowflake;
 mod sync;
 mod temporal;
@@ -39,8 +40,10 @@ pub use layout::{
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
 pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
+pub use sizing::{BlockSizing, BlockUse, FORECAST_HEADROOM};
 pub use temporal::{
     BlockError, CounterBlock, CounterSupplier, TemporalBuilder, TemporalGenerator, TemporalUsage,
+    REFILL_FRACTION_DEFAULT,
 };
 pub use ulid::{Ulid, UlidGenerator};
 pub use uuid7::{Uuid7, Uuid7Generator};

@@ -22,6 +22,10 @@ use crate::layout::{mask, Layout};
 use crate::snowflake::IdRange;
 use crate::sync::{AtomicU64, Ordering};
 
+/// The fraction of a block left when a generator asks for the next one, unless its builder
+/// sets another ([`TemporalBuilder::refill_fraction`]).
+pub const REFILL_FRACTION_DEFAULT: f64 = 0.25;
+
 /// A range of counter values granted to one host for one shard: `start..end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterBlock {
@@ -123,7 +127,7 @@ impl TemporalBuilder<SystemClock> {
             clock: SystemClock,
             host: 0,
             supplier: None,
-            refill_fraction: 0.25,
+            refill_fraction: REFILL_FRACTION_DEFAULT,
         }
     }
 }
@@ -151,7 +155,7 @@ impl<C: Clock> TemporalBuilder<C> {
         self
     }
     /// Asks the supplier for the next block once this fraction of the current block is left
-    /// (0.25 by default).
+    /// ([`REFILL_FRACTION_DEFAULT`] by default).
     pub fn refill_fraction(mut self, fraction: f64) -> Self {
         self.refill_fraction = fraction.clamp(0.0, 1.0);
         self
