@@ -2,8 +2,7 @@
 //! middleware (latency histogram, request timeout).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::observe::ObserveLayer;
 use axum::body::Body;
@@ -14,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
-use shardflake::{GenerateError, IdRange};
 use shardflake_proto::error::retry_after_secs;
 use shardflake_proto::node::{
     self as wire, HealthResponse, BINARY_ID_BYTES, CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON,
@@ -22,8 +20,8 @@ use shardflake_proto::node::{
 };
 use shardflake_proto::{ApiError, ErrorCode};
 
-use crate::config::NodeClockPolicy;
-use crate::state::{AppState, IdSource, Shared, EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
+use crate::issue::{issue, Sink};
+use crate::state::AppState;
 
 /// A request that takes longer than this answers 503 `request_timeout`.
 pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
@@ -49,33 +47,6 @@ pub fn app(state: AppState) -> Router {
             timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
         })
         .with_state(state)
-}
-
-/// Maps a generator error to an answer, with the node's context where it changes the
-/// meaning.
-fn generate_error(shared: &Shared, e: GenerateError) -> ApiError {
-    if shared.shutting_down.load(Ordering::Acquire) && e == GenerateError::LeaseLost {
-        return ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
-            .retry_after_ms(Some(1_000));
-    }
-    if let (GenerateError::NoCounterBlock { shard }, Some(layout)) = (&e, shared.layout()) {
-        let (shard, floor) = (*shard, shared.shard_floor());
-        if shard < floor {
-            let now = shared.clock.now_ms();
-            let by = layout.ms_of_tick(floor).saturating_sub(now);
-            return ApiError::new(
-                ErrorCode::ClockBehind,
-                format!(
-                    "the clock is in shard {shard}, below shard {floor} that ids were \
-                     already issued in; shard {floor} starts in {by} ms"
-                ),
-            )
-            .retry_after_ms(Some(by));
-        }
-    }
-    let code = ErrorCode::of_generate_error(&e);
-    let retry = e.retry_after_ms();
-    ApiError::new(code, e.to_string()).retry_after_ms(retry)
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
@@ -112,159 +83,22 @@ pub(crate) fn payload_too_large_response() -> Response {
     .into_response()
 }
 
-/// Where generated ids go.
-enum Sink {
-    Ids(Vec<u64>),
-    Binary(BytesMut),
-}
-
-impl Sink {
-    fn len(&self) -> usize {
-        match self {
-            Sink::Ids(v) => v.len(),
-            Sink::Binary(b) => b.len() / BINARY_ID_BYTES,
-        }
-    }
-
-    fn clear(&mut self) {
-        match self {
-            Sink::Ids(v) => v.clear(),
-            Sink::Binary(b) => b.clear(),
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, range: IdRange) {
-        match self {
-            Sink::Ids(v) => v.extend(range),
-            Sink::Binary(b) => {
-                let start = b.len();
-                b.resize(start + range.len as usize * BINARY_ID_BYTES, 0);
-                for (chunk, id) in b[start..].chunks_exact_mut(BINARY_ID_BYTES).zip(range) {
-                    chunk.copy_from_slice(&id.to_be_bytes());
-                }
-            }
-        }
-    }
-}
-
-/// Takes ids until `sink` holds `count`, keeping what it got if the generator fails.
-fn fill(source: &IdSource, sink: &mut Sink, count: usize) -> Result<(), GenerateError> {
-    while sink.len() < count {
-        let range = source.next_range((count - sink.len()) as u64)?;
-        sink.push(range);
-    }
-    Ok(())
-}
-
-/// What a request does after a generator error.
-enum Retry {
-    /// Wait this long for a clock that stepped back (clock policy wait).
-    Clock(u64),
-    /// Wait for the keeper to extend the reservation or install a block.
-    Extension,
-}
-
-fn retry_plan(shared: &Shared, e: &GenerateError) -> Option<Retry> {
-    match e {
-        GenerateError::ClockMovedBackwards { by_ms } => match shared.config.clock_policy {
-            NodeClockPolicy::Wait { max_wait_ms } if *by_ms <= max_wait_ms => {
-                Some(Retry::Clock(*by_ms))
-            }
-            _ => None,
-        },
-        GenerateError::ReservationExhausted { .. } | GenerateError::CounterExhausted { .. } => {
-            Some(Retry::Extension)
-        }
-        GenerateError::NoCounterBlock { shard } if *shard >= shared.shard_floor() => {
-            Some(Retry::Extension)
-        }
-        _ => None,
-    }
-}
-
-/// Generates `count` ids into `sink`, waiting asynchronously (never parking a runtime
-/// thread) for a stepped-back clock within the policy, and for reservation extensions and
-/// counter blocks up to [`EXTENSION_WAIT_MS_MAX`]. Requests that may wait more than one
-/// 1 ms tick inside the generator run on the blocking pool.
-async fn generate(shared: &Arc<Shared>, mut sink: Sink, count: usize) -> Result<Sink, ApiError> {
-    let started = Instant::now();
-    let inline = count as u64 <= shared.inline_count_max.load(Ordering::Relaxed);
-    // A response comes from one generator: a batch that waited while the generator was
-    // swapped (a new lease, with another host id) must not continue with the new one, or its
-    // ids would no longer increase within the response.
-    let mut source = shared.source.load_full();
-    loop {
-        let result = if inline {
-            fill(&source, &mut sink, count)
-        } else {
-            let source = source.clone();
-            let (s, r) = tokio::task::spawn_blocking(move || {
-                let r = fill(&source, &mut sink, count);
-                (sink, r)
-            })
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("generator task: {e}")))?;
-            sink = s;
-            r
-        };
-        let e = match result {
-            Ok(()) => return Ok(sink),
-            Err(e) => e,
-        };
-        let waited_ms = started.elapsed().as_millis() as u64;
-        match retry_plan(shared, &e) {
-            Some(Retry::Clock(by_ms)) if waited_ms + by_ms <= clock_wait_budget_ms(shared) => {
-                shared.metrics.clock_waits.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(by_ms.max(1))).await;
-            }
-            Some(Retry::Extension) if waited_ms < EXTENSION_WAIT_MS_MAX => {
-                shared
-                    .metrics
-                    .extension_waits
-                    .fetch_add(1, Ordering::Relaxed);
-                // A wake-up that fired before this waiter registered costs one poll interval.
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(EXTENSION_POLL_MS),
-                    shared.extended.notified(),
-                )
-                .await;
-            }
-            _ => return Err(generate_error(shared, e)),
-        }
-        let current = shared.source.load_full();
-        if !Arc::ptr_eq(&current, &source) {
-            // The old generator's ids are unique but from another lease: drop them and
-            // start the batch over on the new one.
-            sink.clear();
-            source = current;
-        }
-    }
-}
-
-fn clock_wait_budget_ms(shared: &Shared) -> u64 {
-    match shared.config.clock_policy {
-        NodeClockPolicy::Wait { max_wait_ms } => max_wait_ms + EXTENSION_WAIT_MS_MAX,
-        _ => 0,
-    }
-}
-
 async fn get_id(State(state): State<AppState>) -> Response {
     let shared = &state.shared;
     if shared.inline_count_max.load(Ordering::Relaxed) >= 1 {
         // The hot path: one load of the generator handle, one compare-and-swap.
-        if let Ok(id) = shared.source.load().next_id() {
+        if let Some(Ok(id)) = shared.source.load().as_ref().map(|s| s.next_id()) {
             shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
             return id_response(id);
         }
     }
-    match generate(shared, Sink::Ids(Vec::with_capacity(1)), 1).await {
+    match issue(shared, Sink::Ids(Vec::with_capacity(1)), 1).await {
         Ok(Sink::Ids(ids)) => {
             shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
             id_response(ids[0])
         }
         Ok(Sink::Binary(_)) => unreachable!("asked for a Vec sink"),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -376,7 +210,7 @@ async fn get_ids(
         Repr::Binary => Sink::Binary(BytesMut::with_capacity(count * BINARY_ID_BYTES)),
         Repr::Json | Repr::Text => Sink::Ids(Vec::with_capacity(count)),
     };
-    let sink = generate(shared, sink, count).await?;
+    let sink = issue(shared, sink, count).await.map_err(ApiError::from)?;
     shared
         .metrics
         .ids_ids
@@ -526,10 +360,14 @@ mod tests {
     /// generator.
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_never_mixes_two_generators() {
+        use std::sync::Arc;
+
         use shardflake::{Layout, ManualClock, Reservation, SnowflakeGenerator};
 
         use crate::config::{NodeConfig, ServeArgs};
-        use crate::state::{AppState, IdSource, RESERVE_WINDOW_MS};
+        use crate::source::{Generator, IdSource};
+        use crate::standalone::RESERVE_WINDOW_MS;
+        use crate::state::AppState;
 
         const NOW_MS: u64 = 1_790_000_000_000;
         let dir = tempfile::tempdir().unwrap();
@@ -549,7 +387,7 @@ mod tests {
         clock.set_ms(NOW_MS + RESERVE_WINDOW_MS - 1);
         let shared = state.shared.clone();
         let request =
-            tokio::spawn(async move { generate(&shared, Sink::Ids(Vec::new()), 10_000).await });
+            tokio::spawn(async move { issue(&shared, Sink::Ids(Vec::new()), 10_000).await });
         tokio::task::yield_now().await;
         assert!(
             !request.is_finished(),
@@ -561,7 +399,7 @@ mod tests {
         let other = SnowflakeGenerator::builder(Layout::preset("twitter").unwrap())
             .node("datacenter", 0)
             .node("worker", 9)
-            .clock(Arc::new(clock.clone()) as crate::state::DynClock)
+            .clock(Arc::new(clock.clone()) as crate::source::DynClock)
             .policy(shardflake::ClockPolicy::Fail)
             .reservation(reservation)
             .build()
@@ -569,7 +407,9 @@ mod tests {
         state
             .shared
             .source
-            .store(Arc::new(IdSource::Snowflake(other)));
+            .store(Some(Arc::new(IdSource::standalone(Generator::Snowflake(
+                other,
+            )))));
         state.shared.extended.notify_waiters();
         let Ok(Sink::Ids(ids)) = request.await.unwrap() else {
             panic!("the batch failed");

@@ -84,11 +84,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cluster;
 mod config;
 mod http;
+mod issue;
 mod metrics;
 mod observe;
+mod readiness;
 mod server;
+mod source;
+mod standalone;
 mod state;
 mod state_file;
 
@@ -100,11 +105,12 @@ pub use config::{
     STATE_DIR_DEFAULT,
 };
 pub use http::{app, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
+pub use issue::{EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
 pub use server::{init_logging, run, serve, RunError, ServeError, SHUTDOWN_DRAIN_MS};
-pub use state::{
-    AppState, DynClock, StartError, EXTEND_BELOW_HEADROOM_MS, EXTENSION_POLL_MS,
-    EXTENSION_WAIT_MS_MAX, KEEPER_INTERVAL_MS, KEEPER_RETRY_MS_MAX, RESERVE_WINDOW_MS,
-    SHUTDOWN_FENCE_WAIT_MS, TEMPORAL_BLOCK_MAX, TEMPORAL_BLOCK_MIN, TEMPORAL_BLOCK_TARGET_MS,
-    TEMPORAL_PREFETCH_MS,
+pub use source::DynClock;
+pub use standalone::{
+    EXTEND_BELOW_HEADROOM_MS, KEEPER_INTERVAL_MS, KEEPER_RETRY_MS_MAX, RESERVE_WINDOW_MS,
+    TEMPORAL_BLOCK_MAX, TEMPORAL_BLOCK_MIN, TEMPORAL_BLOCK_TARGET_MS, TEMPORAL_PREFETCH_MS,
 };
+pub use state::{AppState, StartError, SHUTDOWN_FENCE_WAIT_MS};
 pub use state_file::{Reserved, StateError, StateFile, StateIdentity, TemporalState};

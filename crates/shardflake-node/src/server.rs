@@ -220,10 +220,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves with the reason once the lease keeper has stopped for a configuration error.
+/// Resolves with the reason once the lease keeper has stopped for a configuration error
+/// (never in standalone mode).
 async fn cluster_failure(shared: &Shared) -> String {
+    let Some(cluster) = shared.cluster() else {
+        return std::future::pending().await;
+    };
     loop {
-        let notified = shared.failed_notify.notified();
+        let notified = cluster.failed_notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(reason) = shared.failure() {

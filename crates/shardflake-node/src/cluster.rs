@@ -1,0 +1,183 @@
+//! The cluster backing: a lease keeper leases the node id from the coordinators, which
+//! persist every reservation and counter block; every lease gets its own generator.
+
+use std::sync::{Arc, Mutex};
+
+use shardflake::{format_rfc3339_ms, LayoutError, TemporalGenerator};
+use shardflake_client::{ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState};
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::source::{DynClock, Generator, IdSource};
+use crate::standalone::TEMPORAL_PREFETCH_MS;
+use crate::state::{generator_policy, Shared, StartError};
+
+/// A cluster node's backing: the lease keeper and what it reported.
+pub(crate) struct Cluster {
+    /// The lease keeper (taken at shutdown).
+    keeper: Mutex<Option<LeaseKeeper>>,
+    pub(crate) state: watch::Receiver<MemberState>,
+    /// A configuration error that stops the node (coordinators of different stores, a
+    /// layout other than the cluster's).
+    failed: Mutex<Option<String>>,
+    /// Notified when `failed` is set.
+    pub(crate) failed_notify: Notify,
+}
+
+/// Starts the lease keeper. Needs a tokio runtime. The caller connects it to the node with
+/// [`connect`] once the shared state exists.
+pub(crate) fn open(
+    config: &NodeConfig,
+    clock: &DynClock,
+) -> Result<(Cluster, LeaseKeeper), StartError> {
+    let cluster = config
+        .cluster
+        .as_ref()
+        .expect("cluster mode needs a cluster configuration");
+    let client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
+        .map_err(|e| StartError::Cluster(e.to_string()))?;
+    let keeper = LeaseKeeper::start(Arc::new(client), keeper_config(config, cluster, clock));
+    info!(
+        coordinators = %cluster.urls.join(","),
+        standby = cluster.standby,
+        lease_ttl_ms = cluster.lease_ttl_ms,
+        layout = %config.layout_label(),
+        "cluster mode: leasing the node id from the coordinator"
+    );
+    let backing = Cluster {
+        keeper: Mutex::new(None),
+        state: keeper.subscribe(),
+        failed: Mutex::new(None),
+        failed_notify: Notify::new(),
+    };
+    Ok((backing, keeper))
+}
+
+/// Swaps a generator in for every lease `keeper` holds, and fences the node without one.
+pub(crate) fn connect(shared: &Arc<Shared>, keeper: LeaseKeeper) {
+    let watcher = shared.clone();
+    keeper.watch(move |state| on_member_state(&watcher, state));
+    if let Some(c) = shared.cluster() {
+        *c.keeper.lock().expect("keeper mutex") = Some(keeper);
+    }
+}
+
+impl Cluster {
+    /// The configuration error that stops the node, if one happened.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("failed mutex").clone()
+    }
+
+    /// Stops issuing (revokes the lease's reservation), then gives the node id back.
+    pub(crate) async fn release(&self) {
+        let keeper = self.keeper.lock().expect("keeper mutex").take();
+        if let Some(k) = keeper {
+            k.shutdown().await;
+        }
+    }
+}
+
+fn keeper_config(config: &NodeConfig, cluster: &ClusterConfig, clock: &DynClock) -> KeeperConfig {
+    let name = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into()),
+        config.listen.port()
+    );
+    let mut k = KeeperConfig::new(name, cluster.lease_ttl_ms);
+    k.standby = cluster.standby;
+    k.clock = clock.clone();
+    k.layout = config.layout.clone();
+    k
+}
+
+/// Swaps in a generator for every new lease and fences the node when it has none.
+fn on_member_state(shared: &Shared, state: &MemberState) {
+    if shared.is_shutting_down() {
+        return;
+    }
+    let Some(cluster) = shared.cluster() else {
+        return;
+    };
+    if let MemberState::Failed { reason } = state {
+        error!("cluster: stopping: {reason}");
+        *cluster.failed.lock().expect("failed mutex") = Some(reason.clone());
+        cluster.failed_notify.notify_waiters();
+        shared.source.store(None);
+        return;
+    }
+    let source = match state {
+        MemberState::Active(lease) => match leased_source(shared, lease) {
+            Ok(s) => {
+                info!(
+                    node_id = lease.host_id,
+                    token = lease.token,
+                    start_above = %format_rfc3339_ms(lease.start_above_ms),
+                    "cluster: holding a lease; issuing"
+                );
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                error!(
+                    "cluster: cannot build a generator for node id {}: {e}",
+                    lease.host_id
+                );
+                None
+            }
+        },
+        other => {
+            if let Some(reason) = other.not_ready_reason() {
+                warn!("cluster: not issuing: {reason}");
+            }
+            None
+        }
+    };
+    shared.source.store(source);
+    shared.extended.notify_waiters();
+}
+
+fn leased_source(shared: &Shared, lease: &Arc<ActiveLease>) -> Result<IdSource, LayoutError> {
+    // The keeper checked the grant's layout against the configured one (if any); the first
+    // lease tells a node started without one which layout it serves.
+    shared.learn_layout(&lease.layout);
+    let generator = if lease.layout.is_temporal() {
+        let g = Arc::new(lease.temporal().clock(shared.clock.clone()).build()?);
+        lease.attach_temporal(g.clone());
+        Generator::Temporal(g)
+    } else {
+        Generator::Snowflake(
+            lease
+                .snowflake()?
+                .clock(shared.clock.clone())
+                .policy(generator_policy(shared.config.clock_policy))
+                .build()?,
+        )
+    };
+    Ok(IdSource::leased(generator, lease.clone()))
+}
+
+/// Temporal layout: asks the coordinator (through the lease keeper) for a block for the
+/// current shard when the generator has none, and for the next shard [`TEMPORAL_PREFETCH_MS`]
+/// before it starts, so an idle node stays ready across shard boundaries instead of waiting
+/// for the first request to ask. Repeated asks for a block already granted get the same
+/// block back.
+pub(crate) fn prefetch_blocks(now_ms: u64, g: &TemporalGenerator<DynClock>, lease: &ActiveLease) {
+    if !lease.is_valid() {
+        return;
+    }
+    let layout = &lease.layout;
+    let Some(now_shard) = layout.tick_of(now_ms) else {
+        return;
+    };
+    let shard = now_shard.max(g.usage().shard);
+    if !g.has_block_for(shard) {
+        lease.request_block(shard, 0);
+    }
+    let next = shard + 1;
+    if layout.ms_of_tick(next).saturating_sub(now_ms) <= TEMPORAL_PREFETCH_MS
+        && next <= layout.timestamp_field().max()
+        && !g.has_block_for(next)
+    {
+        lease.request_block(next, 0);
+    }
+}
