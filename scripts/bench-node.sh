@@ -63,7 +63,7 @@ TEMPORAL_PID=$!
 PIDS+=("$TEMPORAL_PID")
 # The twitter layout caps at 4096 ids per ms; this node may borrow up to 10 minutes ahead.
 RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$BORROW_PORT" \
-    --machine-id 1 --clock-policy borrow --borrow-ahead-ms-max 600000 \
+    --machine-id 1 --clock-policy borrow --borrow-ahead-max 10m \
     --state-dir "$WORK/borrow" 2>"$WORK/borrow.log" &
 PIDS+=("$!")
 "${SERVER_CPU[@]}" "$CEILING" "$CEILING_PORT" 2>"$WORK/ceiling.log" &

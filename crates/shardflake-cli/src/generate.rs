@@ -22,7 +22,7 @@ const FILL_CHUNK_IDS: usize = 4096;
 /// Size of the stdout buffer.
 pub const OUT_BUF_BYTES: usize = 1 << 16;
 
-/// The largest `--borrow-ahead-ms-max`: one minute ahead of the wall clock.
+/// The largest `--borrow-ahead-max`: one minute ahead of the wall clock.
 pub const BORROW_AHEAD_MS_LIMIT: u64 = 60_000;
 
 /// Arguments of `shardflake generate`.
@@ -41,11 +41,11 @@ pub struct GenerateArgs {
     /// Output encoding of 64-bit ids (uuidv7 and ulid always print their canonical text).
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<Format>,
-    /// Let timestamps run up to this many ms ahead of the wall clock instead of waiting when
-    /// a tick's sequence runs out (at most 60000). Without it the generator waits for the
-    /// next tick, so a layout's rate cap holds (twitter: 4,096,000 ids/s).
-    #[arg(long, value_name = "MS")]
-    borrow_ahead_ms_max: Option<u64>,
+    /// Let timestamps run up to this far ahead of the wall clock (`500ms`, `1s`; at most
+    /// `1m`) instead of waiting when a tick's sequence runs out. Without it the generator
+    /// waits for the next tick, so a layout's rate cap holds (twitter: 4,096,000 ids/s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    borrow_ahead_max: Option<std::time::Duration>,
 }
 
 /// Runs `shardflake generate`.
@@ -70,8 +70,8 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
                     id_kind.name()
                 );
             }
-            if args.borrow_ahead_ms_max.is_some() {
-                bail!("--borrow-ahead-ms-max applies to 64-bit layouts only");
+            if args.borrow_ahead_max.is_some() {
+                bail!("--borrow-ahead-max applies to 64-bit layouts only");
             }
             generate_128(&id_kind, args.count, &mut out)
         }
@@ -89,11 +89,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
-fn policy(borrow_ahead_ms_max: Option<u64>) -> Result<ClockPolicy> {
-    Ok(match borrow_ahead_ms_max {
+fn policy(borrow_ahead_max: Option<std::time::Duration>) -> Result<ClockPolicy> {
+    Ok(match borrow_ahead_max.map(|d| d.as_millis().min(u64::MAX as u128) as u64) {
         None => ClockPolicy::default(),
         Some(ms) if ms > BORROW_AHEAD_MS_LIMIT => {
-            bail!("--borrow-ahead-ms-max {ms} is out of range 0..={BORROW_AHEAD_MS_LIMIT}")
+            bail!("--borrow-ahead-max {ms} ms is out of range 0..={BORROW_AHEAD_MS_LIMIT} ms")
         }
         Some(ms) => ClockPolicy::Borrow {
             borrow_ahead_ms_max: ms,
@@ -108,8 +108,8 @@ fn generate_64(args: &GenerateArgs, layout: &Layout, out: &mut impl Write) -> Re
     if layout.is_temporal() {
         // The temporal layout has its own generator: a counter per shard instead of a
         // sequence per tick, so there is no clock to borrow from.
-        if args.borrow_ahead_ms_max.is_some() {
-            bail!("--borrow-ahead-ms-max does not apply to layout `temporal`, whose counter does not depend on the clock within a shard");
+        if args.borrow_ahead_max.is_some() {
+            bail!("--borrow-ahead-max does not apply to layout `temporal`, whose counter does not depend on the clock within a shard");
         }
         let host = nodes[0].1;
         let generator = TemporalGenerator::builder(layout.clone())
@@ -119,7 +119,7 @@ fn generate_64(args: &GenerateArgs, layout: &Layout, out: &mut impl Write) -> Re
         return write_ids(|max| generator.next_range(max), args.count, format, out);
     }
     let mut builder =
-        SnowflakeGenerator::builder(layout.clone()).policy(policy(args.borrow_ahead_ms_max)?);
+        SnowflakeGenerator::builder(layout.clone()).policy(policy(args.borrow_ahead_max)?);
     for (field, value) in &nodes {
         builder = builder.node(field, *value);
     }

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 mod generate;
 mod inspect;
 mod kind;
+mod serve;
+mod service;
 mod text;
 mod verify;
 
@@ -35,7 +37,7 @@ enum Command {
     /// Measure the throughput of our generators, in-process.
     Bench(shardflake_bench::BenchArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
-    Serve(shardflake_node::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
     Coordinator(shardflake_coordinator::CoordinatorArgs),
 }
@@ -49,9 +51,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             shardflake_bench::run(&args, Vec::new()).map(|()| ExitCode::SUCCESS)
         }
-        Command::Serve(args) => shardflake_node::serve(args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Coordinator(args) => shardflake_coordinator::run_coordinator(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -481,11 +481,11 @@ fn borrowing_is_bounded_by_the_flag() {
         "twitter",
         "--count",
         "10",
-        "--borrow-ahead-ms-max",
-        "60001",
+        "--borrow-ahead-max",
+        "60001ms",
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--borrow-ahead-ms-max 60001 is out of range 0..=60000"));
+    assert!(stderr(&o).contains("--borrow-ahead-max 60001 ms is out of range 0..=60000 ms"));
 }
 
 #[test]

@@ -255,8 +255,8 @@ fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Comman
         .args(layout_flags)
         .arg("--coordinator")
         .arg(urls)
-        .arg("--lease-ttl-ms")
-        .arg(NODE_TTL_MS.to_string());
+        .arg("--lease-ttl")
+        .arg(format!("{NODE_TTL_MS}ms"));
     if standby {
         c.arg("--standby");
     }

@@ -322,8 +322,8 @@ fn node_restarted_after_kill_9_with_the_clock_an_hour_back_never_goes_below_old_
         &[
             "--clock-policy",
             "borrow",
-            "--borrow-ahead-ms-max",
-            "7200000",
+            "--borrow-ahead-max",
+            "2h",
         ],
     ]
     .concat();

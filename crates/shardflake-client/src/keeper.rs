@@ -53,8 +53,8 @@ use shardflake_proto::ErrorCode;
 use crate::client::{ClientError, CoordinatorClient};
 use crate::retry::Retry;
 
-/// Default lease TTL asked for.
-pub const TTL_MS_DEFAULT: u64 = 10_000;
+/// Default lease TTL asked for (the one value shared by nodes and coordinators).
+pub const TTL_MS_DEFAULT: u64 = shardflake_proto::coord::LEASE_TTL_MS_DEFAULT;
 /// Renew when the time left falls under this multiple of the recent p99 renewal latency...
 pub const LATENCY_MULTIPLIER_DEFAULT: f64 = 4.0;
 /// ...plus this margin (ms).

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardflake_node::{app, AppState, NodeConfig, ServeArgs};
+use shardflake_node::{app, AppState, NodeConfig, NodeOptions};
 use tower::ServiceExt;
 
 async fn ceiling_id(State(counter): State<Arc<AtomicU64>>) -> Response {
@@ -37,14 +37,14 @@ fn router(c: &mut Criterion) {
     let node = rt.block_on(async {
         // Temporal layout: the id itself never waits for the clock, so the comparison is
         // about the HTTP stack, not the 4096-per-ms cap of the Snowflake layouts.
-        let args = ServeArgs {
+        let options = NodeOptions {
             layout: Some("temporal".into()),
             state_dir: dir.path().into(),
-            ..ServeArgs::default()
+            ..NodeOptions::default()
         };
         let now = shardflake::Clock::now_ms(&shardflake::SystemClock);
         let state =
-            AppState::open(NodeConfig::from_args(&args, now).expect("config")).expect("node");
+            AppState::open(NodeConfig::from_options(&options, now).expect("config")).expect("node");
         state.start_keeper();
         app(state)
     });

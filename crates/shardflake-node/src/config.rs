@@ -1,10 +1,15 @@
-//! Command-line flags and environment variables, parsed once into a validated [`NodeConfig`].
+//! The node's options, validated once into a [`NodeConfig`].
+//!
+//! [`NodeOptions`] holds what `shardflake serve` was given, flag by flag and unvalidated (the
+//! CLI parses the flags and environment variables into it); [`NodeConfig::from_options`]
+//! checks every value against the layout and every limit, with errors that name the flag,
+//! its variable, the value and the range.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, ValueEnum};
 use shardflake::{format_rfc3339_ms, Layout, LayoutError, NodeId};
 use thiserror::Error;
 
@@ -26,96 +31,49 @@ pub const BORROW_AHEAD_MS_MAX_DEFAULT: u64 = 1_000;
 pub const MAX_CONNECTIONS_DEFAULT: usize = 4_096;
 /// The largest `--max-connections`.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
-/// The default lease TTL in cluster mode (`--lease-ttl-ms`).
-pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
-/// Shortest `--lease-ttl-ms`.
-pub const LEASE_TTL_MS_MIN: u64 = 100;
-/// Longest `--lease-ttl-ms`.
-pub const LEASE_TTL_MS_MAX: u64 = 600_000;
+pub use shardflake_proto::coord::{LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN};
 /// The layout of a standalone node started without `--layout`.
 pub const LAYOUT_DEFAULT: &str = "twitter";
 
-/// `shardflake serve`: flags, each with its environment variable.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// TCP port to listen on (0: any free port; the `listening` log line names it).
-    #[arg(long, env = "PORT", default_value_t = PORT_DEFAULT)]
+/// What `shardflake serve` was given, before validation: one field per flag (each flag also
+/// has an environment variable, named in the CLI's help and in every error).
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// `--port` (`PORT`): TCP port; 0 for any free port.
     pub port: u16,
-
-    /// Address to listen on.
-    #[arg(long, env = "SHARDFLAKE_BIND", default_value = "0.0.0.0")]
+    /// `--bind` (`SHARDFLAKE_BIND`): address to listen on.
     pub bind: IpAddr,
-
-    /// Machine id: sets the layout's least significant node field (twitter: `worker`;
-    /// discord: `process`; default: `node`; instagram: `shard`; sonyflake: `machine`;
-    /// uidgenerator: `worker`; temporal: `host`). 0 when unset.
-    #[arg(long, env = "MACHINE_ID")]
+    /// `--machine-id` (`MACHINE_ID`).
     pub machine_id: Option<u64>,
-
-    /// Datacenter id: sets the node field above the machine field in layouts with two
-    /// (twitter: `datacenter`; discord: `worker`). 0 when unset; layouts with one node field
-    /// reject a non-zero value.
-    #[arg(long, env = "DATACENTER_ID")]
+    /// `--datacenter-id` (`DATACENTER_ID`).
     pub datacenter_id: Option<u64>,
-
-    /// Id layout: a preset (default, twitter, discord, instagram, sonyflake, sonyflake-v2,
-    /// uidgenerator, temporal) or a spec with overrides (`temporal:granularity=5s`).
-    /// Standalone default: twitter. In cluster mode the coordinators' layout is served; a
-    /// layout given here must be the same, or the node refuses to start.
-    #[arg(long, env = "SHARDFLAKE_LAYOUT")]
+    /// `--layout` (`SHARDFLAKE_LAYOUT`): a preset or a spec; standalone default twitter, in
+    /// cluster mode the coordinators'.
     pub layout: Option<String>,
-
-    /// Temporal layout only: length of a time shard (e.g. `1h`, `30m`, `1m`); the same as
-    /// adding `granularity=` to the layout spec.
-    #[arg(long, env = "SHARDFLAKE_SHARD_GRANULARITY")]
+    /// `--shard-granularity` (`SHARDFLAKE_SHARD_GRANULARITY`): temporal layout only.
     pub shard_granularity: Option<String>,
-
-    /// Directory of the state file that makes restarts safe; one file per layout and node id.
-    #[arg(long, env = "SHARDFLAKE_STATE_DIR", default_value = STATE_DIR_DEFAULT)]
+    /// `--state-dir` (`SHARDFLAKE_STATE_DIR`).
     pub state_dir: PathBuf,
-
-    /// What to do when the wall clock is behind the issued or reserved bound.
-    #[arg(long, env = "SHARDFLAKE_CLOCK_POLICY", value_enum, default_value_t = ClockPolicyArg::Wait)]
-    pub clock_policy: ClockPolicyArg,
-
-    /// `--clock-policy wait`: the longest a request waits for the clock, in ms
-    /// (default 100, at most 1000). Larger steps answer 503 `clock_behind` at once.
-    #[arg(long, env = "SHARDFLAKE_CLOCK_WAIT_MS_MAX")]
-    pub clock_wait_ms_max: Option<u64>,
-
-    /// `--clock-policy borrow`: how far ahead of the wall clock issued timestamps may run,
-    /// in ms (default 1000, at most 86400000 = 24 h).
-    #[arg(long, env = "SHARDFLAKE_BORROW_AHEAD_MS_MAX")]
-    pub borrow_ahead_ms_max: Option<u64>,
-
-    /// Open connections at most; further clients wait in the kernel's accept queue.
-    #[arg(long, env = "SHARDFLAKE_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS_DEFAULT)]
+    /// `--clock-policy` (`SHARDFLAKE_CLOCK_POLICY`).
+    pub clock_policy: ClockPolicyKind,
+    /// `--clock-wait-max` (`SHARDFLAKE_CLOCK_WAIT_MAX`): `wait` policy only.
+    pub clock_wait_max: Option<Duration>,
+    /// `--borrow-ahead-max` (`SHARDFLAKE_BORROW_AHEAD_MAX`): `borrow` policy only.
+    pub borrow_ahead_max: Option<Duration>,
+    /// `--max-connections` (`SHARDFLAKE_MAX_CONNECTIONS`).
     pub max_connections: usize,
-
-    /// Log format on stderr; the filter comes from `RUST_LOG` (default `info`).
-    #[arg(long, env = "SHARDFLAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Cluster mode: coordinator URLs, comma-separated (`http://10.0.0.1:7070,...`). The node
-    /// leases its node id from them instead of taking MACHINE_ID and DATACENTER_ID.
-    #[arg(long, env = "SHARDFLAKE_COORDINATOR")]
+    /// `--coordinator` (`SHARDFLAKE_COORDINATOR`): comma-separated URLs; cluster mode.
     pub coordinator: Option<String>,
-
-    /// Cluster mode: start as a standby that takes over the node id of a failed node.
-    #[arg(long, env = "SHARDFLAKE_STANDBY")]
+    /// `--standby` (`SHARDFLAKE_STANDBY`).
     pub standby: bool,
-
-    /// Cluster mode: the lease's time to live, in ms.
-    #[arg(long, env = "SHARDFLAKE_LEASE_TTL_MS", default_value_t = LEASE_TTL_MS_DEFAULT)]
-    pub lease_ttl_ms: u64,
-
-    /// Cluster mode: the cluster token, sent as `Authorization: Bearer <token>`.
-    #[arg(long, env = "SHARDFLAKE_CLUSTER_TOKEN", hide_env_values = true)]
+    /// `--lease-ttl` (`SHARDFLAKE_LEASE_TTL`).
+    pub lease_ttl: Duration,
+    /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
     pub cluster_token: Option<String>,
 }
 
-impl Default for ServeArgs {
-    /// The flags' defaults, as `shardflake serve` with no arguments and no environment.
+impl Default for NodeOptions {
+    /// What `shardflake serve` with no arguments and no environment means.
     fn default() -> Self {
         Self {
             port: PORT_DEFAULT,
@@ -125,37 +83,27 @@ impl Default for ServeArgs {
             layout: None,
             shard_granularity: None,
             state_dir: PathBuf::from(STATE_DIR_DEFAULT),
-            clock_policy: ClockPolicyArg::Wait,
-            clock_wait_ms_max: None,
-            borrow_ahead_ms_max: None,
+            clock_policy: ClockPolicyKind::Wait,
+            clock_wait_max: None,
+            borrow_ahead_max: None,
             max_connections: MAX_CONNECTIONS_DEFAULT,
-            log_format: LogFormat::Text,
             coordinator: None,
             standby: false,
-            lease_ttl_ms: LEASE_TTL_MS_DEFAULT,
+            lease_ttl: Duration::from_millis(LEASE_TTL_MS_DEFAULT),
             cluster_token: None,
         }
     }
 }
 
-/// `--clock-policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClockPolicyArg {
+/// `--clock-policy`: which policy, before its bound is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockPolicyKind {
     /// Answer 503 `clock_behind` whenever the clock is behind.
     Fail,
-    /// Wait (asynchronously, parking no thread) up to `--clock-wait-ms-max`, then 503.
+    /// Wait (asynchronously, parking no thread) up to `--clock-wait-max`, then 503.
     Wait,
-    /// Issue on a logical clock up to `--borrow-ahead-ms-max` ahead of the wall clock.
+    /// Issue on a logical clock up to `--borrow-ahead-max` ahead of the wall clock.
     Borrow,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The node's clock policy, validated.
@@ -229,8 +177,6 @@ pub struct NodeConfig {
     pub clock_policy: NodeClockPolicy,
     /// Open connections at most.
     pub max_connections: usize,
-    /// Log format.
-    pub log_format: LogFormat,
     /// Cluster mode: how to reach the coordinators (`None`: standalone).
     pub cluster: Option<ClusterConfig>,
 }
@@ -316,22 +262,24 @@ pub enum ConfigError {
         /// When it applies.
         when: &'static str,
     },
-    /// A duration that does not parse.
-    #[error("{flag}: `{value}` is not a duration (e.g. 1h, 30m, 90s): {reason}")]
-    Duration {
-        /// The flag.
+    /// A duration flag is outside its range.
+    #[error("{flag}={value_ms} ms is out of range {min_ms}..={max_ms} ms")]
+    DurationOutOfRange {
+        /// The flag (and its variable).
         flag: &'static str,
-        /// The text given.
-        value: String,
-        /// The parser's complaint.
-        reason: String,
+        /// The value given, ms.
+        value_ms: u64,
+        /// Shortest allowed, ms.
+        min_ms: u64,
+        /// Longest allowed, ms.
+        max_ms: u64,
     },
 }
 
 impl NodeConfig {
     /// Validates `args` against the layout and every limit; `now_ms` is the wall clock, to
     /// reject layouts whose timestamp field has already overflowed.
-    pub fn from_args(args: &ServeArgs, now_ms: u64) -> Result<NodeConfig, ConfigError> {
+    pub fn from_options(args: &NodeOptions, now_ms: u64) -> Result<NodeConfig, ConfigError> {
         let cluster = cluster_from_args(args)?;
         let spec = match (&args.layout, &cluster) {
             (Some(spec), _) => Some(spec.as_str()),
@@ -364,7 +312,6 @@ impl NodeConfig {
             state_dir: args.state_dir.clone(),
             clock_policy,
             max_connections: args.max_connections,
-            log_format: args.log_format,
             cluster,
         })
     }
@@ -398,7 +345,7 @@ impl NodeConfig {
     }
 }
 
-fn cluster_from_args(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(list) = &args.coordinator else {
         if args.standby {
             return Err(ConfigError::NotApplicable {
@@ -414,14 +361,12 @@ fn cluster_from_args(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigEr
             when: "without --coordinator (in cluster mode the coordinator leases the node id)",
         });
     }
-    if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(&args.lease_ttl_ms) {
-        return Err(ConfigError::OutOfRange {
-            flag: "--lease-ttl-ms (SHARDFLAKE_LEASE_TTL_MS)",
-            value: args.lease_ttl_ms,
-            min: LEASE_TTL_MS_MIN,
-            max: LEASE_TTL_MS_MAX,
-        });
-    }
+    let lease_ttl_ms = duration_ms(
+        "--lease-ttl (SHARDFLAKE_LEASE_TTL)",
+        args.lease_ttl,
+        LEASE_TTL_MS_MIN,
+        LEASE_TTL_MS_MAX,
+    )?;
     Ok(Some(ClusterConfig {
         urls: list
             .split(',')
@@ -430,8 +375,22 @@ fn cluster_from_args(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigEr
             .collect(),
         token: args.cluster_token.clone().filter(|t| !t.is_empty()),
         standby: args.standby,
-        lease_ttl_ms: args.lease_ttl_ms,
+        lease_ttl_ms,
     }))
+}
+
+/// `d` in whole milliseconds, if it lies within `min_ms..=max_ms`.
+fn duration_ms(flag: &'static str, d: Duration, min_ms: u64, max_ms: u64) -> Result<u64, ConfigError> {
+    let value_ms = d.as_millis().min(u64::MAX as u128) as u64;
+    if !(min_ms..=max_ms).contains(&value_ms) {
+        return Err(ConfigError::DurationOutOfRange {
+            flag,
+            value_ms,
+            min_ms,
+            max_ms,
+        });
+    }
+    Ok(value_ms)
 }
 
 fn layout_from_args(
@@ -517,256 +476,38 @@ fn node_fields(
         .collect())
 }
 
-fn clock_policy_from_args(args: &ServeArgs) -> Result<NodeClockPolicy, ConfigError> {
+fn clock_policy_from_args(args: &NodeOptions) -> Result<NodeClockPolicy, ConfigError> {
     match args.clock_policy {
-        ClockPolicyArg::Fail | ClockPolicyArg::Borrow if args.clock_wait_ms_max.is_some() => {
+        ClockPolicyKind::Fail | ClockPolicyKind::Borrow if args.clock_wait_max.is_some() => {
             Err(ConfigError::NotApplicable {
-                flag: "--clock-wait-ms-max (SHARDFLAKE_CLOCK_WAIT_MS_MAX)",
+                flag: "--clock-wait-max (SHARDFLAKE_CLOCK_WAIT_MAX)",
                 when: "with --clock-policy wait",
             })
         }
-        ClockPolicyArg::Fail | ClockPolicyArg::Wait if args.borrow_ahead_ms_max.is_some() => {
+        ClockPolicyKind::Fail | ClockPolicyKind::Wait if args.borrow_ahead_max.is_some() => {
             Err(ConfigError::NotApplicable {
-                flag: "--borrow-ahead-ms-max (SHARDFLAKE_BORROW_AHEAD_MS_MAX)",
+                flag: "--borrow-ahead-max (SHARDFLAKE_BORROW_AHEAD_MAX)",
                 when: "with --clock-policy borrow",
             })
         }
-        ClockPolicyArg::Fail => Ok(NodeClockPolicy::Fail),
-        ClockPolicyArg::Wait => {
-            let max_wait_ms = args.clock_wait_ms_max.unwrap_or(CLOCK_WAIT_MS_MAX_DEFAULT);
-            if max_wait_ms > CLOCK_WAIT_MS_MAX_LIMIT {
-                return Err(ConfigError::OutOfRange {
-                    flag: "--clock-wait-ms-max (SHARDFLAKE_CLOCK_WAIT_MS_MAX)",
-                    value: max_wait_ms,
-                    min: 0,
-                    max: CLOCK_WAIT_MS_MAX_LIMIT,
-                });
-            }
-            Ok(NodeClockPolicy::Wait { max_wait_ms })
-        }
-        ClockPolicyArg::Borrow => {
-            let borrow_ahead_ms_max = args
-                .borrow_ahead_ms_max
-                .unwrap_or(BORROW_AHEAD_MS_MAX_DEFAULT);
-            if !(1..=BORROW_AHEAD_MS_MAX_LIMIT).contains(&borrow_ahead_ms_max) {
-                return Err(ConfigError::OutOfRange {
-                    flag: "--borrow-ahead-ms-max (SHARDFLAKE_BORROW_AHEAD_MS_MAX)",
-                    value: borrow_ahead_ms_max,
-                    min: 1,
-                    max: BORROW_AHEAD_MS_MAX_LIMIT,
-                });
-            }
-            Ok(NodeClockPolicy::Borrow {
-                borrow_ahead_ms_max,
-            })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    const NOW_MS: u64 = 1_790_000_000_000;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
-        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
-            .expect("flags parse");
-        NodeConfig::from_args(&cli.serve, NOW_MS)
-    }
-
-    #[test]
-    fn defaults_are_the_seed_service() {
-        let c = NodeConfig::from_args(&ServeArgs::default(), NOW_MS).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.layout.as_ref().unwrap().name(), "twitter");
-        assert_eq!(c.node_label(), "datacenter0-worker0");
-        assert_eq!(c.clock_policy, NodeClockPolicy::Wait { max_wait_ms: 100 });
-        assert_eq!(c.state_dir, PathBuf::from("./shardflake-data"));
-    }
-
-    #[test]
-    fn node_ids_map_onto_every_preset() {
-        let c = parse(&["--machine-id", "31", "--datacenter-id", "2"]).unwrap();
-        assert_eq!(c.node_values(), [("datacenter", 2), ("worker", 31)]);
-        let c = parse(&[
-            "--layout",
-            "discord",
-            "--machine-id",
-            "4",
-            "--datacenter-id",
-            "3",
-        ])
-        .unwrap();
-        assert_eq!(c.node_values(), [("worker", 3), ("process", 4)]);
-        for (layout, field, max) in [
-            ("default", "node", 1023),
-            ("instagram", "shard", 8191),
-            ("sonyflake", "machine", 65535),
-            ("sonyflake-v2", "machine", 65535),
-            ("temporal", "host", 1023),
-        ] {
-            let c = parse(&["--layout", layout, "--machine-id", &max.to_string()]).unwrap();
-            assert_eq!(c.node_values(), [(field, max)], "{layout}");
-            let e =
-                parse(&["--layout", layout, "--machine-id", &(max + 1).to_string()]).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!(
-                    "MACHINE_ID={} is out of range 0..={max} for layout {layout} (field {field})",
-                    max + 1
-                )
-            );
-        }
-    }
-
-    #[test]
-    fn out_of_range_ids_name_the_variable_and_range() {
-        let e = parse(&["--machine-id", "40"]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "MACHINE_ID=40 is out of range 0..=31 for layout twitter (field worker)"
-        );
-        let e = parse(&["--datacenter-id", "32"]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "DATACENTER_ID=32 is out of range 0..=31 for layout twitter (field datacenter)"
-        );
-        let e = parse(&["--layout", "default", "--datacenter-id", "1"]).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("DATACENTER_ID=1 is not used by layout default"),
-            "{e}"
-        );
-        // Zero is what "unset" means, so it is accepted for one-field layouts.
-        assert!(parse(&["--layout", "default", "--datacenter-id", "0"]).is_ok());
-    }
-
-    #[test]
-    fn flags_are_checked() {
-        let e = parse(&["--layout", "snowflak"]).unwrap_err();
-        assert!(e.to_string().contains("unknown layout `snowflak`"), "{e}");
-        let e = parse(&["--clock-wait-ms-max", "5000"]).unwrap_err();
-        assert!(e.to_string().contains("out of range 0..=1000"), "{e}");
-        let e = parse(&[
-            "--clock-policy",
-            "borrow",
-            "--borrow-ahead-ms-max",
-            "86400001",
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains("out of range 1..=86400000"), "{e}");
-        let e = parse(&["--borrow-ahead-ms-max", "10"]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("only applies with --clock-policy borrow"),
-            "{e}"
-        );
-        let e = parse(&["--clock-policy", "fail", "--clock-wait-ms-max", "10"]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("only applies with --clock-policy wait"),
-            "{e}"
-        );
-        let e = parse(&["--shard-granularity", "1m"]).unwrap_err();
-        assert!(e.to_string().contains("temporal layouts only"), "{e}");
-        let e = parse(&["--layout", "temporal", "--shard-granularity", "10ms"]).unwrap_err();
-        assert!(
-            e.to_string().contains("below the minimum of 1000 ms"),
-            "{e}"
-        );
-        let e = parse(&["--layout", "temporal", "--shard-granularity", "soon"]).unwrap_err();
-        assert!(e.to_string().contains("granularity `soon`"), "{e}");
-        let e = parse(&["--max-connections", "0"]).unwrap_err();
-        assert!(e.to_string().contains("--max-connections"), "{e}");
-        let c = parse(&[
-            "--clock-policy",
-            "borrow",
-            "--borrow-ahead-ms-max",
-            "3600000",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.clock_policy,
-            NodeClockPolicy::Borrow {
-                borrow_ahead_ms_max: 3_600_000
-            }
-        );
-    }
-
-    #[test]
-    fn expired_layouts_are_refused_with_their_overflow_date() {
-        // UidGenerator's 28 bits of seconds since 2016-05-20 ran out in 2024.
-        let e = parse(&["--layout", "uidgenerator"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("layout uidgenerator:") && e.contains("overflowed on 2024-"),
-            "{e}"
-        );
-        // Temporal widths follow the granularity, so short shards still last for decades.
-        let c = parse(&["--layout", "temporal", "--shard-granularity", "1s"]).unwrap();
-        assert!(c.layout.unwrap().overflow_ms() > NOW_MS + 10 * 365 * 86_400_000);
-        assert!(parse(&["--layout", "temporal", "--shard-granularity", "30m"]).is_ok());
-    }
-
-    #[test]
-    fn cluster_flags_replace_the_node_id_flags() {
-        let c = parse(&[
-            "--coordinator",
-            "http://a:7070, http://b:7070",
-            "--standby",
-            "--lease-ttl-ms",
-            "2000",
-        ])
-        .unwrap();
-        let cluster = c.cluster.unwrap();
-        assert_eq!(cluster.urls, ["http://a:7070", "http://b:7070"]);
-        assert!(cluster.standby);
-        assert_eq!(cluster.lease_ttl_ms, 2000);
-        let e = parse(&["--coordinator", "http://a:7070", "--machine-id", "3"]).unwrap_err();
-        assert!(
-            e.to_string().contains("MACHINE_ID and DATACENTER_ID"),
-            "{e}"
-        );
-        let e = parse(&["--standby"]).unwrap_err();
-        assert!(e.to_string().starts_with("--standby"), "{e}");
-        let e = parse(&["--coordinator", "http://a:7070", "--lease-ttl-ms", "5"]).unwrap_err();
-        assert!(e.to_string().contains("--lease-ttl-ms"), "{e}");
-        assert!(parse(&[]).unwrap().cluster.is_none());
-        // In cluster mode the layout is the coordinators' unless one is given.
-        assert!(parse(&["--coordinator", "http://a:7070"])
-            .unwrap()
-            .layout
-            .is_none());
-        let given = parse(&["--coordinator", "http://a:7070", "--layout", "discord"]).unwrap();
-        assert_eq!(given.layout.unwrap().name(), "discord");
-        let temporal = parse(&[
-            "--coordinator",
-            "http://a:7070",
-            "--shard-granularity",
-            "5s",
-        ])
-        .unwrap();
-        assert_eq!(
-            temporal.layout.unwrap(),
-            Layout::from_spec("temporal:granularity=5s").unwrap()
-        );
-    }
-
-    #[test]
-    fn port_out_of_range_is_a_parse_error() {
-        let e = Cli::try_parse_from(["serve", "--port", "70000"])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("70000") && e.contains("--port"), "{e}");
+        ClockPolicyKind::Fail => Ok(NodeClockPolicy::Fail),
+        ClockPolicyKind::Wait => Ok(NodeClockPolicy::Wait {
+            max_wait_ms: duration_ms(
+                "--clock-wait-max (SHARDFLAKE_CLOCK_WAIT_MAX)",
+                args.clock_wait_max
+                    .unwrap_or(Duration::from_millis(CLOCK_WAIT_MS_MAX_DEFAULT)),
+                0,
+                CLOCK_WAIT_MS_MAX_LIMIT,
+            )?,
+        }),
+        ClockPolicyKind::Borrow => Ok(NodeClockPolicy::Borrow {
+            borrow_ahead_ms_max: duration_ms(
+                "--borrow-ahead-max (SHARDFLAKE_BORROW_AHEAD_MAX)",
+                args.borrow_ahead_max
+                    .unwrap_or(Duration::from_millis(BORROW_AHEAD_MS_MAX_DEFAULT)),
+                1,
+                BORROW_AHEAD_MS_MAX_LIMIT,
+            )?,
+        }),
     }
 }

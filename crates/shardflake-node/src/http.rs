@@ -364,21 +364,21 @@ mod tests {
 
         use shardflake::{Layout, ManualClock, Reservation, SnowflakeGenerator};
 
-        use crate::config::{NodeConfig, ServeArgs};
+        use crate::config::{NodeConfig, NodeOptions};
         use crate::source::{Generator, IdSource};
         use crate::standalone::RESERVE_WINDOW_MS;
         use crate::state::AppState;
 
         const NOW_MS: u64 = 1_790_000_000_000;
         let dir = tempfile::tempdir().unwrap();
-        let args = ServeArgs {
+        let args = NodeOptions {
             machine_id: Some(1),
             state_dir: dir.path().into(),
-            ..ServeArgs::default()
+            ..NodeOptions::default()
         };
         let clock = ManualClock::new(NOW_MS);
         let state = AppState::open_with_clock(
-            NodeConfig::from_args(&args, NOW_MS).unwrap(),
+            NodeConfig::from_options(&args, NOW_MS).unwrap(),
             Arc::new(clock.clone()),
         )
         .unwrap();

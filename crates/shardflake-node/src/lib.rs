@@ -67,14 +67,14 @@
 //! # Example
 //!
 //! ```
-//! use shardflake_node::{app, AppState, NodeConfig, ServeArgs};
+//! use shardflake_node::{app, AppState, NodeConfig, NodeOptions};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
-//! let args = ServeArgs { machine_id: Some(3), state_dir: dir.path().into(), ..ServeArgs::default() };
-//! let state = AppState::open(NodeConfig::from_args(&args, 1_790_000_000_000)?)?;
+//! let options = NodeOptions { machine_id: Some(3), state_dir: dir.path().into(), ..NodeOptions::default() };
+//! let state = AppState::open(NodeConfig::from_options(&options, 1_790_000_000_000)?)?;
 //! let response = app(state)
 //!     .oneshot(axum::http::Request::get("/id").body(axum::body::Body::empty())?)
 //!     .await?;
@@ -98,15 +98,15 @@ mod state;
 mod state_file;
 
 pub use config::{
-    ClockPolicyArg, ClusterConfig, ConfigError, LogFormat, NodeClockPolicy, NodeConfig, NodeField,
-    ServeArgs, BORROW_AHEAD_MS_MAX_DEFAULT, BORROW_AHEAD_MS_MAX_LIMIT, CLOCK_WAIT_MS_MAX_DEFAULT,
+    ClockPolicyKind, ClusterConfig, ConfigError, NodeClockPolicy, NodeConfig, NodeField,
+    NodeOptions, BORROW_AHEAD_MS_MAX_DEFAULT, BORROW_AHEAD_MS_MAX_LIMIT, CLOCK_WAIT_MS_MAX_DEFAULT,
     CLOCK_WAIT_MS_MAX_LIMIT, LAYOUT_DEFAULT, LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX,
     LEASE_TTL_MS_MIN, MAX_CONNECTIONS_DEFAULT, MAX_CONNECTIONS_LIMIT, PORT_DEFAULT,
     STATE_DIR_DEFAULT,
 };
 pub use http::{app, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
 pub use issue::{EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
-pub use server::{init_logging, run, serve, RunError, ServeError, SHUTDOWN_DRAIN_MS};
+pub use server::{run, serve_state, RunError, ServeError, SHUTDOWN_DRAIN_MS};
 pub use source::DynClock;
 pub use standalone::{
     EXTEND_BELOW_HEADROOM_MS, KEEPER_INTERVAL_MS, KEEPER_RETRY_MS_MAX, RESERVE_WINDOW_MS,

@@ -156,7 +156,7 @@ fn body_too_large(req: &Request) -> Option<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NodeConfig, ServeArgs};
+    use crate::config::{NodeConfig, NodeOptions};
     use crate::state::AppState;
     use axum::body::Body;
     use std::convert::Infallible;
@@ -165,12 +165,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_past_the_timeout_answers_503_request_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let args = ServeArgs {
+        let args = NodeOptions {
             state_dir: dir.path().into(),
-            ..ServeArgs::default()
+            ..NodeOptions::default()
         };
         let state =
-            AppState::open(NodeConfig::from_args(&args, 1_790_000_000_000).unwrap()).unwrap();
+            AppState::open(NodeConfig::from_options(&args, 1_790_000_000_000).unwrap()).unwrap();
         let layer = ObserveLayer {
             shared: state.shared.clone(),
             timeout: Duration::from_millis(5_000),

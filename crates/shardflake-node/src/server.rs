@@ -1,8 +1,9 @@
-//! Serving: the connection-limited listener, [`run`] with graceful shutdown, and the
-//! process entry [`serve`] (runtime, logging, signals).
+//! Serving: the connection-limited listener, [`serve_state`] with graceful shutdown, and
+//! [`run`], which opens the node for a validated configuration and serves it. The process
+//! around it (flags, logging, runtime, signals) is the `shardflake` binary's.
 
 use std::future::Future;
-use std::io::{self, IsTerminal};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -11,16 +12,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::Listener;
-use shardflake::{Clock, SystemClock};
+use shardflake::SystemClock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, LogFormat, NodeConfig, ServeArgs};
+use crate::config::NodeConfig;
 use crate::http::app;
 use crate::state::{AppState, Shared, StartError};
 use crate::state_file::StateError;
@@ -44,30 +43,16 @@ pub enum RunError {
     Cluster(String),
 }
 
-/// Why `shardflake serve` could not start or stopped with an error.
+/// Why [`run`] could not start the node or stopped with an error.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// A flag or environment variable is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The log subscriber could not be set up (for instance an invalid `RUST_LOG`).
-    #[error("logging: {0}")]
-    Logging(String),
-    /// The tokio runtime or the signal handlers could not be created.
-    #[error("runtime: {0}")]
-    Runtime(io::Error),
-    /// The node could not start (state file, generator).
+    /// The node could not start (state file, generator, coordinator settings).
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: io::Error,
-    },
+    /// The listening socket's address could not be read.
+    #[error("cannot read the listening address: {0}")]
+    Listener(io::Error),
     /// Serving stopped with an error.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -173,7 +158,7 @@ impl AsyncWrite for LimitedIo {
 /// Serves `state` on `listener` until `shutdown` completes, then drains: stops accepting,
 /// lets in-flight requests finish (at most [`SHUTDOWN_DRAIN_MS`]), fences the generator and
 /// persists the final state. Starts the background keeper if it is not running.
-pub async fn run(
+pub async fn serve_state(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -237,65 +222,29 @@ async fn cluster_failure(shared: &Shared) -> String {
     }
 }
 
-/// Sets up logging on stderr: `RUST_LOG` filters (default `info`), `format` shapes.
-pub fn init_logging(format: LogFormat) -> Result<(), ServeError> {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env()
-        .map_err(|e| ServeError::Logging(format!("RUST_LOG is invalid: {e}")))?;
-    // Colour only on a terminal: escape codes in files and container logs hide the fields.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(io::stderr().is_terminal())
-        .with_writer(io::stderr);
-    let r = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// Opens the node for `config` on the system clock (standalone, or in cluster mode the lease
+/// keeper) and serves it on `listener` until `shutdown` completes; see [`serve_state`].
+/// Logs a `listening` line with the bound address first. Needs a tokio runtime.
+pub async fn run(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(ServeError::Listener)?;
+    let state = if config.cluster.is_some() {
+        AppState::open_cluster(config, Arc::new(SystemClock))?
+    } else {
+        AppState::open(config)?
     };
-    r.map_err(|e| ServeError::Logging(e.to_string()))
-}
-
-/// `shardflake serve`: validates the flags, sets up logging and a multi-threaded runtime,
-/// opens the node and serves until SIGTERM or SIGINT, then shuts down cleanly.
-pub fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let config = NodeConfig::from_args(&args, SystemClock.now_ms())?;
-    init_logging(config.log_format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("shardflake-node")
-        .build()
-        .map_err(ServeError::Runtime)?;
-    runtime.block_on(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(ServeError::Runtime)?;
-        let addr = config.listen;
-        let state = if config.cluster.is_some() {
-            AppState::open_cluster(config, Arc::new(SystemClock))?
-        } else {
-            AppState::open(config)?
-        };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let cfg = state.config();
-        info!(
-            addr = %local,
-            layout = %cfg.layout_label(),
-            node = %cfg.node_label(),
-            clock_policy = %cfg.clock_policy,
-            state_file = %state.state_file().display(),
-            "listening"
-        );
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                _ = term.recv() => info!("SIGTERM received"),
-            }
-        };
-        run(listener, state, shutdown).await?;
-        Ok(())
-    })
+    let cfg = state.config();
+    info!(
+        addr = %local,
+        layout = %cfg.layout_label(),
+        node = %cfg.node_label(),
+        clock_policy = %cfg.clock_policy,
+        state_file = %state.state_file().display(),
+        "listening"
+    );
+    serve_state(listener, state, shutdown).await?;
+    Ok(())
 }

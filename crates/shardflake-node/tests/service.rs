@@ -1,5 +1,5 @@
 //! The node in-process: every endpoint and error path through `app()` with
-//! `tower::ServiceExt::oneshot` on a manual clock, and `run()` on 127.0.0.1:0.
+//! `tower::ServiceExt::oneshot` on a manual clock, and `serve_state()` on 127.0.0.1:0.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,11 +10,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
-use clap::Parser;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use shardflake::{Clock, Layout, ManualClock};
-use shardflake_node::{app, run, AppState, NodeConfig, ServeArgs, RESERVE_WINDOW_MS};
+use shardflake_node::{
+    app, serve_state, AppState, ClockPolicyKind, NodeConfig, NodeOptions, RESERVE_WINDOW_MS,
+};
 use shardflake_proto::node::{parse_ids_binary, parse_ids_text, IdResponse, IdsResponse};
 use shardflake_proto::{ErrorBody, ErrorCode};
 use tower::ServiceExt;
@@ -23,17 +24,37 @@ use tower::ServiceExt;
 const NOW_MS: u64 = 1_790_000_000_000;
 const HOUR_MS: u64 = 3_600_000;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
+/// The node's options from the few `serve` flags these tests use (the flags themselves are
+/// the binary's and tested there).
 fn config(dir: &Path, flags: &[&str]) -> NodeConfig {
-    let mut argv = vec!["serve", "--state-dir", dir.to_str().unwrap()];
-    argv.extend_from_slice(flags);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    NodeConfig::from_args(&cli.serve, NOW_MS).unwrap()
+    let mut o = NodeOptions {
+        state_dir: dir.to_path_buf(),
+        ..NodeOptions::default()
+    };
+    for pair in flags.chunks(2) {
+        let [flag, value] = pair else {
+            panic!("flags come in pairs: {flags:?}")
+        };
+        match *flag {
+            "--layout" => o.layout = Some(value.to_string()),
+            "--machine-id" => o.machine_id = Some(value.parse().unwrap()),
+            "--datacenter-id" => o.datacenter_id = Some(value.parse().unwrap()),
+            "--max-connections" => o.max_connections = value.parse().unwrap(),
+            "--borrow-ahead-max" => {
+                o.borrow_ahead_max = Some(humantime::parse_duration(value).unwrap())
+            }
+            "--clock-policy" => {
+                o.clock_policy = match *value {
+                    "fail" => ClockPolicyKind::Fail,
+                    "wait" => ClockPolicyKind::Wait,
+                    "borrow" => ClockPolicyKind::Borrow,
+                    other => panic!("clock policy {other}"),
+                }
+            }
+            other => panic!("this test helper does not know {other}"),
+        }
+    }
+    NodeConfig::from_options(&o, NOW_MS).unwrap()
 }
 
 fn open(dir: &Path, flags: &[&str], clock: &ManualClock) -> AppState {
@@ -353,8 +374,8 @@ async fn restart_with_the_clock_an_hour_back_borrows_when_allowed() {
         "1",
         "--clock-policy",
         "borrow",
-        "--borrow-ahead-ms-max",
-        "7200000",
+        "--borrow-ahead-max",
+        "2h",
     ];
     let state = open(dir.path(), &flags, &clock);
     let router = app(state);
@@ -677,7 +698,7 @@ async fn run_serves_on_loopback_and_persists_the_exact_bound_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(listener, state, async {
+    let server = tokio::spawn(serve_state(listener, state, async {
         let _ = rx.await;
     }));
     let (ids, ready) = tokio::task::spawn_blocking(move || {
@@ -720,7 +741,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run(listener, state, async {
+    let server = tokio::spawn(serve_state(listener, state, async {
         let _ = rx.await;
     }));
     tokio::task::spawn_blocking(move || {

@@ -41,6 +41,14 @@ use serde::{Deserialize, Serialize};
 /// The environment variable that holds the shared cluster token.
 pub const CLUSTER_TOKEN_ENV: &str = "SHARDFLAKE_CLUSTER_TOKEN";
 
+/// Shortest lease TTL anywhere in shardflake: nodes ask for at least this, coordinators grant
+/// at least this (a coordinator may narrow the range; it states its own in every grant).
+pub const LEASE_TTL_MS_MIN: u64 = 100;
+/// Longest lease TTL anywhere in shardflake.
+pub const LEASE_TTL_MS_MAX: u64 = 600_000;
+/// The lease TTL nodes ask for and coordinators grant when none is named.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
+
 /// The response header that carries the coordinator store's identity.
 pub const STORE_ID_HEADER: &str = "shardflake-store-id";
 
