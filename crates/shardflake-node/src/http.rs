@@ -88,13 +88,13 @@ async fn get_id(State(state): State<AppState>) -> Response {
     if shared.inline_count_max.load(Ordering::Relaxed) >= 1 {
         // The hot path: one load of the generator handle, one compare-and-swap.
         if let Some(Ok(id)) = shared.source.load().as_ref().map(|s| s.next_id()) {
-            shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.ids_id.inc();
             return id_response(id);
         }
     }
     match issue(shared, Sink::Ids(Vec::with_capacity(1)), 1).await {
         Ok(Sink::Ids(ids)) => {
-            shared.metrics.ids_id.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.ids_id.inc();
             id_response(ids[0])
         }
         Ok(Sink::Binary(_)) => unreachable!("asked for a Vec sink"),
@@ -213,8 +213,7 @@ async fn get_ids(
     let sink = issue(shared, sink, count).await.map_err(ApiError::from)?;
     shared
         .metrics
-        .ids_ids
-        .fetch_add(count as u64, Ordering::Relaxed);
+        .ids_ids.inc_by(count as u64);
     Ok(match sink {
         Sink::Binary(b) => bytes_response(CONTENT_TYPE_BINARY, b.freeze()),
         Sink::Ids(ids) if repr == Repr::Text => {

@@ -189,14 +189,13 @@ pub(crate) async fn issue(
         let waited_ms = started.elapsed().as_millis() as u64;
         match wait_plan(shared, &e) {
             Some(Wait::Clock(by_ms)) if waited_ms + by_ms <= clock_wait_budget_ms(shared) => {
-                shared.metrics.clock_waits.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.clock_waits.inc();
                 tokio::time::sleep(Duration::from_millis(by_ms.max(1))).await;
             }
             Some(Wait::Extension) if waited_ms < EXTENSION_WAIT_MS_MAX => {
                 shared
                     .metrics
-                    .extension_waits
-                    .fetch_add(1, Ordering::Relaxed);
+                    .extension_waits.inc();
                 // A wake-up that fired before this waiter registered costs one poll interval.
                 let _ = tokio::time::timeout(
                     Duration::from_millis(EXTENSION_POLL_MS),

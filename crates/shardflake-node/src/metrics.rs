@@ -1,15 +1,21 @@
-//! The node's metrics: a small registry of atomics, rendered in the Prometheus text format.
+//! The node's metrics: a per-node `prometheus-client` registry, encoded in the OpenMetrics
+//! text format.
 //!
-//! Hand-rolled rather than the `metrics` facade because that facade routes every update
-//! through a process-global recorder: two nodes in one process (as in the tests) would share
-//! counters, and the house rule is no globals. The node needs a dozen fixed series; each
-//! update is one relaxed atomic add, and the generator-derived gauges (borrowed ms, headroom,
-//! clock regressions) are read from the generator at scrape time instead of being pushed.
+//! Each node owns its registry (no process-global recorder), so two nodes in one process (as
+//! in the tests) keep their own counts. Request counters and histograms are updated as
+//! requests go; the generator-derived series (borrowed ms, headroom, clock regressions, the
+//! current shard) are read from the generator at scrape time by a collector.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use shardflake_proto::ErrorCode;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
@@ -31,16 +37,6 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
-        Route::Id,
-        Route::Ids,
-        Route::Inspect,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Other,
-    ];
-
     pub(crate) fn of(path: &str) -> Route {
         match path {
             "/id" => Route::Id,
@@ -66,43 +62,116 @@ impl Route {
     }
 }
 
-#[derive(Default)]
-struct Histogram {
-    // Per bucket (not cumulative); the last slot is +Inf.
-    buckets: [AtomicU64; LATENCY_BUCKETS_S.len() + 1],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+type Labels = [(&'static str, &'static str); 1];
+
+/// A histogram of request latencies with the node's buckets.
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_S.iter().copied())
 }
 
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS_S
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BUCKETS_S.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
-}
-
-/// Counters updated by the node; gauges are computed at scrape time.
-#[derive(Default)]
+/// Counters updated by the node, and the registry they are encoded from.
 pub(crate) struct Metrics {
-    pub(crate) ids_id: AtomicU64,
-    pub(crate) ids_ids: AtomicU64,
-    pub(crate) clock_waits: AtomicU64,
-    pub(crate) extension_waits: AtomicU64,
-    pub(crate) state_writes: AtomicU64,
-    pub(crate) state_write_errors: AtomicU64,
-    pub(crate) state_write_last_us: AtomicU64,
-    pub(crate) blocks_granted: AtomicU64,
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) connections_total: AtomicU64,
-    errors: [AtomicU64; ErrorCode::ALL.len()],
-    latency: [Histogram; Route::ALL.len()],
+    registry: Registry,
+    pub(crate) ids_id: Counter,
+    pub(crate) ids_ids: Counter,
+    pub(crate) clock_waits: Counter,
+    pub(crate) extension_waits: Counter,
+    pub(crate) state_writes: Counter,
+    pub(crate) state_write_errors: Counter,
+    pub(crate) state_write_last_us: Gauge,
+    pub(crate) blocks_granted: Counter,
+    pub(crate) connections_open: Gauge,
+    pub(crate) connections_total: Counter,
+    errors: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// What the scrape-time collector reports; set just before each encoding.
+    scraped: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let ids = Family::<Labels, Counter>::default();
+        registry.register(
+            "shardflake_ids_issued",
+            "Ids issued, by endpoint",
+            ids.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let errors = Family::<Labels, Counter>::default();
+        let latency: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let scraped = Arc::new(Mutex::new(None));
+        let m = Metrics {
+            ids_id: ids.get_or_create_owned(&[("endpoint", "/id")]),
+            ids_ids: ids.get_or_create_owned(&[("endpoint", "/ids")]),
+            clock_waits: counter(
+                &mut registry,
+                "shardflake_clock_waits",
+                "Requests that waited for a clock that stepped back (clock policy wait)",
+            ),
+            extension_waits: counter(
+                &mut registry,
+                "shardflake_reservation_waits",
+                "Requests that waited for the reservation or a counter block to be extended",
+            ),
+            blocks_granted: counter(
+                &mut registry,
+                "shardflake_counter_blocks_granted",
+                "Temporal counter blocks made durable and installed",
+            ),
+            state_writes: counter(
+                &mut registry,
+                "shardflake_state_writes",
+                "Durable writes of the state file",
+            ),
+            state_write_errors: counter(
+                &mut registry,
+                "shardflake_state_write_errors",
+                "Failed writes of the state file",
+            ),
+            state_write_last_us: gauge(
+                &mut registry,
+                "shardflake_state_write_last_us",
+                "Duration of the last state file write, in microseconds",
+            ),
+            connections_open: gauge(
+                &mut registry,
+                "shardflake_connections_open",
+                "Open client connections",
+            ),
+            connections_total: counter(
+                &mut registry,
+                "shardflake_connections",
+                "Client connections accepted",
+            ),
+            errors: errors.clone(),
+            latency: latency.clone(),
+            scraped: scraped.clone(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "shardflake_http_errors",
+            "Error responses, by code",
+            errors,
+        );
+        registry.register(
+            "shardflake_http_request_duration_seconds",
+            "Request latency from routing to response, by route",
+            latency,
+        );
+        registry.register_collector(Box::new(ScrapeCollector(scraped)));
+        Metrics { registry, ..m }
+    }
 }
 
 impl Metrics {
@@ -112,16 +181,26 @@ impl Metrics {
         elapsed: Duration,
         error: Option<ErrorCode>,
     ) {
-        self.latency[route as usize].observe(elapsed);
+        self.latency
+            .get_or_create(&[("route", route.label())])
+            .observe(elapsed.as_secs_f64());
         if let Some(code) = error {
-            if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-                self.errors[i].fetch_add(1, Ordering::Relaxed);
-            }
+            self.errors.get_or_create(&[("code", code.as_str())]).inc();
         }
+    }
+
+    /// Encodes every series, with the scrape-time values of `snap`.
+    pub(crate) fn render(&self, snap: &Snapshot) -> String {
+        *self.scraped.lock().expect("scrape mutex") = Some(snap.clone());
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
     }
 }
 
 /// Values read from the generator and the reservation at scrape time.
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) layout: String,
     pub(crate) ready: bool,
@@ -136,226 +215,116 @@ pub(crate) struct Snapshot {
     pub(crate) shard: Option<u64>,
 }
 
-fn series(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// Encodes the scrape-time series from the last [`Snapshot`].
+#[derive(Debug)]
+struct ScrapeCollector(Arc<Mutex<Option<Snapshot>>>);
+
+fn gauge_of(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value as i64);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-fn one(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    series(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+fn counter_of(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-impl Metrics {
-    /// Renders every series in the Prometheus text format 0.0.4.
-    pub(crate) fn render(&self, snap: &Snapshot) -> String {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(8 * 1024);
-        series(
-            &mut out,
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(snap) = self.0.lock().expect("scrape mutex").clone() else {
+            return Ok(());
+        };
+        let e = &mut encoder;
+        let info = ConstGauge::new(1i64);
+        let mut family = e.encode_descriptor(
             "shardflake_build_info",
-            "gauge",
-            "Version and layout of this node.",
-        );
-        let _ = writeln!(
-            out,
-            "shardflake_build_info{{version=\"{}\",layout=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            snap.layout
-        );
-        one(
-            &mut out,
+            "Version and layout of this node",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(family.encode_family(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("layout", snap.layout.as_str()),
+        ])?)?;
+        gauge_of(
+            e,
             "shardflake_ready",
-            "gauge",
-            "1 while the node may issue ids (as /readyz).",
+            "1 while the node may issue ids (as /readyz)",
             u64::from(snap.ready),
-        );
-        series(
-            &mut out,
-            "shardflake_ids_issued_total",
-            "counter",
-            "Ids issued, by endpoint.",
-        );
-        let _ = writeln!(
-            out,
-            "shardflake_ids_issued_total{{endpoint=\"/id\"}} {}",
-            load(&self.ids_id)
-        );
-        let _ = writeln!(
-            out,
-            "shardflake_ids_issued_total{{endpoint=\"/ids\"}} {}",
-            load(&self.ids_ids)
-        );
-        one(
-            &mut out,
-            "shardflake_clock_regressions_total",
-            "counter",
-            "Times the wall clock was found behind the last issued timestamp.",
+        )?;
+        counter_of(
+            e,
+            "shardflake_clock_regressions",
+            "Times the wall clock was found behind the last issued timestamp",
             snap.clock_regressions,
-        );
-        one(
-            &mut out,
+        )?;
+        gauge_of(
+            e,
             "shardflake_clock_behind_ms",
-            "gauge",
-            "How far the wall clock is behind the bound the node must stay above, in ms.",
+            "How far the wall clock is behind the bound the node must stay above, in ms",
             snap.clock_behind_ms,
-        );
-        one(
-            &mut out,
-            "shardflake_clock_waits_total",
-            "counter",
-            "Requests that waited for a clock that stepped back (clock policy wait).",
-            load(&self.clock_waits),
-        );
-        one(
-            &mut out,
+        )?;
+        gauge_of(
+            e,
             "shardflake_borrowed_ahead_ms",
-            "gauge",
-            "How far the last issued timestamp is ahead of the wall clock, in ms.",
+            "How far the last issued timestamp is ahead of the wall clock, in ms",
             snap.borrowed_ahead_ms,
-        );
-        one(
-            &mut out,
-            "shardflake_borrowed_ticks_total",
-            "counter",
-            "Ticks started ahead of the wall clock (clock policy borrow).",
+        )?;
+        counter_of(
+            e,
+            "shardflake_borrowed_ticks",
+            "Ticks started ahead of the wall clock (clock policy borrow)",
             snap.borrowed_ticks,
-        );
-        one(
-            &mut out,
-            "shardflake_sequence_exhaustion_waits_total",
-            "counter",
-            "Times a tick's sequence ran out and the generator waited for the next tick.",
+        )?;
+        counter_of(
+            e,
+            "shardflake_sequence_exhaustion_waits",
+            "Times a tick's sequence ran out and the generator waited for the next tick",
             snap.exhaustion_waits,
-        );
-        one(
-            &mut out,
-            "shardflake_reservation_waits_total",
-            "counter",
-            "Requests that waited for the reservation or a counter block to be extended.",
-            load(&self.extension_waits),
-        );
+        )?;
         if let Some(until) = snap.reserved_until_ms {
-            one(
-                &mut out,
+            gauge_of(
+                e,
                 "shardflake_reservation_until_ms",
-                "gauge",
-                "The durable reservation bound, Unix ms.",
+                "The durable reservation bound, Unix ms",
                 until,
-            );
+            )?;
         }
         if let Some(h) = snap.headroom_ms {
-            one(
-                &mut out,
+            gauge_of(
+                e,
                 "shardflake_reservation_headroom_ms",
-                "gauge",
-                "Reserved ms left above the later of the clock and the last issued timestamp.",
+                "Reserved time left above the later of the clock and the last issued timestamp, in ms",
                 h,
-            );
+            )?;
         }
-        if let Some(s) = snap.shard {
-            one(
-                &mut out,
+        if let Some(shard) = snap.shard {
+            gauge_of(
+                e,
                 "shardflake_temporal_shard",
-                "gauge",
-                "The temporal shard ids are issued in.",
-                s,
-            );
+                "The temporal shard ids are issued in",
+                shard,
+            )?;
         }
-        if let Some(b) = snap.block_remaining {
-            one(
-                &mut out,
+        if let Some(left) = snap.block_remaining {
+            gauge_of(
+                e,
                 "shardflake_counter_block_remaining",
-                "gauge",
-                "Counter values left in the current block (temporal layout).",
-                b,
-            );
+                "Counter values left in the current block",
+                left,
+            )?;
         }
-        one(
-            &mut out,
-            "shardflake_counter_blocks_granted_total",
-            "counter",
-            "Counter blocks persisted and installed (temporal layout).",
-            load(&self.blocks_granted),
-        );
-        one(
-            &mut out,
-            "shardflake_state_writes_total",
-            "counter",
-            "Durable state file writes (each: write, fsync, rename, fsync of the directory).",
-            load(&self.state_writes),
-        );
-        one(
-            &mut out,
-            "shardflake_state_write_errors_total",
-            "counter",
-            "Failed state file writes.",
-            load(&self.state_write_errors),
-        );
-        one(
-            &mut out,
-            "shardflake_state_write_last_us",
-            "gauge",
-            "Duration of the last state file write, in microseconds.",
-            load(&self.state_write_last_us),
-        );
-        one(
-            &mut out,
-            "shardflake_connections_open",
-            "gauge",
-            "Open HTTP connections.",
-            load(&self.connections_open),
-        );
-        one(
-            &mut out,
-            "shardflake_connections_total",
-            "counter",
-            "HTTP connections accepted.",
-            load(&self.connections_total),
-        );
-        series(
-            &mut out,
-            "shardflake_http_errors_total",
-            "counter",
-            "Error responses, by stable error code.",
-        );
-        for (code, n) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(
-                out,
-                "shardflake_http_errors_total{{code=\"{code}\"}} {}",
-                load(n)
-            );
-        }
-        series(
-            &mut out,
-            "shardflake_http_request_duration_seconds",
-            "histogram",
-            "Request latency from routing to response, by route.",
-        );
-        for (route, h) in Route::ALL.iter().zip(&self.latency) {
-            let name = "shardflake_http_request_duration_seconds";
-            let label = route.label();
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS_S.iter().enumerate() {
-                cumulative += load(&h.buckets[i]);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{route=\"{label}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            cumulative += load(&h.buckets[LATENCY_BUCKETS_S.len()]);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{route=\"{label}\",le=\"+Inf\"}} {cumulative}"
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{{route=\"{label}\"}} {}",
-                load(&h.sum_ns) as f64 / 1e9
-            );
-            let _ = writeln!(out, "{name}_count{{route=\"{label}\"}} {}", load(&h.count));
-        }
-        out
+        Ok(())
     }
 }
 
@@ -393,11 +362,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
                 .to_string()
         };
-        let b = "shardflake_http_request_duration_seconds_bucket{route=\"/id\"";
-        assert!(line(&format!("{b},le=\"0.00005\"}}")).ends_with(" 1"));
-        assert!(line(&format!("{b},le=\"0.0025\"}}")).ends_with(" 2"));
-        assert!(line(&format!("{b},le=\"5\"}}")).ends_with(" 2"));
-        assert!(line(&format!("{b},le=\"+Inf\"}}")).ends_with(" 3"));
+        let b = |le: &str| {
+            format!("shardflake_http_request_duration_seconds_bucket{{le=\"{le}\",route=\"/id\"}}")
+        };
+        assert!(line(&b("0.00005")).ends_with(" 1"));
+        assert!(line(&b("0.0025")).ends_with(" 2"));
+        assert!(line(&b("5.0")).ends_with(" 2"));
+        assert!(line(&b("+Inf")).ends_with(" 3"));
         assert!(
             line("shardflake_http_request_duration_seconds_count{route=\"/id\"}").ends_with(" 3")
         );

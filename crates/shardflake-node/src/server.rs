@@ -6,7 +6,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -77,8 +76,7 @@ impl Drop for LimitedIo {
     fn drop(&mut self) {
         self.shared
             .metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+            .connections_open.dec();
     }
 }
 
@@ -98,8 +96,8 @@ impl Listener for LimitedListener {
         // Responses are small and written at once; Nagle would only add latency.
         let _ = io.set_nodelay(true);
         let m = &self.shared.metrics;
-        m.connections_open.fetch_add(1, Ordering::Relaxed);
-        m.connections_total.fetch_add(1, Ordering::Relaxed);
+        m.connections_open.inc();
+        m.connections_total.inc();
         (
             LimitedIo {
                 io,

@@ -211,18 +211,17 @@ impl Standalone {
         next.written_at_ms = clock.now_ms();
         let started = Instant::now();
         let r = self.file.store(&next);
-        metrics.state_write_last_us.store(
-            started.elapsed().as_micros().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
+        metrics
+            .state_write_last_us
+            .set(started.elapsed().as_micros().min(i64::MAX as u128) as i64);
         match r {
             Ok(()) => {
-                metrics.state_writes.fetch_add(1, Ordering::Relaxed);
+                metrics.state_writes.inc();
                 *persisted = next.clone();
                 Ok(next)
             }
             Err(e) => {
-                metrics.state_write_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.state_write_errors.inc();
                 Err(e)
             }
         }
@@ -376,8 +375,7 @@ impl Standalone {
                 Ok(()) => {
                     shared
                         .metrics
-                        .blocks_granted
-                        .fetch_add(1, Ordering::Relaxed);
+                        .blocks_granted.inc();
                     debug!(
                         shard = b.shard,
                         start = b.start,

@@ -288,7 +288,7 @@ async fn probes_and_metrics() {
     assert!(a.headers["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = String::from_utf8(a.body).unwrap();
     for expect in [
         "shardflake_ids_issued_total{endpoint=\"/id\"} 3",
@@ -308,7 +308,8 @@ async fn probes_and_metrics() {
         );
     }
     assert!(text
-        .contains("shardflake_http_request_duration_seconds_bucket{route=\"/id\",le=\"+Inf\"} 3"));
+        .contains("shardflake_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/id\"} 3"));
+    assert!(text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
 
     state.begin_shutdown();
     let a = get(&router, "/readyz").await;

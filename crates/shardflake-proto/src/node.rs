@@ -7,7 +7,7 @@
 //! | `GET /inspect/{id}` | `200` the object of [`inspect_json`] |
 //! | `GET /healthz` | `200` [`HealthResponse`] while the process runs |
 //! | `GET /readyz` | `200` or `503` [`ReadyResponse`]: may the node issue ids now, and if not, why |
-//! | `GET /metrics` | `200` Prometheus text format 0.0.4 |
+//! | `GET /metrics` | `200` OpenMetrics text format 1.0.0 (Prometheus scrapes it natively) |
 //!
 //! Every JSON id is also given as a decimal string (`id_str`, `ids_str`): JSON numbers above
 //! 2^53 lose precision in JavaScript, as Twitter's API documents for its own ids.
@@ -41,7 +41,7 @@ pub const CONTENT_TYPE_BINARY: &str = "application/octet-stream";
 /// Media type of text ids: one decimal id per line, each line ending in `\n`.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 /// Media type of the metrics.
-pub const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Bytes per id in the binary representation.
 pub const BINARY_ID_BYTES: usize = 8;
