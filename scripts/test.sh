@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, property, doc, in-process HTTP, real-process and loom tests,
+# Checks formatting, lints and docs, then runs the whole test suite: unit, property, doc,
+# in-process HTTP, real-process, tidy and loom tests,
 # then the library, node and client test binaries again with the clock shifted one and ten
 # years ahead, to prove that no test (and no id) depends on today's date.
 # Installs the system packages the tests use when they are missing (Debian; needs root):
@@ -18,6 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The habits first: formatting, lints and docs without warnings (the tidy conventions run
+# with the tests, crates/shardflake-tidy).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 cargo test --workspace --locked
 
