@@ -90,15 +90,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn policy(borrow_ahead_max: Option<std::time::Duration>) -> Result<ClockPolicy> {
-    Ok(match borrow_ahead_max.map(|d| d.as_millis().min(u64::MAX as u128) as u64) {
-        None => ClockPolicy::default(),
-        Some(ms) if ms > BORROW_AHEAD_MS_LIMIT => {
-            bail!("--borrow-ahead-max {ms} ms is out of range 0..={BORROW_AHEAD_MS_LIMIT} ms")
-        }
-        Some(ms) => ClockPolicy::Borrow {
-            borrow_ahead_ms_max: ms,
+    Ok(
+        match borrow_ahead_max.map(|d| d.as_millis().min(u64::MAX as u128) as u64) {
+            None => ClockPolicy::default(),
+            Some(ms) if ms > BORROW_AHEAD_MS_LIMIT => {
+                bail!("--borrow-ahead-max {ms} ms is out of range 0..={BORROW_AHEAD_MS_LIMIT} ms")
+            }
+            Some(ms) => ClockPolicy::Borrow {
+                borrow_ahead_ms_max: ms,
+            },
         },
-    })
+    )
 }
 
 fn generate_64(args: &GenerateArgs, layout: &Layout, out: &mut impl Write) -> Result<()> {

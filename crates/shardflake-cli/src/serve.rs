@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use shardflake::{Clock, SystemClock};
 use shardflake_node::{
-    ClockPolicyKind, NodeConfig, NodeOptions, LEASE_TTL_MS_DEFAULT, MAX_CONNECTIONS_DEFAULT,
-    PORT_DEFAULT, STATE_DIR_DEFAULT,
+    ClockPolicyKind, NodeConfig, NodeOptions, MAX_CONNECTIONS_DEFAULT, PORT_DEFAULT,
+    STATE_DIR_DEFAULT,
 };
 
 use crate::service::{init_logging, runtime, shutdown_signal, LogFormat};
@@ -87,8 +87,9 @@ pub struct ServeArgs {
     pub standby: bool,
 
     /// Cluster mode: the lease's time to live (100ms..10m, within the coordinators' range).
+    // The default is LEASE_TTL_MS_DEFAULT, written as clap shows it (a test checks they agree).
     #[arg(long, env = "SHARDFLAKE_LEASE_TTL", value_parser = humantime::parse_duration,
-          default_value_t = humantime::Duration::from(Duration::from_millis(LEASE_TTL_MS_DEFAULT)).into())]
+          default_value = "10s")]
     pub lease_ttl: Duration,
 
     /// Cluster mode: the cluster token, sent as `Authorization: Bearer <token>`.
@@ -174,6 +175,11 @@ mod tests {
     #[test]
     fn defaults_are_the_seed_service() {
         let c = NodeConfig::from_options(&NodeOptions::default(), NOW_MS).unwrap();
+        let parsed = Cli::try_parse_from(["serve"]).unwrap().serve;
+        assert_eq!(
+            parsed.lease_ttl,
+            Duration::from_millis(shardflake_node::LEASE_TTL_MS_DEFAULT)
+        );
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.layout.as_ref().unwrap().name(), "twitter");
         assert_eq!(c.node_label(), "datacenter0-worker0");
@@ -275,13 +281,7 @@ mod tests {
         assert!(e.to_string().contains("granularity `soon`"), "{e}");
         let e = parse(&["--max-connections", "0"]).unwrap_err();
         assert!(e.to_string().contains("--max-connections"), "{e}");
-        let c = parse(&[
-            "--clock-policy",
-            "borrow",
-            "--borrow-ahead-max",
-            "1h",
-        ])
-        .unwrap();
+        let c = parse(&["--clock-policy", "borrow", "--borrow-ahead-max", "1h"]).unwrap();
         assert_eq!(
             c.clock_policy,
             NodeClockPolicy::Borrow {

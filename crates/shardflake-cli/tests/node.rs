@@ -319,12 +319,7 @@ fn node_restarted_after_kill_9_with_the_clock_an_hour_back_never_goes_below_old_
     // Borrowing allowed: serves above the bound at once.
     let borrow = [
         &flags[..],
-        &[
-            "--clock-policy",
-            "borrow",
-            "--borrow-ahead-max",
-            "2h",
-        ],
+        &["--clock-policy", "borrow", "--borrow-ahead-max", "2h"],
     ]
     .concat();
     let mut c = command(dir.path(), &borrow, &[]);

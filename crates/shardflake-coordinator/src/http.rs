@@ -19,7 +19,7 @@ use shardflake_proto::coord::{
 };
 use shardflake_proto::{ApiError, ErrorCode};
 
-use crate::state::Coordinator;
+use crate::coordinator::Coordinator;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;

@@ -62,21 +62,33 @@ use shardflake::Layout;
 use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
 use thiserror::Error;
 
+mod blocks;
+mod config;
+mod coordinator;
 mod error;
 pub mod forecast;
 pub mod http;
+mod leases;
 mod meta;
-mod state;
+mod records;
+mod standby;
+mod status;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod time;
 
+pub use config::{
+    CoordinatorConfig, BLOCK_MIN_DEFAULT, POOL_SIZE_MAX, RESERVATION_AHEAD_MS_MAX_DEFAULT,
+    TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
+};
+pub use coordinator::{Coordinator, Metrics};
 pub use error::CoordError;
 pub use meta::ClusterRecord;
-pub use state::{
-    conformance as domain_conformance, BlockRecord, Coordinator, CoordinatorConfig, HostRecord,
-    Metrics, TemporalRecord, BLOCK_MIN_DEFAULT, POOL_SIZE_MAX, RESERVATION_AHEAD_MS_MAX_DEFAULT,
-    STANDBY_WAIT_MS_MAX, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
-};
+pub use records::{BlockRecord, HostRecord, TemporalRecord};
+pub use standby::STANDBY_WAIT_MS_MAX;
+#[cfg(any(test, feature = "testing"))]
+pub use testing::domain as domain_conformance;
 pub use time::{ManualTime, SystemTimeSource, TimeSource};
 
 /// The store file's name inside `--data-dir`.

@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 use shardflake::Layout;
 
 use crate::error::CoordError;
-use crate::store::{KvStore, StoreError, Txn, TxnOutcome};
+use crate::records::{decode, encode, CLUSTER_KEY};
+use crate::store::{KvStore, Txn, TxnOutcome};
 
-/// The key of the [`ClusterRecord`].
-pub(crate) const CLUSTER_KEY: &str = "meta/cluster";
 /// Attempts to read or create the record before giving up (it is written once, so a second
 /// attempt always finds it).
 const CREATE_ATTEMPTS_MAX: u32 = 8;
@@ -39,11 +38,7 @@ pub(crate) async fn open(
 ) -> Result<ClusterRecord, CoordError> {
     for _ in 0..CREATE_ATTEMPTS_MAX {
         if let Some(v) = store.get(CLUSTER_KEY).await? {
-            let rec: ClusterRecord =
-                serde_json::from_slice(&v.value).map_err(|e| StoreError::Corrupt {
-                    key: CLUSTER_KEY.to_string(),
-                    reason: e.to_string(),
-                })?;
+            let rec: ClusterRecord = decode(CLUSTER_KEY, &v.value)?;
             if rec.layout_spec != layout.spec() {
                 return Err(CoordError::LayoutMismatch {
                     store_id: rec.store_id,
@@ -60,7 +55,7 @@ pub(crate) async fn open(
         };
         let txn = Txn::new()
             .compare(CLUSTER_KEY, 0)
-            .put(CLUSTER_KEY, serde_json::to_vec(&rec).expect("serializable"));
+            .put(CLUSTER_KEY, encode(&rec));
         match store.txn(txn).await? {
             TxnOutcome::Committed { .. } => {
                 tracing::info!(store_id = %rec.store_id, layout = %rec.layout_spec, "new store: identity created");

@@ -380,7 +380,12 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
 }
 
 /// `d` in whole milliseconds, if it lies within `min_ms..=max_ms`.
-fn duration_ms(flag: &'static str, d: Duration, min_ms: u64, max_ms: u64) -> Result<u64, ConfigError> {
+fn duration_ms(
+    flag: &'static str,
+    d: Duration,
+    min_ms: u64,
+    max_ms: u64,
+) -> Result<u64, ConfigError> {
     let value_ms = d.as_millis().min(u64::MAX as u128) as u64;
     if !(min_ms..=max_ms).contains(&value_ms) {
         return Err(ConfigError::DurationOutOfRange {

@@ -211,9 +211,7 @@ async fn get_ids(
         Repr::Json | Repr::Text => Sink::Ids(Vec::with_capacity(count)),
     };
     let sink = issue(shared, sink, count).await.map_err(ApiError::from)?;
-    shared
-        .metrics
-        .ids_ids.inc_by(count as u64);
+    shared.metrics.ids_ids.inc_by(count as u64);
     Ok(match sink {
         Sink::Binary(b) => bytes_response(CONTENT_TYPE_BINARY, b.freeze()),
         Sink::Ids(ids) if repr == Repr::Text => {

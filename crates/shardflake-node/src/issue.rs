@@ -193,9 +193,7 @@ pub(crate) async fn issue(
                 tokio::time::sleep(Duration::from_millis(by_ms.max(1))).await;
             }
             Some(Wait::Extension) if waited_ms < EXTENSION_WAIT_MS_MAX => {
-                shared
-                    .metrics
-                    .extension_waits.inc();
+                shared.metrics.extension_waits.inc();
                 // A wake-up that fired before this waiter registered costs one poll interval.
                 let _ = tokio::time::timeout(
                     Duration::from_millis(EXTENSION_POLL_MS),

@@ -159,11 +159,7 @@ impl Default for Metrics {
             scraped: scraped.clone(),
             registry: Registry::default(),
         };
-        registry.register(
-            "shardflake_http_errors",
-            "Error responses, by code",
-            errors,
-        );
+        registry.register("shardflake_http_errors", "Error responses, by code", errors);
         registry.register(
             "shardflake_http_request_duration_seconds",
             "Request latency from routing to response, by route",

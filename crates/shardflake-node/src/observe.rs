@@ -191,7 +191,8 @@ mod tests {
         let snap = state.shared.snapshot();
         let text = state.shared.metrics.render(&snap);
         assert!(text.contains("shardflake_http_errors_total{code=\"request_timeout\"} 1"));
-        assert!(text
-            .contains("shardflake_http_request_duration_seconds_bucket{le=\"5.0\",route=\"/id\"} 1"));
+        assert!(text.contains(
+            "shardflake_http_request_duration_seconds_bucket{le=\"5.0\",route=\"/id\"} 1"
+        ));
     }
 }

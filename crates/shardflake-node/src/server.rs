@@ -74,9 +74,7 @@ struct LimitedIo {
 
 impl Drop for LimitedIo {
     fn drop(&mut self) {
-        self.shared
-            .metrics
-            .connections_open.dec();
+        self.shared.metrics.connections_open.dec();
     }
 }
 

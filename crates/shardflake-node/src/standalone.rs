@@ -373,9 +373,7 @@ impl Standalone {
             keeper.installed.insert(b.shard);
             match g.install_block(b) {
                 Ok(()) => {
-                    shared
-                        .metrics
-                        .blocks_granted.inc();
+                    shared.metrics.blocks_granted.inc();
                     debug!(
                         shard = b.shard,
                         start = b.start,

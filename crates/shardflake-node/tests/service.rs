@@ -309,7 +309,10 @@ async fn probes_and_metrics() {
     }
     assert!(text
         .contains("shardflake_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/id\"} 3"));
-    assert!(text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
+    assert!(
+        text.ends_with("# EOF\n"),
+        "an OpenMetrics exposition ends with # EOF"
+    );
 
     state.begin_shutdown();
     let a = get(&router, "/readyz").await;

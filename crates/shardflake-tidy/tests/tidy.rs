@@ -115,7 +115,10 @@ fn no_leftovers_of_debugging_or_unfinished_work() {
 #[test]
 fn every_crate_uses_the_workspace_lints() {
     let mut missing = Vec::new();
-    for e in fs::read_dir(workspace_root().join("crates")).unwrap().flatten() {
+    for e in fs::read_dir(workspace_root().join("crates"))
+        .unwrap()
+        .flatten()
+    {
         let manifest = e.path().join("Cargo.toml");
         let Ok(text) = fs::read_to_string(&manifest) else {
             continue;
@@ -132,7 +135,10 @@ fn layouts_are_told_apart_by_kind_not_by_name() {
     // What follows from a layout is a method of `Layout` (`is_temporal`, `spec`, the node-id
     // mapping); comparing names misses specs with overrides and custom layouts.
     let mut found = Vec::new();
-    for p in all_rust_files().into_iter().filter(|p| is_non_test_source(p)) {
+    for p in all_rust_files()
+        .into_iter()
+        .filter(|p| is_non_test_source(p))
+    {
         let text = fs::read_to_string(&p).unwrap_or_default();
         for (i, line) in text.lines().enumerate() {
             if line.contains("name() == \"") || line.contains("== \"temporal\"") {

@@ -39,8 +39,8 @@ pub use layout::{
     TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN, TIME_UNIT_MS_MAX,
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
-pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
 pub use sizing::{BlockSizing, BlockUse, FORECAST_HEADROOM};
+pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
 pub use temporal::{
     BlockError, CounterBlock, CounterSupplier, TemporalBuilder, TemporalGenerator, TemporalUsage,
     REFILL_FRACTION_DEFAULT,

@@ -54,8 +54,8 @@ impl BlockSizing {
         };
         let used = last.len - (last.len as f64 * REFILL_FRACTION_DEFAULT) as u64;
         let lasted_ms = last.lasted_ms.max(1);
-        let want = (used as u128 * self.target_ms as u128 / lasted_ms as u128)
-            .min(u64::MAX as u128) as u64;
+        let want = (used as u128 * self.target_ms as u128 / lasted_ms as u128).min(u64::MAX as u128)
+            as u64;
         let factor = self.change_factor_max.max(1);
         let want = want.clamp(
             last.len / factor,
@@ -89,14 +89,44 @@ mod tests {
     #[test]
     fn blocks_follow_the_rate_within_the_factor_and_the_bounds() {
         // 400 values, 300 used in 1 s: 300 lasts the target.
-        assert_eq!(S.refill(Some(BlockUse { len: 400, lasted_ms: 1_000 })), 300);
+        assert_eq!(
+            S.refill(Some(BlockUse {
+                len: 400,
+                lasted_ms: 1_000
+            })),
+            300
+        );
         // Used in 10 ms: a hundredfold rate, but at most four times larger.
-        assert_eq!(S.refill(Some(BlockUse { len: 400, lasted_ms: 10 })), 1_600);
+        assert_eq!(
+            S.refill(Some(BlockUse {
+                len: 400,
+                lasted_ms: 10
+            })),
+            1_600
+        );
         // Used over 100 s: at most four times smaller, and never below the minimum.
-        assert_eq!(S.refill(Some(BlockUse { len: 4_000, lasted_ms: 100_000 })), 1_000);
-        assert_eq!(S.refill(Some(BlockUse { len: 200, lasted_ms: 100_000 })), 100);
+        assert_eq!(
+            S.refill(Some(BlockUse {
+                len: 4_000,
+                lasted_ms: 100_000
+            })),
+            1_000
+        );
+        assert_eq!(
+            S.refill(Some(BlockUse {
+                len: 200,
+                lasted_ms: 100_000
+            })),
+            100
+        );
         // Never above the maximum, whatever the rate.
-        assert_eq!(S.refill(Some(BlockUse { len: 9_000, lasted_ms: 1 })), 10_000);
+        assert_eq!(
+            S.refill(Some(BlockUse {
+                len: 9_000,
+                lasted_ms: 1
+            })),
+            10_000
+        );
         assert_eq!(S.for_forecast(0), 100);
         assert_eq!(S.for_forecast(1_000_000), 10_000);
     }

@@ -3,7 +3,8 @@
 //! A backend's tests call [`run_all`] with a factory that returns a fresh, empty store (for
 //! etcd: a client on a fresh key prefix). The suite panics with the name of the failed check.
 //! It covers the key-value contract here and, through [`crate::Coordinator`], the lease,
-//! reservation and block rules on top of it, so a backend that passes can run a coordinator.
+//! reservation and block rules on top of it ([`crate::testing::domain`]), so a backend that
+//! passes can run a coordinator. Compiled only with the `testing` feature.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -16,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{KvStore, StoreError, Txn, TxnOutcome, VALUE_BYTES_MAX};
+use crate::testing::domain;
 
 /// Runs every check, each on a store from `make_store`.
 pub async fn run_all<S, F, Fut>(mut make_store: F)
@@ -32,12 +34,9 @@ where
     scan_is_sorted_and_bounded_by_prefix(&make_store().await).await;
     limits_are_enforced(&make_store().await).await;
     concurrent_increments_lose_nothing(Arc::new(make_store().await)).await;
-    crate::state::conformance::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
-    crate::state::conformance::repeated_acquire_answers_the_same_grant(Arc::new(
-        make_store().await,
-    ))
-    .await;
-    crate::state::conformance::blocks_only_move_upwards(Arc::new(make_store().await)).await;
+    domain::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
+    domain::repeated_acquire_answers_the_same_grant(Arc::new(make_store().await)).await;
+    domain::blocks_only_move_upwards(Arc::new(make_store().await)).await;
 }
 
 fn committed(outcome: TxnOutcome, check: &str) -> u64 {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 
 use thiserror::Error;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod memory;
 mod redb;

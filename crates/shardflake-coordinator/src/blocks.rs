@@ -1,0 +1,376 @@
+//! Counter blocks for temporal shards, and how large they are.
+//!
+//! A block of `(shard, host)` always starts at or above the high-water mark of every earlier
+//! block of the pair ([`BlockRecord::grant`]), and is written in a transaction that also
+//! compares the host's record, so only the current token of a live lease gets one.
+//!
+//! Sizing is a handful of pure functions of explicit inputs (the usage reports, the last
+//! block, the shard length, [`SizeBounds`]): the first block of a shard follows the forecast
+//! ([`forecast_next`], with Holt's method from [`crate::forecast`]), a refill during a shard
+//! follows the rate at which the last block was used ([`refill_size`]).
+
+use std::sync::atomic::Ordering;
+
+use shardflake_proto::coord::{BlockGrant, BlockRequest, ShardForecast, ShardUsage};
+
+use crate::coordinator::{Coordinator, Step};
+use crate::error::CoordError;
+use crate::records::{self, block_key, encode, host_key, BlockRecord, HostRecord, TemporalRecord};
+use crate::store::Txn;
+
+/// Blocks are the forecast times this factor, so a forecast that is a little low still fits.
+pub(crate) const BLOCK_HEADROOM: f64 = 1.25;
+/// Blocks may be asked for at most this many shards ahead of the coordinator's clock.
+pub(crate) const SHARD_AHEAD_MAX: u64 = 1;
+/// A refill block is sized to last at most this long at the current rate (ms).
+pub(crate) const REFILL_TARGET_MS_MAX: u64 = 10_000;
+/// Shards of forecast-against-actual history (and of pending forecasts) kept per host.
+const HISTORY_MAX: usize = 8;
+
+/// The block to answer with, and the record to write if it is a new one.
+pub(crate) struct PlannedBlock {
+    pub(crate) grant: BlockGrant,
+    pub(crate) write: Option<BlockWrite>,
+}
+
+/// A new block's record, to be written only if the pair's record is still at `version`.
+pub(crate) struct BlockWrite {
+    key: String,
+    version: u64,
+    rec: BlockRecord,
+}
+
+impl BlockWrite {
+    /// `txn` with this write and the compare that keeps it from overwriting a concurrent one.
+    pub(crate) fn add_to(&self, txn: Txn) -> Txn {
+        txn.compare(&self.key, self.version)
+            .put(&self.key, encode(&self.rec))
+    }
+}
+
+/// What bounds every block: at least the configured minimum, at most the whole counter field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SizeBounds {
+    /// Smallest block.
+    pub(crate) block_min: u64,
+    /// The largest counter value.
+    pub(crate) counter_max: u64,
+}
+
+impl SizeBounds {
+    fn clamp(self, size: u64) -> u64 {
+        size.max(self.block_min)
+            .min(self.counter_max.saturating_add(1))
+    }
+}
+
+/// Counter values a host is expected to use in the next shard: the largest of Holt's
+/// forecast over finished shards, the current shard's rate extrapolated over a whole shard,
+/// and the host's own forecast. `shard_start_ms` is the wall time the reported shard began.
+pub(crate) fn forecast_next(
+    t: &TemporalRecord,
+    shard_ms: u64,
+    shard_start_ms: u64,
+    now_ms: u64,
+) -> u64 {
+    let elapsed = now_ms.saturating_sub(shard_start_ms).clamp(1, shard_ms);
+    let rate_based = (t.used as u128 * shard_ms as u128 / elapsed as u128) as u64;
+    let holt = t.holt.forecast(1).round() as u64;
+    holt.max(rate_based).max(t.host_predicted.unwrap_or(0))
+}
+
+/// The block for a shard expected to use `forecast` values, with headroom.
+pub(crate) fn block_size(forecast: u64, bounds: SizeBounds) -> u64 {
+    bounds.clamp((forecast as f64 * BLOCK_HEADROOM).ceil() as u64)
+}
+
+/// Size of a block asked for during a shard: sized so that, at the rate the `last` block
+/// was used, the next one lasts about [`REFILL_TARGET_MS_MAX`] (or an eighth of a shard),
+/// changing by at most a factor of two per block; the first block of a shard follows the
+/// `forecast`.
+pub(crate) fn refill_size(
+    last: &BlockRecord,
+    forecast: u64,
+    shard_ms: u64,
+    bounds: SizeBounds,
+    now_ms: u64,
+) -> u64 {
+    if last.grants == 0 {
+        return block_size(forecast, bounds);
+    }
+    let last_len = last.last_end - last.last_start;
+    let target_ms = (shard_ms / 8).clamp(1, REFILL_TARGET_MS_MAX);
+    let elapsed_ms = now_ms.saturating_sub(last.granted_at_ms).max(1);
+    let scaled = (last_len as u128 * target_ms as u128 / elapsed_ms as u128) as u64;
+    bounds.clamp(scaled.clamp(last_len / 2, last_len.saturating_mul(2)))
+}
+
+/// Takes a usage report into the host's temporal record: a report of a later shard closes
+/// the previous one into the forecaster and the history.
+pub(crate) fn update_usage(t: &mut TemporalRecord, usage: ShardUsage) {
+    if !t.reported || usage.shard > t.shard {
+        // A shard closes into the forecaster when the next one is reported; a report from
+        // far away (a host that just started, or was idle) says nothing about a whole shard.
+        if t.reported && (t.used > 0 || usage.shard == t.shard + 1) {
+            // The previous shard is over: its last report is its actual use.
+            t.holt.observe(t.used as f64);
+            let predicted = t
+                .forecasts
+                .iter()
+                .find(|(s, _)| *s == t.shard)
+                .map_or(0, |(_, p)| *p);
+            t.history.push(ShardForecast {
+                shard: t.shard,
+                predicted,
+                actual: t.used,
+            });
+            if t.history.len() > HISTORY_MAX {
+                t.history.remove(0);
+            }
+        }
+        t.reported = true;
+        t.shard = usage.shard;
+        t.used = usage.used_in_shard;
+    } else if usage.shard == t.shard {
+        t.used = t.used.max(usage.used_in_shard);
+    }
+    t.host_predicted = usage.predicted_next;
+}
+
+/// Remembers the forecast a block for `shard` was sized from, to be set against the actual
+/// use once the shard is over.
+fn record_forecast(t: &mut TemporalRecord, shard: u64, forecast: u64) {
+    t.forecasts.retain(|(s, _)| *s != shard);
+    t.forecasts.push((shard, forecast));
+    if t.forecasts.len() > HISTORY_MAX {
+        t.forecasts.remove(0);
+    }
+}
+
+impl Coordinator {
+    /// Grants a counter block for `(shard, host)` above every earlier one (temporal mode).
+    pub async fn grant_block(&self, req: &BlockRequest) -> Result<BlockGrant, CoordError> {
+        if !self.config.is_temporal() {
+            return Err(CoordError::NotTemporal {
+                layout: self.config.layout.name().to_string(),
+            });
+        }
+        self.check_host(req.host_id)?;
+        let shard_max = self.config.layout.timestamp_field().max();
+        if req.shard > shard_max {
+            return Err(CoordError::ShardBeyondLayout {
+                shard: req.shard,
+                shard_max,
+                overflow_at: self.config.layout.overflow_time(),
+            });
+        }
+        let current = self.config.layout.tick_of(self.time.wall_ms()).unwrap_or(0);
+        if req.shard > current + SHARD_AHEAD_MAX {
+            return Err(CoordError::ShardTooFarAhead {
+                shard: req.shard,
+                current,
+                ahead_max: SHARD_AHEAD_MAX,
+            });
+        }
+        self.cas_loop(|| Box::pin(self.grant_block_step(req))).await
+    }
+
+    /// One attempt of [`Self::grant_block`]: the block the caller holds, or a new one above it.
+    async fn grant_block_step(
+        &self,
+        req: &BlockRequest,
+    ) -> Result<Step<'_, BlockGrant>, CoordError> {
+        let (rec, version) = self.current_host(req.host_id).await?;
+        self.check_current(&rec, req.token)?;
+        let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
+        let now = self.time.wall_ms();
+        let size = refill_size(
+            &last.0,
+            self.forecast_of(&rec, now),
+            self.config.layout.time_unit_ms(),
+            self.size_bounds(),
+            now,
+        );
+        let planned = self.plan_block(req, last, size, now)?;
+        let Some(write) = planned.write else {
+            return Ok(Step::Answer(planned.grant));
+        };
+        // Comparing the host record fences the grant: it commits only if the token is
+        // still current when the block is written.
+        let txn = write.add_to(Txn::new().compare(host_key(req.host_id), version));
+        Ok(Step::commit(txn, move || {
+            self.metrics
+                .blocks_requested
+                .fetch_add(1, Ordering::Relaxed);
+            planned.grant
+        }))
+    }
+
+    /// With a renewal's usage report: takes the report into `rec` and, once the next shard
+    /// is near, plans its block, so the host has it before the shard starts. A new block's
+    /// forecast is recorded in `rec`; the caller writes the block with the renewal.
+    pub(crate) async fn next_shard_block(
+        &self,
+        rec: &mut HostRecord,
+        token: u64,
+        usage: ShardUsage,
+        now_ms: u64,
+    ) -> Result<Option<PlannedBlock>, CoordError> {
+        update_usage(rec.temporal.get_or_insert_with(Default::default), usage);
+        let layout = &self.config.layout;
+        let next_start = layout.ms_of_tick(usage.shard + 1);
+        let lead = (layout.time_unit_ms() / 2).min(rec.ttl_ms.saturating_mul(3));
+        // No block for a shard the layout cannot hold: the layout's life ends there.
+        let fits = usage.shard < layout.timestamp_field().max();
+        if !fits || now_ms.saturating_add(lead) < next_start {
+            return Ok(None);
+        }
+        let forecast = self.forecast_of(rec, now_ms);
+        let size = block_size(forecast, self.size_bounds());
+        let req = BlockRequest {
+            host_id: rec.host_id,
+            token,
+            shard: usage.shard + 1,
+            after_counter: 0,
+        };
+        let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
+        let planned = self.plan_block(&req, last, size, now_ms)?;
+        if planned.write.is_some() {
+            let t = rec.temporal.get_or_insert_with(Default::default);
+            record_forecast(t, req.shard, forecast);
+        }
+        Ok(Some(planned))
+    }
+
+    /// The block to answer `req` with, given the pair's `last` record and its version: the
+    /// last block again if the caller already holds it (or lost the answer), else a new one
+    /// of `size` values above the high-water mark.
+    fn plan_block(
+        &self,
+        req: &BlockRequest,
+        (mut last, version): (BlockRecord, u64),
+        size: u64,
+        now_ms: u64,
+    ) -> Result<PlannedBlock, CoordError> {
+        let shard = req.shard;
+        if last.grants > 0 && last.token == req.token && last.last_start >= req.after_counter {
+            return Ok(PlannedBlock {
+                grant: BlockGrant {
+                    shard,
+                    start: last.last_start,
+                    end: last.last_end,
+                },
+                write: None,
+            });
+        }
+        let counter_max = self.config.counter_max();
+        let start = last.high_water.max(req.after_counter);
+        if start > counter_max {
+            return Err(CoordError::CounterSpaceExhausted {
+                host_id: req.host_id,
+                shard,
+                counter_max,
+            });
+        }
+        let end = start.saturating_add(size.max(1)).min(counter_max + 1);
+        last.grant(start, end, req.token, now_ms);
+        Ok(PlannedBlock {
+            grant: BlockGrant { shard, start, end },
+            write: Some(BlockWrite {
+                key: block_key(req.host_id, shard),
+                version,
+                rec: last,
+            }),
+        })
+    }
+
+    /// The forecast of `rec`'s next shard; 0 before its first usage report.
+    pub(crate) fn forecast_of(&self, rec: &HostRecord, now_ms: u64) -> u64 {
+        rec.temporal.as_ref().map_or(0, |t| {
+            forecast_next(
+                t,
+                self.config.layout.time_unit_ms(),
+                self.config.layout.ms_of_tick(t.shard),
+                now_ms,
+            )
+        })
+    }
+
+    fn size_bounds(&self) -> SizeBounds {
+        SizeBounds {
+            block_min: self.config.block_min,
+            counter_max: self.config.counter_max(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shardflake::Layout;
+    use shardflake_proto::coord::RenewRequest;
+
+    use crate::store::MemStore;
+    use crate::testing::{acquire_req as req, manual_coordinator, T0};
+    use crate::CoordinatorConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn forecasts_follow_usage_and_history_records_predicted_against_actual() {
+        let granularity = 10_000;
+        let layout = Layout::from_spec("temporal:granularity=10s").unwrap();
+        assert_eq!(layout.time_unit_ms(), granularity);
+        let (c, time) = manual_coordinator(
+            Arc::new(MemStore::new()),
+            CoordinatorConfig::new(layout.clone()),
+        )
+        .await;
+        let a = c.acquire(&req("a", 2_000)).await.unwrap();
+        let first = layout.tick_of(T0).unwrap();
+        let mut sizes = Vec::new();
+        // Usage grows by 100k per shard; renew every second with a running count.
+        for k in 0..6u64 {
+            let shard = first + k;
+            let total = 100_000 * (k + 1);
+            for step in 1..=10u64 {
+                let usage = ShardUsage {
+                    shard,
+                    used_in_shard: total * step / 10,
+                    predicted_next: None,
+                };
+                let r = c
+                    .renew(
+                        a.host_id,
+                        &RenewRequest {
+                            token: a.token,
+                            reserve_until_ms: None,
+                            usage: Some(usage),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                if let Some(b) = r.next_block {
+                    assert_eq!(b.shard, shard + 1);
+                    if step == 10 {
+                        sizes.push(b.end - b.start);
+                    }
+                }
+                time.advance_ms(1_000);
+            }
+        }
+        // Blocks grow with the demand and cover the next shard's use with headroom.
+        for (k, w) in sizes.windows(2).enumerate() {
+            assert!(w[1] > w[0], "block sizes {sizes:?} at {k}");
+        }
+        let hosts = c.hosts().await.unwrap();
+        let t = hosts.hosts[0].temporal.clone().unwrap();
+        assert!(t.history.len() >= 4, "{t:?}");
+        for h in &t.history[1..] {
+            assert!(h.predicted > 0, "{h:?}");
+            let err = (h.predicted as f64 - h.actual as f64).abs() / h.actual as f64;
+            assert!(err < 0.5, "forecast {h:?} is off by {err}");
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Leases on host ids with fencing tokens, and the reservations persisted under them.
+//!
+//! Every grant takes a fencing token larger than every earlier one, and starts above the
+//! reservation of the id's previous holders. A reservation is raised only for the current
+//! token of a live lease ([`Coordinator::check_current`]), and never further ahead of the
+//! coordinator's clock than the configured look-ahead ([`Coordinator::raise_reservation`]).
+//!
+//! # Expiry
+//!
+//! A lease is expired when this process has seen the same `(token, renewals)` for a full TTL
+//! on its monotonic clock. A record first seen after a restart therefore counts as live for a
+//! full TTL from then, whatever its persisted wall-clock expiry says: the holder's own
+//! deadline (send time of its last acknowledged renewal + TTL − drift margin) lies before the
+//! crash plus a TTL, so by then it has stopped issuing. The wall-clock expiry is persisted for
+//! operators and status; a wall clock that steps cannot shorten a lease.
+
+use std::sync::atomic::Ordering;
+
+use shardflake_proto::coord::{
+    AcquireRequest, LeaseGrant, LeaseState, ReleaseRequest, RenewRequest, RenewResponse,
+    ReservationRequest, ReservationResponse, REQUEST_ID_BYTES_MAX,
+};
+
+use crate::config::truncate_name;
+use crate::coordinator::{Coordinator, Step};
+use crate::error::CoordError;
+use crate::records::{self, encode, encode_token, host_key, HostRecord, TOKEN_KEY};
+use crate::store::Txn;
+
+/// What this process last saw of a lease, and since when on its monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Observation {
+    token: u64,
+    renewals: u64,
+    since_mono_ms: u64,
+}
+
+impl Observation {
+    fn of(rec: &HostRecord, now_mono_ms: u64) -> Self {
+        Self {
+            token: rec.token,
+            renewals: rec.renewals,
+            since_mono_ms: now_mono_ms,
+        }
+    }
+
+    fn is_of(&self, rec: &HostRecord) -> bool {
+        self.token == rec.token && self.renewals == rec.renewals
+    }
+}
+
+/// Records a renewal at wall time `now_ms` on `rec`: one more renewal under its token, and a
+/// wall-clock expiry (for status) one TTL from now.
+fn mark_renewed(rec: &mut HostRecord, now_ms: u64) {
+    rec.renewals += 1;
+    rec.renewed_at_ms = now_ms;
+    rec.expires_at_ms = now_ms.saturating_add(rec.ttl_ms);
+}
+
+/// The only check `release` needs: the caller's token must be the id's current token. A
+/// holder may give back a lease that has just expired, which only frees the id sooner.
+fn check_token(rec: &HostRecord, token: u64) -> Result<(), CoordError> {
+    if rec.token != token {
+        return Err(CoordError::StaleToken {
+            host_id: rec.host_id,
+            token,
+            current: rec.token,
+        });
+    }
+    Ok(())
+}
+
+impl Coordinator {
+    /// Grants a lease on a free host id (or the one asked for) with a new fencing token.
+    ///
+    /// With a `request_id`, the request is idempotent: if the current token of some host id
+    /// was granted to this request id (the answer was lost and the caller retries), the same
+    /// grant is answered again, renewed now, so no second host id is taken and the lease runs
+    /// a full TTL from this answer, which is after the retry was sent.
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseGrant, CoordError> {
+        let ttl_ms = req.ttl_ms.unwrap_or(self.config.ttl_ms_default);
+        if ttl_ms < self.config.ttl_ms_min || ttl_ms > self.config.ttl_ms_max {
+            return Err(CoordError::TtlOutOfRange {
+                ttl_ms,
+                min_ms: self.config.ttl_ms_min,
+                max_ms: self.config.ttl_ms_max,
+            });
+        }
+        if let Some(id) = &req.request_id {
+            if id.is_empty() || id.len() > REQUEST_ID_BYTES_MAX {
+                return Err(CoordError::BadRequest(format!(
+                    "request_id must be 1..={REQUEST_ID_BYTES_MAX} bytes, got {}",
+                    id.len()
+                )));
+            }
+        }
+        for h in req.host_id.iter().chain(req.prefer_host_id.iter()) {
+            self.check_host(*h)?;
+        }
+        let holder = truncate_name(&req.name);
+        self.cas_loop(|| Box::pin(self.acquire_step(req, &holder, ttl_ms)))
+            .await
+    }
+
+    /// One attempt of [`Self::acquire`]: the same grant again for a repeated request id, or
+    /// a new token on a free host id.
+    async fn acquire_step(
+        &self,
+        req: &AcquireRequest,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<Step<'_, LeaseGrant>, CoordError> {
+        let hosts = records::load_hosts(self.store.as_ref()).await?;
+        let now = self.time.wall_ms();
+        let repeated = req.request_id.as_ref().and_then(|id| {
+            hosts.iter().find(|(r, _)| {
+                !r.released && r.holder == holder && r.request_id.as_ref() == Some(id)
+            })
+        });
+        if let Some((prev, version)) = repeated {
+            let mut rec = prev.clone();
+            mark_renewed(&mut rec, now);
+            if let Some(ahead_ms) = req.reserve_ahead_ms {
+                self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
+            }
+            let key = host_key(rec.host_id);
+            let txn = Txn::new().compare(&key, *version).put(&key, encode(&rec));
+            return Ok(Step::commit(txn, move || {
+                self.observe_commit(&rec);
+                self.metrics.grants_repeated.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
+                    "repeated acquire: answering the same grant, renewed");
+                self.grant_of(&rec)
+            }));
+        }
+        let host_id = self.pick_host(&hosts, req, self.time.mono_ms())?;
+        let prev = hosts.iter().find(|(r, _)| r.host_id == host_id);
+        let (last_token, token_version) = records::load_token(self.store.as_ref()).await?;
+        let token = last_token + 1;
+        let start_above_ms = prev.map_or(0, |(r, _)| r.reserved_until_ms);
+        let mut rec = HostRecord {
+            host_id,
+            token,
+            holder: holder.to_string(),
+            ttl_ms,
+            granted_at_ms: now,
+            renewed_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms),
+            renewals: 0,
+            released: false,
+            reserved_until_ms: start_above_ms,
+            start_above_ms,
+            request_id: req.request_id.clone(),
+            temporal: prev.and_then(|(r, _)| r.temporal.clone()),
+        };
+        if let Some(ahead_ms) = req.reserve_ahead_ms {
+            self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
+        }
+        let key = host_key(host_id);
+        let txn = Txn::new()
+            .compare(&key, prev.map_or(0, |(_, v)| *v))
+            .compare(TOKEN_KEY, token_version)
+            .put(&key, encode(&rec))
+            .put(TOKEN_KEY, encode_token(token));
+        Ok(Step::commit(txn, move || {
+            self.observe_commit(&rec);
+            self.withdraw_offer(host_id);
+            self.metrics.grants.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(host_id, token, holder = %rec.holder, start_above_ms, "lease granted");
+            self.grant_of(&rec)
+        }))
+    }
+
+    /// Renews a lease (and optionally extends its reservation and reports temporal usage).
+    pub async fn renew(
+        &self,
+        host_id: u32,
+        req: &RenewRequest,
+    ) -> Result<RenewResponse, CoordError> {
+        self.check_host(host_id)?;
+        if req.usage.is_some() && !self.config.is_temporal() {
+            return Err(CoordError::NotTemporal {
+                layout: self.config.layout.name().to_string(),
+            });
+        }
+        self.cas_loop(|| Box::pin(self.renew_step(host_id, req)))
+            .await
+    }
+
+    /// One attempt of [`Self::renew`].
+    async fn renew_step(
+        &self,
+        host_id: u32,
+        req: &RenewRequest,
+    ) -> Result<Step<'_, RenewResponse>, CoordError> {
+        let (mut rec, version) = self.current_host(host_id).await?;
+        self.check_current(&rec, req.token)?;
+        let now = self.time.wall_ms();
+        let extended = req
+            .reserve_until_ms
+            .is_some_and(|until_ms| self.raise_reservation(&mut rec, until_ms, now));
+        mark_renewed(&mut rec, now);
+        let key = host_key(host_id);
+        let mut txn = Txn::new().compare(&key, version);
+        let next = match req.usage {
+            Some(usage) => {
+                self.next_shard_block(&mut rec, req.token, usage, now)
+                    .await?
+            }
+            None => None,
+        };
+        let mut prepared = false;
+        if let Some(write) = next.as_ref().and_then(|n| n.write.as_ref()) {
+            txn = write.add_to(txn);
+            prepared = true;
+        }
+        let txn = txn.put(&key, encode(&rec));
+        Ok(Step::commit(txn, move || {
+            self.observe_commit(&rec);
+            self.metrics.renewals.fetch_add(1, Ordering::Relaxed);
+            if extended {
+                self.metrics.extensions.fetch_add(1, Ordering::Relaxed);
+            }
+            if prepared {
+                self.metrics.blocks_prepared.fetch_add(1, Ordering::Relaxed);
+            }
+            RenewResponse {
+                ttl_ms: rec.ttl_ms,
+                reserved_until_ms: rec.reserved_until_ms,
+                next_block: next.map(|n| n.grant),
+            }
+        }))
+    }
+
+    /// Persists a higher reservation bound, only for the current token of a live lease.
+    pub async fn extend_reservation(
+        &self,
+        host_id: u32,
+        req: &ReservationRequest,
+    ) -> Result<ReservationResponse, CoordError> {
+        self.check_host(host_id)?;
+        self.cas_loop(|| Box::pin(self.extend_step(host_id, req)))
+            .await
+    }
+
+    /// One attempt of [`Self::extend_reservation`].
+    async fn extend_step(
+        &self,
+        host_id: u32,
+        req: &ReservationRequest,
+    ) -> Result<Step<'_, ReservationResponse>, CoordError> {
+        let (mut rec, version) = self.current_host(host_id).await?;
+        self.check_current(&rec, req.token)?;
+        let raised = self.raise_reservation(&mut rec, req.until_ms, self.time.wall_ms());
+        let answer = ReservationResponse {
+            reserved_until_ms: rec.reserved_until_ms,
+        };
+        if !raised {
+            // Already persisted: answering with the current bound is idempotent.
+            return Ok(Step::Answer(answer));
+        }
+        let key = host_key(host_id);
+        let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
+        Ok(Step::commit(txn, move || {
+            self.metrics.extensions.fetch_add(1, Ordering::Relaxed);
+            answer
+        }))
+    }
+
+    /// Gives a host id back; the next holder may take it at once (above its reservation).
+    pub async fn release(&self, host_id: u32, req: &ReleaseRequest) -> Result<(), CoordError> {
+        self.check_host(host_id)?;
+        self.cas_loop(|| Box::pin(self.release_step(host_id, req)))
+            .await
+    }
+
+    /// One attempt of [`Self::release`].
+    async fn release_step(
+        &self,
+        host_id: u32,
+        req: &ReleaseRequest,
+    ) -> Result<Step<'_, ()>, CoordError> {
+        let (mut rec, version) = self.current_host(host_id).await?;
+        check_token(&rec, req.token)?;
+        if rec.released {
+            return Ok(Step::Answer(()));
+        }
+        rec.released = true;
+        rec.expires_at_ms = self.time.wall_ms();
+        let key = host_key(host_id);
+        let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
+        let token = req.token;
+        Ok(Step::commit(txn, move || {
+            self.metrics.releases.fetch_add(1, Ordering::Relaxed);
+            self.wake_standbys();
+            tracing::info!(host_id, token, "lease released");
+        }))
+    }
+
+    /// The host record of `host_id` and its version; `UnknownHost` if it was never leased.
+    pub(crate) async fn current_host(&self, host_id: u32) -> Result<(HostRecord, u64), CoordError> {
+        records::load_host(self.store.as_ref(), host_id)
+            .await?
+            .ok_or(CoordError::UnknownHost { host_id })
+    }
+
+    /// The check before anything is written under a lease: `token` is the id's current token
+    /// and its lease is live.
+    pub(crate) fn check_current(&self, rec: &HostRecord, token: u64) -> Result<(), CoordError> {
+        check_token(rec, token)?;
+        if self.lease_state(rec, self.time.mono_ms()) != LeaseState::Live {
+            return Err(CoordError::LeaseExpired {
+                host_id: rec.host_id,
+                token,
+            });
+        }
+        Ok(())
+    }
+
+    /// Raises `rec`'s reservation to `until_ms`, clamped to the look-ahead limit from wall
+    /// time `now_ms`. A reservation never goes down: a holder may already have issued up to
+    /// it. Returns whether it rose.
+    fn raise_reservation(&self, rec: &mut HostRecord, until_ms: u64, now_ms: u64) -> bool {
+        let until_ms = self.config.clamp_ahead(until_ms, now_ms);
+        if until_ms > rec.reserved_until_ms {
+            rec.reserved_until_ms = until_ms;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Live or expired by the monotonic rule (module docs); released is reported as such.
+    pub(crate) fn lease_state(&self, rec: &HostRecord, now_mono: u64) -> LeaseState {
+        if rec.released {
+            return LeaseState::Released;
+        }
+        let mut observed = self.observed.lock().expect("poisoned");
+        let o = observed
+            .entry(rec.host_id)
+            .or_insert(Observation::of(rec, now_mono));
+        if !o.is_of(rec) {
+            *o = Observation::of(rec, now_mono);
+        }
+        if now_mono >= o.since_mono_ms.saturating_add(rec.ttl_ms) {
+            LeaseState::Expired
+        } else {
+            LeaseState::Live
+        }
+    }
+
+    /// Mono time at which the lease expires unless renewed.
+    pub(crate) fn expiry_mono(&self, rec: &HostRecord) -> Option<u64> {
+        let observed = self.observed.lock().expect("poisoned");
+        observed
+            .get(&rec.host_id)
+            .filter(|o| o.is_of(rec))
+            .map(|o| o.since_mono_ms.saturating_add(rec.ttl_ms))
+    }
+
+    /// Records that this process committed `rec`: its lease runs a full TTL from now.
+    fn observe_commit(&self, rec: &HostRecord) {
+        let now_mono = self.time.mono_ms();
+        self.observed
+            .lock()
+            .expect("poisoned")
+            .insert(rec.host_id, Observation::of(rec, now_mono));
+    }
+
+    fn is_free(&self, rec: &HostRecord, now_mono: u64) -> bool {
+        rec.host_id < self.config.pool_size && self.lease_state(rec, now_mono) != LeaseState::Live
+    }
+
+    /// The host id to grant: the one asked for (if free), else the preferred one (if free),
+    /// else the lowest free id.
+    fn pick_host(
+        &self,
+        hosts: &[(HostRecord, u64)],
+        req: &AcquireRequest,
+        now_mono: u64,
+    ) -> Result<u32, CoordError> {
+        let find = |h: u32| hosts.iter().find(|(r, _)| r.host_id == h).map(|(r, _)| r);
+        if let Some(h) = req.host_id {
+            return match find(h) {
+                Some(r) if !self.is_free(r, now_mono) => Err(CoordError::HostBusy {
+                    host_id: h,
+                    token: r.token,
+                }),
+                _ => Ok(h),
+            };
+        }
+        if let Some(h) = req.prefer_host_id {
+            if find(h).is_none_or(|r| self.is_free(r, now_mono)) {
+                return Ok(h);
+            }
+        }
+        // The lowest free id: a gap in the (sorted) records or a record whose lease is over.
+        let mut next = 0u32;
+        for (r, _) in hosts {
+            if r.host_id > next {
+                break;
+            }
+            if self.is_free(r, now_mono) {
+                return Ok(r.host_id);
+            }
+            next = r.host_id + 1;
+        }
+        if next < self.config.pool_size {
+            Ok(next)
+        } else {
+            Err(CoordError::PoolExhausted {
+                pool_size: self.config.pool_size,
+            })
+        }
+    }
+
+    fn grant_of(&self, rec: &HostRecord) -> LeaseGrant {
+        LeaseGrant {
+            host_id: rec.host_id,
+            token: rec.token,
+            ttl_ms: rec.ttl_ms,
+            start_above_ms: rec.start_above_ms,
+            reserved_until_ms: rec.reserved_until_ms,
+            layout_spec: self.cluster.layout_spec.clone(),
+            store_id: self.cluster.store_id.clone(),
+            pool_size: self.config.pool_size,
+            limits: self.config.limits(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shardflake::Layout;
+    use shardflake_proto::coord::ShardUsage;
+
+    use super::*;
+    use crate::store::{KvStore, MemStore};
+    use crate::testing::{acquire_req as req, manual_coordinator};
+    use crate::CoordinatorConfig;
+
+    async fn with_time(
+        store: Arc<dyn KvStore>,
+        layout: Layout,
+    ) -> (Coordinator, crate::ManualTime) {
+        manual_coordinator(store, CoordinatorConfig::new(layout)).await
+    }
+
+    #[tokio::test]
+    async fn restarted_coordinator_treats_every_lease_as_live_for_one_ttl() {
+        let store: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        let (c, _) = with_time(store.clone(), Layout::preset("default").unwrap()).await;
+        let a = c.acquire(&req("a", 1_000)).await.unwrap();
+        drop(c);
+        // The restarted process reads a wall clock far past the persisted expiry.
+        let (c2, time) = with_time(store, Layout::preset("default").unwrap()).await;
+        time.step_wall_forward_ms(3_600_000);
+        let take = AcquireRequest {
+            host_id: Some(a.host_id),
+            ..req("b", 1_000)
+        };
+        let busy = c2.acquire(&take).await.unwrap_err();
+        assert!(matches!(busy, CoordError::HostBusy { token, .. } if token == a.token));
+        time.advance_ms(999);
+        assert_eq!(
+            c2.acquire(&take).await.unwrap_err().code().as_str(),
+            "host_busy"
+        );
+        time.advance_ms(1);
+        let b = c2.acquire(&take).await.unwrap();
+        assert!(b.token > a.token, "tokens increase across restarts");
+    }
+
+    #[tokio::test]
+    async fn wall_clock_steps_neither_expire_nor_extend_a_lease() {
+        let (c, time) = with_time(
+            Arc::new(MemStore::new()),
+            Layout::preset("default").unwrap(),
+        )
+        .await;
+        let a = c.acquire(&req("a", 1_000)).await.unwrap();
+        let take = AcquireRequest {
+            host_id: Some(a.host_id),
+            ..req("b", 1_000)
+        };
+        time.step_wall_forward_ms(10_000_000);
+        assert_eq!(
+            c.acquire(&take).await.unwrap_err().code().as_str(),
+            "host_busy"
+        );
+        time.step_wall_back_ms(20_000_000);
+        time.advance_ms(1_000);
+        assert!(c.acquire(&take).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn ttl_and_host_limits_are_enforced() {
+        let (c, _) = with_time(
+            Arc::new(MemStore::new()),
+            Layout::preset("twitter").unwrap(),
+        )
+        .await;
+        let e = c.acquire(&req("a", 10)).await.unwrap_err();
+        assert!(
+            matches!(e, CoordError::TtlOutOfRange { ttl_ms: 10, .. }),
+            "{e}"
+        );
+        let e = c
+            .acquire(&AcquireRequest {
+                host_id: Some(1024),
+                ..req("a", 1_000)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            CoordError::HostOutOfRange {
+                host_id: 1024,
+                pool_size: 1024
+            }
+        ));
+        let e = c
+            .renew(
+                5,
+                &RenewRequest {
+                    token: 1,
+                    reserve_until_ms: None,
+                    usage: None,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CoordError::UnknownHost { host_id: 5 }));
+        let usage = ShardUsage {
+            shard: 1,
+            used_in_shard: 1,
+            predicted_next: None,
+        };
+        let a = c.acquire(&req("a", 1_000)).await.unwrap();
+        let e = c
+            .renew(
+                a.host_id,
+                &RenewRequest {
+                    token: a.token,
+                    reserve_until_ms: None,
+                    usage: Some(usage),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().as_str(), "not_temporal");
+    }
+}

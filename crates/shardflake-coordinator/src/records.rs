@@ -1,0 +1,221 @@
+//! What the coordinator keeps in the store, and how it is encoded. This is the only module
+//! that turns records into bytes and back, so a change of encoding happens in one place.
+//!
+//! # Keys
+//!
+//! * `meta/cluster`: the store's identity and layout ([`crate::ClusterRecord`]), written once.
+//! * `meta/token`: the last fencing token granted (a decimal number). Every grant increments
+//!   it in the same transaction as the lease, so tokens strictly increase across restarts.
+//! * `host/{host_id:010}`: the lease and reservation of a host id ([`HostRecord`], JSON). It
+//!   outlives the lease: the next holder starts above its `reserved_until_ms`.
+//! * `block/{host_id:010}/{shard:020}`: the counter blocks granted for a (host, shard) pair
+//!   ([`BlockRecord`]): every new block starts at or above its `high_water`.
+//!
+//! Numbers in keys are zero-padded so that a scan, which is in key order, lists host ids and
+//! shards in numeric order.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shardflake_proto::coord::ShardForecast;
+
+use crate::forecast::Holt;
+use crate::store::{KvStore, StoreError};
+
+/// The key of the store's identity.
+pub(crate) const CLUSTER_KEY: &str = "meta/cluster";
+/// The key of the last fencing token granted.
+pub(crate) const TOKEN_KEY: &str = "meta/token";
+/// The prefix of every host record's key.
+const HOST_PREFIX: &str = "host/";
+
+/// The key of `host_id`'s [`HostRecord`].
+pub(crate) fn host_key(host_id: u32) -> String {
+    format!("host/{host_id:010}")
+}
+
+/// The key of the [`BlockRecord`] of `(host_id, shard)`.
+pub(crate) fn block_key(host_id: u32, shard: u64) -> String {
+    format!("block/{host_id:010}/{shard:020}")
+}
+
+/// The persisted lease and reservation of one host id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host id.
+    pub host_id: u32,
+    /// The current (or last) fencing token.
+    pub token: u64,
+    /// The holder's name.
+    pub holder: String,
+    /// The lease's TTL.
+    pub ttl_ms: u64,
+    /// Wall time of the grant, Unix ms.
+    pub granted_at_ms: u64,
+    /// Wall time of the last renewal, Unix ms.
+    pub renewed_at_ms: u64,
+    /// Wall-clock expiry, Unix ms (for status; decisions use the monotonic rule).
+    pub expires_at_ms: u64,
+    /// Renewals under the current token.
+    pub renewals: u64,
+    /// Given back by its holder.
+    pub released: bool,
+    /// The highest timestamp any holder of this id may have issued, Unix ms.
+    pub reserved_until_ms: u64,
+    /// The previous holders' bound when the current token was granted, Unix ms.
+    #[serde(default)]
+    pub start_above_ms: u64,
+    /// The idempotency key of the request that was granted the current token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Temporal mode: usage reports and the forecaster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal: Option<TemporalRecord>,
+}
+
+/// Usage reports and forecasts of one host id in temporal mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TemporalRecord {
+    /// A usage report has been received.
+    pub reported: bool,
+    /// Shard of the last report.
+    pub shard: u64,
+    /// Counter values used in it.
+    pub used: u64,
+    /// The host's own forecast for the next shard.
+    pub host_predicted: Option<u64>,
+    /// The forecaster over finished shards' usage.
+    pub holt: Holt,
+    /// Forecasts made for upcoming shards: `(shard, predicted)`.
+    pub forecasts: Vec<(u64, u64)>,
+    /// Finished shards: forecast against actual.
+    pub history: Vec<ShardForecast>,
+}
+
+/// The counter blocks granted for one (host, shard) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BlockRecord {
+    /// One past the highest counter value ever granted for the pair.
+    pub high_water: u64,
+    /// The last block's start.
+    pub last_start: u64,
+    /// The last block's end.
+    pub last_end: u64,
+    /// The token the last block was granted to.
+    pub token: u64,
+    /// Blocks granted for the pair.
+    pub grants: u64,
+    /// Wall time of the last grant, Unix ms.
+    #[serde(default)]
+    pub granted_at_ms: u64,
+}
+
+impl BlockRecord {
+    /// Records a new block `start..end`. Blocks for a pair only move upwards: a block that
+    /// starts below the high-water mark would hand out counter values twice, so it is a bug
+    /// that stops the coordinator.
+    pub fn grant(&mut self, start: u64, end: u64, token: u64, now_ms: u64) {
+        assert!(
+            start >= self.high_water && end > start,
+            "block {start}..{end} is not above the high-water mark {}",
+            self.high_water
+        );
+        self.high_water = end;
+        self.last_start = start;
+        self.last_end = end;
+        self.token = token;
+        self.grants += 1;
+        self.granted_at_ms = now_ms;
+    }
+}
+
+/// A stored value that does not decode: the store is not what this coordinator wrote.
+pub(crate) fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The stored form of a record.
+pub(crate) fn encode<T: Serialize>(rec: &T) -> Vec<u8> {
+    serde_json::to_vec(rec).expect("a record always serializes to JSON")
+}
+
+/// The record stored under `key`, or `Corrupt` naming the key.
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+}
+
+/// The host record of `host_id` and its version, if the id was ever leased.
+pub(crate) async fn load_host(
+    store: &dyn KvStore,
+    host_id: u32,
+) -> Result<Option<(HostRecord, u64)>, StoreError> {
+    let key = host_key(host_id);
+    match store.get(&key).await? {
+        Some(v) => Ok(Some((decode(&key, &v.value)?, v.version))),
+        None => Ok(None),
+    }
+}
+
+/// Every host record with its version, in host id order.
+pub(crate) async fn load_hosts(store: &dyn KvStore) -> Result<Vec<(HostRecord, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(HOST_PREFIX).await? {
+        out.push((decode(&key, &v.value)?, v.version));
+    }
+    Ok(out)
+}
+
+/// The block record of `(host_id, shard)` and its version; an empty record at version 0 if
+/// no block was ever granted for the pair.
+pub(crate) async fn load_block(
+    store: &dyn KvStore,
+    host_id: u32,
+    shard: u64,
+) -> Result<(BlockRecord, u64), StoreError> {
+    let key = block_key(host_id, shard);
+    match store.get(&key).await? {
+        Some(v) => Ok((decode(&key, &v.value)?, v.version)),
+        None => Ok((BlockRecord::default(), 0)),
+    }
+}
+
+/// The last fencing token granted and its version; 0 at version 0 in a new store.
+pub(crate) async fn load_token(store: &dyn KvStore) -> Result<(u64, u64), StoreError> {
+    match store.get(TOKEN_KEY).await? {
+        Some(v) => Ok((
+            std::str::from_utf8(&v.value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| corrupt(TOKEN_KEY, "not a decimal number"))?,
+            v.version,
+        )),
+        None => Ok((0, 0)),
+    }
+}
+
+/// The stored form of a fencing token: a decimal number, readable with any etcd client.
+pub(crate) fn encode_token(token: u64) -> Vec<u8> {
+    token.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_record_refuses_to_move_down() {
+        let mut b = BlockRecord::default();
+        b.grant(0, 10, 1, 0);
+        b.grant(10, 20, 1, 0);
+        let r = std::panic::catch_unwind(move || {
+            let mut b = b;
+            b.grant(15, 30, 2, 0)
+        });
+        assert!(
+            r.is_err(),
+            "a block below the high-water mark must not be recorded"
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! The coordinator's rules checked over any store: leases, fencing tokens, reservations and
+//! counter blocks. [`crate::store::conformance::run_all`] runs these after the key-value
+//! checks, so a backend that passes can run a coordinator.
+
+use std::sync::Arc;
+
+use shardflake::Layout;
+use shardflake_proto::coord::{
+    AcquireRequest, BlockGrant, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
+    ShardUsage,
+};
+
+use super::{acquire_req as req, manual_coordinator, T0};
+use crate::store::KvStore;
+use crate::{CoordError, Coordinator, CoordinatorConfig, ManualTime, TimeSource};
+
+/// A coordinator on `store` with a pool of at most 4 host ids, so that the suite can fill it.
+async fn coordinator(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
+    let mut config = CoordinatorConfig::new(layout);
+    config.pool_size = config.pool_size.min(4);
+    manual_coordinator(store, config).await
+}
+
+/// Grant, renew, stale token, expiry, takeover above the bound, pool exhaustion.
+pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
+    let (c, time) = coordinator(store, Layout::preset("default").unwrap()).await;
+    let a = c.acquire(&req("a", 1_000)).await.unwrap();
+    assert_eq!((a.host_id, a.start_above_ms), (0, 0));
+    let b = c.acquire(&req("b", 1_000)).await.unwrap();
+    assert_eq!(b.host_id, 1);
+    assert!(b.token > a.token, "tokens increase");
+    let r = c
+        .renew(
+            0,
+            &RenewRequest {
+                token: a.token,
+                reserve_until_ms: Some(T0 + 5_000),
+                usage: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.reserved_until_ms, T0 + 5_000);
+    // B goes silent; A keeps renewing.
+    time.advance_ms(600);
+    c.renew(
+        0,
+        &RenewRequest {
+            token: a.token,
+            reserve_until_ms: None,
+            usage: None,
+        },
+    )
+    .await
+    .unwrap();
+    let busy = c
+        .acquire(&AcquireRequest {
+            host_id: Some(1),
+            ..req("s", 1_000)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(busy, CoordError::HostBusy { host_id: 1, .. }),
+        "{busy}"
+    );
+    time.advance_ms(500);
+    let exp = c
+        .renew(
+            1,
+            &RenewRequest {
+                token: b.token,
+                reserve_until_ms: None,
+                usage: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(exp, CoordError::LeaseExpired { .. }), "{exp}");
+    let ext = c
+        .extend_reservation(
+            1,
+            &ReservationRequest {
+                token: b.token,
+                until_ms: T0 + 9_000,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(ext.code().as_str(), "lease_expired");
+    // A standby takes over B's id, strictly above B's bound.
+    let b2 = c
+        .acquire(&AcquireRequest {
+            host_id: Some(1),
+            ..req("s", 10_000)
+        })
+        .await
+        .unwrap();
+    assert!(b2.token > b.token);
+    assert_eq!(b2.start_above_ms, b.reserved_until_ms);
+    // B comes back: its token is stale for renewals, reservations and blocks.
+    let stale = c
+        .renew(
+            1,
+            &RenewRequest {
+                token: b.token,
+                reserve_until_ms: None,
+                usage: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, CoordError::StaleToken { current, .. } if current == b2.token));
+    // A reserved up to T0 + 5 s; after A expires the next holder starts above that.
+    time.advance_ms(2_000);
+    let a2 = c
+        .acquire(&AcquireRequest {
+            prefer_host_id: Some(0),
+            ..req("a2", 1_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!((a2.host_id, a2.start_above_ms), (0, T0 + 5_000));
+    // Reservations reach at most the stated limit ahead of the coordinator's clock: a
+    // request beyond it is clamped, and the answer says how far it got.
+    let ahead_max = a2.limits.reservation_ahead_ms_max;
+    assert_eq!(ahead_max, c.config().reservation_ahead_ms_max);
+    let far = c
+        .extend_reservation(
+            0,
+            &ReservationRequest {
+                token: a2.token,
+                until_ms: time.wall_ms() + ahead_max + 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(far.reserved_until_ms, time.wall_ms() + ahead_max);
+    let renewed = c
+        .renew(
+            0,
+            &RenewRequest {
+                token: a2.token,
+                reserve_until_ms: Some(time.wall_ms() + 10 * ahead_max),
+                usage: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.reserved_until_ms, time.wall_ms() + ahead_max);
+    // Fill the pool of 4.
+    c.acquire(&req("c", 1_000)).await.unwrap();
+    c.acquire(&req("d", 1_000)).await.unwrap();
+    let full = c.acquire(&req("e", 1_000)).await.unwrap_err();
+    assert!(
+        matches!(full, CoordError::PoolExhausted { pool_size: 4 }),
+        "{full}"
+    );
+    // A release frees an id at once; the reservation carries over.
+    let held = c.hosts().await.unwrap();
+    let h3 = held.hosts.iter().find(|h| h.host_id == 3).unwrap();
+    c.release(3, &ReleaseRequest { token: h3.token })
+        .await
+        .unwrap();
+    let e = c.acquire(&req("e", 1_000)).await.unwrap();
+    assert_eq!(e.host_id, 3);
+}
+
+/// Regression: a grant whose answer was lost left a ghost lease that blocked its host
+/// id (and standbys) for a TTL. A retry with the same request id gets the same grant,
+/// renewed from the retry on.
+pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
+    let (c, time) = coordinator(store, Layout::preset("default").unwrap()).await;
+    let first = AcquireRequest {
+        request_id: Some("node-a-1".into()),
+        ..req("a", 1_000)
+    };
+    let a = c.acquire(&first).await.unwrap();
+    time.advance_ms(800);
+    let again = c.acquire(&first).await.unwrap();
+    assert_eq!(again, a, "the same host id, token and bounds");
+    // One lease, not two: the next caller gets the next host id.
+    let b = c.acquire(&req("b", 1_000)).await.unwrap();
+    assert_eq!(b.host_id, a.host_id + 1);
+    // The repeated answer renewed the lease: it runs a full TTL from the repeat.
+    time.advance_ms(900);
+    let take = AcquireRequest {
+        host_id: Some(a.host_id),
+        ..req("standby", 1_000)
+    };
+    assert_eq!(
+        c.acquire(&take).await.unwrap_err().code().as_str(),
+        "host_busy"
+    );
+    // Another holder's request id does not match; an empty or long one is refused.
+    let other = AcquireRequest {
+        request_id: Some("node-a-1".into()),
+        ..req("someone-else", 1_000)
+    };
+    assert_ne!(c.acquire(&other).await.unwrap().host_id, a.host_id);
+    for bad in [String::new(), "x".repeat(65)] {
+        let e = c
+            .acquire(&AcquireRequest {
+                request_id: Some(bad),
+                ..req("a", 1_000)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().as_str(), "bad_request");
+    }
+    // After a release, the same request id starts a new lease.
+    c.release(a.host_id, &ReleaseRequest { token: a.token })
+        .await
+        .unwrap();
+    let fresh = c.acquire(&first).await.unwrap();
+    assert!(fresh.token > a.token);
+}
+
+/// Blocks for one (shard, host) pair only move upwards, across holders and restarts.
+pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
+    let layout = Layout::from_spec("temporal:granularity=5s").unwrap();
+    let (c, time) = coordinator(store.clone(), layout.clone()).await;
+    let shard = layout.tick_of(T0).unwrap();
+    let a = c.acquire(&req("a", 1_000)).await.unwrap();
+    let mut seen: Vec<BlockGrant> = Vec::new();
+    let mut after = 0;
+    for _ in 0..4 {
+        let g = c
+            .grant_block(&BlockRequest {
+                host_id: a.host_id,
+                token: a.token,
+                shard,
+                after_counter: after,
+            })
+            .await
+            .unwrap();
+        // Asking again with the same high-water mark returns the same block.
+        let again = c
+            .grant_block(&BlockRequest {
+                host_id: a.host_id,
+                token: a.token,
+                shard,
+                after_counter: after,
+            })
+            .await
+            .unwrap();
+        assert_eq!(g, again);
+        seen.push(g);
+        after = g.end;
+    }
+    // A takeover continues above everything granted to the previous holder.
+    time.advance_ms(1_500);
+    let b = c
+        .acquire(&AcquireRequest {
+            host_id: Some(a.host_id),
+            ..req("b", 10_000)
+        })
+        .await
+        .unwrap();
+    let stale = c
+        .grant_block(&BlockRequest {
+            host_id: a.host_id,
+            token: a.token,
+            shard,
+            after_counter: after,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code().as_str(), "stale_token");
+    let g = c
+        .grant_block(&BlockRequest {
+            host_id: b.host_id,
+            token: b.token,
+            shard,
+            after_counter: 0,
+        })
+        .await
+        .unwrap();
+    seen.push(g);
+    // A coordinator restarted over the same store continues above too.
+    let (c2, time2) = coordinator(store, layout.clone()).await;
+    time2.advance_ms(1_500);
+    let last = *seen.last().unwrap();
+    let same = c2
+        .grant_block(&BlockRequest {
+            host_id: b.host_id,
+            token: b.token,
+            shard,
+            after_counter: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        same, last,
+        "a repeated request (lost answer) gets the same block"
+    );
+    // The restarted coordinator still sees B's lease as live (restart rule) and B's
+    // token as current, so once B has used its block it grants above the high-water mark.
+    let g = c2
+        .grant_block(&BlockRequest {
+            host_id: b.host_id,
+            token: b.token,
+            shard,
+            after_counter: last.end,
+        })
+        .await
+        .unwrap();
+    seen.push(g);
+    for w in seen.windows(2) {
+        assert!(
+            w[1].start >= w[0].end,
+            "block {:?} is not above {:?}",
+            w[1],
+            w[0]
+        );
+    }
+    for g in &seen {
+        assert!(g.end > g.start && g.shard == shard);
+    }
+    // Renewals near the end of the shard prepare the next shard's block, once per token.
+    let next_start = layout.ms_of_tick(shard + 1);
+    let now = time2.wall_ms();
+    time2.advance_ms(next_start.saturating_sub(now).saturating_sub(400));
+    let usage = ShardUsage {
+        shard,
+        used_in_shard: 50_000,
+        predicted_next: None,
+    };
+    let r = c2
+        .renew(
+            b.host_id,
+            &RenewRequest {
+                token: b.token,
+                reserve_until_ms: None,
+                usage: Some(usage),
+            },
+        )
+        .await
+        .unwrap();
+    let nb = r.next_block.expect("next shard's block is prepared");
+    assert_eq!(nb.shard, shard + 1);
+    assert!(
+        nb.end - nb.start >= 50_000,
+        "sized from the forecast: {nb:?}"
+    );
+    let r2 = c2
+        .renew(
+            b.host_id,
+            &RenewRequest {
+                token: b.token,
+                reserve_until_ms: None,
+                usage: Some(usage),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r2.next_block, Some(nb));
+    // A shard the layout cannot hold gets no block: its lifetime is over there.
+    let beyond = c2
+        .grant_block(&BlockRequest {
+            host_id: b.host_id,
+            token: b.token,
+            shard: layout.timestamp_field().max() + 1,
+            after_counter: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(beyond.code().as_str(), "bad_request");
+    assert!(
+        beyond.to_string().contains(&layout.overflow_time()),
+        "{beyond}"
+    );
+    // Not a temporal coordinator: blocks are refused.
+    let (plain, _) = coordinator(
+        Arc::new(crate::store::MemStore::new()),
+        Layout::preset("default").unwrap(),
+    )
+    .await;
+    let err = plain
+        .grant_block(&BlockRequest {
+            host_id: 0,
+            token: 1,
+            shard: 0,
+            after_counter: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "not_temporal");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    #[tokio::test]
+    async fn domain_rules_hold_on_the_memory_store() {
+        grant_renew_expire_takeover(Arc::new(MemStore::new())).await;
+        repeated_acquire_answers_the_same_grant(Arc::new(MemStore::new())).await;
+        blocks_only_move_upwards(Arc::new(MemStore::new())).await;
+    }
+}
