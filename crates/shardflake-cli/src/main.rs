@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod coordinator;
 mod generate;
 mod inspect;
 mod kind;
@@ -39,7 +40,7 @@ enum Command {
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
-    Coordinator(shardflake_coordinator::CoordinatorArgs),
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,9 +53,7 @@ fn main() -> ExitCode {
             shardflake_bench::run(&args, Vec::new()).map(|()| ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Coordinator(args) => shardflake_coordinator::run_coordinator(args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Coordinator(args) => coordinator::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

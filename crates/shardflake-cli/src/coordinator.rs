@@ -1,0 +1,102 @@
+//! `shardflake coordinator`: the coordinator's flags, parsed into [`ServiceOptions`] and
+//! validated by [`ServiceConfig::from_options_now`]; logging, the runtime and the signals
+//! around `shardflake_coordinator::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use shardflake_coordinator::{ServiceConfig, ServiceOptions, BLOCK_MIN_DEFAULT};
+use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
+
+use crate::service::{init_logging, runtime, shutdown_signal, LogFormat};
+
+/// Options of `shardflake coordinator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Directory of the store file (created if missing).
+    #[arg(long, default_value = "./shardflake-coordinator-data")]
+    pub data_dir: PathBuf,
+    /// Layout whose host ids are leased: a preset or a spec (`temporal:granularity=5s`). It
+    /// is the cluster's layout: nodes started without `--layout` serve it, and nodes whose
+    /// layout differs refuse to start. A store keeps the layout it was created with.
+    #[arg(long, default_value = "twitter")]
+    pub layout: String,
+    /// Shard length of the temporal layout (`1h`, `30m`, `5s`, ...); the same as adding
+    /// `granularity=` to the spec.
+    #[arg(long)]
+    pub shard_granularity: Option<String>,
+    /// Lease at most this many host ids (default: every value of the layout's node fields).
+    #[arg(long)]
+    pub max_hosts: Option<u32>,
+    /// Lease TTL when a node asks for none.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Shortest lease TTL a node may ask for.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub lease_ttl_min: Duration,
+    /// Longest lease TTL a node may ask for.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lease_ttl_max: Duration,
+    /// How far ahead of the coordinator's clock a reservation may reach.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reservation_ahead_max: Duration,
+    /// Smallest counter block (temporal layout).
+    #[arg(long, default_value_t = BLOCK_MIN_DEFAULT)]
+    pub block_min: u64,
+    /// Most transactions per durable commit (1 turns group commit off).
+    #[arg(long, default_value_t = shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT)]
+    pub group_commit_max: usize,
+    /// The cluster token every request must carry as `Authorization: Bearer <token>`.
+    #[arg(long, env = CLUSTER_TOKEN_ENV, hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// Serve without authentication (only on a trusted network).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Log format on stderr (`RUST_LOG` filters, default `info`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "SHARDFLAKE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl CoordinatorArgs {
+    /// The service's options, unvalidated.
+    pub fn options(&self) -> ServiceOptions {
+        ServiceOptions {
+            data_dir: self.data_dir.clone(),
+            layout: self.layout.clone(),
+            shard_granularity: self.shard_granularity.clone(),
+            max_hosts: self.max_hosts,
+            lease_ttl: self.lease_ttl,
+            lease_ttl_min: self.lease_ttl_min,
+            lease_ttl_max: self.lease_ttl_max,
+            reservation_ahead_max: self.reservation_ahead_max,
+            block_min: self.block_min,
+            group_commit_max: self.group_commit_max,
+            cluster_token: self.cluster_token.clone(),
+            insecure_no_auth: self.insecure_no_auth,
+        }
+    }
+}
+
+/// Runs `shardflake coordinator`: validates the flags, sets up logging, opens the store,
+/// listens, and serves until SIGTERM or SIGINT.
+pub fn run(args: CoordinatorArgs) -> Result<()> {
+    init_logging(args.log_format)?;
+    let config = ServiceConfig::from_options_now(&args.options())?;
+    runtime("shardflake-coordinator")?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        shardflake_coordinator::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,226 @@
+//! The coordinator as a service: its options, validated once into a [`ServiceConfig`], and
+//! [`run`], which opens the store and serves the API until told to stop.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardflake::{Clock, Layout, SystemClock};
+use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
+use thiserror::Error;
+
+use crate::config::{CoordinatorConfig, TTL_MS_MAX, TTL_MS_MIN};
+use crate::coordinator::Coordinator;
+use crate::error::CoordError;
+use crate::time::SystemTimeSource;
+use crate::{http, store};
+
+/// The store file's name inside `--data-dir`.
+pub const STORE_FILE_NAME: &str = "coordinator.redb";
+/// How long a graceful shutdown waits for in-flight requests (long polls included), ms.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// What `shardflake coordinator` was given, before validation: one field per flag.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// `--data-dir`: directory of the store file (created if missing).
+    pub data_dir: PathBuf,
+    /// `--layout`: a preset or a spec; the cluster's layout.
+    pub layout: String,
+    /// `--shard-granularity`: the same as `granularity=` in the spec.
+    pub shard_granularity: Option<String>,
+    /// `--max-hosts`: lease at most this many host ids.
+    pub max_hosts: Option<u32>,
+    /// `--lease-ttl`: the TTL of a lease whose request names none.
+    pub lease_ttl: Duration,
+    /// `--lease-ttl-min`.
+    pub lease_ttl_min: Duration,
+    /// `--lease-ttl-max`.
+    pub lease_ttl_max: Duration,
+    /// `--reservation-ahead-max`.
+    pub reservation_ahead_max: Duration,
+    /// `--block-min`: smallest counter block (temporal layout).
+    pub block_min: u64,
+    /// `--group-commit-max`: most transactions per durable commit (1 turns group commit off).
+    pub group_commit_max: usize,
+    /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
+    pub cluster_token: Option<String>,
+    /// `--insecure-no-auth`: serve without a token.
+    pub insecure_no_auth: bool,
+}
+
+/// A validated coordinator service: the domain configuration, where the store lives, and
+/// the token requests must carry.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Layout, pool and limits.
+    pub coordinator: CoordinatorConfig,
+    /// Directory of the store file.
+    pub data_dir: PathBuf,
+    /// Most transactions per durable commit.
+    pub group_commit_max: usize,
+    /// The bearer token; `None` only with `--insecure-no-auth`.
+    pub token: Option<String>,
+}
+
+/// Why the coordinator could not start or stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// No cluster token and no `--insecure-no-auth`.
+    #[error("no cluster token: set {CLUSTER_TOKEN_ENV} (or pass --insecure-no-auth on a trusted network)")]
+    NoToken,
+    /// An option is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The layout is unknown or invalid.
+    #[error(transparent)]
+    Layout(#[from] shardflake::LayoutError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The store's identity could not be read or does not fit this coordinator.
+    #[error(transparent)]
+    Coordinator(CoordError),
+    /// Listening or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl ServiceConfig {
+    /// Validates `o` against the layout and every limit; `now_ms` is the wall clock, to
+    /// refuse a layout whose timestamp field has already overflowed.
+    pub fn from_options(o: &ServiceOptions, now_ms: u64) -> Result<ServiceConfig, RunError> {
+        let token = match (&o.cluster_token, o.insecure_no_auth) {
+            (Some(t), _) if !t.is_empty() => Some(t.clone()),
+            (_, true) => None,
+            _ => return Err(RunError::NoToken),
+        };
+        let layout = Layout::from_spec_and_granularity(&o.layout, o.shard_granularity.as_deref())?;
+        layout.check_time(now_ms)?;
+        let mut c = CoordinatorConfig::new(layout);
+        if let Some(n) = o.max_hosts {
+            if n == 0 || n > c.pool_size {
+                return Err(RunError::Config(format!(
+                    "--max-hosts {n} is out of range 1..={} for layout `{}`",
+                    c.pool_size, o.layout
+                )));
+            }
+            c.pool_size = n;
+        }
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        c.ttl_ms_min = ms(o.lease_ttl_min).max(TTL_MS_MIN);
+        c.ttl_ms_max = ms(o.lease_ttl_max).min(TTL_MS_MAX);
+        c.ttl_ms_default = ms(o.lease_ttl);
+        if c.ttl_ms_min > c.ttl_ms_max || !(c.ttl_ms_min..=c.ttl_ms_max).contains(&c.ttl_ms_default)
+        {
+            return Err(RunError::Config(format!(
+                "--lease-ttl {} ms must lie within --lease-ttl-min..=--lease-ttl-max ({}..={} ms, bounded by {TTL_MS_MIN}..={TTL_MS_MAX})",
+                c.ttl_ms_default, c.ttl_ms_min, c.ttl_ms_max
+            )));
+        }
+        c.reservation_ahead_ms_max = ms(o.reservation_ahead_max);
+        c.block_min = o.block_min.max(1);
+        Ok(ServiceConfig {
+            coordinator: c,
+            data_dir: o.data_dir.clone(),
+            group_commit_max: o.group_commit_max,
+            token,
+        })
+    }
+
+    /// [`ServiceConfig::from_options`] on the system clock.
+    pub fn from_options_now(o: &ServiceOptions) -> Result<ServiceConfig, RunError> {
+        Self::from_options(o, SystemClock.now_ms())
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Opens the store in `config.data_dir` and serves the coordinator on `listener` until
+/// `shutdown` resolves; in-flight requests (long polls included) then get
+/// [`SHUTDOWN_GRACE_MS`] to finish. Logs a `listening` line with the bound address first.
+/// Needs a tokio runtime.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServiceConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let io = |context: String| move |source| RunError::Io { context, source };
+    let local = listener.local_addr().map_err(io("local address".into()))?;
+    if config.token.is_none() {
+        tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {local} can lease host ids");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+    let path = config.data_dir.join(STORE_FILE_NAME);
+    let store = Arc::new(store::RedbStore::open(
+        &path,
+        store::RedbOptions {
+            batch_max: config.group_commit_max,
+        },
+    )?);
+    let c = config.coordinator;
+    tracing::info!(
+        store = %path.display(),
+        layout = %c.layout,
+        pool_size = c.pool_size,
+        ttl_ms = c.ttl_ms_default,
+        "coordinator starting; every existing lease counts as live for one TTL"
+    );
+    let coordinator = Arc::new(
+        Coordinator::open(store.clone(), Arc::new(SystemTimeSource::new()), c)
+            .await
+            .map_err(RunError::Coordinator)?,
+    );
+    tracing::info!(store_id = %coordinator.store_id(), "store opened");
+    let app = http::app(http::AppState::new(coordinator.clone(), config.token));
+    tracing::info!(addr = %local, "listening");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(serve(listener, app, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    let joined = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown => {
+            tracing::info!("finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            // Long polls may hold connections open: give in-flight requests a bounded grace
+            // time, then stop.
+            match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    let result = match joined {
+        Ok(r) => r.map_err(io("serving failed".into())),
+        Err(e) => Err(RunError::Config(format!("server task failed: {e}"))),
+    };
+    drop(coordinator);
+    // Every commit is durable when answered, so dropping a store that is still shared (an
+    // aborted handler) loses nothing; closing it just joins the writer thread.
+    if let Ok(s) = Arc::try_unwrap(store) {
+        s.close().await;
+    }
+    tracing::info!("coordinator stopped");
+    result
+}
