@@ -5,12 +5,11 @@
 //! compares the host's record, so only the current token of a live lease gets one.
 //!
 //! Sizing is a handful of pure functions of explicit inputs (the usage reports, the last
-//! block, the shard length, [`SizeBounds`]): the first block of a shard follows the forecast
+//! block, the shard length, [`sizing`]): the first block of a shard follows the forecast
 //! ([`forecast_next`], with Holt's method from [`crate::forecast`]), a refill during a shard
 //! follows the rate at which the last block was used ([`refill_size`]).
 
-use std::sync::atomic::Ordering;
-
+use shardflake::{BlockSizing, BlockUse};
 use shardflake_proto::coord::{BlockGrant, BlockRequest, ShardForecast, ShardUsage};
 
 use crate::coordinator::{Coordinator, Step};
@@ -18,8 +17,6 @@ use crate::error::CoordError;
 use crate::records::{self, block_key, encode, host_key, BlockRecord, HostRecord, TemporalRecord};
 use crate::store::Txn;
 
-/// Blocks are the forecast times this factor, so a forecast that is a little low still fits.
-pub(crate) const BLOCK_HEADROOM: f64 = 1.25;
 /// Blocks may be asked for at most this many shards ahead of the coordinator's clock.
 pub(crate) const SHARD_AHEAD_MAX: u64 = 1;
 /// A refill block is sized to last at most this long at the current rate (ms).
@@ -48,22 +45,6 @@ impl BlockWrite {
     }
 }
 
-/// What bounds every block: at least the configured minimum, at most the whole counter field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SizeBounds {
-    /// Smallest block.
-    pub(crate) block_min: u64,
-    /// The largest counter value.
-    pub(crate) counter_max: u64,
-}
-
-impl SizeBounds {
-    fn clamp(self, size: u64) -> u64 {
-        size.max(self.block_min)
-            .min(self.counter_max.saturating_add(1))
-    }
-}
-
 /// Counter values a host is expected to use in the next shard: the largest of Holt's
 /// forecast over finished shards, the current shard's rate extrapolated over a whole shard,
 /// and the host's own forecast. `shard_start_ms` is the wall time the reported shard began.
@@ -79,30 +60,34 @@ pub(crate) fn forecast_next(
     holt.max(rate_based).max(t.host_predicted.unwrap_or(0))
 }
 
-/// The block for a shard expected to use `forecast` values, with headroom.
-pub(crate) fn block_size(forecast: u64, bounds: SizeBounds) -> u64 {
-    bounds.clamp((forecast as f64 * BLOCK_HEADROOM).ceil() as u64)
+/// The block sizes of a coordinator: the library's one rule ([`BlockSizing`]). A refill is
+/// sized to last an eighth of a shard (at most [`REFILL_TARGET_MS_MAX`]) at the rate the
+/// last block was used, and changes by at most a factor of two per block: a block
+/// oversized by one odd interval costs a round trip less than it wastes.
+pub(crate) fn sizing(block_min: u64, counter_max: u64, shard_ms: u64) -> BlockSizing {
+    BlockSizing {
+        min: block_min,
+        max: counter_max.saturating_add(1),
+        target_ms: (shard_ms / 8).clamp(1, REFILL_TARGET_MS_MAX),
+        change_factor_max: 2,
+    }
 }
 
-/// Size of a block asked for during a shard: sized so that, at the rate the `last` block
-/// was used, the next one lasts about [`REFILL_TARGET_MS_MAX`] (or an eighth of a shard),
-/// changing by at most a factor of two per block; the first block of a shard follows the
-/// `forecast`.
+/// The size of a block asked for during a shard: a refill after `last`, or, for the first
+/// block of a shard, the `forecast` with headroom.
 pub(crate) fn refill_size(
     last: &BlockRecord,
     forecast: u64,
-    shard_ms: u64,
-    bounds: SizeBounds,
+    sizing: BlockSizing,
     now_ms: u64,
 ) -> u64 {
     if last.grants == 0 {
-        return block_size(forecast, bounds);
+        return sizing.for_forecast(forecast);
     }
-    let last_len = last.last_end - last.last_start;
-    let target_ms = (shard_ms / 8).clamp(1, REFILL_TARGET_MS_MAX);
-    let elapsed_ms = now_ms.saturating_sub(last.granted_at_ms).max(1);
-    let scaled = (last_len as u128 * target_ms as u128 / elapsed_ms as u128) as u64;
-    bounds.clamp(scaled.clamp(last_len / 2, last_len.saturating_mul(2)))
+    sizing.refill(Some(BlockUse {
+        len: last.last_end - last.last_start,
+        lasted_ms: now_ms.saturating_sub(last.granted_at_ms),
+    }))
 }
 
 /// Takes a usage report into the host's temporal record: a report of a later shard closes
@@ -184,13 +169,7 @@ impl Coordinator {
         self.check_current(&rec, req.token)?;
         let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
         let now = self.time.wall_ms();
-        let size = refill_size(
-            &last.0,
-            self.forecast_of(&rec, now),
-            self.config.layout.time_unit_ms(),
-            self.size_bounds(),
-            now,
-        );
+        let size = refill_size(&last.0, self.forecast_of(&rec, now), self.sizing(), now);
         let planned = self.plan_block(req, last, size, now)?;
         let Some(write) = planned.write else {
             return Ok(Step::Answer(planned.grant));
@@ -199,9 +178,7 @@ impl Coordinator {
         // still current when the block is written.
         let txn = write.add_to(Txn::new().compare(host_key(req.host_id), version));
         Ok(Step::commit(txn, move || {
-            self.metrics
-                .blocks_requested
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.blocks_requested.inc();
             planned.grant
         }))
     }
@@ -226,7 +203,7 @@ impl Coordinator {
             return Ok(None);
         }
         let forecast = self.forecast_of(rec, now_ms);
-        let size = block_size(forecast, self.size_bounds());
+        let size = self.sizing().for_forecast(forecast);
         let req = BlockRequest {
             host_id: rec.host_id,
             token,
@@ -296,11 +273,12 @@ impl Coordinator {
         })
     }
 
-    fn size_bounds(&self) -> SizeBounds {
-        SizeBounds {
-            block_min: self.config.block_min,
-            counter_max: self.config.counter_max(),
-        }
+    fn sizing(&self) -> BlockSizing {
+        sizing(
+            self.config.block_min,
+            self.config.counter_max(),
+            self.config.layout.time_unit_ms(),
+        )
     }
 }
 

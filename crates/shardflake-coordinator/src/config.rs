@@ -3,12 +3,12 @@
 use shardflake::Layout;
 use shardflake_proto::coord::CoordinatorLimits;
 
-/// Default lease TTL.
-pub const TTL_MS_DEFAULT: u64 = 10_000;
-/// Shortest lease TTL a client may ask for.
-pub const TTL_MS_MIN: u64 = 100;
-/// Longest lease TTL a client may ask for.
-pub const TTL_MS_MAX: u64 = 600_000;
+/// Default lease TTL, shortest and longest a client may ask for: the one set of TTL bounds
+/// of shardflake, shared with the nodes.
+pub use shardflake_proto::coord::{
+    LEASE_TTL_MS_DEFAULT as TTL_MS_DEFAULT, LEASE_TTL_MS_MAX as TTL_MS_MAX,
+    LEASE_TTL_MS_MIN as TTL_MS_MIN,
+};
 /// Default limit on how far ahead of the coordinator's clock a reservation may reach.
 pub const RESERVATION_AHEAD_MS_MAX_DEFAULT: u64 = 60_000;
 /// Smallest counter block granted.

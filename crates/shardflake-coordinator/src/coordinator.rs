@@ -9,42 +9,19 @@
 //! stored and how.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
 use crate::leases::Observation;
 use crate::meta::{self, ClusterRecord};
+use crate::metrics::Metrics;
 use crate::standby::Standbys;
 use crate::store::{BoxFuture, KvStore, Txn, TxnOutcome};
 use crate::time::TimeSource;
 
 /// Attempts of one compare-and-swap loop before giving up with `Contended`.
 const CAS_ATTEMPTS_MAX: u32 = 64;
-
-/// Operation counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Leases granted.
-    pub grants: AtomicU64,
-    /// Repeated acquire requests answered with their earlier grant.
-    pub grants_repeated: AtomicU64,
-    /// Leases renewed.
-    pub renewals: AtomicU64,
-    /// Reservations extended (alone or with a renewal).
-    pub extensions: AtomicU64,
-    /// Counter blocks granted on request (overflow or start of shard).
-    pub blocks_requested: AtomicU64,
-    /// Counter blocks prepared ahead of a shard with a renewal.
-    pub blocks_prepared: AtomicU64,
-    /// Leases released.
-    pub releases: AtomicU64,
-    /// Host ids offered to standbys.
-    pub standby_offers: AtomicU64,
-    /// Compare-and-swap conflicts retried.
-    pub cas_conflicts: AtomicU64,
-}
 
 /// The coordinator: leases with fencing tokens, fenced reservations, counter blocks and
 /// standby promotion over a [`KvStore`].
@@ -150,7 +127,7 @@ impl Coordinator {
                 Step::Commit(txn, then) => match self.store.txn(txn).await? {
                     TxnOutcome::Committed { .. } => return Ok(then()),
                     TxnOutcome::Conflict { .. } => {
-                        self.metrics.cas_conflicts.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.cas_conflicts.inc();
                     }
                 },
             }

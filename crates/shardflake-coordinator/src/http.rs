@@ -1,9 +1,6 @@
 //! The coordinator's HTTP API (axum); the wire types are in [`shardflake_proto::coord`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
@@ -17,7 +14,10 @@ use shardflake_proto::coord::{
     AcquireRequest, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::node::CONTENT_TYPE_METRICS;
 use shardflake_proto::{ApiError, ErrorCode};
+
+use crate::metrics::Scrape;
 
 use crate::coordinator::Coordinator;
 
@@ -32,7 +32,6 @@ pub struct AppState {
     coordinator: Arc<Coordinator>,
     store_id: header::HeaderValue,
     token: Option<Arc<[u8]>>,
-    errors: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -46,7 +45,6 @@ impl AppState {
             coordinator,
             store_id,
             token: token.map(|t| Arc::from(t.into_bytes().into_boxed_slice())),
-            errors: Arc::new(Mutex::new(BTreeMap::new())),
             in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
         }
     }
@@ -137,12 +135,7 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
     };
     // Every error response is an `ApiError`, which leaves its code in the extensions.
     if let Some(code) = resp.extensions().get::<ErrorCode>() {
-        *state
-            .errors
-            .lock()
-            .expect("poisoned")
-            .entry(code.as_str())
-            .or_default() += 1;
+        state.coordinator.metrics().count_error(*code);
     }
     resp
 }
@@ -215,74 +208,19 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let c = &s.coordinator;
-    let m = c.metrics();
-    let mut out = String::new();
-    let counters = [
-        ("grants", "Leases granted.", &m.grants),
-        (
-            "grants_repeated",
-            "Repeated acquire requests answered with their earlier grant.",
-            &m.grants_repeated,
-        ),
-        ("renewals", "Leases renewed.", &m.renewals),
-        ("extensions", "Reservations extended.", &m.extensions),
-        (
-            "blocks_requested",
-            "Counter blocks granted on request.",
-            &m.blocks_requested,
-        ),
-        (
-            "blocks_prepared",
-            "Counter blocks prepared ahead of a shard.",
-            &m.blocks_prepared,
-        ),
-        ("releases", "Leases released.", &m.releases),
-        (
-            "standby_offers",
-            "Expired host ids offered to standbys.",
-            &m.standby_offers,
-        ),
-        (
-            "cas_conflicts",
-            "Compare-and-swap conflicts retried.",
-            &m.cas_conflicts,
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP shardflake_coordinator_{name}_total {help}\n# TYPE shardflake_coordinator_{name}_total counter\nshardflake_coordinator_{name}_total {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
     let stats = c.store().stats();
-    let _ = writeln!(
-        out,
-        "# HELP shardflake_coordinator_store_commits_total Durable store commits (fsyncs).\n# TYPE shardflake_coordinator_store_commits_total counter\nshardflake_coordinator_store_commits_total {}\n# HELP shardflake_coordinator_store_txns_total Transactions carried by those commits.\n# TYPE shardflake_coordinator_store_txns_total counter\nshardflake_coordinator_store_txns_total {}",
-        stats.commits, stats.txns
-    );
-    let _ = writeln!(
-        out,
-        "# HELP shardflake_coordinator_live_hosts Host ids with a live lease.\n# TYPE shardflake_coordinator_live_hosts gauge\nshardflake_coordinator_live_hosts {}\n# HELP shardflake_coordinator_pool_size Host ids in the pool.\n# TYPE shardflake_coordinator_pool_size gauge\nshardflake_coordinator_pool_size {}",
-        c.live_hosts().await?,
-        c.config().pool_size
-    );
-    let _ = writeln!(
-        out,
-        "# HELP shardflake_coordinator_http_errors_total Error responses by code.\n# TYPE shardflake_coordinator_http_errors_total counter"
-    );
-    for (code, n) in s.errors.lock().expect("poisoned").iter() {
-        let _ = writeln!(
-            out,
-            "shardflake_coordinator_http_errors_total{{code=\"{code}\"}} {n}"
-        );
-    }
+    let text = c.metrics().render(Scrape {
+        store_commits: stats.commits,
+        store_txns: stats.txns,
+        live_hosts: c.live_hosts().await? as u64,
+        pool_size: u64::from(c.config().pool_size),
+    });
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        header::HeaderValue::from_static(CONTENT_TYPE_METRICS),
     );
-    Ok((headers, out).into_response())
+    Ok((headers, text).into_response())
 }
 
 async fn not_found() -> ApiError {

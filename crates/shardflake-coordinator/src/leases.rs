@@ -14,8 +14,6 @@
 //! crash plus a TTL, so by then it has stopped issuing. The wall-clock expiry is persisted for
 //! operators and status; a wall clock that steps cannot shorten a lease.
 
-use std::sync::atomic::Ordering;
-
 use shardflake_proto::coord::{
     AcquireRequest, LeaseGrant, LeaseState, ReleaseRequest, RenewRequest, RenewResponse,
     ReservationRequest, ReservationResponse, REQUEST_ID_BYTES_MAX,
@@ -127,7 +125,7 @@ impl Coordinator {
             let txn = Txn::new().compare(&key, *version).put(&key, encode(&rec));
             return Ok(Step::commit(txn, move || {
                 self.observe_commit(&rec);
-                self.metrics.grants_repeated.fetch_add(1, Ordering::Relaxed);
+                self.metrics.grants_repeated.inc();
                 tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
                     "repeated acquire: answering the same grant, renewed");
                 self.grant_of(&rec)
@@ -165,7 +163,7 @@ impl Coordinator {
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
             self.withdraw_offer(host_id);
-            self.metrics.grants.fetch_add(1, Ordering::Relaxed);
+            self.metrics.grants.inc();
             tracing::info!(host_id, token, holder = %rec.holder, start_above_ms, "lease granted");
             self.grant_of(&rec)
         }))
@@ -217,12 +215,12 @@ impl Coordinator {
         let txn = txn.put(&key, encode(&rec));
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
-            self.metrics.renewals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.renewals.inc();
             if extended {
-                self.metrics.extensions.fetch_add(1, Ordering::Relaxed);
+                self.metrics.extensions.inc();
             }
             if prepared {
-                self.metrics.blocks_prepared.fetch_add(1, Ordering::Relaxed);
+                self.metrics.blocks_prepared.inc();
             }
             RenewResponse {
                 ttl_ms: rec.ttl_ms,
@@ -262,7 +260,7 @@ impl Coordinator {
         let key = host_key(host_id);
         let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
         Ok(Step::commit(txn, move || {
-            self.metrics.extensions.fetch_add(1, Ordering::Relaxed);
+            self.metrics.extensions.inc();
             answer
         }))
     }
@@ -291,7 +289,7 @@ impl Coordinator {
         let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
         let token = req.token;
         Ok(Step::commit(txn, move || {
-            self.metrics.releases.fetch_add(1, Ordering::Relaxed);
+            self.metrics.releases.inc();
             self.wake_standbys();
             tracing::info!(host_id, token, "lease released");
         }))

@@ -61,6 +61,7 @@ pub mod forecast;
 pub mod http;
 mod leases;
 mod meta;
+mod metrics;
 mod records;
 mod service;
 mod standby;
@@ -74,9 +75,10 @@ pub use config::{
     CoordinatorConfig, BLOCK_MIN_DEFAULT, POOL_SIZE_MAX, RESERVATION_AHEAD_MS_MAX_DEFAULT,
     TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
 };
-pub use coordinator::{Coordinator, Metrics};
+pub use coordinator::Coordinator;
 pub use error::CoordError;
 pub use meta::ClusterRecord;
+pub use metrics::{Metrics, Scrape};
 pub use records::{BlockRecord, HostRecord, TemporalRecord};
 pub use standby::STANDBY_WAIT_MS_MAX;
 #[cfg(any(test, feature = "testing"))]

@@ -4,7 +4,6 @@
 //! like any other node (strictly above the previous holder's reservation).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use shardflake_proto::coord::{LeaseState, Role, StandbyStatus};
@@ -74,7 +73,7 @@ impl Coordinator {
                             .is_some_and(|(who, until)| *who != name && *until > now_mono);
                         if !taken {
                             offers.insert(rec.host_id, (name.clone(), now_mono + OFFER_HOLD_MS));
-                            self.metrics.standby_offers.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.standby_offers.inc();
                             tracing::info!(host_id = rec.host_id, standby = %name, "offering expired host id to standby");
                             return Ok(Some(rec.host_id));
                         }

@@ -1,0 +1,151 @@
+//! The coordinator's metrics: a per-coordinator `prometheus-client` registry, encoded in the
+//! OpenMetrics text format.
+//!
+//! Operation counters are updated as operations commit; the store's commit counters, the live
+//! leases and the pool size are read at scrape time by a collector.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use shardflake_proto::ErrorCode;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// Operation counters for `/metrics`, each in the coordinator's own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Leases granted.
+    pub grants: Counter,
+    /// Repeated acquire requests answered with their earlier grant.
+    pub grants_repeated: Counter,
+    /// Leases renewed.
+    pub renewals: Counter,
+    /// Reservations extended (alone or with a renewal).
+    pub extensions: Counter,
+    /// Counter blocks granted on request (overflow or start of shard).
+    pub blocks_requested: Counter,
+    /// Counter blocks prepared ahead of a shard with a renewal.
+    pub blocks_prepared: Counter,
+    /// Leases released.
+    pub releases: Counter,
+    /// Host ids offered to standbys.
+    pub standby_offers: Counter,
+    /// Compare-and-swap conflicts retried.
+    pub cas_conflicts: Counter,
+    errors: Family<Labels, Counter>,
+    registry: Registry,
+    scraped: Arc<Mutex<Option<Scrape>>>,
+}
+
+/// What the coordinator reports at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scrape {
+    /// Durable store commits (fsyncs).
+    pub store_commits: u64,
+    /// Transactions carried by those commits.
+    pub store_txns: u64,
+    /// Host ids with a live lease.
+    pub live_hosts: u64,
+    /// Host ids in the pool.
+    pub pool_size: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("shardflake_coordinator");
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let grants = counter("grants", "Leases granted");
+        let grants_repeated = counter(
+            "grants_repeated",
+            "Repeated acquire requests answered with their earlier grant",
+        );
+        let renewals = counter("renewals", "Leases renewed");
+        let extensions = counter("extensions", "Reservations extended");
+        let blocks_requested = counter("blocks_requested", "Counter blocks granted on request");
+        let blocks_prepared = counter(
+            "blocks_prepared",
+            "Counter blocks prepared ahead of a shard",
+        );
+        let releases = counter("releases", "Leases released");
+        let standby_offers = counter("standby_offers", "Expired host ids offered to standbys");
+        let cas_conflicts = counter("cas_conflicts", "Compare-and-swap conflicts retried");
+        let errors = Family::<Labels, Counter>::default();
+        registry.register("http_errors", "Error responses, by code", errors.clone());
+        let scraped = Arc::new(Mutex::new(None));
+        registry.register_collector(Box::new(ScrapeCollector(scraped.clone())));
+        Self {
+            grants,
+            grants_repeated,
+            renewals,
+            extensions,
+            blocks_requested,
+            blocks_prepared,
+            releases,
+            standby_offers,
+            cas_conflicts,
+            errors,
+            registry,
+            scraped,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an error response by its code.
+    pub fn count_error(&self, code: ErrorCode) {
+        self.errors.get_or_create(&[("code", code.as_str())]).inc();
+    }
+
+    /// Encodes every series, with the scrape-time values of `scrape`.
+    pub fn render(&self, scrape: Scrape) -> String {
+        *self.scraped.lock().expect("scrape mutex") = Some(scrape);
+        let mut out = String::with_capacity(4 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
+
+/// Encodes the scrape-time series from the last [`Scrape`].
+#[derive(Debug)]
+struct ScrapeCollector(Arc<Mutex<Option<Scrape>>>);
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(s) = *self.0.lock().expect("scrape mutex") else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "store_commits",
+                "Durable store commits (fsyncs)",
+                s.store_commits,
+            ),
+            (
+                "store_txns",
+                "Transactions carried by those commits",
+                s.store_txns,
+            ),
+        ] {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        for (name, help, value) in [
+            ("live_hosts", "Host ids with a live lease", s.live_hosts),
+            ("pool_size", "Host ids in the pool", s.pool_size),
+        ] {
+            let g = ConstGauge::new(value as i64);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
