@@ -88,45 +88,25 @@ mod tests {
 
     #[test]
     fn blocks_follow_the_rate_within_the_factor_and_the_bounds() {
-        // 400 values, 300 used in 1 s: 300 lasts the target.
-        assert_eq!(
-            S.refill(Some(BlockUse {
-                len: 400,
-                lasted_ms: 1_000
-            })),
-            300
-        );
-        // Used in 10 ms: a hundredfold rate, but at most four times larger.
-        assert_eq!(
-            S.refill(Some(BlockUse {
-                len: 400,
-                lasted_ms: 10
-            })),
-            1_600
-        );
-        // Used over 100 s: at most four times smaller, and never below the minimum.
-        assert_eq!(
-            S.refill(Some(BlockUse {
-                len: 4_000,
-                lasted_ms: 100_000
-            })),
-            1_000
-        );
-        assert_eq!(
-            S.refill(Some(BlockUse {
-                len: 200,
-                lasted_ms: 100_000
-            })),
-            100
-        );
-        // Never above the maximum, whatever the rate.
-        assert_eq!(
-            S.refill(Some(BlockUse {
-                len: 9_000,
-                lasted_ms: 1
-            })),
-            10_000
-        );
+        // (previous block, ms it lasted, next block)
+        let cases = [
+            // 300 of 400 used in 1 s: 300 lasts the target.
+            (400, 1_000, 300),
+            // Used in 10 ms: a hundredfold rate, but at most four times larger.
+            (400, 10, 1_600),
+            // Used over 100 s: at most four times smaller, and never below the minimum.
+            (4_000, 100_000, 1_000),
+            (200, 100_000, 100),
+            // Never above the maximum, whatever the rate.
+            (9_000, 1, 10_000),
+        ];
+        for (len, lasted_ms, next) in cases {
+            assert_eq!(
+                S.refill(Some(BlockUse { len, lasted_ms })),
+                next,
+                "{len} in {lasted_ms} ms"
+            );
+        }
         assert_eq!(S.for_forecast(0), 100);
         assert_eq!(S.for_forecast(1_000_000), 10_000);
     }
