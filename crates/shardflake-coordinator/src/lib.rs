@@ -3,7 +3,8 @@
 //! standbys when a host fails.
 //!
 //! * [`store`]: the [`store::KvStore`] trait (compare-and-swap transactions), the embedded
-//!   [`store::RedbStore`] with group commit, an in-memory store, and the conformance suite.
+//!   [`store::RedbStore`] with group commit, an in-memory store, and (with the `testing`
+//!   feature) the conformance suite every backend must pass.
 //! * [`Coordinator`]: the rules, stateless over a store.
 //! * [`http`]: the axum API.
 //! * [`ServiceOptions`], [`ServiceConfig`] and [`run`]: the service `shardflake coordinator`
