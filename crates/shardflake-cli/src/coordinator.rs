@@ -51,6 +51,15 @@ pub struct CoordinatorArgs {
     /// Most transactions per durable commit (1 turns group commit off).
     #[arg(long, default_value_t = shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT)]
     pub group_commit_max: usize,
+    /// Keep the state in this etcd cluster instead of `--data-dir`: client URLs, comma
+    /// separated (`http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379`). Any
+    /// number of coordinators may share one etcd prefix; give nodes all their URLs. Needs a
+    /// binary built with `--features etcd`.
+    #[arg(long, value_delimiter = ',', env = "SHARDFLAKE_ETCD")]
+    pub etcd: Vec<String>,
+    /// Key prefix of this cluster's state in etcd; clusters sharing one etcd need their own.
+    #[arg(long, default_value = "/shardflake/", env = "SHARDFLAKE_ETCD_PREFIX")]
+    pub etcd_prefix: String,
     /// The cluster token every request must carry as `Authorization: Bearer <token>`.
     #[arg(long, env = CLUSTER_TOKEN_ENV, hide_env_values = true)]
     pub cluster_token: Option<String>,
@@ -81,6 +90,8 @@ impl CoordinatorArgs {
             reservation_ahead_max: self.reservation_ahead_max,
             block_min: self.block_min,
             group_commit_max: self.group_commit_max,
+            etcd: self.etcd.clone(),
+            etcd_prefix: self.etcd_prefix.clone(),
             cluster_token: self.cluster_token.clone(),
             insecure_no_auth: self.insecure_no_auth,
         }

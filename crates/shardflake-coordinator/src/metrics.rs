@@ -37,6 +37,8 @@ pub struct Metrics {
     pub standby_offers: Counter,
     /// Compare-and-swap conflicts retried.
     pub cas_conflicts: Counter,
+    /// Standby long polls woken by the store's change feed (a write by any coordinator).
+    pub standby_feed_wakes: Counter,
     errors: Family<Labels, Counter>,
     registry: Registry,
     scraped: Arc<Mutex<Option<Scrape>>>,
@@ -78,6 +80,10 @@ impl Default for Metrics {
         let releases = counter("releases", "Leases released");
         let standby_offers = counter("standby_offers", "Expired host ids offered to standbys");
         let cas_conflicts = counter("cas_conflicts", "Compare-and-swap conflicts retried");
+        let standby_feed_wakes = counter(
+            "standby_feed_wakes",
+            "Standby long polls woken by the store's change feed (a write by any coordinator)",
+        );
         let errors = Family::<Labels, Counter>::default();
         registry.register("http_errors", "Error responses, by code", errors.clone());
         let scraped = Arc::new(Mutex::new(None));
@@ -92,6 +98,7 @@ impl Default for Metrics {
             releases,
             standby_offers,
             cas_conflicts,
+            standby_feed_wakes,
             errors,
             registry,
             scraped,

@@ -44,6 +44,11 @@ pub struct ServiceOptions {
     pub block_min: u64,
     /// `--group-commit-max`: most transactions per durable commit (1 turns group commit off).
     pub group_commit_max: usize,
+    /// `--etcd`: client URLs of an etcd cluster that holds the state instead of the store file
+    /// (empty: the embedded store in `--data-dir`).
+    pub etcd: Vec<String>,
+    /// `--etcd-prefix`: the key prefix of this cluster's state in etcd.
+    pub etcd_prefix: String,
     /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
     pub cluster_token: Option<String>,
     /// `--insecure-no-auth`: serve without a token.
@@ -56,12 +61,26 @@ pub struct ServiceOptions {
 pub struct ServiceConfig {
     /// Layout, pool and limits.
     pub coordinator: CoordinatorConfig,
-    /// Directory of the store file.
-    pub data_dir: PathBuf,
-    /// Most transactions per durable commit.
-    pub group_commit_max: usize,
+    /// Where the state lives.
+    pub store: StoreConfig,
     /// The bearer token; `None` only with `--insecure-no-auth`.
     pub token: Option<String>,
+}
+
+/// Where the coordinator keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// The embedded store: one file in `data_dir`, for one coordinator process.
+    Embedded {
+        /// Directory of the store file.
+        data_dir: PathBuf,
+        /// Most transactions per durable commit.
+        group_commit_max: usize,
+    },
+    /// An etcd cluster, shared by any number of coordinator processes.
+    #[cfg(feature = "etcd")]
+    Etcd(store::EtcdOptions),
 }
 
 /// Why the coordinator could not start or stopped with an error.
@@ -129,8 +148,7 @@ impl ServiceConfig {
         c.block_min = o.block_min.max(1);
         Ok(ServiceConfig {
             coordinator: c,
-            data_dir: o.data_dir.clone(),
-            group_commit_max: o.group_commit_max,
+            store: store_config(o)?,
             token,
         })
     }
@@ -138,6 +156,34 @@ impl ServiceConfig {
     /// [`ServiceConfig::from_options`] on the system clock.
     pub fn from_options_now(o: &ServiceOptions) -> Result<ServiceConfig, RunError> {
         Self::from_options(o, SystemClock.now_ms())
+    }
+}
+
+/// The store `o` names: etcd when `--etcd` is given, else the embedded store.
+fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
+    if o.etcd.is_empty() {
+        if o.group_commit_max == 0 {
+            return Err(RunError::Config(
+                "--group-commit-max must be at least 1 (1 turns group commit off)".into(),
+            ));
+        }
+        return Ok(StoreConfig::Embedded {
+            data_dir: o.data_dir.clone(),
+            group_commit_max: o.group_commit_max,
+        });
+    }
+    #[cfg(feature = "etcd")]
+    {
+        Ok(StoreConfig::Etcd(store::EtcdOptions::new(
+            &o.etcd,
+            &o.etcd_prefix,
+        )?))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        Err(RunError::Config(
+            "--etcd: this binary was built without the etcd backend; build it with `cargo build --release -p shardflake-cli --features etcd` (needs protoc)".into(),
+        ))
     }
 }
 
@@ -166,18 +212,36 @@ pub async fn run(
     if config.token.is_none() {
         tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {local} can lease host ids");
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
-    let path = config.data_dir.join(STORE_FILE_NAME);
-    let store = Arc::new(store::RedbStore::open(
-        &path,
-        store::RedbOptions {
-            batch_max: config.group_commit_max,
-        },
-    )?);
+    let (store, redb, location): (Arc<dyn store::KvStore>, _, String) = match &config.store {
+        StoreConfig::Embedded {
+            data_dir,
+            group_commit_max,
+        } => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(io(format!("cannot create {}", data_dir.display())))?;
+            let path = data_dir.join(STORE_FILE_NAME);
+            let redb = Arc::new(store::RedbStore::open(
+                &path,
+                store::RedbOptions {
+                    batch_max: *group_commit_max,
+                },
+            )?);
+            (redb.clone(), Some(redb), path.display().to_string())
+        }
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd(options) => {
+            let etcd = store::EtcdStore::connect(options.clone()).await?;
+            let location = format!(
+                "etcd {} under {}",
+                options.endpoints.join(","),
+                options.prefix
+            );
+            (Arc::new(etcd), None, location)
+        }
+    };
     let c = config.coordinator;
     tracing::info!(
-        store = %path.display(),
+        store = %location,
         layout = %c.layout,
         pool_size = c.pool_size,
         ttl_ms = c.ttl_ms_default,
@@ -216,9 +280,10 @@ pub async fn run(
         Err(e) => Err(RunError::Config(format!("server task failed: {e}"))),
     };
     drop(coordinator);
+    drop(store);
     // Every commit is durable when answered, so dropping a store that is still shared (an
     // aborted handler) loses nothing; closing it just joins the writer thread.
-    if let Ok(s) = Arc::try_unwrap(store) {
+    if let Some(Ok(s)) = redb.map(Arc::try_unwrap) {
         s.close().await;
     }
     tracing::info!("coordinator stopped");

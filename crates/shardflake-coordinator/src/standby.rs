@@ -16,8 +16,15 @@ use crate::records;
 
 /// Longest a standby's long poll waits.
 pub const STANDBY_WAIT_MS_MAX: u64 = 60_000;
-/// A standby's wait re-reads the leases at least this often (ms).
+/// A standby's wait re-reads the leases at least this often (ms) when the store has no change
+/// feed: a lease granted after the wait's last read is otherwise unknown to it.
 const STANDBY_RECHECK_MS_MAX: u64 = 200;
+/// The same when the store has a change feed (etcd), which wakes the wait on every write by
+/// any coordinator: the re-read is only a safety net for a broken feed (ms).
+const STANDBY_RECHECK_FEED_MS: u64 = 2_000;
+/// After the change feed fires, the wait lets further writes gather this long before it
+/// reads, so a burst of renewals costs one read per standby (ms).
+const FEED_COALESCE_MS: u64 = 20;
 /// A host id offered to one standby is not offered to another for this long (ms).
 const OFFER_HOLD_MS: u64 = 5_000;
 /// Standbys listed in the status at most (the long poll works for more).
@@ -50,6 +57,10 @@ impl Coordinator {
             .time
             .mono_ms()
             .saturating_add(timeout_ms.min(STANDBY_WAIT_MS_MAX));
+        let mut feed = self.store.changes();
+        if let Some(f) = feed.as_mut() {
+            f.borrow_and_update();
+        }
         loop {
             let now_mono = self.time.mono_ms();
             {
@@ -60,7 +71,12 @@ impl Coordinator {
                 }
             }
             let hosts = records::load_hosts(self.store.as_ref()).await?;
-            let mut next_check = now_mono + STANDBY_RECHECK_MS_MAX;
+            let recheck_ms = if feed.is_some() {
+                STANDBY_RECHECK_FEED_MS
+            } else {
+                STANDBY_RECHECK_MS_MAX
+            };
+            let mut next_check = now_mono + recheck_ms;
             for (rec, _) in &hosts {
                 if rec.host_id >= self.config.pool_size {
                     continue;
@@ -90,9 +106,28 @@ impl Coordinator {
                 return Ok(None);
             }
             let sleep_ms = next_check.min(deadline).saturating_sub(now_mono).max(1);
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}
-                _ = self.standby.changed.notified() => {}
+            let feed_changed = async {
+                match feed.as_mut() {
+                    Some(f) => f.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let woke_by_feed = tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => None,
+                _ = self.standby.changed.notified() => None,
+                ok = feed_changed => Some(ok),
+            };
+            match woke_by_feed {
+                // The feed's store is gone: fall back to re-reading on the timer.
+                Some(false) => feed = None,
+                Some(true) => {
+                    self.metrics.standby_feed_wakes.inc();
+                    tokio::time::sleep(std::time::Duration::from_millis(FEED_COALESCE_MS)).await;
+                    if let Some(f) = feed.as_mut() {
+                        f.borrow_and_update();
+                    }
+                }
+                None => {}
             }
         }
     }

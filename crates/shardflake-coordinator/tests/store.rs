@@ -16,6 +16,15 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_shared_by_two_coordinators_conforms() {
+    conformance::run_shared(|| async {
+        let s: Arc<dyn KvStore> = Arc::new(MemStore::new());
+        (s.clone(), s)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_store_conforms() {
     let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
     let d = dirs.clone();

@@ -1,4 +1,6 @@
 //! Integration tests of the coordinator, gathered into one binary.
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod http;
 mod store;

@@ -39,6 +39,20 @@ where
     domain::blocks_only_move_upwards(Arc::new(make_store().await)).await;
 }
 
+/// The checks that need two handles on one store's state, as two coordinator processes
+/// sharing it have: `make_pair` returns two handles on a fresh, empty state (the same
+/// in-memory store twice; for etcd, two clients on one new prefix).
+pub async fn run_shared<F, Fut>(mut make_pair: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Arc<dyn KvStore>, Arc<dyn KvStore>)>,
+{
+    let (a, b) = make_pair().await;
+    domain::two_coordinators_grant_a_host_id_once(a, b).await;
+    let (a, b) = make_pair().await;
+    domain::standby_on_one_coordinator_takes_over_from_another(a, b).await;
+}
+
 fn committed(outcome: TxnOutcome, check: &str) -> u64 {
     match outcome {
         TxnOutcome::Committed { revision } => revision,

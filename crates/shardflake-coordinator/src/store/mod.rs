@@ -18,9 +18,13 @@ use thiserror::Error;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod memory;
 mod redb;
 
+#[cfg(feature = "etcd")]
+pub use self::etcd::{EtcdOptions, EtcdStore, ETCD_PREFIX_DEFAULT};
 pub use self::memory::MemStore;
 pub use self::redb::{RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT};
 
@@ -208,5 +212,11 @@ pub trait KvStore: Send + Sync + 'static {
     /// Commit counters (zero for backends that do not count).
     fn stats(&self) -> StoreStats {
         StoreStats::default()
+    }
+    /// A feed that changes whenever any writer commits, this process or another sharing the
+    /// store; `None` when only this process writes (the coordinator then wakes its own
+    /// waiters). Standby long polls wait on it rather than re-reading on a timer.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
     }
 }

@@ -388,6 +388,110 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     assert_eq!(err.code().as_str(), "not_temporal");
 }
 
+/// Two coordinators on one store (two processes sharing an etcd prefix): they report one
+/// store identity, and when both are asked for the same free host id at once, exactly one
+/// grants it; the other answers `host_busy` or conflicts and grants nothing twice. `a` and
+/// `b` are two handles on the same state (for etcd, two clients on one prefix).
+pub async fn two_coordinators_grant_a_host_id_once(a: Arc<dyn KvStore>, b: Arc<dyn KvStore>) {
+    let check = "two_coordinators_grant_a_host_id_once";
+    let layout = Layout::preset("default").unwrap();
+    let (ca, _) = coordinator(a, layout.clone()).await;
+    let (cb, _) = coordinator(b, layout).await;
+    assert_eq!(ca.store_id(), cb.store_id(), "{check}: one store, one id");
+    let (ca, cb) = (Arc::new(ca), Arc::new(cb));
+    for round in 0..4u32 {
+        let ask = |c: Arc<Coordinator>, who: &str| {
+            let r = AcquireRequest {
+                host_id: Some(round),
+                ..req(&format!("{who}-{round}"), 60_000)
+            };
+            tokio::spawn(async move { c.acquire(&r).await })
+        };
+        let (ra, rb) = (ask(ca.clone(), "a"), ask(cb.clone(), "b"));
+        let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
+        let granted = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(granted, 1, "{check}: round {round}: {ra:?} / {rb:?}");
+        for r in [ra, rb] {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, CoordError::HostBusy { host_id, .. } if host_id == round),
+                    "{check}: round {round}: the loser is told the id is busy, got {e}"
+                );
+            }
+        }
+    }
+    let status = cb.hosts().await.unwrap();
+    assert_eq!(status.hosts.len(), 4, "{check}: {status:?}");
+}
+
+/// A standby long-polling coordinator `b` takes over a host id granted through coordinator
+/// `a` whose holder went silent: `b` decides expiry on its own clock (a full TTL of seeing
+/// the record unchanged), and grants strictly above the holder's reservation. When the
+/// store has a change feed, the standby learns of `a`'s grant from it, not from a timer.
+pub async fn standby_on_one_coordinator_takes_over_from_another(
+    a: Arc<dyn KvStore>,
+    b: Arc<dyn KvStore>,
+) {
+    let check = "standby_on_one_coordinator_takes_over_from_another";
+    let layout = Layout::preset("default").unwrap();
+    let feed = b.changes().is_some();
+    let (ca, _) = coordinator(a, layout.clone()).await;
+    let (cb, time_b) = coordinator(b, layout).await;
+    let cb = Arc::new(cb);
+    // The standby waits before the holder exists: only a write through `a` can tell `b`.
+    let waiter = {
+        let cb = cb.clone();
+        tokio::spawn(async move { cb.standby_wait("standby", 30_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let held = ca.acquire(&req("holder", 1_000)).await.unwrap();
+    let renewed = ca
+        .renew(
+            held.host_id,
+            &RenewRequest {
+                token: held.token,
+                reserve_until_ms: Some(T0 + 7_000),
+                usage: None,
+            },
+        )
+        .await
+        .unwrap();
+    // Let `b` see the renewed record, then let its own clock run past one TTL.
+    for _ in 0..100 {
+        if cb.metrics().standby_feed_wakes.get() > 0 || !feed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if feed {
+        assert!(
+            cb.metrics().standby_feed_wakes.get() > 0,
+            "{check}: a write through `a` wakes the standby waiting on `b`"
+        );
+    }
+    assert!(!waiter.is_finished(), "{check}: the lease is live");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    time_b.advance_ms(1_000);
+    let offered = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .expect("the standby is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(offered, Some(held.host_id), "{check}");
+    let took = cb
+        .acquire(&AcquireRequest {
+            host_id: Some(held.host_id),
+            ..req("standby", 10_000)
+        })
+        .await
+        .unwrap();
+    assert!(took.token > held.token, "{check}: a newer token");
+    assert_eq!(
+        took.start_above_ms, renewed.reserved_until_ms,
+        "{check}: the standby starts above the holder's reservation"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,333 @@
+//! The etcd [`KvStore`]: the coordinator's keys under one key prefix of an etcd cluster, so
+//! that several coordinator processes share one replicated state and any of them can serve
+//! any node. Built with the `etcd` feature.
+//!
+//! The mapping is one to one, because [`KvStore`] was shaped after etcd's API:
+//! - a version is etcd's `mod_revision`, and an absent key compares as revision 0;
+//! - a [`Txn`] is one etcd `Txn`: `If(ModRevision(k) == v, ...)` `Then(Put/Delete ...)`
+//!   `Else(Get k ...)`. The `Else` branch reads the compared keys in the same transaction, so a
+//!   conflict names the key that moved and its version as of the failed attempt;
+//! - reads are linearizable (etcd's default, served through the leader's read index).
+//!
+//! The write path is TiKV PD's id allocator (`pkg/id`, `rebaseLocked`): one transaction that
+//! checks what it read and writes the new state, so two coordinators racing for the same host
+//! id give exactly one grant and the other sees a conflict and starts over.
+//!
+//! A request that times out may still have been applied by etcd. The coordinator treats such
+//! an error as "unknown": the caller retries, and every operation is idempotent on retry
+//! (acquire by its request id, renewals and extensions by the token and the bound they set).
+//!
+//! Besides the key-value contract the store keeps a change feed ([`KvStore::changes`]): one
+//! etcd watch on the prefix, restarted with backoff when it breaks, which standby long polls
+//! use to look again when any coordinator writes.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{BoxFuture, KvStore, Op, StoreError, Txn, TxnOutcome, Versioned};
+
+/// The key prefix when none is given.
+pub const ETCD_PREFIX_DEFAULT: &str = "/shardflake/";
+/// How long connecting to an endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one request may take (a leader election in etcd takes about a second).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The change feed's backoff after a broken watch: first and longest wait.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Where the etcd cluster is and which part of it is ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// Client URLs of the members, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Every key is stored under this prefix, so that several clusters can share one etcd.
+    /// Must start and end with `/`.
+    pub prefix: String,
+}
+
+impl EtcdOptions {
+    /// Options for `endpoints` (comma separated allowed) under `prefix`; checks both.
+    pub fn new(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(StoreError::Backend(
+                "--etcd needs at least one endpoint URL, e.g. http://127.0.0.1:2379".into(),
+            ));
+        }
+        if let Some(bad) = endpoints.iter().find(|e| e.contains(char::is_whitespace)) {
+            return Err(StoreError::Backend(format!(
+                "etcd endpoint `{bad}` contains whitespace"
+            )));
+        }
+        // A prefix that is a prefix of another cluster's ("/a" and "/ab") would mix their
+        // keys; one that starts and ends with '/' cannot.
+        if prefix.len() < 2 || !prefix.starts_with('/') || !prefix.ends_with('/') {
+            return Err(StoreError::Backend(format!(
+                "etcd key prefix `{prefix}` must start and end with '/' and name something, e.g. {ETCD_PREFIX_DEFAULT}"
+            )));
+        }
+        if prefix.len() > super::KEY_BYTES_MAX / 2 {
+            return Err(StoreError::TooLarge {
+                what: "etcd key prefix bytes",
+                size: prefix.len(),
+                max: super::KEY_BYTES_MAX / 2,
+            });
+        }
+        Ok(Self {
+            endpoints,
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+/// A [`KvStore`] in etcd; see the module docs.
+pub struct EtcdStore {
+    client: Client,
+    options: EtcdOptions,
+    changes: watch::Receiver<u64>,
+    feed: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+fn backend(what: &str, e: etcd_client::Error) -> StoreError {
+    StoreError::Backend(format!("etcd {what}: {e}"))
+}
+
+impl EtcdStore {
+    /// Connects to the cluster and checks that it answers (one linearizable read). Needs a
+    /// tokio runtime: the change feed runs as a task on it.
+    pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        let mut client = Client::connect(&options.endpoints, Some(connect))
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot connect to etcd at {}: {e}",
+                    options.endpoints.join(",")
+                ))
+            })?;
+        client
+            .get(options.prefix.as_bytes(), None)
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "etcd at {} does not answer: {e}",
+                    options.endpoints.join(",")
+                ))
+            })?;
+        let (tx, changes) = watch::channel(0);
+        let feed = tokio::spawn(change_feed(client.clone(), options.prefix.clone(), tx));
+        Ok(Self {
+            client,
+            options,
+            changes,
+            feed,
+        })
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &EtcdOptions {
+        &self.options
+    }
+
+    fn full(&self, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.options.prefix.len() + key.len());
+        k.extend_from_slice(self.options.prefix.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    fn strip<'k>(&self, full: &'k [u8]) -> Result<&'k str, StoreError> {
+        full.strip_prefix(self.options.prefix.as_bytes())
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(full).into_owned(),
+                reason: format!(
+                    "a key outside the prefix `{}` or not UTF-8",
+                    self.options.prefix
+                ),
+            })
+    }
+}
+
+fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
+    Versioned {
+        value: kv.value().to_vec(),
+        version: kv.mod_revision().max(0) as u64,
+    }
+}
+
+impl KvStore for EtcdStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(async move {
+            let resp = self
+                .client
+                .kv_client()
+                .get(self.full(key), None)
+                .await
+                .map_err(|e| backend("get", e))?;
+            Ok(resp.kvs().first().map(versioned))
+        })
+    }
+
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
+        Box::pin(async move {
+            // etcd answers a range sorted by key, ascending.
+            let resp = self
+                .client
+                .kv_client()
+                .get(self.full(prefix), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| backend("scan", e))?;
+            resp.kvs()
+                .iter()
+                .map(|kv| Ok((self.strip(kv.key())?.to_string(), versioned(kv))))
+                .collect()
+        })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            txn.validate()?;
+            let compares: Vec<Compare> = txn
+                .compares
+                .iter()
+                .map(|(k, v)| Compare::mod_revision(self.full(k), CompareOp::Equal, *v as i64))
+                .collect();
+            let ops: Vec<TxnOp> = txn
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put { key, value } => TxnOp::put(self.full(key), value.clone(), None),
+                    Op::Delete { key } => TxnOp::delete(self.full(key), None),
+                })
+                .collect();
+            let reads: Vec<TxnOp> = txn
+                .compares
+                .iter()
+                .map(|(k, _)| TxnOp::get(self.full(k), None))
+                .collect();
+            let resp = self
+                .client
+                .kv_client()
+                .txn(
+                    etcd_client::Txn::new()
+                        .when(compares)
+                        .and_then(ops)
+                        .or_else(reads),
+                )
+                .await
+                .map_err(|e| backend("txn", e))?;
+            if resp.succeeded() {
+                let revision = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
+                return Ok(TxnOutcome::Committed { revision });
+            }
+            for ((key, expected), read) in txn.compares.iter().zip(resp.op_responses()) {
+                let TxnOpResponse::Get(get) = read else {
+                    return Err(StoreError::Backend(
+                        "etcd txn: the failure branch answered something other than a read".into(),
+                    ));
+                };
+                let actual = get.kvs().first().map_or(0, |kv| versioned(kv).version);
+                if actual != *expected {
+                    return Ok(TxnOutcome::Conflict {
+                        key: key.clone(),
+                        actual_version: actual,
+                    });
+                }
+            }
+            Err(StoreError::Backend(
+                "etcd txn: compares failed but every compared key has its expected revision".into(),
+            ))
+        })
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+}
+
+/// Watches every key under `prefix` and publishes the revision of each change (any
+/// coordinator's write) on `tx`. A broken watch is restarted with backoff, logged once when it
+/// breaks and once when it is back; after a restart the feed fires once, since changes may
+/// have been missed in between.
+async fn change_feed(client: Client, prefix: String, tx: watch::Sender<u64>) {
+    let mut backoff = WATCH_BACKOFF_MIN;
+    let mut broken = false;
+    loop {
+        let mut error = String::from("the watch stream ended");
+        let started = client
+            .watch_client()
+            .watch(prefix.as_bytes(), Some(WatchOptions::new().with_prefix()))
+            .await;
+        match started {
+            Ok(mut stream) => {
+                if broken {
+                    tracing::info!(prefix = %prefix, "etcd watch restored");
+                    broken = false;
+                    tx.send_modify(|r| *r += 1);
+                }
+                backoff = WATCH_BACKOFF_MIN;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(msg)) => {
+                            if msg.canceled() {
+                                error = format!("the watch was canceled: {}", msg.cancel_reason());
+                                break;
+                            }
+                            if !msg.events().is_empty() {
+                                let rev = msg.header().map_or(0, |h| h.revision().max(0) as u64);
+                                tx.send_modify(|r| *r = (*r + 1).max(rev));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            error = e.to_string();
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => error = e.to_string(),
+        }
+        if !broken {
+            broken = true;
+            tracing::warn!(prefix = %prefix, %error, "etcd watch broken; retrying with backoff, standbys fall back to periodic reads until it is back");
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+    }
+}
