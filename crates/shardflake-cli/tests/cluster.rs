@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use crate::process::Process;
 
-const TOKEN: &str = "cluster-test-token-0123456789";
+pub(crate) const TOKEN: &str = "cluster-test-token-0123456789";
 /// Every wait in these tests ends by this deadline.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn coordinator_command(data_dir: &Path, flags: &[&str], token: Option<&str>) -> Command {
+pub(crate) fn coordinator_command(data_dir: &Path, flags: &[&str], token: Option<&str>) -> Command {
     coordinator_command_on("127.0.0.1:0", data_dir, flags, token)
 }
 
@@ -46,7 +46,7 @@ fn coordinator_command_on(
 type Proc = Process;
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -248,7 +248,7 @@ fn node_command_with(coordinator: SocketAddr, standby: bool, layout_flags: &[&st
     node_command_urls(&format!("http://{coordinator}"), standby, layout_flags)
 }
 
-fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Command {
+pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("serve")
         .args(["--bind", "127.0.0.1", "--port", "0"])
@@ -283,7 +283,7 @@ fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Comman
 }
 
 /// `(host id, timestamp ms)` of a twitter-layout id.
-fn host_and_time(id: u64) -> (u64, u64) {
+pub(crate) fn host_and_time(id: u64) -> (u64, u64) {
     let d = shardflake::Layout::preset("twitter")
         .unwrap()
         .decode(id)
@@ -295,7 +295,7 @@ fn host_and_time(id: u64) -> (u64, u64) {
 }
 
 /// Ids from `GET /ids?count=N`, or the error code.
-fn fetch_ids(addr: SocketAddr, n: usize) -> Result<Vec<u64>, String> {
+pub(crate) fn fetch_ids(addr: SocketAddr, n: usize) -> Result<Vec<u64>, String> {
     let (status, body) = http(addr, "GET", &format!("/ids?count={n}"), None, None);
     let v: Value = serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
     if status != 200 {
@@ -309,7 +309,7 @@ fn fetch_ids(addr: SocketAddr, n: usize) -> Result<Vec<u64>, String> {
         .collect())
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
@@ -317,7 +317,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn ready(addr: SocketAddr) -> bool {
+pub(crate) fn ready(addr: SocketAddr) -> bool {
     http(addr, "GET", "/readyz", None, None).0 == 200
 }
 
@@ -536,7 +536,7 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
 }
 
 /// The store id and layout spec a coordinator reports.
-fn cluster_info(coordinator: SocketAddr) -> (String, String) {
+pub(crate) fn cluster_info(coordinator: SocketAddr) -> (String, String) {
     let (s, body) = http(coordinator, "GET", "/v1/cluster", Some(TOKEN), None);
     assert_eq!(s, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();

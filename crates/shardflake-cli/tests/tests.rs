@@ -2,5 +2,7 @@
 
 mod cli;
 mod cluster;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod node;
 mod process;
