@@ -1,17 +1,21 @@
 # syntax=docker/dockerfile:1
-# The shardflake generator node. Build: `docker build -t shardflake .`
+# The shardflake binary (node and coordinator, with the etcd backend).
+# Build: `docker build -t shardflake .`
 # Run: `docker run -p 8080:8080 -e MACHINE_ID=1 -v shardflake-state:/var/lib/shardflake shardflake`
 # The state volume keeps the node's reservation across container restarts: without it a
 # restarted container starts from an empty state directory (see README, restart safety).
 
 FROM rust:1-bookworm AS build
+# protoc: the etcd backend's client is generated from etcd's protobuf definitions.
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # Debug info is for profiling on developer machines; the image does not need it.
 ENV CARGO_PROFILE_RELEASE_DEBUG=0
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p shardflake-cli \
+    cargo build --release --locked -p shardflake-cli --features etcd \
     && cp target/release/shardflake /usr/local/bin/shardflake
 
 FROM debian:bookworm-slim
