@@ -321,7 +321,7 @@ pub(crate) fn ready(addr: SocketAddr) -> bool {
     http(addr, "GET", "/readyz", None, None).0 == 200
 }
 
-fn host_record(coordinator: SocketAddr, host: u64) -> Value {
+pub(crate) fn host_record(coordinator: SocketAddr, host: u64) -> Value {
     let (s, body) = http(coordinator, "GET", "/v1/hosts", Some(TOKEN), None);
     assert_eq!(s, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();

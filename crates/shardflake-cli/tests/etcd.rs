@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{
-    cluster_info, coordinator_command, fetch_ids, host_and_time, http, node_command_urls, ready,
-    wait_until, TOKEN,
+    cluster_info, coordinator_command, fetch_ids, host_and_time, host_record, http,
+    node_command_urls, ready, wait_until, TOKEN,
 };
 use crate::process::Process;
 
@@ -234,6 +234,10 @@ fn two_coordinators_over_etcd_share_a_cluster_fail_over_and_hand_standbys_across
     let a_host = host_and_time(a_ids[0]).0;
     all.extend(&a_ids);
     a.kill_9();
+    // The bound a persisted last, read before anyone can take the id over (one TTL).
+    let bound = host_record(c2.addr, a_host)["reserved_until_ms"]
+        .as_u64()
+        .unwrap();
     let mut first = None;
     wait_until("the standby serves", || {
         first = fetch_ids(standby.addr, 1).ok();
@@ -242,6 +246,10 @@ fn two_coordinators_over_etcd_share_a_cluster_fail_over_and_hand_standbys_across
     let taken = first.unwrap()[0];
     assert_eq!(host_and_time(taken).0, a_host, "{}", standby.log());
     assert!(a_ids.iter().all(|&id| id < taken));
+    assert!(
+        host_and_time(taken).1 > bound,
+        "the standby starts above a's persisted bound {bound}: {taken}"
+    );
     all.push(taken);
 
     // 2. kill -9 coordinator c1 under load: node b fails over to c2 and no request fails.

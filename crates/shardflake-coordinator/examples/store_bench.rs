@@ -1,11 +1,17 @@
-//! Throughput of the coordinator's write operations on the embedded store, with and without
-//! group commit: lease renewals, reservation extensions and counter-block grants per second.
+//! Throughput of the coordinator's write operations on each store, side by side in one run:
+//! lease renewals, reservation extensions and counter-block grants per second, and the time a
+//! standby takes to take over a silent holder's host id beyond the lease TTL. Stores: the
+//! embedded one with and without group commit, and (built with `--features etcd`, given
+//! `SHARDFLAKE_BENCH_ETCD=URL,...`) an etcd cluster, e.g. the 3-member loopback cluster of
+//! `scripts/etcd-cluster.sh`.
 //!
 //! `cargo run --release -p shardflake-coordinator --example store_bench [-- SECONDS CLIENTS]`
+//! `scripts/bench-coordinator.sh` starts a 3-member etcd cluster and runs it with etcd.
 //!
 //! Each client owns one host id (so there are no compare-and-swap conflicts) and issues the
 //! operation back to back through [`Coordinator`], i.e. without HTTP: the figures are what the
-//! store and the rules sustain. Every commit is fsynced.
+//! store and the rules sustain. Every commit is durable (redb fsyncs; etcd commits to a
+//! majority's write-ahead logs, each fsynced).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,11 +29,91 @@ enum Op {
     Block,
 }
 
-async fn run(op: Op, batch_max: usize, clients: u32, secs: u64) -> (f64, f64) {
+/// A store under test.
+#[derive(Clone, Debug)]
+enum Backend {
+    Redb {
+        batch_max: usize,
+    },
+    #[cfg(feature = "etcd")]
+    Etcd(String),
+}
+
+impl Backend {
+    fn label(&self) -> String {
+        match self {
+            Backend::Redb { batch_max: 1 } => "embedded, group commit off".into(),
+            Backend::Redb { .. } => "embedded, group commit on".into(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => "etcd (3 members)".into(),
+        }
+    }
+
+    /// A fresh, empty store: a new redb file, or a new etcd prefix.
+    async fn open(&self, dir: &std::path::Path) -> (Arc<dyn KvStore>, Option<Arc<RedbStore>>) {
+        let (a, _, redb) = self.open_pair(dir).await;
+        (a, redb)
+    }
+
+    /// Two handles on a fresh store, as two coordinator processes have: for etcd two clients
+    /// on one new prefix; the embedded store belongs to one process, so the same one twice.
+    async fn open_pair(
+        &self,
+        dir: &std::path::Path,
+    ) -> (Arc<dyn KvStore>, Arc<dyn KvStore>, Option<Arc<RedbStore>>) {
+        match self {
+            Backend::Redb { batch_max } => {
+                let name = format!("bench-{}.redb", NEXT.fetch_add(1, Ordering::Relaxed));
+                let s = Arc::new(
+                    RedbStore::open(
+                        dir.join(name),
+                        RedbOptions {
+                            batch_max: *batch_max,
+                        },
+                    )
+                    .unwrap(),
+                );
+                (s.clone(), s.clone(), Some(s))
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(urls) => {
+                use shardflake_coordinator::store::{EtcdOptions, EtcdStore};
+                let prefix = format!(
+                    "/shardflake-bench/{}-{}/",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                let connect = || async {
+                    let s: Arc<dyn KvStore> = Arc::new(
+                        EtcdStore::connect(
+                            EtcdOptions::new(std::slice::from_ref(urls), &prefix).unwrap(),
+                        )
+                        .await
+                        .expect("the etcd cluster answers"),
+                    );
+                    s
+                };
+                (connect().await, connect().await, None)
+            }
+        }
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+async fn close(store: Arc<dyn KvStore>, redb: Option<Arc<RedbStore>>) {
+    drop(store);
+    if let Some(r) = redb {
+        let Ok(r) = Arc::try_unwrap(r) else {
+            panic!("the store is still shared")
+        };
+        r.close().await;
+    }
+}
+
+async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        RedbStore::open(dir.path().join("bench.redb"), RedbOptions { batch_max }).unwrap(),
-    );
+    let (store, redb) = backend.open(dir.path()).await;
     let layout =
         Layout::temporal(3_600_000, SHARDFLAKE_EPOCH_MS, TemporalWidths::default()).unwrap();
     let time = Arc::new(SystemTimeSource::new());
@@ -124,11 +210,66 @@ async fn run(op: Op, batch_max: usize, clients: u32, secs: u64) -> (f64, f64) {
     let ops = done.load(Ordering::Relaxed) as f64 / elapsed;
     let commits = (after.commits - before.commits) as f64 / elapsed;
     drop(c);
-    let Ok(store) = Arc::try_unwrap(store) else {
-        panic!("the store is still shared")
-    };
-    store.close().await;
+    close(store, redb).await;
     (ops, commits)
+}
+
+/// A holder takes a lease of `ttl_ms` through one coordinator and goes silent; a standby
+/// long-polls a second coordinator on the same store (for the embedded store, which one
+/// process owns, the same coordinator). Returns how long after the holder's last commit the
+/// standby held the host id, minus the TTL: the cost of detection and takeover.
+async fn failover_ms(backend: &Backend, ttl_ms: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (store_a, store_b, redb) = backend.open_pair(dir.path()).await;
+    let layout = Layout::preset("twitter").unwrap();
+    let open = |store: Arc<dyn KvStore>| {
+        let layout = layout.clone();
+        async move {
+            Arc::new(
+                Coordinator::open(
+                    store,
+                    Arc::new(SystemTimeSource::new()),
+                    CoordinatorConfig::new(layout),
+                )
+                .await
+                .expect("the store opens"),
+            )
+        }
+    };
+    let a = open(store_a.clone()).await;
+    let b = if redb.is_some() {
+        a.clone()
+    } else {
+        open(store_b.clone()).await
+    };
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.standby_wait("standby", 60_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held = a
+        .acquire(&AcquireRequest {
+            name: "holder".into(),
+            ttl_ms: Some(ttl_ms),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let silent = Instant::now();
+    let offered = waiter.await.unwrap().unwrap().expect("an offer");
+    assert_eq!(offered, held.host_id);
+    b.acquire(&AcquireRequest {
+        name: "standby".into(),
+        host_id: Some(offered),
+        ttl_ms: Some(ttl_ms),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ms = silent.elapsed().as_secs_f64() * 1000.0 - ttl_ms as f64;
+    drop((a, b, store_b));
+    close(store_a, redb).await;
+    ms
 }
 
 #[tokio::main]
@@ -136,36 +277,58 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().map_or(3, |s| s.parse().expect("SECONDS"));
     let clients: u32 = args.next().map_or(64, |s| s.parse().expect("CLIENTS"));
-    println!("{clients} concurrent clients, {secs} s per row, fsync on every commit");
-    println!("| operation | group commit | ops/s | commits/s | ops per commit |");
-    println!("|---|---|---:|---:|---:|");
-    for op in [Op::Renew, Op::Extend, Op::Block] {
-        let mut base = 0.0;
-        for (label, batch) in [
-            ("off", 1),
-            (
-                "on",
-                shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT,
-            ),
-        ] {
-            let (ops, commits) = run(op, batch, clients, secs).await;
-            if batch == 1 {
-                base = ops;
-            }
-            let gain = if batch == 1 {
-                String::new()
-            } else {
-                format!(" ({:.1}x)", ops / base)
-            };
-            println!(
-                "| {op:?} | {label} | {ops:.0}{gain} | {commits:.0} | {:.1} |",
-                ops / commits.max(1.0)
-            );
-        }
+    let mut backends = vec![
+        Backend::Redb { batch_max: 1 },
+        Backend::Redb {
+            batch_max: shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT,
+        },
+    ];
+    match std::env::var("SHARDFLAKE_BENCH_ETCD") {
+        #[cfg(feature = "etcd")]
+        Ok(urls) => backends.push(Backend::Etcd(urls)),
+        #[cfg(not(feature = "etcd"))]
+        Ok(_) => panic!(
+            "SHARDFLAKE_BENCH_ETCD is set but this build has no etcd backend: add --features etcd"
+        ),
+        Err(_) => eprintln!("(no SHARDFLAKE_BENCH_ETCD: embedded store only)"),
     }
-    let (ops, _) = run(Op::Renew, 1, 1, secs).await;
+    println!("{clients} concurrent clients, {secs} s per cell, every commit durable");
+    let header: Vec<String> = backends.iter().map(Backend::label).collect();
     println!(
-        "single client, renewals: {ops:.0}/s ({:.2} ms per fsynced commit)",
-        1000.0 / ops
+        "| operation, ops/s (ops per commit) | {} |",
+        header.join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(backends.len()));
+    for op in [Op::Renew, Op::Extend, Op::Block] {
+        let mut cells = Vec::new();
+        for b in &backends {
+            let (ops, commits) = run(op, b, clients, secs).await;
+            cells.push(if commits > 0.0 {
+                format!("{ops:.0} ({:.1})", ops / commits)
+            } else {
+                format!("{ops:.0}")
+            });
+        }
+        println!("| {op:?} | {} |", cells.join(" | "));
+    }
+    let mut cells = Vec::new();
+    for b in &backends {
+        let (ops, _) = run(Op::Renew, b, 1, secs).await;
+        cells.push(format!("{ops:.0} ({:.2} ms each)", 1000.0 / ops));
+    }
+    println!("| Renew, one client | {} |", cells.join(" | "));
+    const TTL_MS: u64 = 1_000;
+    let mut cells = Vec::new();
+    for b in &backends {
+        let mut runs: Vec<f64> = Vec::new();
+        for _ in 0..3 {
+            runs.push(failover_ms(b, TTL_MS).await);
+        }
+        runs.sort_by(f64::total_cmp);
+        cells.push(format!("+{:.0} ms", runs[1]));
+    }
+    println!(
+        "| standby takeover beyond a {TTL_MS} ms TTL (median of 3) | {} |",
+        cells.join(" | ")
     );
 }
