@@ -353,3 +353,38 @@ fn etcd_leader_loss_and_majority_loss_cost_availability_only() {
     all.extend(fetch_ids(node.addr, 1000).unwrap());
     assert_unique(all, 1_000);
 }
+
+/// A misconfigured `--etcd` stops the coordinator at start with an error naming the problem.
+#[test]
+fn bad_etcd_flags_and_an_unreachable_etcd_stop_the_coordinator_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flags: &[&str]| {
+        let out = coordinator_command(dir.path(), flags, Some(TOKEN))
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{flags:?} must not start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[
+        "--etcd",
+        "http://127.0.0.1:1",
+        "--etcd-prefix",
+        "no-slashes",
+    ]);
+    assert!(err.contains("must start and end with '/'"), "{err}");
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let err = run(&["--etcd", &url]);
+    assert!(
+        err.contains(&url[7..]),
+        "the error names the endpoint: {err}"
+    );
+    assert!(
+        !dir.path().join("coordinator.redb").exists(),
+        "with --etcd no embedded store is created"
+    );
+}

@@ -174,10 +174,9 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     }
     #[cfg(feature = "etcd")]
     {
-        Ok(StoreConfig::Etcd(store::EtcdOptions::new(
-            &o.etcd,
-            &o.etcd_prefix,
-        )?))
+        Ok(StoreConfig::Etcd(
+            store::EtcdOptions::new(&o.etcd, &o.etcd_prefix).map_err(RunError::Config)?,
+        ))
     }
     #[cfg(not(feature = "etcd"))]
     {

@@ -37,6 +37,16 @@ where
     domain::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
     domain::repeated_acquire_answers_the_same_grant(Arc::new(make_store().await)).await;
     domain::blocks_only_move_upwards(Arc::new(make_store().await)).await;
+    domain::restarted_coordinator_treats_every_lease_as_live_for_one_ttl(Arc::new(
+        make_store().await,
+    ))
+    .await;
+    domain::wall_clock_steps_neither_expire_nor_extend_a_lease(Arc::new(make_store().await)).await;
+    domain::ttl_and_host_limits_are_enforced(Arc::new(make_store().await)).await;
+    domain::forecasts_follow_usage_and_history_records_predicted_against_actual(Arc::new(
+        make_store().await,
+    ))
+    .await;
 }
 
 /// The checks that need two handles on one store's state, as two coordinator processes

@@ -52,8 +52,9 @@ pub struct EtcdOptions {
 }
 
 impl EtcdOptions {
-    /// Options for `endpoints` (comma separated allowed) under `prefix`; checks both.
-    pub fn new(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+    /// Options for `endpoints` (comma separated allowed) under `prefix`; checks both and
+    /// says what is wrong, naming the flag.
+    pub fn new(endpoints: &[String], prefix: &str) -> Result<Self, String> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .flat_map(|e| e.split(','))
@@ -61,28 +62,26 @@ impl EtcdOptions {
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
-            return Err(StoreError::Backend(
+            return Err(
                 "--etcd needs at least one endpoint URL, e.g. http://127.0.0.1:2379".into(),
-            ));
+            );
         }
         if let Some(bad) = endpoints.iter().find(|e| e.contains(char::is_whitespace)) {
-            return Err(StoreError::Backend(format!(
-                "etcd endpoint `{bad}` contains whitespace"
-            )));
+            return Err(format!("--etcd: endpoint `{bad}` contains whitespace"));
         }
         // A prefix that is a prefix of another cluster's ("/a" and "/ab") would mix their
         // keys; one that starts and ends with '/' cannot.
         if prefix.len() < 2 || !prefix.starts_with('/') || !prefix.ends_with('/') {
-            return Err(StoreError::Backend(format!(
-                "etcd key prefix `{prefix}` must start and end with '/' and name something, e.g. {ETCD_PREFIX_DEFAULT}"
-            )));
+            return Err(format!(
+                "--etcd-prefix `{prefix}` must start and end with '/' and name something, e.g. {ETCD_PREFIX_DEFAULT}"
+            ));
         }
         if prefix.len() > super::KEY_BYTES_MAX / 2 {
-            return Err(StoreError::TooLarge {
-                what: "etcd key prefix bytes",
-                size: prefix.len(),
-                max: super::KEY_BYTES_MAX / 2,
-            });
+            return Err(format!(
+                "--etcd-prefix is {} bytes long, above the limit of {}",
+                prefix.len(),
+                super::KEY_BYTES_MAX / 2
+            ));
         }
         Ok(Self {
             endpoints,

@@ -492,6 +492,166 @@ pub async fn standby_on_one_coordinator_takes_over_from_another(
     );
 }
 
+/// A coordinator on `store` for `layout`, with the whole pool and a manual clock.
+async fn with_time(store: Arc<dyn KvStore>, layout: Layout) -> (Coordinator, ManualTime) {
+    manual_coordinator(store, CoordinatorConfig::new(layout)).await
+}
+/// A coordinator that starts on a store with leases in it (a restart, or another coordinator
+/// joining) counts every lease as live for one full TTL on its own clock, whatever its wall
+/// clock says.
+pub async fn restarted_coordinator_treats_every_lease_as_live_for_one_ttl(store: Arc<dyn KvStore>) {
+    let (c, _) = with_time(store.clone(), Layout::preset("default").unwrap()).await;
+    let a = c.acquire(&req("a", 1_000)).await.unwrap();
+    drop(c);
+    // The restarted process reads a wall clock far past the persisted expiry.
+    let (c2, time) = with_time(store, Layout::preset("default").unwrap()).await;
+    time.step_wall_forward_ms(3_600_000);
+    let take = AcquireRequest {
+        host_id: Some(a.host_id),
+        ..req("b", 1_000)
+    };
+    let busy = c2.acquire(&take).await.unwrap_err();
+    assert!(matches!(busy, CoordError::HostBusy { token, .. } if token == a.token));
+    time.advance_ms(999);
+    assert_eq!(
+        c2.acquire(&take).await.unwrap_err().code().as_str(),
+        "host_busy"
+    );
+    time.advance_ms(1);
+    let b = c2.acquire(&take).await.unwrap();
+    assert!(b.token > a.token, "tokens increase across restarts");
+}
+
+/// Steps of the wall clock, forward or back, neither expire nor extend a lease: expiry is
+/// measured on the monotonic clock.
+pub async fn wall_clock_steps_neither_expire_nor_extend_a_lease(store: Arc<dyn KvStore>) {
+    let (c, time) = with_time(store, Layout::preset("default").unwrap()).await;
+    let a = c.acquire(&req("a", 1_000)).await.unwrap();
+    let take = AcquireRequest {
+        host_id: Some(a.host_id),
+        ..req("b", 1_000)
+    };
+    time.step_wall_forward_ms(10_000_000);
+    assert_eq!(
+        c.acquire(&take).await.unwrap_err().code().as_str(),
+        "host_busy"
+    );
+    time.step_wall_back_ms(20_000_000);
+    time.advance_ms(1_000);
+    assert!(c.acquire(&take).await.is_ok());
+}
+
+/// Out-of-range TTLs and host ids, unknown hosts and temporal usage on a non-temporal layout
+/// are refused with their own errors.
+pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
+    let (c, _) = with_time(store, Layout::preset("twitter").unwrap()).await;
+    let e = c.acquire(&req("a", 10)).await.unwrap_err();
+    assert!(
+        matches!(e, CoordError::TtlOutOfRange { ttl_ms: 10, .. }),
+        "{e}"
+    );
+    let e = c
+        .acquire(&AcquireRequest {
+            host_id: Some(1024),
+            ..req("a", 1_000)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        CoordError::HostOutOfRange {
+            host_id: 1024,
+            pool_size: 1024
+        }
+    ));
+    let e = c
+        .renew(
+            5,
+            &RenewRequest {
+                token: 1,
+                reserve_until_ms: None,
+                usage: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoordError::UnknownHost { host_id: 5 }));
+    let usage = ShardUsage {
+        shard: 1,
+        used_in_shard: 1,
+        predicted_next: None,
+    };
+    let a = c.acquire(&req("a", 1_000)).await.unwrap();
+    let e = c
+        .renew(
+            a.host_id,
+            &RenewRequest {
+                token: a.token,
+                reserve_until_ms: None,
+                usage: Some(usage),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "not_temporal");
+}
+
+/// Prepared blocks grow with a temporal host's usage, and the history records each
+/// forecast against the actual use.
+pub async fn forecasts_follow_usage_and_history_records_predicted_against_actual(
+    store: Arc<dyn KvStore>,
+) {
+    let granularity = 10_000;
+    let layout = Layout::from_spec("temporal:granularity=10s").unwrap();
+    assert_eq!(layout.time_unit_ms(), granularity);
+    let (c, time) = manual_coordinator(store, CoordinatorConfig::new(layout.clone())).await;
+    let a = c.acquire(&req("a", 2_000)).await.unwrap();
+    let first = layout.tick_of(T0).unwrap();
+    let mut sizes = Vec::new();
+    // Usage grows by 100k per shard; renew every second with a running count.
+    for k in 0..6u64 {
+        let shard = first + k;
+        let total = 100_000 * (k + 1);
+        for step in 1..=10u64 {
+            let usage = ShardUsage {
+                shard,
+                used_in_shard: total * step / 10,
+                predicted_next: None,
+            };
+            let r = c
+                .renew(
+                    a.host_id,
+                    &RenewRequest {
+                        token: a.token,
+                        reserve_until_ms: None,
+                        usage: Some(usage),
+                    },
+                )
+                .await
+                .unwrap();
+            if let Some(b) = r.next_block {
+                assert_eq!(b.shard, shard + 1);
+                if step == 10 {
+                    sizes.push(b.end - b.start);
+                }
+            }
+            time.advance_ms(1_000);
+        }
+    }
+    // Blocks grow with the demand and cover the next shard's use with headroom.
+    for (k, w) in sizes.windows(2).enumerate() {
+        assert!(w[1] > w[0], "block sizes {sizes:?} at {k}");
+    }
+    let hosts = c.hosts().await.unwrap();
+    let t = hosts.hosts[0].temporal.clone().unwrap();
+    assert!(t.history.len() >= 4, "{t:?}");
+    for h in &t.history[1..] {
+        assert!(h.predicted > 0, "{h:?}");
+        let err = (h.predicted as f64 - h.actual as f64).abs() / h.actual as f64;
+        assert!(err < 0.5, "forecast {h:?} is off by {err}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
