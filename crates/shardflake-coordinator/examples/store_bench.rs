@@ -272,26 +272,34 @@ async fn failover_ms(backend: &Backend, ttl_ms: u64) -> f64 {
     ms
 }
 
+/// The etcd cluster named by `SHARDFLAKE_BENCH_ETCD`, if any.
+fn etcd_backend() -> Option<Backend> {
+    match std::env::var("SHARDFLAKE_BENCH_ETCD") {
+        #[cfg(feature = "etcd")]
+        Ok(urls) => Some(Backend::Etcd(urls)),
+        #[cfg(not(feature = "etcd"))]
+        Ok(_) => panic!(
+            "SHARDFLAKE_BENCH_ETCD is set but this build has no etcd backend: add --features etcd"
+        ),
+        Err(_) => {
+            eprintln!("(no SHARDFLAKE_BENCH_ETCD: embedded store only)");
+            None
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().map_or(3, |s| s.parse().expect("SECONDS"));
     let clients: u32 = args.next().map_or(64, |s| s.parse().expect("CLIENTS"));
-    let mut backends = vec![
+    let embedded = [
         Backend::Redb { batch_max: 1 },
         Backend::Redb {
             batch_max: shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT,
         },
     ];
-    match std::env::var("SHARDFLAKE_BENCH_ETCD") {
-        #[cfg(feature = "etcd")]
-        Ok(urls) => backends.push(Backend::Etcd(urls)),
-        #[cfg(not(feature = "etcd"))]
-        Ok(_) => panic!(
-            "SHARDFLAKE_BENCH_ETCD is set but this build has no etcd backend: add --features etcd"
-        ),
-        Err(_) => eprintln!("(no SHARDFLAKE_BENCH_ETCD: embedded store only)"),
-    }
+    let backends: Vec<Backend> = embedded.into_iter().chain(etcd_backend()).collect();
     println!("{clients} concurrent clients, {secs} s per cell, every commit durable");
     let header: Vec<String> = backends.iter().map(Backend::label).collect();
     println!(
