@@ -35,6 +35,7 @@ start_member() {
     --initial-cluster "$cluster" --initial-cluster-token shardflake-test \
     --initial-cluster-state "$state" \
     --heartbeat-interval 50 --election-timeout 500 \
+    --auto-compaction-mode periodic --auto-compaction-retention 5m \
     >>"$dir/m$i.log" 2>&1 </dev/null &
   echo $! >"$dir/m$i.pid"
 }

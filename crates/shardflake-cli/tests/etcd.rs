@@ -220,7 +220,8 @@ fn two_coordinators_over_etcd_share_a_cluster_fail_over_and_hand_standbys_across
     // One store: the node may use both as one HA pair.
     assert_eq!(cluster_info(c1.addr).0, cluster_info(c2.addr).0);
     let both = urls(&[&c1, &c2]);
-    let a = Process::start(node_command_urls(&both, false, &[]));
+    // Node a knows coordinator c1 only; b prefers c1 and may fail over to c2.
+    let a = Process::start(node_command_urls(&urls(&[&c1]), false, &[]));
     let b = Process::start(node_command_urls(&both, false, &[]));
     // The standby talks to the second coordinator only.
     let standby = Process::start(node_command_urls(&urls(&[&c2]), true, &[]));
@@ -264,6 +265,11 @@ fn two_coordinators_over_etcd_share_a_cluster_fail_over_and_hand_standbys_across
         b.log()
     );
     assert!(ready(b.addr), "{}", b.log());
+    assert!(
+        b.log().contains("failed over to another coordinator"),
+        "b renews through c2 after c1 died: {}",
+        b.log()
+    );
     eprintln!(
         "kill -9 of one coordinator under load: {} ids, 0 failed requests",
         ids.len()

@@ -348,7 +348,10 @@ impl CoordinatorClient {
                 let text = resp.text().await.unwrap_or_default();
                 return Err(api_error(status.as_u16(), &text));
             }
-            self.preferred.store(idx, Ordering::Relaxed);
+            if idx != first && self.preferred.swap(idx, Ordering::Relaxed) % n != idx {
+                // Logged once per change of coordinator, not per request.
+                tracing::info!(url = %self.urls[idx], previous = %self.urls[first], "failed over to another coordinator of the store");
+            }
             let bytes = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
