@@ -48,7 +48,8 @@ pub struct CoordinatorArgs {
     /// Smallest counter block (temporal layout).
     #[arg(long, default_value_t = BLOCK_MIN_DEFAULT)]
     pub block_min: u64,
-    /// Most transactions per durable commit (1 turns group commit off).
+    /// Most transactions per durable commit (1 turns group commit off). With `--etcd`, most
+    /// transactions sent as one etcd transaction, at most 128.
     #[arg(long, default_value_t = shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT)]
     pub group_commit_max: usize,
     /// Keep the state in this etcd cluster instead of `--data-dir`: client URLs, comma

@@ -36,7 +36,10 @@ enum Backend {
         batch_max: usize,
     },
     #[cfg(feature = "etcd")]
-    Etcd(String),
+    Etcd {
+        urls: String,
+        batch_max: usize,
+    },
 }
 
 impl Backend {
@@ -45,7 +48,9 @@ impl Backend {
             Backend::Redb { batch_max: 1 } => "embedded, group commit off".into(),
             Backend::Redb { .. } => "embedded, group commit on".into(),
             #[cfg(feature = "etcd")]
-            Backend::Etcd(_) => "etcd (3 members)".into(),
+            Backend::Etcd { batch_max: 1, .. } => "etcd (3 members), group commit off".into(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd { .. } => "etcd (3 members), group commit on".into(),
         }
     }
 
@@ -76,7 +81,7 @@ impl Backend {
                 (s.clone(), s.clone(), Some(s))
             }
             #[cfg(feature = "etcd")]
-            Backend::Etcd(urls) => {
+            Backend::Etcd { urls, batch_max } => {
                 use shardflake_coordinator::store::{EtcdOptions, EtcdStore};
                 let prefix = format!(
                     "/shardflake-bench/{}-{}/",
@@ -86,7 +91,9 @@ impl Backend {
                 let connect = || async {
                     let s: Arc<dyn KvStore> = Arc::new(
                         EtcdStore::connect(
-                            EtcdOptions::new(std::slice::from_ref(urls), &prefix).unwrap(),
+                            EtcdOptions::new(std::slice::from_ref(urls), &prefix)
+                                .unwrap()
+                                .with_batch_max(*batch_max),
                         )
                         .await
                         .expect("the etcd cluster answers"),
@@ -272,18 +279,27 @@ async fn failover_ms(backend: &Backend, ttl_ms: u64) -> f64 {
     ms
 }
 
-/// The etcd cluster named by `SHARDFLAKE_BENCH_ETCD`, if any.
-fn etcd_backend() -> Option<Backend> {
+/// The etcd cluster named by `SHARDFLAKE_BENCH_ETCD`, if any, without and with group commit.
+fn etcd_backend() -> Vec<Backend> {
     match std::env::var("SHARDFLAKE_BENCH_ETCD") {
         #[cfg(feature = "etcd")]
-        Ok(urls) => Some(Backend::Etcd(urls)),
+        Ok(urls) => vec![
+            Backend::Etcd {
+                urls: urls.clone(),
+                batch_max: 1,
+            },
+            Backend::Etcd {
+                urls,
+                batch_max: shardflake_coordinator::store::ETCD_BATCH_MAX,
+            },
+        ],
         #[cfg(not(feature = "etcd"))]
         Ok(_) => panic!(
             "SHARDFLAKE_BENCH_ETCD is set but this build has no etcd backend: add --features etcd"
         ),
         Err(_) => {
             eprintln!("(no SHARDFLAKE_BENCH_ETCD: embedded store only)");
-            None
+            Vec::new()
         }
     }
 }

@@ -161,12 +161,12 @@ impl ServiceConfig {
 
 /// The store `o` names: etcd when `--etcd` is given, else the embedded store.
 fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
+    if o.group_commit_max == 0 {
+        return Err(RunError::Config(
+            "--group-commit-max must be at least 1 (1 turns group commit off)".into(),
+        ));
+    }
     if o.etcd.is_empty() {
-        if o.group_commit_max == 0 {
-            return Err(RunError::Config(
-                "--group-commit-max must be at least 1 (1 turns group commit off)".into(),
-            ));
-        }
         return Ok(StoreConfig::Embedded {
             data_dir: o.data_dir.clone(),
             group_commit_max: o.group_commit_max,
@@ -175,7 +175,9 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     #[cfg(feature = "etcd")]
     {
         Ok(StoreConfig::Etcd(
-            store::EtcdOptions::new(&o.etcd, &o.etcd_prefix).map_err(RunError::Config)?,
+            store::EtcdOptions::new(&o.etcd, &o.etcd_prefix)
+                .map_err(RunError::Config)?
+                .with_batch_max(o.group_commit_max),
         ))
     }
     #[cfg(not(feature = "etcd"))]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use shardflake::Layout;
-use shardflake_coordinator::store::{conformance, EtcdOptions, EtcdStore, KvStore};
+use shardflake_coordinator::store::{conformance, EtcdOptions, EtcdStore, KvStore, ETCD_BATCH_MAX};
 use shardflake_coordinator::{CoordError, Coordinator, CoordinatorConfig, ManualTime};
 
 /// The environment variable with the test cluster's client URLs.
@@ -39,9 +39,18 @@ fn fresh_prefix() -> String {
 }
 
 async fn store_on(prefix: &str) -> EtcdStore {
-    EtcdStore::connect(EtcdOptions::new(&endpoints(), prefix).unwrap())
-        .await
-        .expect("the test etcd cluster answers")
+    store_batching(prefix, 1).await
+}
+
+/// A store that sends up to `batch_max` concurrent transactions as one etcd transaction.
+async fn store_batching(prefix: &str, batch_max: usize) -> EtcdStore {
+    EtcdStore::connect(
+        EtcdOptions::new(&endpoints(), prefix)
+            .unwrap()
+            .with_batch_max(batch_max),
+    )
+    .await
+    .expect("the test etcd cluster answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,11 +59,65 @@ async fn etcd_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_with_group_commit_conforms() {
+    conformance::run_all(|| async { store_batching(&fresh_prefix(), 128).await }).await;
+}
+
+/// Concurrent transactions on disjoint keys share etcd transactions, each with its own
+/// outcome; transactions on one key are never in one batch, so none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_each_transaction_on_its_own() {
+    use shardflake_coordinator::store::{Txn, TxnOutcome};
+    let s = Arc::new(store_batching(&fresh_prefix(), 128).await);
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k/{:03}", i % 16);
+            let mut commits = 0u32;
+            // Every task creates its key if absent; of each key's four tasks, one wins.
+            match s
+                .txn(
+                    Txn::new()
+                        .compare(&key, 0)
+                        .put(&key, i.to_be_bytes().to_vec()),
+                )
+                .await
+                .unwrap()
+            {
+                TxnOutcome::Committed { .. } => commits += 1,
+                TxnOutcome::Conflict {
+                    key: k,
+                    actual_version,
+                } => {
+                    assert_eq!(k, key);
+                    assert!(actual_version > 0);
+                }
+            }
+            commits
+        }));
+    }
+    let mut commits = 0;
+    for t in tasks {
+        commits += t.await.unwrap();
+    }
+    assert_eq!(commits, 16, "one create per key");
+    assert_eq!(s.scan("k/").await.unwrap().len(), 16);
+    let stats = s.stats();
+    assert_eq!(stats.txns, 64);
+    assert!(
+        stats.commits < stats.txns,
+        "transactions shared etcd transactions: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_shared_by_two_coordinators_conforms() {
+    // One coordinator sends each transaction alone, the other batches.
     conformance::run_shared(|| async {
         let prefix = fresh_prefix();
         let a: Arc<dyn KvStore> = Arc::new(store_on(&prefix).await);
-        let b: Arc<dyn KvStore> = Arc::new(store_on(&prefix).await);
+        let b: Arc<dyn KvStore> = Arc::new(store_batching(&prefix, ETCD_BATCH_MAX).await);
         (a, b)
     })
     .await;
@@ -114,6 +177,9 @@ fn bad_options_are_refused_with_the_reason() {
     }
     let ok = EtcdOptions::new(&["http://a:1,http://b:2".into()], "/x/").unwrap();
     assert_eq!(ok.endpoints, ["http://a:1", "http://b:2"]);
+    assert_eq!(ok.batch_max, 1);
+    assert_eq!(ok.clone().with_batch_max(0).batch_max, 1);
+    assert_eq!(ok.with_batch_max(100_000).batch_max, ETCD_BATCH_MAX);
 }
 
 #[tokio::test]

@@ -21,18 +21,30 @@
 //! etcd watch on the prefix, restarted with backoff when it breaks, which standby long polls
 //! use to look again when any coordinator writes.
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp, TxnOpResponse, WatchOptions,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{BoxFuture, KvStore, Op, StoreError, Txn, TxnOutcome, Versioned};
+use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned};
 
 /// The key prefix when none is given.
 pub const ETCD_PREFIX_DEFAULT: &str = "/shardflake/";
+/// The most transactions in one batch: etcd's default `--max-txn-ops` (128) bounds the
+/// operations of one transaction, and a batch is one transaction of nested ones.
+pub const ETCD_BATCH_MAX: usize = 128;
+/// Batches in flight at once. On a 3-member loopback cluster 1 and 2 give the largest
+/// batches and the best throughput (4 splits the queue into small batches: 5.4k renewals/s
+/// against 7.3k); over a network, where a round trip is longer, batches grow on their own.
+const BATCHES_IN_FLIGHT: usize = 2;
+/// Transactions waiting for a batch at most; callers wait beyond that.
+const BATCH_QUEUE_MAX: usize = 4_096;
 /// How long connecting to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take (a leader election in etcd takes about a second).
@@ -49,6 +61,8 @@ pub struct EtcdOptions {
     /// Every key is stored under this prefix, so that several clusters can share one etcd.
     /// Must start and end with `/`.
     pub prefix: String,
+    /// Most transactions sent as one etcd transaction (group commit; 1 sends each alone).
+    pub batch_max: usize,
 }
 
 impl EtcdOptions {
@@ -86,7 +100,15 @@ impl EtcdOptions {
         Ok(Self {
             endpoints,
             prefix: prefix.to_string(),
+            batch_max: 1,
         })
+    }
+
+    /// Sends up to `batch_max` concurrent transactions as one etcd transaction (group
+    /// commit), at most [`ETCD_BATCH_MAX`]; 1 turns it off.
+    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
+        self.batch_max = batch_max.clamp(1, ETCD_BATCH_MAX);
+        self
     }
 }
 
@@ -96,6 +118,29 @@ pub struct EtcdStore {
     options: EtcdOptions,
     changes: watch::Receiver<u64>,
     feed: JoinHandle<()>,
+    /// The group-commit queue, when batching is on.
+    batches: Option<mpsc::Sender<Queued>>,
+    counts: Arc<Counts>,
+}
+
+/// Transactions sent, and the etcd transactions that carried them.
+#[derive(Debug, Default)]
+struct Counts {
+    commits: AtomicU64,
+    txns: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, txns: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.txns.fetch_add(txns as u64, Ordering::Relaxed);
+    }
+}
+
+/// A transaction waiting for a batch, and where its outcome goes.
+struct Queued {
+    txn: Txn,
+    reply: oneshot::Sender<Result<TxnOutcome, StoreError>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -143,11 +188,25 @@ impl EtcdStore {
             })?;
         let (tx, changes) = watch::channel(0);
         let feed = tokio::spawn(change_feed(client.clone(), options.prefix.clone(), tx));
+        let counts = Arc::new(Counts::default());
+        let batches = (options.batch_max > 1).then(|| {
+            let (tx, rx) = mpsc::channel(BATCH_QUEUE_MAX);
+            tokio::spawn(batcher(
+                client.clone(),
+                options.prefix.clone(),
+                options.batch_max,
+                rx,
+                counts.clone(),
+            ));
+            tx
+        });
         Ok(Self {
             client,
             options,
             changes,
             feed,
+            batches,
+            counts,
         })
     }
 
@@ -157,10 +216,7 @@ impl EtcdStore {
     }
 
     fn full(&self, key: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.options.prefix.len() + key.len());
-        k.extend_from_slice(self.options.prefix.as_bytes());
-        k.extend_from_slice(key.as_bytes());
-        k
+        full(&self.options.prefix, key)
     }
 
     fn strip<'k>(&self, full: &'k [u8]) -> Result<&'k str, StoreError> {
@@ -174,6 +230,71 @@ impl EtcdStore {
                 ),
             })
     }
+}
+
+fn full(prefix: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + key.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `txn` as an etcd transaction: `If(compares) Then(writes) Else(read every compared key)`.
+fn etcd_txn(prefix: &str, txn: &Txn) -> etcd_client::Txn {
+    let compares: Vec<Compare> = txn
+        .compares
+        .iter()
+        .map(|(k, v)| Compare::mod_revision(full(prefix, k), CompareOp::Equal, *v as i64))
+        .collect();
+    let ops: Vec<TxnOp> = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value } => TxnOp::put(full(prefix, key), value.clone(), None),
+            Op::Delete { key } => TxnOp::delete(full(prefix, key), None),
+        })
+        .collect();
+    let reads: Vec<TxnOp> = txn
+        .compares
+        .iter()
+        .map(|(k, _)| TxnOp::get(full(prefix, k), None))
+        .collect();
+    etcd_client::Txn::new()
+        .when(compares)
+        .and_then(ops)
+        .or_else(reads)
+}
+
+/// What became of `txn`, from etcd's answer: committed at `revision`, or the first compared
+/// key whose revision differed (read by the `Else` branch).
+fn outcome(
+    txn: &Txn,
+    succeeded: bool,
+    revision: i64,
+    reads: Vec<TxnOpResponse>,
+) -> Result<TxnOutcome, StoreError> {
+    if succeeded {
+        return Ok(TxnOutcome::Committed {
+            revision: revision.max(0) as u64,
+        });
+    }
+    for ((key, expected), read) in txn.compares.iter().zip(reads) {
+        let TxnOpResponse::Get(get) = read else {
+            return Err(StoreError::Backend(
+                "etcd txn: the failure branch answered something other than a read".into(),
+            ));
+        };
+        let actual = get.kvs().first().map_or(0, |kv| versioned(kv).version);
+        if actual != *expected {
+            return Ok(TxnOutcome::Conflict {
+                key: key.clone(),
+                actual_version: actual,
+            });
+        }
+    }
+    Err(StoreError::Backend(
+        "etcd txn: compares failed but every compared key has its expected revision".into(),
+    ))
 }
 
 fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
@@ -218,61 +339,137 @@ impl KvStore for EtcdStore {
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             txn.validate()?;
-            let compares: Vec<Compare> = txn
-                .compares
-                .iter()
-                .map(|(k, v)| Compare::mod_revision(self.full(k), CompareOp::Equal, *v as i64))
-                .collect();
-            let ops: Vec<TxnOp> = txn
-                .ops
-                .iter()
-                .map(|op| match op {
-                    Op::Put { key, value } => TxnOp::put(self.full(key), value.clone(), None),
-                    Op::Delete { key } => TxnOp::delete(self.full(key), None),
-                })
-                .collect();
-            let reads: Vec<TxnOp> = txn
-                .compares
-                .iter()
-                .map(|(k, _)| TxnOp::get(self.full(k), None))
-                .collect();
+            if let Some(queue) = &self.batches {
+                let (reply, answer) = oneshot::channel();
+                queue
+                    .send(Queued { txn, reply })
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+                return answer.await.map_err(|_| StoreError::Closed)?;
+            }
             let resp = self
                 .client
                 .kv_client()
-                .txn(
-                    etcd_client::Txn::new()
-                        .when(compares)
-                        .and_then(ops)
-                        .or_else(reads),
-                )
+                .txn(etcd_txn(&self.options.prefix, &txn))
                 .await
                 .map_err(|e| backend("txn", e))?;
-            if resp.succeeded() {
-                let revision = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
-                return Ok(TxnOutcome::Committed { revision });
-            }
-            for ((key, expected), read) in txn.compares.iter().zip(resp.op_responses()) {
-                let TxnOpResponse::Get(get) = read else {
-                    return Err(StoreError::Backend(
-                        "etcd txn: the failure branch answered something other than a read".into(),
-                    ));
-                };
-                let actual = get.kvs().first().map_or(0, |kv| versioned(kv).version);
-                if actual != *expected {
-                    return Ok(TxnOutcome::Conflict {
-                        key: key.clone(),
-                        actual_version: actual,
-                    });
-                }
-            }
-            Err(StoreError::Backend(
-                "etcd txn: compares failed but every compared key has its expected revision".into(),
-            ))
+            self.counts.add(1);
+            let revision = resp.header().map_or(0, |h| h.revision());
+            outcome(&txn, resp.succeeded(), revision, resp.op_responses())
         })
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.counts.commits.load(Ordering::Relaxed),
+            txns: self.counts.txns.load(Ordering::Relaxed),
+        }
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {
         Some(self.changes.clone())
+    }
+}
+
+/// Group commit for etcd: takes the transactions queued, packs up to `batch_max` whose keys
+/// do not overlap into one etcd transaction of nested ones (no compares of its own, so each
+/// nested transaction succeeds or fails on its own compares, all evaluated against the state
+/// before the batch), and answers each caller from its nested answer. Transactions whose keys
+/// overlap one already in the batch wait for a later batch: etcd refuses a transaction that
+/// writes a key twice, and a nested read would otherwise see a neighbour's write. Up to
+/// [`BATCHES_IN_FLIGHT`] batches are in flight; concurrent transactions may commit in any
+/// order, as they may without batching.
+async fn batcher(
+    client: Client,
+    prefix: String,
+    batch_max: usize,
+    mut rx: mpsc::Receiver<Queued>,
+    counts: Arc<Counts>,
+) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut held: VecDeque<Queued> = VecDeque::new();
+    loop {
+        if held.is_empty() {
+            match rx.recv().await {
+                Some(q) => held.push_back(q),
+                None => return,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        while held.len() < batch_max * 4 {
+            match rx.try_recv() {
+                Ok(q) => held.push_back(q),
+                Err(_) => break,
+            }
+        }
+        let mut keys: HashSet<&str> = HashSet::new();
+        let mut take = Vec::with_capacity(batch_max.min(held.len()));
+        for (i, q) in held.iter().enumerate() {
+            if take.len() == batch_max {
+                break;
+            }
+            let mut own =
+                q.txn
+                    .compares
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .chain(q.txn.ops.iter().map(|op| match op {
+                        Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
+                    }));
+            if own.clone().all(|k| !keys.contains(k)) {
+                keys.extend(&mut own);
+                take.push(i);
+            }
+        }
+        drop(keys);
+        let mut batch = Vec::with_capacity(take.len());
+        for i in take.into_iter().rev() {
+            batch.push(held.remove(i).expect("an index just seen"));
+        }
+        batch.reverse();
+        let (client, prefix, counts) = (client.clone(), prefix.clone(), counts.clone());
+        tokio::spawn(async move {
+            commit_batch(client, &prefix, batch, &counts).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Sends `batch` as one etcd transaction and answers every caller.
+async fn commit_batch(client: Client, prefix: &str, batch: Vec<Queued>, counts: &Counts) {
+    let nested: Vec<TxnOp> = batch
+        .iter()
+        .map(|q| TxnOp::txn(etcd_txn(prefix, &q.txn)))
+        .collect();
+    let answer = client
+        .kv_client()
+        .txn(etcd_client::Txn::new().and_then(nested))
+        .await;
+    let resp = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("etcd txn (batch of {}): {e}", batch.len());
+            for q in batch {
+                let _ = q.reply.send(Err(StoreError::Backend(msg.clone())));
+            }
+            return;
+        }
+    };
+    counts.add(batch.len());
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut answers = resp.op_responses().into_iter();
+    for q in batch {
+        let result = match answers.next() {
+            Some(TxnOpResponse::Txn(r)) => {
+                outcome(&q.txn, r.succeeded(), revision, r.op_responses())
+            }
+            _ => Err(StoreError::Backend(
+                "etcd txn: a batch answered without a nested answer per transaction".into(),
+            )),
+        };
+        let _ = q.reply.send(result);
     }
 }
 
