@@ -14,6 +14,7 @@ mod coordinator;
 mod generate;
 mod inspect;
 mod kind;
+mod maelstrom;
 mod serve;
 mod service;
 mod text;
@@ -41,6 +42,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
     Coordinator(coordinator::CoordinatorArgs),
+    /// A node for Maelstrom's `unique-ids` workload, on stdin and stdout.
+    MaelstromNode(maelstrom::MaelstromArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Coordinator(args) => coordinator::run(args).map(|()| ExitCode::SUCCESS),
+        Command::MaelstromNode(args) => maelstrom::run(args),
     };
     match result {
         Ok(code) => code,

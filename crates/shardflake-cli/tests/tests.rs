@@ -4,5 +4,6 @@ mod cli;
 mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod maelstrom;
 mod node;
 mod process;
