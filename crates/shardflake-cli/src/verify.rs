@@ -21,6 +21,9 @@
 //! where `sort_unstable` took 2.5 to 3.0 s (one thread each; two runs in parallel gained
 //! little on the loaded machine, whose memory bandwidth the passes share).
 //!
+//! The sort and the duplicate count are the library's `shardflake::check`, the checker every
+//! test that collects ids uses too; this module adds the fast parallel reading.
+//!
 //! Exit status: 0 when every id is distinct, 1 when there is a duplicate, 2 when the input
 //! cannot be read or a line is not an id of the layout (the message names the line).
 
@@ -31,6 +34,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 
+use shardflake::check::{count_duplicates, radix_sort, RadixKey, RUNS_MAX};
 use shardflake::encode::decode_u64;
 
 use crate::kind::{self, Format, IdKind};
@@ -44,15 +48,6 @@ const LINE_LEN_MAX: usize = 256;
 
 /// Files at least this large are read by one thread per core, each taking a part.
 const PARALLEL_READ_MIN_BYTES: u64 = 16 << 20;
-
-/// Below this many ids a plain comparison sort beats the radix sort's fixed costs.
-const RADIX_MIN_LEN: usize = 1 << 16;
-
-/// Runs sorted in parallel and then merged: the target machine has two cores.
-const RUNS_MAX: usize = 2;
-
-/// How many duplicate ids are listed by value.
-const DUPLICATES_SHOWN_MAX: usize = 10;
 
 /// Exit status for duplicates.
 const EXIT_DUPLICATES: u8 = 1;
@@ -407,30 +402,6 @@ fn read_ids<K: RadixKey>(
     })
 }
 
-/// An integer the radix sort can order one byte at a time.
-pub trait RadixKey: Copy + Ord + Default + Send + Sync {
-    /// Size in bytes.
-    const BYTES: usize;
-    /// Byte `i`, counting from the least significant.
-    fn byte(self, i: usize) -> u8;
-}
-
-impl RadixKey for u64 {
-    const BYTES: usize = 8;
-    #[inline(always)]
-    fn byte(self, i: usize) -> u8 {
-        (self >> (8 * i)) as u8
-    }
-}
-
-impl RadixKey for u128 {
-    const BYTES: usize = 16;
-    #[inline(always)]
-    fn byte(self, i: usize) -> u8 {
-        (self >> (8 * i)) as u8
-    }
-}
-
 /// Splits `ids` into `threads` runs (at most [`RUNS_MAX`]) and sorts each on its own thread.
 fn sort_runs<K: RadixKey>(ids: &mut [K], threads: usize) -> Vec<&[K]> {
     let run_len = ids.len().div_ceil(threads.clamp(1, RUNS_MAX)).max(1);
@@ -442,105 +413,10 @@ fn sort_runs<K: RadixKey>(ids: &mut [K], threads: usize) -> Vec<&[K]> {
     ids.chunks(run_len).collect()
 }
 
-/// Sorts `v` with a least-significant-digit radix sort, one byte per pass.
-pub fn radix_sort<K: RadixKey>(v: &mut [K]) {
-    let n = v.len();
-    if n < RADIX_MIN_LEN {
-        v.sort_unstable();
-        return;
-    }
-    // One pass builds the histograms of every byte position.
-    let mut counts = vec![[0usize; 256]; K::BYTES];
-    for &k in v.iter() {
-        for (d, c) in counts.iter_mut().enumerate() {
-            c[k.byte(d) as usize] += 1;
-        }
-    }
-    let mut scratch = vec![K::default(); n];
-    let mut in_scratch = false;
-    for (d, c) in counts.iter().enumerate() {
-        // A byte that is the same in every key does not change the order.
-        if c.contains(&n) {
-            continue;
-        }
-        let mut offsets = [0usize; 256];
-        let mut sum = 0;
-        for (o, &x) in offsets.iter_mut().zip(c.iter()) {
-            *o = sum;
-            sum += x;
-        }
-        let (src, dst) = if in_scratch {
-            (&scratch[..], &mut v[..])
-        } else {
-            (&v[..], &mut scratch[..])
-        };
-        for &k in src {
-            let b = k.byte(d) as usize;
-            dst[offsets[b]] = k;
-            offsets[b] += 1;
-        }
-        in_scratch = !in_scratch;
-    }
-    if in_scratch {
-        v.copy_from_slice(&scratch);
-    }
-}
-
-/// Counts the ids equal to the id before them in the merged order of at most two sorted runs,
-/// and lists up to [`DUPLICATES_SHOWN_MAX`] duplicated ids with their number of occurrences.
-fn count_duplicates<K: RadixKey>(runs: &[&[K]]) -> (u64, Vec<(K, u64)>) {
-    let (a, b): (&[K], &[K]) = match runs {
-        [] => (&[], &[]),
-        [a] => (a, &[]),
-        [a, b] => (a, b),
-        _ => panic!("count_duplicates merges at most {RUNS_MAX} runs"),
-    };
-    let mut duplicates = 0u64;
-    let mut shown: Vec<K> = Vec::new();
-    let note = |k: K, shown: &mut Vec<K>| {
-        if shown.len() < DUPLICATES_SHOWN_MAX && shown.last() != Some(&k) {
-            shown.push(k);
-        }
-    };
-    let (mut i, mut j) = (0, 0);
-    let mut prev: Option<K> = None;
-    // The merge step is written without branches on the data (the compiler emits
-    // conditional moves), since with shuffled input the branches would be unpredictable.
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        let take_a = x <= y;
-        let v = if take_a { x } else { y };
-        if prev == Some(v) {
-            duplicates += 1;
-            note(v, &mut shown);
-        }
-        prev = Some(v);
-        i += take_a as usize;
-        j += !take_a as usize;
-    }
-    for &v in a[i..].iter().chain(&b[j..]) {
-        if prev == Some(v) {
-            duplicates += 1;
-            note(v, &mut shown);
-        }
-        prev = Some(v);
-    }
-    // Occurrences of the listed ids, by binary search in each run.
-    let examples = shown
-        .into_iter()
-        .map(|k| {
-            let times: usize = [a, b]
-                .iter()
-                .map(|run| run.partition_point(|&x| x <= k) - run.partition_point(|&x| x < k))
-                .sum();
-            (k, times as u64)
-        })
-        .collect();
-    (duplicates, examples)
-}
-
 #[cfg(test)]
 mod tests {
+    use shardflake::check::DUPLICATES_SHOWN_MAX;
+
     use super::*;
 
     fn lcg(seed: &mut u64) -> u64 {
@@ -548,29 +424,6 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         *seed
-    }
-
-    #[test]
-    fn radix_sort_matches_sort_unstable() {
-        let mut seed = 7;
-        for len in [0, 1, 2, 1000, RADIX_MIN_LEN, RADIX_MIN_LEN * 3 + 17] {
-            let v: Vec<u64> = (0..len)
-                .map(|_| lcg(&mut seed) >> (lcg(&mut seed) % 64))
-                .collect();
-            let mut a = v.clone();
-            let mut b = v;
-            radix_sort(&mut a);
-            b.sort_unstable();
-            assert_eq!(a, b, "len {len}");
-        }
-        let v: Vec<u128> = (0..RADIX_MIN_LEN * 2)
-            .map(|_| ((lcg(&mut seed) as u128) << 64) | lcg(&mut seed) as u128)
-            .collect();
-        let mut a = v.clone();
-        let mut b = v;
-        radix_sort(&mut a);
-        b.sort_unstable();
-        assert_eq!(a, b);
     }
 
     #[test]

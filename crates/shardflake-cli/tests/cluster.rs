@@ -475,11 +475,8 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
     );
 
     // Every id collected anywhere is unique.
-    let n = all.len();
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(all.len(), n, "{} duplicate ids", n - all.len());
-    assert!(n > 5_000, "{n} ids");
+    shardflake::check::check_ids(&all).assert_unique();
+    assert!(all.len() > 5_000, "{} ids", all.len());
 }
 
 /// Temporal mode with 2-second shards: the node crosses several shard boundaries while
@@ -529,10 +526,7 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
     );
     let record = host_record(coord.addr, host);
     assert_eq!(record["role"].as_str(), Some("primary"), "{record}");
-    let mut sorted = ids.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert_eq!(sorted.len(), ids.len(), "no id repeats");
+    shardflake::check::check_ids(&ids).assert_unique();
 }
 
 /// The store id and layout spec a coordinator reports.

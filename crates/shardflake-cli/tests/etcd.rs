@@ -203,12 +203,9 @@ impl Load {
     }
 }
 
-fn assert_unique(mut all: Vec<u64>, min: usize) {
-    let n = all.len();
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(all.len(), n, "{} duplicate ids", n - all.len());
-    assert!(n >= min, "only {n} ids collected");
+fn assert_unique(all: Vec<u64>, min: usize) {
+    shardflake::check::check_ids(&all).assert_unique();
+    assert!(all.len() >= min, "only {} ids collected", all.len());
 }
 
 #[test]

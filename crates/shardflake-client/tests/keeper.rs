@@ -34,18 +34,20 @@ async fn keeper_holds_a_lease_across_many_ttls_and_releases_it() {
     assert_eq!(lease.start_above_ms, 0);
     assert_eq!(keeper.state().not_ready_reason(), None);
     let g = lease.snowflake().unwrap().build().unwrap();
-    let mut seen = HashSet::new();
+    let mut seen = Vec::new();
     let mut last = 0;
     // Ten TTLs of issuing: the lease must stay valid throughout.
     for _ in 0..30 {
         for _ in 0..100 {
             let id = g.next_id().unwrap();
             lease.check().unwrap();
-            assert!(id > last && seen.insert(id));
+            assert!(id > last);
+            seen.push(id);
             last = id;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    shardflake::check::check_ids(&seen).assert_unique();
     assert!(lease.is_valid());
     let hosts = c.hosts().await.unwrap();
     assert_eq!(hosts.hosts[0].state, LeaseState::Live);
@@ -226,7 +228,7 @@ async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
     );
     let g = Arc::new(lease.temporal().build().unwrap());
     lease.attach_temporal(g.clone());
-    let mut seen = HashSet::new();
+    let mut seen = Vec::new();
     let mut last = 0;
     let mut shards = HashSet::new();
     let until = std::time::Instant::now() + Duration::from_millis(2_600);
@@ -235,7 +237,7 @@ async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
             Ok(id) => {
                 lease.check().unwrap();
                 assert!(id > last, "{id} after {last}");
-                assert!(seen.insert(id));
+                seen.push(id);
                 last = id;
                 let d = layout.decode(id).unwrap();
                 assert_eq!(d.field("host"), Some(lease.host_id as u64));
@@ -252,6 +254,7 @@ async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
         }
     }
     assert!(shards.len() >= 2, "crossed shards: {shards:?}");
+    shardflake::check::check_ids(&seen).assert_unique();
     let hosts = c.hosts().await.unwrap();
     let t = hosts.hosts[0]
         .temporal

@@ -17,6 +17,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod check;
 mod clock;
 pub mod encode;
 mod error;

@@ -347,11 +347,10 @@ fn shared_generator_never_repeats_across_threads() {
             })
         })
         .collect();
-    let mut all: Vec<u64> = handles
+    let all: Vec<u64> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    all.sort_unstable();
-    all.dedup();
     assert_eq!(all.len(), 100_000);
+    crate::check::check_ids(&all).assert_unique();
 }

@@ -785,12 +785,11 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<u64> = handles
+        let all: Vec<u64> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();
-        all.sort_unstable();
-        all.dedup();
         assert_eq!(all.len(), 80_000);
+        crate::check::check_ids(&all).assert_unique();
     }
 }

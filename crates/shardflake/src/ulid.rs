@@ -501,13 +501,13 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Ulid> = handles
+        let all: Vec<u128> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
+            .map(Ulid::as_u128)
             .collect();
-        all.sort_unstable();
-        all.dedup();
         assert_eq!(all.len(), 4 * per_thread);
+        crate::check::check_ids(&all).assert_unique();
     }
 
     #[test]

@@ -617,13 +617,13 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Uuid7> = handles
+        let all: Vec<u128> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
+            .map(Uuid7::as_u128)
             .collect();
-        all.sort_unstable();
-        all.dedup();
         assert_eq!(all.len(), 4 * per_thread);
+        crate::check::check_ids(&all).assert_unique();
     }
 
     #[test]
