@@ -6,7 +6,8 @@
 # Installs the system packages the tests use when they are missing (Debian; needs root):
 # faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill), etcd-server and
 # etcd-client (a 3-member etcd cluster on loopback for the etcd backend's tests, started here
-# and torn down on exit) and protobuf-compiler (protoc, which the etcd client's build needs).
+# and torn down on exit), protobuf-compiler (protoc, which the etcd client's build needs) and
+# openssl (certificates for the etcd TLS test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -61,6 +61,20 @@ pub struct CoordinatorArgs {
     /// Key prefix of this cluster's state in etcd; clusters sharing one etcd need their own.
     #[arg(long, default_value = "/shardflake/", env = "SHARDFLAKE_ETCD_PREFIX")]
     pub etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd members' certificates; the endpoints are
+    /// then `https://`.
+    #[arg(long, env = "SHARDFLAKE_ETCD_CACERT")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd members that check clients (`--client-cert-auth`).
+    #[arg(long, env = "SHARDFLAKE_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "SHARDFLAKE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, for clusters with authentication on; the password comes from
+    /// SHARDFLAKE_ETCD_PASSWORD.
+    #[arg(long, env = "SHARDFLAKE_ETCD_USER")]
+    pub etcd_user: Option<String>,
     /// The cluster token every request must carry as `Authorization: Bearer <token>`.
     #[arg(long, env = CLUSTER_TOKEN_ENV, hide_env_values = true)]
     pub cluster_token: Option<String>,
@@ -93,6 +107,11 @@ impl CoordinatorArgs {
             group_commit_max: self.group_commit_max,
             etcd: self.etcd.clone(),
             etcd_prefix: self.etcd_prefix.clone(),
+            etcd_cacert: self.etcd_cacert.clone(),
+            etcd_cert: self.etcd_cert.clone(),
+            etcd_key: self.etcd_key.clone(),
+            etcd_user: self.etcd_user.clone(),
+            etcd_password: std::env::var(shardflake_coordinator::ETCD_PASSWORD_ENV).ok(),
             cluster_token: self.cluster_token.clone(),
             insecure_no_auth: self.insecure_no_auth,
         }

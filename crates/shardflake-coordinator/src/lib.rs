@@ -87,6 +87,6 @@ pub use testing::domain as domain_conformance;
 pub use time::{ManualTime, SystemTimeSource, TimeSource};
 
 pub use service::{
-    run, serve, RunError, ServiceConfig, ServiceOptions, StoreConfig, SHUTDOWN_GRACE_MS,
-    STORE_FILE_NAME,
+    run, serve, RunError, ServiceConfig, ServiceOptions, StoreConfig, ETCD_PASSWORD_ENV,
+    SHUTDOWN_GRACE_MS, STORE_FILE_NAME,
 };

@@ -16,6 +16,8 @@ use crate::error::CoordError;
 use crate::time::SystemTimeSource;
 use crate::{http, store};
 
+/// The environment variable with the etcd user's password (not a flag: flags show in `ps`).
+pub const ETCD_PASSWORD_ENV: &str = "SHARDFLAKE_ETCD_PASSWORD";
 /// The store file's name inside `--data-dir`.
 pub const STORE_FILE_NAME: &str = "coordinator.redb";
 /// How long a graceful shutdown waits for in-flight requests (long polls included), ms.
@@ -49,6 +51,16 @@ pub struct ServiceOptions {
     pub etcd: Vec<String>,
     /// `--etcd-prefix`: the key prefix of this cluster's state in etcd.
     pub etcd_prefix: String,
+    /// `--etcd-cacert`: CA certificate (PEM) of the members, for `https://` endpoints.
+    pub etcd_cacert: Option<PathBuf>,
+    /// `--etcd-cert`: client certificate (PEM), for members with client-certificate auth.
+    pub etcd_cert: Option<PathBuf>,
+    /// `--etcd-key`: the client certificate's key (PEM).
+    pub etcd_key: Option<PathBuf>,
+    /// `--etcd-user`: user name, for clusters with authentication on.
+    pub etcd_user: Option<String>,
+    /// `SHARDFLAKE_ETCD_PASSWORD`: that user's password.
+    pub etcd_password: Option<String>,
     /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
     pub cluster_token: Option<String>,
     /// `--insecure-no-auth`: serve without a token.
@@ -174,11 +186,32 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     }
     #[cfg(feature = "etcd")]
     {
-        Ok(StoreConfig::Etcd(
-            store::EtcdOptions::new(&o.etcd, &o.etcd_prefix)
-                .map_err(RunError::Config)?
-                .with_batch_max(o.group_commit_max),
-        ))
+        let mut etcd = store::EtcdOptions::new(&o.etcd, &o.etcd_prefix)
+            .map_err(RunError::Config)?
+            .with_batch_max(o.group_commit_max);
+        match &o.etcd_cacert {
+            Some(ca) => {
+                etcd = etcd
+                    .with_tls_files(ca, o.etcd_cert.as_deref(), o.etcd_key.as_deref())
+                    .map_err(RunError::Config)?;
+            }
+            None if o.etcd_cert.is_some() || o.etcd_key.is_some() => {
+                return Err(RunError::Config(
+                    "--etcd-cert and --etcd-key need --etcd-cacert (and https:// endpoints)".into(),
+                ));
+            }
+            None => {}
+        }
+        if let Some(user) = &o.etcd_user {
+            let Some(password) = &o.etcd_password else {
+                return Err(RunError::Config(format!(
+                    "--etcd-user {user}: set its password in {ETCD_PASSWORD_ENV}"
+                )));
+            };
+            etcd = etcd.with_user(user, password);
+        }
+        etcd.check().map_err(RunError::Config)?;
+        Ok(StoreConfig::Etcd(etcd))
     }
     #[cfg(not(feature = "etcd"))]
     {

@@ -195,3 +195,296 @@ async fn an_unreachable_cluster_is_a_clear_error() {
             .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+/// A single etcd member with TLS and client-certificate authentication, on free loopback
+/// ports, with certificates made by `openssl` for this test; killed on drop.
+struct TlsEtcd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsEtcd {
+    fn start() -> TlsEtcd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=shardflake-test-ca",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            std::fs::write(
+                d.join(format!("{name}.ext")),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+            )
+            .unwrap();
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    "30",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        }
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("https://127.0.0.1:{client}");
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "tls", "--data-dir"])
+            .arg(d.join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{peer}")])
+            .args(["--cert-file", "server.pem", "--key-file", "server.key"])
+            .args(["--trusted-ca-file", "ca.pem", "--client-cert-auth"])
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcd runs (scripts/test.sh installs it)");
+        TlsEtcd { dir, child, url }
+    }
+
+    fn options(&self, client_cert: bool) -> EtcdOptions {
+        let d = self.dir.path();
+        let (cert, key) = (d.join("client.pem"), d.join("client.key"));
+        EtcdOptions::new(std::slice::from_ref(&self.url), &fresh_prefix())
+            .unwrap()
+            .with_tls_files(
+                &d.join("ca.pem"),
+                client_cert.then_some(cert.as_path()),
+                client_cert.then_some(key.as_path()),
+            )
+            .unwrap()
+    }
+
+    /// Connects, retrying while the member starts.
+    async fn connect(&self, options: EtcdOptions) -> Result<EtcdStore, String> {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match EtcdStore::connect(options.clone()).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
+}
+
+/// A single plain-text etcd member with authentication on: user `root`, password `pw`.
+fn start_etcd_with_auth() -> (tempfile::TempDir, KillOnDrop, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let child = std::process::Command::new("etcd")
+        .args(["--name", "auth", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("auth=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd runs");
+    let guard = KillOnDrop(child);
+    let etcdctl = |args: &[&str]| {
+        std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &url])
+            .args(args)
+            .output()
+            .expect("etcdctl runs (scripts/test.sh installs it)")
+    };
+    let mut ok = false;
+    for _ in 0..100 {
+        if etcdctl(&["user", "add", "root", "--new-user-password", "pw"])
+            .status
+            .success()
+        {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ok, "etcdctl user add");
+    let out = etcdctl(&["auth", "enable"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, guard, url)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With authentication on, the right user and password work and a wrong one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_authentication_needs_the_user() {
+    let (_dir, _etcd, url) = start_etcd_with_auth();
+    let options = |user: Option<(&str, &str)>| {
+        let o = EtcdOptions::new(std::slice::from_ref(&url), &fresh_prefix()).unwrap();
+        match user {
+            Some((u, p)) => o.with_user(u, p),
+            None => o,
+        }
+    };
+    let s = EtcdStore::connect(options(Some(("root", "pw"))))
+        .await
+        .expect("the right password");
+    use shardflake_coordinator::store::{Txn, TxnOutcome};
+    let out = s.txn(Txn::new().put("k", b"v".to_vec())).await.unwrap();
+    assert!(matches!(out, TxnOutcome::Committed { .. }));
+    assert!(!format!("{:?}", options(Some(("root", "pw")))).contains("pw\""));
+    let err = EtcdStore::connect(options(Some(("root", "wrong"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authentication failed"), "{err}");
+    let err = EtcdStore::connect(options(None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("user name is empty") || err.contains("permission denied"),
+        "{err}"
+    );
+}
+
+/// TLS with client certificates: the store conforms over it; without a client certificate,
+/// or with a CA but plain-text endpoints, it refuses with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates_conforms() {
+    let etcd = TlsEtcd::start();
+    let store = etcd.connect(etcd.options(true)).await.expect("TLS connect");
+    drop(store);
+    conformance::run_all(|| async { etcd.connect(etcd.options(true)).await.unwrap() }).await;
+    let err = EtcdStore::connect(etcd.options(false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not answer") || err.contains("cannot connect"),
+        "{err}"
+    );
+    let plain = EtcdOptions::new(&["http://127.0.0.1:1".into()], "/x/")
+        .unwrap()
+        .with_tls_files(&etcd.dir.path().join("ca.pem"), None, None)
+        .unwrap();
+    assert!(plain.check().unwrap_err().contains("https://"));
+    let no_ca = EtcdOptions::new(&["https://127.0.0.1:1".into()], "/x/").unwrap();
+    assert!(no_ca.check().unwrap_err().contains("--etcd-cacert"));
+    let missing = EtcdOptions::new(&["https://127.0.0.1:1".into()], "/x/")
+        .unwrap()
+        .with_tls_files(std::path::Path::new("/nonexistent/ca.pem"), None, None)
+        .unwrap_err();
+    assert!(
+        missing.contains("--etcd-cacert /nonexistent/ca.pem"),
+        "{missing}"
+    );
+}

@@ -22,12 +22,14 @@
 //! use to look again when any coordinator writes.
 
 use std::collections::{HashSet, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp, TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -63,6 +65,42 @@ pub struct EtcdOptions {
     pub prefix: String,
     /// Most transactions sent as one etcd transaction (group commit; 1 sends each alone).
     pub batch_max: usize,
+    /// TLS to the members (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+    /// User and password, when the cluster has authentication on.
+    pub user: Option<EtcdUser>,
+}
+
+/// TLS to etcd: the CA that signed the members' certificates, and the client's certificate
+/// and key for members that check them (`--client-cert-auth`). PEM, read at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    ca_pem: Vec<u8>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An etcd user; the password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    /// The user name.
+    pub name: String,
+    password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdOptions {
@@ -101,7 +139,60 @@ impl EtcdOptions {
             endpoints,
             prefix: prefix.to_string(),
             batch_max: 1,
+            tls: None,
+            user: None,
         })
+    }
+
+    /// TLS with the CA certificate in `ca` and, for members that check clients, the client
+    /// certificate and key in `cert` and `key` (both or neither). Errors name the file.
+    pub fn with_tls_files(
+        mut self,
+        ca: &Path,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self, String> {
+        let read = |flag: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+        };
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some((read("--etcd-cert", c)?, read("--etcd-key", k)?)),
+            (None, None) => None,
+            _ => return Err("--etcd-cert and --etcd-key go together".into()),
+        };
+        self.tls = Some(EtcdTls {
+            ca_pem: read("--etcd-cacert", ca)?,
+            client,
+        });
+        Ok(self)
+    }
+
+    /// Authenticates as `name` with `password`.
+    pub fn with_user(mut self, name: &str, password: &str) -> Self {
+        self.user = Some(EtcdUser {
+            name: name.to_string(),
+            password: password.to_string(),
+        });
+        self
+    }
+
+    /// Checks that the endpoints and TLS agree: `https://` endpoints need a CA, and TLS
+    /// needs `https://` endpoints.
+    pub fn check(&self) -> Result<(), String> {
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        match (&self.tls, https) {
+            (None, n) if n > 0 => Err(
+                "--etcd: https:// endpoints need the CA certificate that signed the members' certificates (--etcd-cacert)".into(),
+            ),
+            (Some(_), n) if n < self.endpoints.len() => Err(
+                "--etcd-cacert: give every --etcd endpoint as https://".into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Sends up to `batch_max` concurrent transactions as one etcd transaction (group
@@ -165,10 +256,21 @@ impl EtcdStore {
     /// Connects to the cluster and checks that it answers (one linearizable read). Needs a
     /// tokio runtime: the change feed runs as a task on it.
     pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
-        let connect = ConnectOptions::new()
+        options.check().map_err(StoreError::Backend)?;
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(tls) = &options.tls {
+            let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                t = t.identity(Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(t);
+        }
+        if let Some(user) = &options.user {
+            connect = connect.with_user(user.name.clone(), user.password.clone());
+        }
         let mut client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(|e| {

@@ -24,7 +24,9 @@ mod memory;
 mod redb;
 
 #[cfg(feature = "etcd")]
-pub use self::etcd::{EtcdOptions, EtcdStore, ETCD_BATCH_MAX, ETCD_PREFIX_DEFAULT};
+pub use self::etcd::{
+    EtcdOptions, EtcdStore, EtcdTls, EtcdUser, ETCD_BATCH_MAX, ETCD_PREFIX_DEFAULT,
+};
 pub use self::memory::MemStore;
 pub use self::redb::{RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT};
 
