@@ -76,6 +76,9 @@ for offset in +365d +3650d; do
   done
 done
 
+# Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
+scripts/fuzz.sh 20
+
 # The generator's compare-and-swap loop under every interleaving (loom), in its own target
 # directory because `--cfg loom` changes every crate's fingerprint.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -113,4 +113,6 @@ pub use standalone::{
     TEMPORAL_BLOCK_MAX, TEMPORAL_BLOCK_MIN, TEMPORAL_BLOCK_TARGET_MS, TEMPORAL_PREFETCH_MS,
 };
 pub use state::{AppState, StartError, SHUTDOWN_FENCE_WAIT_MS};
-pub use state_file::{Reserved, StateError, StateFile, StateIdentity, TemporalState};
+pub use state_file::{
+    parse_state, seal_state, Reserved, StateError, StateFile, StateIdentity, TemporalState,
+};

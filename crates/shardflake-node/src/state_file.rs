@@ -290,57 +290,7 @@ impl StateFile {
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<Reserved, StateError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| self.corrupt(format!("it is not UTF-8 text ({e})")))?;
-        if text.is_empty() {
-            return Err(self.corrupt("it is empty (truncated)".into()));
-        }
-        let mut lines = text.split_inclusive('\n');
-        let magic = lines.next().unwrap_or_default();
-        let magic_line = magic.trim_end_matches('\n');
-        if magic_line != MAGIC_V1 {
-            if let Some(v) = magic_line.strip_prefix(MAGIC_PREFIX) {
-                return Err(self.corrupt(format!(
-                    "format version {v} is not supported by this version (it reads version 1)"
-                )));
-            }
-            return Err(self.corrupt(format!(
-                "the first line is not `{MAGIC_V1}` (found `{}`)",
-                magic_line.chars().take(40).collect::<String>()
-            )));
-        }
-        let payload = lines.next().unwrap_or_default();
-        let Some(sum_line) = lines.next() else {
-            return Err(self.corrupt("the checksum line is missing (truncated)".into()));
-        };
-        if !sum_line.ends_with('\n') || lines.next().is_some() {
-            return Err(self.corrupt("it does not end after the checksum line".into()));
-        }
-        let stored = sum_line
-            .trim_end_matches('\n')
-            .strip_prefix(CHECKSUM_PREFIX)
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .ok_or_else(|| self.corrupt("the checksum line is malformed".into()))?;
-        let covered = magic.len() + payload.len();
-        let computed = fnv1a64(&bytes[..covered]);
-        if stored != computed {
-            return Err(self.corrupt(format!(
-                "checksum mismatch (stored {stored:016x}, computed {computed:016x})"
-            )));
-        }
-        let p: Payload = serde_json::from_str(payload.trim_end_matches('\n'))
-            .map_err(|e| self.corrupt(format!("the payload is not valid: {e}")))?;
-        if !self.identity.accepts(&p.identity) {
-            return Err(StateError::Mismatch {
-                path: self.path.clone(),
-                problem: format!(
-                    "it was written for {}, this node is {}",
-                    serde_json::to_string(&p.identity).unwrap_or_default(),
-                    serde_json::to_string(&self.identity).unwrap_or_default()
-                ),
-            });
-        }
-        Ok(p.reserved)
+        parse_state(&self.path, &self.identity, bytes)
     }
 
     /// The exact bytes of a state file holding `reserved`.
@@ -352,9 +302,7 @@ impl StateFile {
         let mut out = format!("{MAGIC_V1}\n").into_bytes();
         serde_json::to_writer(&mut out, &payload).expect("state payload serializes");
         out.push(b'\n');
-        let sum = fnv1a64(&out);
-        out.extend_from_slice(format!("{CHECKSUM_PREFIX}{sum:016x}\n").as_bytes());
-        out
+        seal_state(&out)
     }
 
     /// Writes `reserved` durably: temporary file, fsync, rename, fsync of the directory.
@@ -376,6 +324,80 @@ impl StateFile {
             .map_err(io("fsync of the directory", &self.dir))?;
         Ok(())
     }
+}
+
+/// Decodes the bytes of a state file read from `path` (which errors name) for a node of
+/// `identity`: magic line, checksum, payload, identity. Every problem is a `Corrupt` or
+/// `Mismatch` error, never a panic (fuzzed: `fuzz/fuzz_targets/state_file.rs`).
+pub fn parse_state(
+    path: &Path,
+    identity: &StateIdentity,
+    bytes: &[u8],
+) -> Result<Reserved, StateError> {
+    let corrupt = |problem: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| corrupt(format!("it is not UTF-8 text ({e})")))?;
+    if text.is_empty() {
+        return Err(corrupt("it is empty (truncated)".into()));
+    }
+    let mut lines = text.split_inclusive('\n');
+    let magic = lines.next().unwrap_or_default();
+    let magic_line = magic.trim_end_matches('\n');
+    if magic_line != MAGIC_V1 {
+        if let Some(v) = magic_line.strip_prefix(MAGIC_PREFIX) {
+            return Err(corrupt(format!(
+                "format version {v} is not supported by this version (it reads version 1)"
+            )));
+        }
+        return Err(corrupt(format!(
+            "the first line is not `{MAGIC_V1}` (found `{}`)",
+            magic_line.chars().take(40).collect::<String>()
+        )));
+    }
+    let payload = lines.next().unwrap_or_default();
+    let Some(sum_line) = lines.next() else {
+        return Err(corrupt("the checksum line is missing (truncated)".into()));
+    };
+    if !sum_line.ends_with('\n') || lines.next().is_some() {
+        return Err(corrupt("it does not end after the checksum line".into()));
+    }
+    let stored = sum_line
+        .trim_end_matches('\n')
+        .strip_prefix(CHECKSUM_PREFIX)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or_else(|| corrupt("the checksum line is malformed".into()))?;
+    let covered = magic.len() + payload.len();
+    let computed = fnv1a64(&bytes[..covered]);
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:016x}, computed {computed:016x})"
+        )));
+    }
+    let p: Payload = serde_json::from_str(payload.trim_end_matches('\n'))
+        .map_err(|e| corrupt(format!("the payload is not valid: {e}")))?;
+    if !identity.accepts(&p.identity) {
+        return Err(StateError::Mismatch {
+            path: path.to_path_buf(),
+            problem: format!(
+                "it was written for {}, this node is {}",
+                serde_json::to_string(&p.identity).unwrap_or_default(),
+                serde_json::to_string(&identity).unwrap_or_default()
+            ),
+        });
+    }
+    Ok(p.reserved)
+}
+
+/// `body` (the magic line and the payload line) followed by its checksum line: the bytes of a
+/// state file whose checksum holds, for tests and the fuzz targets.
+pub fn seal_state(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    let sum = fnv1a64(&out);
+    out.extend_from_slice(format!("{CHECKSUM_PREFIX}{sum:016x}\n").as_bytes());
+    out
 }
 
 #[cfg(test)]
