@@ -199,16 +199,36 @@ async fn an_unreachable_cluster_is_a_clear_error() {
 /// A single etcd member with TLS and client-certificate authentication, on free loopback
 /// ports, with certificates made by `openssl` for this test; killed on drop.
 struct TlsEtcd {
+    _etcd: KillOnDrop,
     dir: tempfile::TempDir,
-    child: std::process::Child,
     url: String,
 }
 
-impl Drop for TlsEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a single etcd member with its data and working directory in `dir`, clients on
+/// `scheme://127.0.0.1:<free port>`, and `extra` flags; returns it and its client URL.
+fn single_member(dir: &std::path::Path, scheme: &str, extra: &[&str]) -> (KillOnDrop, String) {
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("{scheme}://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = std::process::Command::new("etcd")
+        .args(["--name", "m", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("m={peer_url}")])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd runs (scripts/test.sh installs it)");
+    (KillOnDrop(child), url)
 }
 
 fn free_port() -> u16 {
@@ -303,31 +323,24 @@ impl TlsEtcd {
                 ],
             );
         }
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("https://127.0.0.1:{client}");
-        let child = std::process::Command::new("etcd")
-            .args(["--name", "tls", "--data-dir"])
-            .arg(d.join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{peer}")])
-            .args(["--cert-file", "server.pem", "--key-file", "server.key"])
-            .args(["--trusted-ca-file", "ca.pem", "--client-cert-auth"])
-            .current_dir(d)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("etcd runs (scripts/test.sh installs it)");
-        TlsEtcd { dir, child, url }
+        let (etcd, url) = single_member(
+            d,
+            "https",
+            &[
+                "--cert-file",
+                "server.pem",
+                "--key-file",
+                "server.key",
+                "--trusted-ca-file",
+                "ca.pem",
+                "--client-cert-auth",
+            ],
+        );
+        TlsEtcd {
+            dir,
+            _etcd: etcd,
+            url,
+        }
     }
 
     fn options(&self, client_cert: bool) -> EtcdOptions {
@@ -360,31 +373,7 @@ impl TlsEtcd {
 /// A single plain-text etcd member with authentication on: user `root`, password `pw`.
 fn start_etcd_with_auth() -> (tempfile::TempDir, KillOnDrop, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let child = std::process::Command::new("etcd")
-        .args(["--name", "auth", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("auth=http://127.0.0.1:{peer}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("etcd runs");
-    let guard = KillOnDrop(child);
+    let (guard, url) = single_member(dir.path(), "http", &[]);
     let etcdctl = |args: &[&str]| {
         std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
