@@ -7,19 +7,25 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use shardflake_proto::coord::{
-    AcquireRequest, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
+    AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, HostsResponse, LeaseGrant,
+    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
-use shardflake_proto::node::CONTENT_TYPE_METRICS;
+use shardflake_proto::node::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS};
 use shardflake_proto::{ApiError, ErrorCode};
-
-use crate::metrics::Scrape;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::coordinator::Coordinator;
+use crate::metrics::Scrape;
+pub use crate::openapi::openapi;
+use crate::openapi::{
+    openapi_json, AcquireErrors, BlockErrors, HealthText, HostId, LeaseErrors, MetricsText,
+    OpenErrors, ReadErrors, ReleaseErrors, RenewErrors, StandbyErrors,
+};
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
@@ -140,6 +146,36 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
     resp
 }
 
+/// Leases a host id: the one asked for, the preferred one if free, else the lowest free
+/// one, with a fencing token larger than every earlier one.
+#[utoipa::path(
+    post,
+    path = "/v1/leases",
+    tag = "leases",
+    security(("bearer" = [])),
+    request_body = AcquireRequest,
+    responses(
+        (status = 200, description = "The lease, persisted before this answer.", body = LeaseGrant,
+            links(
+                ("renew" = (operation_id = "renew",
+                    parameters(("host_id" = "$response.body#/host_id")),
+                    request_body = json!({"token": "$response.body#/token"}),
+                    description = "Renew the lease under its host id and token.")),
+                ("reservation" = (operation_id = "reservation",
+                    parameters(("host_id" = "$response.body#/host_id")),
+                    request_body = json!({"token": "$response.body#/token", "until_ms": "$response.body#/reserved_until_ms"}),
+                    description = "Extend the lease's reservation.")),
+                ("release" = (operation_id = "release",
+                    parameters(("host_id" = "$response.body#/host_id")),
+                    request_body = json!({"token": "$response.body#/token"}),
+                    description = "Give the host id back.")),
+                ("blocks" = (operation_id = "blocks",
+                    request_body = json!({"host_id": "$response.body#/host_id", "token": "$response.body#/token", "shard": 0, "after_counter": 0}),
+                    description = "A counter block under the lease (temporal layouts).")),
+            )),
+        AcquireErrors,
+    )
+)]
 async fn acquire(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<AcquireRequest>,
@@ -148,6 +184,19 @@ async fn acquire(
     Ok((StatusCode::OK, Json(grant)).into_response())
 }
 
+/// Renews a lease; may extend its reservation and (temporal) report usage in the same commit.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{host_id}/renew",
+    tag = "leases",
+    security(("bearer" = [])),
+    params(HostId),
+    request_body = RenewRequest,
+    responses(
+        (status = 200, description = "The lease runs one more TTL from the request's send time.", body = RenewResponse),
+        RenewErrors,
+    )
+)]
 async fn renew(
     State(s): State<AppState>,
     Path(host): Path<String>,
@@ -157,6 +206,20 @@ async fn renew(
     Ok(Json(s.coordinator.renew(host_id, &req).await?).into_response())
 }
 
+/// Raises the reserved timestamp bound of a lease (clamped to the look-ahead limit; never
+/// lowered).
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{host_id}/reservation",
+    tag = "leases",
+    security(("bearer" = [])),
+    params(HostId),
+    request_body = ReservationRequest,
+    responses(
+        (status = 200, description = "The persisted bound.", body = ReservationResponse),
+        LeaseErrors,
+    )
+)]
 async fn reservation(
     State(s): State<AppState>,
     Path(host): Path<String>,
@@ -166,6 +229,19 @@ async fn reservation(
     Ok(Json(s.coordinator.extend_reservation(host_id, &req).await?).into_response())
 }
 
+/// Gives a host id back before its lease runs out.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{host_id}/release",
+    tag = "leases",
+    security(("bearer" = [])),
+    params(HostId),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 204, description = "Released (or already released under this token)."),
+        ReleaseErrors,
+    )
+)]
 async fn release(
     State(s): State<AppState>,
     Path(host): Path<String>,
@@ -176,6 +252,18 @@ async fn release(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A counter block for a (shard, host) pair, above every earlier one (temporal layout).
+#[utoipa::path(
+    post,
+    path = "/v1/blocks",
+    tag = "blocks",
+    security(("bearer" = [])),
+    request_body = BlockRequest,
+    responses(
+        (status = 200, description = "Counter values `start..end` of the shard, persisted before this answer.", body = BlockGrant),
+        BlockErrors,
+    )
+)]
 async fn blocks(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<BlockRequest>,
@@ -183,6 +271,19 @@ async fn blocks(
     Ok(Json(s.coordinator.grant_block(&req).await?).into_response())
 }
 
+/// Registers a standby and long-polls for a host id whose lease expired without being
+/// released; `timeout_ms` is capped at 60 000.
+#[utoipa::path(
+    post,
+    path = "/v1/standby/wait",
+    tag = "standby",
+    security(("bearer" = [])),
+    request_body = StandbyWaitRequest,
+    responses(
+        (status = 200, description = "A host id to take over, or `null` when the wait timed out.", body = StandbyWaitResponse),
+        StandbyErrors,
+    )
+)]
 async fn standby_wait(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<StandbyWaitRequest>,
@@ -194,18 +295,63 @@ async fn standby_wait(
     Ok(Json(StandbyWaitResponse { host_id }).into_response())
 }
 
+/// Every host id ever leased, and the standbys seen recently.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    tag = "status",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The hosts and standbys.", body = HostsResponse),
+        ReadErrors,
+    )
+)]
 async fn hosts(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(s.coordinator.hosts().await?).into_response())
 }
 
+/// The store's identity, the cluster's layout and the limits this coordinator enforces.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "status",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Who this coordinator is.", body = ClusterInfo),
+        ReadErrors,
+    )
+)]
 async fn cluster(State(s): State<AppState>) -> Response {
     Json(s.coordinator.cluster_info()).into_response()
 }
 
+/// Liveness; needs no token.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ok` and a newline.", body = HealthText,
+            content_type = "text/plain"),
+        OpenErrors,
+    )
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Metrics for Prometheus.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every series, prefixed `shardflake_`.", body = MetricsText,
+            content_type = CONTENT_TYPE_METRICS),
+        ReadErrors,
+    )
+)]
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let c = &s.coordinator;
     let stats = c.store().stats();
@@ -223,6 +369,25 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok((headers, text).into_response())
 }
 
+/// This description: OpenAPI 3.1, generated from the router; needs no token.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The coordinator's OpenAPI 3.1 description.",
+            body = serde_json::Value, content_type = CONTENT_TYPE_JSON),
+        OpenErrors,
+    )
+)]
+async fn get_openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE_JSON)],
+        axum::body::Bytes::from_static(openapi_json()),
+    )
+        .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
@@ -234,24 +399,42 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The router: every route but `/healthz` behind the bearer-token check.
+/// The routes behind the bearer-token check, each registered with its description
+/// (utoipa-axum's `routes!` reads the path and the method from the handler's
+/// `#[utoipa::path]`, which also names the security requirement). Add routes here or in
+/// [`open_routes`], and only with `routes!`.
+pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(acquire))
+        .routes(routes!(renew))
+        .routes(routes!(reservation))
+        .routes(routes!(release))
+        .routes(routes!(blocks))
+        .routes(routes!(standby_wait))
+        .routes(routes!(hosts))
+        .routes(routes!(cluster))
+        .routes(routes!(metrics))
+}
+
+/// The routes that need no token.
+pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(get_openapi))
+}
+
+/// The router: every route but `/healthz` and `/openapi.json` behind the bearer-token
+/// check. The routes and the OpenAPI description (`GET /openapi.json`) come from the same
+/// two lists ([`protected_routes`], [`open_routes`]), so neither names a route the other
+/// lacks.
 pub fn app(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/v1/leases", post(acquire))
-        .route("/v1/leases/{host_id}/renew", post(renew))
-        .route("/v1/leases/{host_id}/reservation", post(reservation))
-        .route("/v1/leases/{host_id}/release", post(release))
-        .route("/v1/blocks", post(blocks))
-        .route("/v1/standby/wait", post(standby_wait))
-        .route("/v1/hosts", get(hosts))
-        .route("/v1/cluster", get(cluster))
-        .route("/metrics", get(metrics))
+    let (protected, _) = protected_routes().split_for_parts();
+    let protected = protected
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(protected)
+    let (open, _) = open_routes().split_for_parts();
+    open.merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(middleware::from_fn_with_state(state.clone(), store_id))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

@@ -6,7 +6,8 @@
 //!   [`store::RedbStore`] with group commit, an in-memory store, and (with the `testing`
 //!   feature) the conformance suite every backend must pass.
 //! * [`Coordinator`]: the rules, stateless over a store.
-//! * [`http`]: the axum API.
+//! * [`http`]: the axum API, and its OpenAPI 3.1 description ([`http::openapi`], served at
+//!   `GET /openapi.json`).
 //! * [`ServiceOptions`], [`ServiceConfig`] and [`run`]: the service `shardflake coordinator`
 //!   runs (the binary parses the flags, sets up logging and handles signals).
 //!
@@ -63,6 +64,7 @@ pub mod http;
 mod leases;
 mod meta;
 mod metrics;
+mod openapi;
 mod records;
 mod service;
 mod standby;

@@ -10,17 +10,23 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
 use shardflake_proto::error::retry_after_secs;
 use shardflake_proto::node::{
-    self as wire, HealthResponse, BINARY_ID_BYTES, CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON,
-    CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, IDS_COUNT_MAX,
+    self as wire, HealthResponse, IdResponse, IdsResponse, ReadyResponse, BINARY_ID_BYTES,
+    CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, IDS_COUNT_MAX,
 };
+use shardflake_proto::openapi::InspectResponse;
 use shardflake_proto::{ApiError, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::issue::{issue, Sink};
+use crate::openapi::{
+    openapi_json, BinaryIds, BodyErrors, IdErrors, IdsErrors, IdsQuery, InspectErrors, MetricsText,
+    NodeApi, TextIds,
+};
 use crate::state::AppState;
 
 /// A request that takes longer than this answers 503 `request_timeout`.
@@ -33,13 +39,8 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 1_024;
 /// times every request, refuses request bodies over [`REQUEST_BODY_BYTES_MAX`] and bounds
 /// every request by [`REQUEST_TIMEOUT_MS`].
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route(wire::PATH_ID, get(get_id))
-        .route(wire::PATH_IDS, get(get_ids))
-        .route("/inspect/{id}", get(get_inspect))
-        .route(wire::PATH_HEALTHZ, get(get_healthz))
-        .route(wire::PATH_READYZ, get(get_readyz))
-        .route(wire::PATH_METRICS, get(get_metrics))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(ObserveLayer {
@@ -47,6 +48,21 @@ pub fn app(state: AppState) -> Router {
             timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
         })
         .with_state(state)
+}
+
+/// Every route, each registered with its description (utoipa-axum's `routes!` reads the
+/// path and the method from the handler's `#[utoipa::path]`): the router and the OpenAPI
+/// description (`GET /openapi.json`) are one list, so neither can name a route the other
+/// lacks. Add routes here, and only with `routes!`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<NodeApi as utoipa::OpenApi>::openapi())
+        .routes(routes!(get_id))
+        .routes(routes!(get_ids))
+        .routes(routes!(get_inspect))
+        .routes(routes!(get_healthz))
+        .routes(routes!(get_readyz))
+        .routes(routes!(get_metrics))
+        .routes(routes!(get_openapi))
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
@@ -83,6 +99,16 @@ pub(crate) fn payload_too_large_response() -> Response {
     .into_response()
 }
 
+/// One id.
+#[utoipa::path(
+    get,
+    path = wire::PATH_ID,
+    tag = "ids",
+    responses(
+        (status = 200, description = "An id, as a number and as a decimal string.", body = IdResponse),
+        IdErrors,
+    )
+)]
 async fn get_id(State(state): State<AppState>) -> Response {
     let shared = &state.shared;
     if shared.inline_count_max.load(Ordering::Relaxed) >= 1 {
@@ -150,7 +176,22 @@ fn negotiate(headers: &HeaderMap) -> Result<Repr, ApiError> {
     })
 }
 
-fn parse_count(query: Option<&str>) -> Result<usize, ApiError> {
+/// Parses the query string of `GET /ids` (as sent, not percent-decoded; `None` when the URI
+/// has no `?`) into the number of ids asked for: exactly one `count=N` with
+/// `1 <= N <= IDS_COUNT_MAX`, or the error the request is answered with (`bad_request` for a
+/// missing, repeated, unknown or non-numeric parameter, `count_out_of_range` for a whole
+/// number out of range). Public so that the fuzz target `node_query` runs exactly this.
+///
+/// ```
+/// use shardflake_node::parse_ids_query;
+/// use shardflake_proto::ErrorCode;
+///
+/// assert_eq!(parse_ids_query(Some("count=5")).unwrap(), 5);
+/// assert_eq!(parse_ids_query(Some("count=0")).unwrap_err().code, ErrorCode::CountOutOfRange);
+/// assert_eq!(parse_ids_query(Some("n=5")).unwrap_err().code, ErrorCode::BadRequest);
+/// assert_eq!(parse_ids_query(None).unwrap_err().code, ErrorCode::BadRequest);
+/// ```
+pub fn parse_ids_query(query: Option<&str>) -> Result<usize, ApiError> {
     let mut count = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -198,12 +239,31 @@ fn parse_count(query: Option<&str>) -> Result<usize, ApiError> {
     Ok(n as usize)
 }
 
+/// A batch of ids, increasing, from one generator.
+///
+/// The representation follows `Accept`: JSON (the default, and for `*/*`), packed 8-byte
+/// big-endian ids (`application/octet-stream`) or one decimal id per line (`text/plain`);
+/// the highest `q` wins, the earlier range on a tie.
+#[utoipa::path(
+    get,
+    path = wire::PATH_IDS,
+    tag = "ids",
+    params(IdsQuery),
+    responses(
+        (status = 200, description = "`count` ids, increasing.", content(
+            (IdsResponse = "application/json"),
+            (BinaryIds = "application/octet-stream"),
+            (TextIds = "text/plain"),
+        )),
+        IdsErrors,
+    )
+)]
 async fn get_ids(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let count = parse_count(query.as_deref())?;
+    let count = parse_ids_query(query.as_deref())?;
     let repr = negotiate(&headers)?;
     let shared = &state.shared;
     let sink = match repr {
@@ -227,6 +287,17 @@ async fn get_ids(
     })
 }
 
+/// An id decoded by the node's layout: its time and every field.
+#[utoipa::path(
+    get,
+    path = "/inspect/{id}",
+    tag = "ids",
+    params(("id" = u64, Path, description = "A decimal 64-bit id.")),
+    responses(
+        (status = 200, description = "The id's fields; byte for byte `shardflake inspect --json`.", body = InspectResponse),
+        InspectErrors,
+    )
+)]
 async fn get_inspect(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -252,6 +323,16 @@ async fn get_inspect(
     Ok(bytes_response(CONTENT_TYPE_JSON, Bytes::from(body)))
 }
 
+/// Liveness: any answer means the process runs.
+#[utoipa::path(
+    get,
+    path = wire::PATH_HEALTHZ,
+    tag = "operations",
+    responses(
+        (status = 200, description = "Always `{\"status\": \"ok\"}`.", body = HealthResponse),
+        BodyErrors,
+    )
+)]
 async fn get_healthz() -> Response {
     let body = serde_json::to_vec(&HealthResponse {
         status: "ok".into(),
@@ -260,6 +341,19 @@ async fn get_healthz() -> Response {
     bytes_response(CONTENT_TYPE_JSON, Bytes::from(body))
 }
 
+/// Readiness: would a request for ids be served now, and if not, why.
+#[utoipa::path(
+    get,
+    path = wire::PATH_READYZ,
+    tag = "operations",
+    responses(
+        (status = 200, description = "The node may issue ids now.", body = ReadyResponse),
+        BodyErrors,
+        (status = 503, description = "The node issues nothing now; `error` says why, with the \
+            code a request for ids would get.", body = ReadyResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when waiting helps (at least 1)."))),
+    )
+)]
 async fn get_readyz(State(state): State<AppState>) -> Response {
     let shared = &state.shared;
     let ready = shared.readiness();
@@ -277,10 +371,36 @@ async fn get_readyz(State(state): State<AppState>) -> Response {
     r
 }
 
+/// Metrics for Prometheus.
+#[utoipa::path(
+    get,
+    path = wire::PATH_METRICS,
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every series, prefixed `shardflake_`.", body = MetricsText,
+            content_type = CONTENT_TYPE_METRICS),
+        BodyErrors,
+    )
+)]
 async fn get_metrics(State(state): State<AppState>) -> Response {
     let shared = &state.shared;
     let text = shared.metrics.render(&shared.snapshot());
     bytes_response(CONTENT_TYPE_METRICS, Bytes::from(text))
+}
+
+/// This description: OpenAPI 3.1, generated from the router.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The node's OpenAPI 3.1 description.", body = serde_json::Value,
+            content_type = CONTENT_TYPE_JSON),
+        BodyErrors,
+    )
+)]
+async fn get_openapi() -> Response {
+    bytes_response(CONTENT_TYPE_JSON, Bytes::from_static(openapi_json()))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -288,7 +408,7 @@ async fn not_found(req: Request) -> ApiError {
         ErrorCode::NotFound,
         format!(
             "no endpoint at {}; endpoints: /id, /ids?count=N, /inspect/{{id}}, /healthz, \
-             /readyz, /metrics",
+             /readyz, /metrics, /openapi.json",
             req.uri().path()
         ),
     )
@@ -333,8 +453,8 @@ mod tests {
 
     #[test]
     fn count_parsing() {
-        assert_eq!(parse_count(Some("count=5")).unwrap(), 5);
-        assert_eq!(parse_count(Some("count=100000")).unwrap(), 100_000);
+        assert_eq!(parse_ids_query(Some("count=5")).unwrap(), 5);
+        assert_eq!(parse_ids_query(Some("count=100000")).unwrap(), 100_000);
         for (q, code) in [
             (None, ErrorCode::BadRequest),
             (Some("count=0"), ErrorCode::CountOutOfRange),
@@ -348,7 +468,7 @@ mod tests {
             (Some("count=1&count=2"), ErrorCode::BadRequest),
             (Some("count=1&x=2"), ErrorCode::BadRequest),
         ] {
-            assert_eq!(parse_count(q).unwrap_err().code, code, "{q:?}");
+            assert_eq!(parse_ids_query(q).unwrap_err().code, code, "{q:?}");
         }
     }
 

@@ -90,6 +90,7 @@ mod http;
 mod issue;
 mod metrics;
 mod observe;
+mod openapi;
 mod readiness;
 mod server;
 mod source;
@@ -104,8 +105,9 @@ pub use config::{
     LEASE_TTL_MS_MIN, MAX_CONNECTIONS_DEFAULT, MAX_CONNECTIONS_LIMIT, PORT_DEFAULT,
     STATE_DIR_DEFAULT,
 };
-pub use http::{app, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
+pub use http::{app, parse_ids_query, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
 pub use issue::{EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
+pub use openapi::openapi;
 pub use server::{run, serve_state, RunError, ServeError, SHUTDOWN_DRAIN_MS};
 pub use source::DynClock;
 pub use standalone::{

@@ -54,6 +54,7 @@ pub const STORE_ID_HEADER: &str = "shardflake-store-id";
 
 /// What a host does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Holds a host id and issues ids.
@@ -65,11 +66,16 @@ pub enum Role {
 
 /// `POST /v1/leases`: asks for a lease on a host id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireRequest {
     /// A name for the holder (host name, address), shown in `/v1/hosts`.
     pub name: String,
     /// The lease's time to live; the coordinator's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::openapi::lease_ttl_ms_schema)
+    )]
     pub ttl_ms: Option<u64>,
     /// Exactly this host id, or fail with `host_busy` (a standby taking over a failed host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +91,10 @@ pub struct AcquireRequest {
     /// same grant, renewed, instead of a second host id. At most
     /// [`REQUEST_ID_BYTES_MAX`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::openapi::request_id_schema)
+    )]
     pub request_id: Option<String>,
 }
 
@@ -93,6 +103,7 @@ pub const REQUEST_ID_BYTES_MAX: usize = 64;
 
 /// The limits a coordinator enforces, stated so that nodes size their requests from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CoordinatorLimits {
     /// Shortest lease TTL granted, ms.
     pub ttl_ms_min: u64,
@@ -107,6 +118,7 @@ pub struct CoordinatorLimits {
 
 /// `GET /v1/cluster`: who this coordinator is and what it enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInfo {
     /// The store's identity (also in the [`STORE_ID_HEADER`] header of every response).
     pub store_id: String,
@@ -120,6 +132,7 @@ pub struct ClusterInfo {
 
 /// A granted lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseGrant {
     /// The host id, `0..pool_size`.
     pub host_id: u32,
@@ -144,6 +157,7 @@ pub struct LeaseGrant {
 
 /// A host's counter usage in temporal mode, reported with each renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardUsage {
     /// The shard the host is issuing in.
     pub shard: u64,
@@ -156,6 +170,7 @@ pub struct ShardUsage {
 
 /// `POST /v1/leases/{host_id}/renew`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewRequest {
     /// The caller's fencing token.
     pub token: u64,
@@ -169,6 +184,7 @@ pub struct RenewRequest {
 
 /// The answer to a renewal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewResponse {
     /// The lease's time to live from the request's send time.
     pub ttl_ms: u64,
@@ -181,6 +197,7 @@ pub struct RenewResponse {
 
 /// `POST /v1/leases/{host_id}/reservation`: extends the reserved timestamp bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationRequest {
     /// The caller's fencing token.
     pub token: u64,
@@ -190,6 +207,7 @@ pub struct ReservationRequest {
 
 /// The bound after an extension (never lower than before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationResponse {
     /// The persisted bound, Unix ms, inclusive.
     pub reserved_until_ms: u64,
@@ -197,6 +215,7 @@ pub struct ReservationResponse {
 
 /// `POST /v1/leases/{host_id}/release`: gives the host id back before the lease runs out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRequest {
     /// The caller's fencing token.
     pub token: u64,
@@ -204,6 +223,7 @@ pub struct ReleaseRequest {
 
 /// `POST /v1/blocks`: a counter block for a (shard, host) pair in temporal mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockRequest {
     /// The caller's host id.
     pub host_id: u32,
@@ -217,6 +237,7 @@ pub struct BlockRequest {
 
 /// Counter values `start..end` of one shard for one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockGrant {
     /// The shard index.
     pub shard: u64,
@@ -228,6 +249,7 @@ pub struct BlockGrant {
 
 /// `POST /v1/standby/wait`: registers a standby and waits for a failed host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StandbyWaitRequest {
     /// The standby's name, shown in `/v1/hosts`.
     pub name: String,
@@ -237,6 +259,7 @@ pub struct StandbyWaitRequest {
 
 /// A host id whose lease has expired, or none when the wait timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StandbyWaitResponse {
     /// The host id to take over with [`AcquireRequest::host_id`].
     pub host_id: Option<u32>,
@@ -244,6 +267,7 @@ pub struct StandbyWaitResponse {
 
 /// The state of a host id's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Held and renewed.
@@ -256,6 +280,7 @@ pub enum LeaseState {
 
 /// One shard's forecast next to what the host then used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardForecast {
     /// The shard index.
     pub shard: u64,
@@ -267,6 +292,7 @@ pub struct ShardForecast {
 
 /// Temporal-mode figures for one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemporalStatus {
     /// The shard of the last usage report.
     pub shard: u64,
@@ -282,6 +308,7 @@ pub struct TemporalStatus {
 
 /// One host id in `GET /v1/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostStatus {
     /// The host id.
     pub host_id: u32,
@@ -310,6 +337,7 @@ pub struct HostStatus {
 
 /// A registered standby in `GET /v1/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StandbyStatus {
     /// The standby's name.
     pub name: String,
@@ -321,6 +349,7 @@ pub struct StandbyStatus {
 
 /// `GET /v1/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostsResponse {
     /// The store's identity.
     pub store_id: String,

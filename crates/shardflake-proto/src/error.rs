@@ -56,6 +56,15 @@ macro_rules! error_codes {
                     ErrorCode::Unknown => 500,
                 }
             }
+
+            /// What the code means: its line of the table above (the OpenAPI descriptions
+            /// the services serve list it with each status).
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => concat!($($doc),+).trim_ascii(),)+
+                    ErrorCode::Unknown => "A code this version does not know.",
+                }
+            }
         }
     };
 }
@@ -167,6 +176,7 @@ pub fn retry_after_secs(retry_after_ms: u64) -> u64 {
 
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -174,6 +184,7 @@ pub struct ErrorBody {
 
 /// A stable code and a human-readable message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// The stable code.
     pub code: ErrorCode,

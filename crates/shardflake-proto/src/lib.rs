@@ -5,6 +5,9 @@
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
 //!   [`ErrorCode`]s every service uses: one registry for the node and the coordinator.
 //! * `ApiError` (feature `axum`): the one error response of every service.
+//! * `openapi` (feature `openapi`): every type above as an OpenAPI 3.1 schema, and the
+//!   error responses, for the descriptions the node and the coordinator serve at
+//!   `GET /openapi.json`.
 //!
 //! Clients and servers share these types, so a format changes in one place.
 //!
@@ -24,6 +27,8 @@
 pub mod coord;
 pub mod error;
 pub mod node;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "axum")]
 mod response;
 

@@ -57,6 +57,7 @@ pub const BINARY_ID_BYTES: usize = 8;
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IdResponse {
     /// The id as a JSON number.
     pub id: u64,
@@ -76,6 +77,7 @@ impl IdResponse {
 
 /// `GET /ids` as JSON: the same ids twice, as numbers and as decimal strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IdsResponse {
     /// The ids, increasing.
     pub ids: Vec<u64>,
@@ -235,6 +237,7 @@ pub fn inspect_json(layout: &Layout, decoded: &Decoded) -> String {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     /// Always `"ok"`: an answer at all means the process is alive.
     pub status: String,
@@ -242,6 +245,7 @@ pub struct HealthResponse {
 
 /// How the node holds its node id and reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum NodeMode {
@@ -266,6 +270,7 @@ pub enum NodeMode {
 /// assert_eq!(r.clock_behind_ms, Some(3_600_000));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadyResponse {
     /// May the node issue ids now?
     pub ready: bool,
