@@ -76,6 +76,10 @@ for offset in +365d +3650d; do
   done
 done
 
+# The HTTP APIs against their OpenAPI descriptions: schemathesis against a live node and a
+# live coordinator, with the debug binary the tests above built (overflow checks on).
+SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
+
 # Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
 scripts/fuzz.sh 20
 

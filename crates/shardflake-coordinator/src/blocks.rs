@@ -96,7 +96,7 @@ pub(crate) fn update_usage(t: &mut TemporalRecord, usage: ShardUsage) {
     if !t.reported || usage.shard > t.shard {
         // A shard closes into the forecaster when the next one is reported; a report from
         // far away (a host that just started, or was idle) says nothing about a whole shard.
-        if t.reported && (t.used > 0 || usage.shard == t.shard + 1) {
+        if t.reported && (t.used > 0 || t.shard.checked_add(1) == Some(usage.shard)) {
             // The previous shard is over: its last report is its actual use.
             t.holt.observe(t.used as f64);
             let predicted = t
@@ -141,14 +141,7 @@ impl Coordinator {
             });
         }
         self.check_host(req.host_id)?;
-        let shard_max = self.config.layout.timestamp_field().max();
-        if req.shard > shard_max {
-            return Err(CoordError::ShardBeyondLayout {
-                shard: req.shard,
-                shard_max,
-                overflow_at: self.config.layout.overflow_time(),
-            });
-        }
+        self.check_shard(req.shard)?;
         let current = self.config.layout.tick_of(self.time.wall_ms()).unwrap_or(0);
         if req.shard > current + SHARD_AHEAD_MAX {
             return Err(CoordError::ShardTooFarAhead {
@@ -158,6 +151,19 @@ impl Coordinator {
             });
         }
         self.cas_loop(|| Box::pin(self.grant_block_step(req))).await
+    }
+
+    /// `ShardBeyondLayout` for a shard the layout's shard field cannot hold.
+    pub(crate) fn check_shard(&self, shard: u64) -> Result<(), CoordError> {
+        let shard_max = self.config.layout.timestamp_field().max();
+        if shard > shard_max {
+            return Err(CoordError::ShardBeyondLayout {
+                shard,
+                shard_max,
+                overflow_at: self.config.layout.overflow_time(),
+            });
+        }
+        Ok(())
     }
 
     /// One attempt of [`Self::grant_block`]: the block the caller holds, or a new one above it.
@@ -195,11 +201,13 @@ impl Coordinator {
     ) -> Result<Option<PlannedBlock>, CoordError> {
         update_usage(rec.temporal.get_or_insert_with(Default::default), usage);
         let layout = &self.config.layout;
+        // No block for a shard the layout cannot hold: the layout's life ends there.
+        if usage.shard >= layout.timestamp_field().max() {
+            return Ok(None);
+        }
         let next_start = layout.ms_of_tick(usage.shard + 1);
         let lead = (layout.time_unit_ms() / 2).min(rec.ttl_ms.saturating_mul(3));
-        // No block for a shard the layout cannot hold: the layout's life ends there.
-        let fits = usage.shard < layout.timestamp_field().max();
-        if !fits || now_ms.saturating_add(lead) < next_start {
+        if now_ms.saturating_add(lead) < next_start {
             return Ok(None);
         }
         let forecast = self.forecast_of(rec, now_ms);

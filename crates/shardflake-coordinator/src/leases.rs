@@ -176,10 +176,14 @@ impl Coordinator {
         req: &RenewRequest,
     ) -> Result<RenewResponse, CoordError> {
         self.check_host(host_id)?;
-        if req.usage.is_some() && !self.config.is_temporal() {
-            return Err(CoordError::NotTemporal {
-                layout: self.config.layout.name().to_string(),
-            });
+        if let Some(usage) = req.usage {
+            if !self.config.is_temporal() {
+                return Err(CoordError::NotTemporal {
+                    layout: self.config.layout.name().to_string(),
+                });
+            }
+            // A shard the layout cannot hold was never issued in: the report is malformed.
+            self.check_shard(usage.shard)?;
         }
         self.cas_loop(|| Box::pin(self.renew_step(host_id, req)))
             .await

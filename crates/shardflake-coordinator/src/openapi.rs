@@ -115,7 +115,7 @@ impl IntoParams for HostId {
             .schema(Some(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)))
                     .minimum(Some(0))
                     .maximum(Some(u32::MAX)),
             ))

@@ -361,3 +361,45 @@ async fn every_response_names_the_store_and_cluster_describes_it() {
     let other: shardflake_proto::coord::ClusterInfo = serde_json::from_slice(&b).unwrap();
     assert_ne!(other.store_id, info.store_id);
 }
+
+/// Regression (schemathesis: a renewal reporting usage in shard `u64::MAX` overflowed
+/// `shard + 1` and the debug build dropped the connection): a usage report for a shard the
+/// layout cannot hold is a `400 bad_request`, and the lease goes on.
+#[tokio::test]
+async fn a_usage_report_beyond_the_layout_is_refused_not_an_overflow() {
+    let time = ManualTime::new(1_800_000_000_000);
+    let config = CoordinatorConfig::new(Layout::from_spec("temporal:granularity=2s").unwrap());
+    let c = Coordinator::open(Arc::new(MemStore::new()), Arc::new(time.clone()), config)
+        .await
+        .unwrap();
+    let app = app(AppState::new(Arc::new(c), Some(TOKEN.into())));
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases",
+        Some(TOKEN),
+        Some(r#"{"name":"t"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let grant: LeaseGrant = serde_json::from_slice(&b).unwrap();
+    let renew = |shard: u64| {
+        format!(
+            r#"{{"token":{},"usage":{{"shard":{shard},"used_in_shard":0,"predicted_next":0}}}}"#,
+            grant.token
+        )
+    };
+    let uri = format!("/v1/leases/{}/renew", grant.host_id);
+    let (s, b) = call(&app, "POST", &uri, Some(TOKEN), Some(&renew(u64::MAX))).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(error_code(&b), "bad_request");
+    let layout = Layout::from_spec("temporal:granularity=2s").unwrap();
+    let shard = layout.tick_of(time_now(&time)).unwrap();
+    let (s, b) = call(&app, "POST", &uri, Some(TOKEN), Some(&renew(shard))).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+}

@@ -73,7 +73,7 @@ impl IntoParams for IdsQuery {
             .schema(Some(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)))
                     .minimum(Some(1))
                     .maximum(Some(IDS_COUNT_MAX)),
             ))

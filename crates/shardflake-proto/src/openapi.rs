@@ -168,7 +168,7 @@ macro_rules! api_errors {
 fn optional_integer(min: u64, max: u64, description: &str) -> Object {
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)))
         .minimum(Some(min))
         .maximum(Some(max))
         .description(Some(description))
@@ -210,7 +210,7 @@ impl PartialSchema for InspectResponse {
         let u64_schema = || {
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)))
                 .minimum(Some(0))
         };
         ObjectBuilder::new()
@@ -252,15 +252,55 @@ impl ToSchema for InspectResponse {
     }
 }
 
+/// The largest value of an integer `format` (utoipa names Rust's widths: `uint64` for
+/// `u64`); JSON Schema validators know none of the unsigned ones, so the range is stated.
+fn format_maximum(format: &str) -> Option<Value> {
+    Some(match format {
+        "uint8" => json!(u8::MAX),
+        "uint16" => json!(u16::MAX),
+        "uint32" => json!(u32::MAX),
+        "uint64" => json!(u64::MAX),
+        "int8" => json!(i8::MAX),
+        "int16" => json!(i16::MAX),
+        "int32" => json!(i32::MAX),
+        "int64" => json!(i64::MAX),
+        _ => return None,
+    })
+}
+
+/// Adds `maximum` to every integer schema whose format names a width and that states none,
+/// after spelling the unsigned formats as the OpenAPI format registry does (`uint64`):
+/// utoipa 5 writes `u-int64`.
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(f)) = m.get_mut("format") {
+                if let Some(width) = f.strip_prefix("u-int") {
+                    *f = format!("uint{width}");
+                }
+            }
+            if let Some(max) = m.get("format").and_then(Value::as_str).and_then(format_maximum) {
+                m.entry("maximum").or_insert(max);
+            }
+            m.values_mut().for_each(bound_integers);
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
 /// The description as served: JSON, with `required: true` on every header a response always
 /// carries (utoipa's header objects have no `required`): `Retry-After` on an error response
 /// whose codes are all retryable, and each of `always` (a header a service's middleware
 /// puts on every response: name, description, schema) added to every response. Response
 /// links get the field names of the specification (`operationId`, `requestBody`): utoipa 5
 /// writes them in snake case (utoipa 6, which fixes it, needs a newer Rust than this
-/// workspace's).
+/// workspace's). Every integer whose format names a width gets that width's `maximum`, so
+/// that a `u64` field does not read as accepting only `int64` values, or any number; the
+/// unsigned formats are spelled `uint64` (utoipa 5 writes `u-int64`).
 pub fn finish(doc: OpenApi, always: &[(&str, &str, Value)]) -> Value {
     let mut doc = serde_json::to_value(doc).expect("an OpenAPI document serializes");
+    bound_integers(&mut doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };
@@ -399,6 +439,22 @@ mod tests {
         assert_eq!(link["operationId"], "b");
         assert_eq!(link["requestBody"], json!({"x": "$response.body#/x"}));
         assert!(link.get("operation_id").is_none());
+    }
+
+    #[test]
+    fn integer_widths_are_stated_as_ranges() {
+        let mut v = json!({
+            "a": {"type": "integer", "format": "u-int64", "minimum": 0},
+            "b": {"type": ["integer", "null"], "format": "uint32", "maximum": 9},
+            "c": [{"type": "integer", "format": "int64"}],
+            "d": {"type": "string", "format": "date-time"},
+        });
+        bound_integers(&mut v);
+        assert_eq!(v["a"]["format"], "uint64");
+        assert_eq!(v["a"]["maximum"], json!(u64::MAX));
+        assert_eq!(v["b"]["maximum"], 9, "a stated maximum stays");
+        assert_eq!(v["c"][0]["maximum"], json!(i64::MAX));
+        assert!(v["d"].get("maximum").is_none());
     }
 
     #[test]

@@ -198,3 +198,20 @@ fn bodies_name_their_limits_and_errors_their_codes() {
         true
     );
 }
+
+/// Regression (schemathesis, negative_data_rejection: `reserve_ahead_ms:
+/// 9223372036854775808` was accepted although the description said `format: int64`): a
+/// `u64` field is described with the `u64` range, so the values above `i64::MAX` that the
+/// coordinator accepts are valid, and those above `u64::MAX` that it refuses are not.
+#[test]
+fn a_u64_field_is_described_with_the_u64_range() {
+    let doc = crate::http::openapi();
+    let schemas = &doc["components"]["schemas"];
+    let ahead = &schemas["AcquireRequest"]["properties"]["reserve_ahead_ms"];
+    assert_eq!(ahead["format"], "uint64");
+    assert_eq!(ahead["maximum"], serde_json::json!(u64::MAX));
+    let host_id = &schemas["BlockRequest"]["properties"]["host_id"];
+    assert_eq!(host_id["maximum"], serde_json::json!(u32::MAX));
+    let until = &schemas["ReservationRequest"]["properties"]["until_ms"];
+    assert_eq!(until["maximum"], serde_json::json!(u64::MAX));
+}
