@@ -12,10 +12,10 @@
 # debug builds check integer overflow, so an overflow is a failure (a dropped connection)
 # instead of a silent wrap.
 #
-#   scripts/api-test.sh [EXAMPLES]     (examples per operation and phase; default 150)
+#   scripts/api-test.sh [EXAMPLES]     (examples per operation and phase; default 200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-examples=${1:-150}
+examples=${1:-200}
 schemathesis_version=4.32.5
 
 # schemathesis lives in its own virtual environment under target/ (no system packages

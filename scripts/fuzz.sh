@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets: id text in every encoding, layout specs, the
-# node's state file) for SECONDS each (default 20) with libFuzzer through cargo-fuzz,
+# node's state file, the node's /ids query string, the coordinator's request bodies through
+# its router) for SECONDS each (default 20) with libFuzzer through cargo-fuzz,
 # starting from the corpus kept in fuzz/corpus. New interesting inputs go to a temporary
 # directory; keep them with `cargo fuzz cmin -s none TARGET corpus/TARGET` after copying them
 # in. A crash stops the script, and the input is left in fuzz/artifacts/TARGET/.

@@ -425,7 +425,7 @@ pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
 
 /// The router: every route but `/healthz` and `/openapi.json` behind the bearer-token
 /// check. The routes and the OpenAPI description (`GET /openapi.json`) come from the same
-/// two lists ([`protected_routes`], [`open_routes`]), so neither names a route the other
+/// two lists (`protected_routes`, `open_routes`), so neither names a route the other
 /// lacks.
 pub fn app(state: AppState) -> Router {
     let (protected, _) = protected_routes().split_for_parts();

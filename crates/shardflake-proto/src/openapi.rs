@@ -279,7 +279,11 @@ fn bound_integers(v: &mut Value) {
                     *f = format!("uint{width}");
                 }
             }
-            if let Some(max) = m.get("format").and_then(Value::as_str).and_then(format_maximum) {
+            if let Some(max) = m
+                .get("format")
+                .and_then(Value::as_str)
+                .and_then(format_maximum)
+            {
                 m.entry("maximum").or_insert(max);
             }
             m.values_mut().for_each(bound_integers);

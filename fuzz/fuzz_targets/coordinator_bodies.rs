@@ -1,0 +1,193 @@
+//! The coordinator's request bodies, through its router (`shardflake_coordinator::http::app`
+//! over an in-memory store), so every body is decoded and validated exactly as the handlers
+//! do, then acted on. An input is lines:
+//!
+//! ```text
+//! layout temporal:granularity=2s      (optional, first line: the coordinator's layout)
+//! acquire {"name":"a","ttl_ms":1000}
+//! renew 0 {"token":1,"usage":{"shard":3,"used_in_shard":10}}
+//! reservation 0 {"token":1,"until_ms":1800000001000}
+//! release 0 {"token":1}
+//! blocks {"host_id":0,"token":1,"shard":0,"after_counter":0}
+//! standby {"name":"s","timeout_ms":100}
+//! advance 5000                        (moves the coordinator's clocks, ms)
+//! ```
+//!
+//! Properties: no panic and no 5xx (the in-memory store does not fail); every answer is a
+//! status the OpenAPI description lists for the route, carries the store id, and an error's
+//! body is `{"error": {"code", "message"}}` with a code the description lists for that
+//! status; a body the handler accepted parses on its own and survives a serde round trip;
+//! a body that does not parse, sent to a route's path, is a `400 bad_request`.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use libfuzzer_sys::fuzz_target;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use shardflake::Layout;
+use shardflake_coordinator::http::{app, AppState};
+use shardflake_coordinator::store::MemStore;
+use shardflake_coordinator::{Coordinator, CoordinatorConfig, TimeSource};
+use shardflake_proto::coord::{
+    AcquireRequest, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
+    StandbyWaitRequest, STORE_ID_HEADER,
+};
+use shardflake_proto::{ErrorBody, ErrorCode};
+use tower::ServiceExt;
+
+const TOKEN: &str = "fuzz-token";
+const WALL_START_MS: u64 = 1_800_000_000_000;
+const LINES_MAX: usize = 32;
+const ADVANCE_MS_MAX: u64 = 7 * 24 * 3_600_000;
+
+/// Time that follows tokio's clock, which the paused runtime moves on whenever every task
+/// sleeps, so a standby's long poll ends without waiting for real.
+struct TokioTime {
+    start: tokio::time::Instant,
+}
+
+impl TimeSource for TokioTime {
+    fn wall_ms(&self) -> u64 {
+        WALL_START_MS + self.mono_ms()
+    }
+    fn mono_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+fn description() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(shardflake_coordinator::http::openapi)
+}
+
+/// Parses `body` as the handler's type would, and checks the round trip of what parses.
+fn round_trip<T>(body: &[u8]) -> bool
+where
+    T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug,
+{
+    let Ok(v) = serde_json::from_slice::<T>(body) else {
+        return false;
+    };
+    let again: T = serde_json::from_slice(&serde_json::to_vec(&v).expect("serializes"))
+        .expect("what serializes parses");
+    assert_eq!(again, v, "a round trip changes the body");
+    true
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.lines().take(LINES_MAX).peekable();
+    let mut layout = Layout::preset("twitter").expect("a preset");
+    if let Some(spec) = lines.peek().and_then(|l| l.strip_prefix("layout ")) {
+        if let Ok(l) = Layout::from_spec(spec) {
+            layout = l;
+        }
+        lines.next();
+    }
+    let lines: Vec<&str> = lines.collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    rt.block_on(async move {
+        let time = TokioTime {
+            start: tokio::time::Instant::now(),
+        };
+        let Ok(c) = Coordinator::open(
+            Arc::new(MemStore::new()),
+            Arc::new(time),
+            CoordinatorConfig::new(layout),
+        )
+        .await
+        else {
+            return;
+        };
+        let router = app(AppState::new(Arc::new(c), Some(TOKEN.into())));
+        for line in lines {
+            let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+            // Whether the path names the route for sure: a host segment of digits only.
+            let mut plain_path = true;
+            let (template, uri, body) = match verb {
+                "advance" => {
+                    let ms = rest.trim().parse::<u64>().unwrap_or(0).min(ADVANCE_MS_MAX);
+                    tokio::time::advance(Duration::from_millis(ms)).await;
+                    continue;
+                }
+                "acquire" => ("/v1/leases", "/v1/leases".to_string(), rest),
+                "blocks" => ("/v1/blocks", "/v1/blocks".to_string(), rest),
+                "standby" => ("/v1/standby/wait", "/v1/standby/wait".to_string(), rest),
+                "renew" | "reservation" | "release" => {
+                    let (host, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                    plain_path = !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit());
+                    (
+                        match verb {
+                            "renew" => "/v1/leases/{host_id}/renew",
+                            "reservation" => "/v1/leases/{host_id}/reservation",
+                            _ => "/v1/leases/{host_id}/release",
+                        },
+                        format!("/v1/leases/{host}/{verb}"),
+                        body,
+                    )
+                }
+                _ => continue,
+            };
+            let parses = match verb {
+                "acquire" => round_trip::<AcquireRequest>(body.as_bytes()),
+                "blocks" => round_trip::<BlockRequest>(body.as_bytes()),
+                "standby" => round_trip::<StandbyWaitRequest>(body.as_bytes()),
+                "renew" => round_trip::<RenewRequest>(body.as_bytes()),
+                "reservation" => round_trip::<ReservationRequest>(body.as_bytes()),
+                _ => round_trip::<ReleaseRequest>(body.as_bytes()),
+            };
+            let Ok(req) = Request::post(&uri)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+            else {
+                continue; // not a URI: no request reaches the router
+            };
+            let resp = router.clone().oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            assert!(status.as_u16() < 500, "{status} for {line:?}");
+            assert!(resp.headers().contains_key(STORE_ID_HEADER));
+            let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+            let described = &description()["paths"][template]["post"]["responses"][status.as_str()];
+            assert!(
+                described.is_object(),
+                "{status} for {line:?} is not in the description"
+            );
+            if status.is_success() {
+                assert!(parses, "accepted a body that does not parse: {line:?}");
+                continue;
+            }
+            let error: ErrorBody = serde_json::from_slice(&bytes).expect("an error body");
+            assert_eq!(error.error.code.http_status(), status.as_u16());
+            let codes = &described["content"]["application/json"]["schema"]["properties"]["error"]
+                ["properties"]["code"]["enum"];
+            assert!(
+                codes
+                    .as_array()
+                    .is_some_and(|c| c.contains(&Value::from(error.error.code.as_str()))),
+                "{} is not described for {status} of {template}",
+                error.error.code
+            );
+            if !parses && plain_path {
+                // A body that does not parse is refused before anything else.
+                assert!(
+                    error.error.code == ErrorCode::BadRequest,
+                    "{} for a body that does not parse: {line:?}",
+                    error.error.code
+                );
+            }
+        }
+    });
+});
