@@ -268,6 +268,24 @@ fn format_maximum(format: &str) -> Option<Value> {
     })
 }
 
+/// Drops the code blocks from every description: a schema's description is its type's
+/// documentation, whose examples are Rust doc-tests, not API documentation.
+fn drop_code_blocks(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(d)) = m.get_mut("description") {
+                if let Some(at) = d.find("```") {
+                    d.truncate(at);
+                    d.truncate(d.trim_end().len());
+                }
+            }
+            m.values_mut().for_each(drop_code_blocks);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_code_blocks),
+        _ => {}
+    }
+}
+
 /// Adds `maximum` to every integer schema whose format names a width and that states none,
 /// after spelling the unsigned formats as the OpenAPI format registry does (`uint64`):
 /// utoipa 5 writes `u-int64`.
@@ -301,10 +319,12 @@ fn bound_integers(v: &mut Value) {
 /// writes them in snake case (utoipa 6, which fixes it, needs a newer Rust than this
 /// workspace's). Every integer whose format names a width gets that width's `maximum`, so
 /// that a `u64` field does not read as accepting only `int64` values, or any number; the
-/// unsigned formats are spelled `uint64` (utoipa 5 writes `u-int64`).
+/// unsigned formats are spelled `uint64` (utoipa 5 writes `u-int64`). Descriptions, taken
+/// from the types' documentation, lose its doc-test code blocks.
 pub fn finish(doc: OpenApi, always: &[(&str, &str, Value)]) -> Value {
     let mut doc = serde_json::to_value(doc).expect("an OpenAPI document serializes");
     bound_integers(&mut doc);
+    drop_code_blocks(&mut doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };
@@ -459,6 +479,16 @@ mod tests {
         assert_eq!(v["b"]["maximum"], 9, "a stated maximum stays");
         assert_eq!(v["c"][0]["maximum"], json!(i64::MAX));
         assert!(v["d"].get("maximum").is_none());
+    }
+
+    #[test]
+    fn descriptions_lose_their_doc_test_code() {
+        let mut v = json!({"description": "`GET /id`.\n\n```\nlet r = 1;\n```", "p": [
+            {"description": "No code."}
+        ]});
+        drop_code_blocks(&mut v);
+        assert_eq!(v["description"], "`GET /id`.");
+        assert_eq!(v["p"][0]["description"], "No code.");
     }
 
     #[test]
