@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -14,6 +14,8 @@ use shardflake_proto::coord::{
 };
 use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
+
+use crate::transport::{ReqwestTransport, Transport};
 
 /// Default time limit of one request to one coordinator.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
@@ -94,7 +96,7 @@ impl ClientError {
 /// leased to other nodes. [`CoordinatorClient::probe`] checks every URL up front.
 #[derive(Debug)]
 pub struct CoordinatorClient {
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     urls: Vec<String>,
     auth: Option<String>,
     preferred: AtomicUsize,
@@ -139,13 +141,10 @@ impl CoordinatorClient {
                 "coordinator URL `{bad}` must start with http:// or https://"
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let transport = ReqwestTransport::new(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT))
+            .map_err(ClientError::Config)?;
         Ok(Self {
-            http,
+            transport: Arc::new(transport),
             urls,
             auth: token.map(|t| format!("Bearer {t}")),
             preferred: AtomicUsize::new(0),
@@ -161,11 +160,7 @@ impl CoordinatorClient {
     }
 
     /// Checks a response's store id against the pinned one, pinning it if none is.
-    fn check_store(
-        &self,
-        url: &str,
-        headers: &reqwest::header::HeaderMap,
-    ) -> Result<(), ClientError> {
+    fn check_store(&self, url: &str, headers: &http::HeaderMap) -> Result<(), ClientError> {
         let found = match headers.get(STORE_ID_HEADER).and_then(|v| v.to_str().ok()) {
             Some(id) if !id.is_empty() => id.to_string(),
             _ => {
@@ -215,11 +210,10 @@ impl CoordinatorClient {
         let mut last = String::new();
         for url in &self.urls {
             let full = format!("{url}/v1/cluster");
-            let mut rb = self.http.get(&full).timeout(self.timeout);
-            if let Some(a) = &self.auth {
-                rb = rb.header(reqwest::header::AUTHORIZATION, a);
-            }
-            let resp = match rb.send().await {
+            let resp = match self
+                .exchange(http::Method::GET, &full, None, self.timeout)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!("{full}: {e}");
@@ -236,7 +230,7 @@ impl CoordinatorClient {
                 last = e.to_string();
                 continue;
             }
-            let text = resp.text().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(resp.body()).into_owned();
             if !status.is_success() {
                 return Err(api_error(status.as_u16(), &text));
             }
@@ -285,6 +279,13 @@ impl CoordinatorClient {
         self
     }
 
+    /// Sends every request through `transport` instead of the default
+    /// [`ReqwestTransport`] (a simulated network, a proxy).
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// The coordinator URLs.
     pub fn urls(&self) -> &[String] {
         &self.urls
@@ -296,13 +297,13 @@ impl CoordinatorClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, ClientError> {
-        self.call(reqwest::Method::POST, path, Some(body), timeout)
+        self.call(http::Method::POST, path, Some(body), timeout)
             .await
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        method: reqwest::Method,
+        method: http::Method,
         path: &str,
         body: Option<&Req>,
         timeout: Duration,
@@ -314,14 +315,11 @@ impl CoordinatorClient {
         for i in 0..n {
             let idx = (first + i) % n;
             let url = format!("{}{}", self.urls[idx], path);
-            let mut rb = self.http.request(method.clone(), &url).timeout(timeout);
-            if let Some(a) = &self.auth {
-                rb = rb.header(reqwest::header::AUTHORIZATION, a);
-            }
-            if let Some(b) = body {
-                rb = rb.json(b);
-            }
-            let resp = match rb.send().await {
+            let body = match body.map(serde_json::to_vec).transpose() {
+                Ok(b) => b,
+                Err(e) => return Err(ClientError::Config(format!("request body: {e}"))),
+            };
+            let resp = match self.exchange(method.clone(), &url, body, timeout).await {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!("{url}: {e}");
@@ -345,28 +343,48 @@ impl CoordinatorClient {
                 continue;
             }
             if !status.is_success() {
-                let text = resp.text().await.unwrap_or_default();
+                let text = String::from_utf8_lossy(resp.body());
                 return Err(api_error(status.as_u16(), &text));
             }
             if idx != first && self.preferred.swap(idx, Ordering::Relaxed) % n != idx {
                 // Logged once per change of coordinator, not per request.
                 tracing::info!(url = %self.urls[idx], previous = %self.urls[first], "failed over to another coordinator of the store");
             }
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    last = format!("{url}: {e}");
-                    continue;
-                }
-            };
             // 204 responses carry no body; `()` and friends decode from `null`.
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            let bytes: &[u8] = match resp.body().as_slice() {
+                [] => b"null",
+                b => b,
+            };
             return serde_json::from_slice(bytes).map_err(|e| ClientError::Unavailable {
                 tried: i + 1,
                 last: format!("{url}: undecodable response: {e}"),
             });
         }
         Err(mismatch.unwrap_or(ClientError::Unavailable { tried: n, last }))
+    }
+
+    /// One exchange with one coordinator through the transport, within `timeout`.
+    async fn exchange(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<http::Response<Vec<u8>>, String> {
+        let mut rb = http::Request::builder().method(method).uri(url);
+        if let Some(a) = &self.auth {
+            rb = rb.header(http::header::AUTHORIZATION, a);
+        }
+        if body.is_some() {
+            rb = rb.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = rb
+            .body(body.unwrap_or_default())
+            .map_err(|e| format!("bad request: {e}"))?;
+        match tokio::time::timeout(timeout, self.transport.send(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
     }
 
     /// `POST /v1/leases`.
@@ -422,13 +440,13 @@ impl CoordinatorClient {
 
     /// `GET /v1/cluster`, from the preferred coordinator.
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
-        self.call::<(), _>(reqwest::Method::GET, "/v1/cluster", None, self.timeout)
+        self.call::<(), _>(http::Method::GET, "/v1/cluster", None, self.timeout)
             .await
     }
 
     /// `GET /v1/hosts`.
     pub async fn hosts(&self) -> Result<HostsResponse, ClientError> {
-        self.call::<(), _>(reqwest::Method::GET, "/v1/hosts", None, self.timeout)
+        self.call::<(), _>(http::Method::GET, "/v1/hosts", None, self.timeout)
             .await
     }
 }

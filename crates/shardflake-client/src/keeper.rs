@@ -34,9 +34,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use shardflake::{
-    Clock, CounterBlock, CounterSupplier, GenerateError, Layout, LayoutError, Reservation,
+    Clock, CounterBlock, CounterSupplier, FastRng, GenerateError, Layout, LayoutError, Reservation,
     Reserver, SnowflakeBuilder, SystemClock, TemporalBuilder, TemporalGenerator,
 };
 use shardflake_proto::coord::{BlockGrant, ShardUsage};
@@ -45,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::CoordinatorClient;
+use crate::retry::Retry;
 
 mod supply;
 mod task;
@@ -104,6 +106,9 @@ pub struct KeeperConfig {
     /// The layout the node's generator uses; the keeper refuses coordinators and grants with
     /// another. `None`: serve the coordinators' layout ([`LeaseKeeper::layout`]).
     pub layout: Option<Layout>,
+    /// Seeds the jitter of every retry loop of the keeper, so that a deterministic simulation
+    /// replays it; `None` (the default) seeds it from the operating system.
+    pub jitter_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for KeeperConfig {
@@ -149,6 +154,21 @@ impl KeeperConfig {
             prefer_host_id: None,
             clock: Arc::new(SystemClock),
             layout: None,
+            jitter_seed: None,
+        }
+    }
+
+    /// The retry schedule of the loop `what`, jittered from [`KeeperConfig::jitter_seed`].
+    pub(crate) fn retry(&self, what: &'static str, min: Duration, max: Duration) -> Retry {
+        match self.jitter_seed {
+            None => Retry::new(what, min, max),
+            Some(seed) => {
+                // Each loop gets its own stream: the seed mixed with the loop's name (FNV-1a).
+                let salt = what.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                Retry::with_rng(what, min, max, FastRng::from_seed(seed ^ salt))
+            }
         }
     }
 }

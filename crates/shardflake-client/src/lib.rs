@@ -32,6 +32,7 @@
 mod client;
 mod keeper;
 mod retry;
+mod transport;
 
 pub use client::{ClientError, CoordinatorClient, REQUEST_TIMEOUT_MS_DEFAULT, URLS_MAX};
 pub use keeper::{
@@ -40,3 +41,4 @@ pub use keeper::{
 };
 pub use retry::Retry;
 pub use shardflake_proto::coord as proto;
+pub use transport::{ReqwestTransport, Transport, TransportFuture};

@@ -112,7 +112,10 @@ impl Coordinator {
                     None => std::future::pending().await,
                 }
             };
+            // Biased (a fixed order keeps a simulation's replay exact): whatever woke the poll,
+            // it reads the records again.
             let woke_by_feed = tokio::select! {
+                biased;
                 _ = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => None,
                 _ = self.standby.changed.notified() => None,
                 ok = feed_changed => Some(ok),

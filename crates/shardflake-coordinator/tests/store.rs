@@ -25,6 +25,20 @@ async fn memory_store_shared_by_two_coordinators_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_with_a_change_feed_conforms_shared_by_two_coordinators() {
+    conformance::run_all(|| async { MemStore::shared() }).await;
+    conformance::run_shared(|| async {
+        let s: Arc<dyn KvStore> = Arc::new(MemStore::shared());
+        assert!(
+            s.changes().is_some(),
+            "a shared memory store has a change feed"
+        );
+        (s.clone(), s)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_store_conforms() {
     let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
     let d = dirs.clone();

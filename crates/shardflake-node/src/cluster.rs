@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use shardflake::{format_rfc3339_ms, LayoutError, TemporalGenerator};
-use shardflake_client::{ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState};
+use shardflake_client::{
+    ActiveLease, CoordinatorClient, KeeperConfig, LeaseKeeper, MemberState, Transport,
+};
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
@@ -25,19 +27,39 @@ pub(crate) struct Cluster {
     pub(crate) failed_notify: Notify,
 }
 
+/// What a deterministic simulation replaces in cluster mode; the defaults are production's.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterHooks {
+    /// Carries the requests to the coordinators (default: real TCP, `reqwest`).
+    pub transport: Option<Arc<dyn Transport>>,
+    /// Seeds the lease keeper's retry jitter (default: from the operating system).
+    pub jitter_seed: Option<u64>,
+    /// The holder name shown by the coordinators (default: `$HOSTNAME:port`).
+    pub name: Option<String>,
+}
+
 /// Starts the lease keeper. Needs a tokio runtime. The caller connects it to the node with
 /// [`connect`] once the shared state exists.
 pub(crate) fn open(
     config: &NodeConfig,
     clock: &DynClock,
+    hooks: ClusterHooks,
 ) -> Result<(Cluster, LeaseKeeper), StartError> {
     let cluster = config
         .cluster
         .as_ref()
         .expect("cluster mode needs a cluster configuration");
-    let client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
+    let mut client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
         .map_err(|e| StartError::Cluster(e.to_string()))?;
-    let keeper = LeaseKeeper::start(Arc::new(client), keeper_config(config, cluster, clock));
+    if let Some(t) = hooks.transport {
+        client = client.with_transport(t);
+    }
+    let mut keeper_config = keeper_config(config, cluster, clock);
+    keeper_config.jitter_seed = hooks.jitter_seed;
+    if let Some(name) = hooks.name {
+        keeper_config.name = name;
+    }
+    let keeper = LeaseKeeper::start(Arc::new(client), keeper_config);
     info!(
         coordinators = %cluster.urls.join(","),
         standby = cluster.standby,

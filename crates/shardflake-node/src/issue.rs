@@ -3,12 +3,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use shardflake::{GenerateError, IdRange};
 use shardflake_proto::node::BINARY_ID_BYTES;
 use shardflake_proto::{ApiError, ErrorCode};
+use tokio::time::Instant;
 
 use crate::config::NodeClockPolicy;
 use crate::source::IdSource;

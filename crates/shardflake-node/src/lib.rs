@@ -98,6 +98,7 @@ mod standalone;
 mod state;
 mod state_file;
 
+pub use cluster::ClusterHooks;
 pub use config::{
     ClockPolicyKind, ClusterConfig, ConfigError, NodeClockPolicy, NodeConfig, NodeField,
     NodeOptions, BORROW_AHEAD_MS_MAX_DEFAULT, BORROW_AHEAD_MS_MAX_LIMIT, CLOCK_WAIT_MS_MAX_DEFAULT,

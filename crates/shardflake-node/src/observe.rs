@@ -11,13 +11,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use shardflake_proto::ErrorCode;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::http::REQUEST_BODY_BYTES_MAX;
@@ -123,7 +124,7 @@ where
                 let deadline = *this.started + *this.timeout;
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }

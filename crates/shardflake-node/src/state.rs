@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use shardflake::{format_rfc3339_ms, ClockPolicy, Layout, LayoutError, Reservation, SystemClock};
@@ -14,9 +14,10 @@ use shardflake_proto::ErrorCode;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::info;
 
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Cluster, ClusterHooks};
 use crate::config::{NodeClockPolicy, NodeConfig};
 use crate::issue::Refusal;
 use crate::metrics::Metrics;
@@ -272,7 +273,17 @@ impl AppState {
     /// generator, swapped in whole. Until then, and whenever the lease is lost, the node
     /// issues nothing (`503 lease_lost`, `/readyz` says why). Needs a tokio runtime.
     pub fn open_cluster(config: NodeConfig, clock: DynClock) -> Result<AppState, StartError> {
-        let (backing, keeper) = cluster::open(&config, &clock)?;
+        Self::open_cluster_with(config, clock, ClusterHooks::default())
+    }
+
+    /// [`AppState::open_cluster`] with the network and the retry jitter replaced (a
+    /// deterministic simulation).
+    pub fn open_cluster_with(
+        config: NodeConfig,
+        clock: DynClock,
+        hooks: ClusterHooks,
+    ) -> Result<AppState, StartError> {
+        let (backing, keeper) = cluster::open(&config, &clock, hooks)?;
         let shared = Arc::new(Shared::new(config, clock, Backing::Cluster(backing), None));
         cluster::connect(&shared, keeper);
         Ok(AppState { shared })

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shardflake::Clock;
 use shardflake_proto::coord::{BlockRequest, ReservationRequest};
@@ -11,7 +10,7 @@ use shardflake_proto::ErrorCode;
 use tokio::sync::mpsc;
 
 use super::task::fatal_for_lease;
-use super::{ActiveLease, SUPPLY_RETRY_MS_MAX, SUPPLY_RETRY_MS_MIN};
+use super::ActiveLease;
 use crate::client::{ClientError, CoordinatorClient};
 use crate::retry::Retry;
 
@@ -23,13 +22,9 @@ pub(super) async fn supply(
     lease: Arc<ActiveLease>,
     reserve_ahead_ms: u64,
     clock: Arc<dyn Clock>,
+    mut retry: Retry,
     refused: mpsc::Sender<ClientError>,
 ) {
-    let mut retry = Retry::new(
-        "extending the reservation and fetching counter blocks",
-        Duration::from_millis(SUPPLY_RETRY_MS_MIN),
-        Duration::from_millis(SUPPLY_RETRY_MS_MAX),
-    );
     let mut pending: Vec<(u64, u64)> = Vec::new();
     loop {
         lease.wake.notify.notified().await;

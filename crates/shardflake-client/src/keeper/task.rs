@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use super::supply::supply;
 use super::*;
 use crate::client::{ClientError, CoordinatorClient};
-use crate::retry::Retry;
 
 enum Held {
     Lost,
@@ -73,9 +72,12 @@ async fn unless_stopped<T>(
     fut: impl std::future::Future<Output = T>,
     stop: &mut oneshot::Receiver<()>,
 ) -> Option<T> {
+    // Biased: the stop request first, then the operation; a fixed order also keeps a
+    // simulation's replay of one seed exact.
     tokio::select! {
-        out = fut => Some(out),
+        biased;
         _ = stop => None,
+        out = fut => Some(out),
     }
 }
 
@@ -90,7 +92,7 @@ impl Drop for AbortOnDrop {
 
 impl Task {
     pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
-        let mut retry = Retry::new(
+        let mut retry = self.config.retry(
             "contacting the coordinators",
             Duration::from_millis(ACQUIRE_RETRY_MS_MIN),
             Duration::from_millis(ACQUIRE_RETRY_MS_MAX),
@@ -115,7 +117,7 @@ impl Task {
                 return self.stopped();
             }
         }
-        let mut retry = Retry::new(
+        let mut retry = self.config.retry(
             "acquiring a lease",
             Duration::from_millis(ACQUIRE_RETRY_MS_MIN),
             Duration::from_millis(ACQUIRE_RETRY_MS_MAX),
@@ -216,7 +218,7 @@ impl Task {
         let c = &self.config;
         if c.standby && !self.promoted {
             self.tx.send_replace(MemberState::Standby);
-            let mut busy = Retry::new(
+            let mut busy = self.config.retry(
                 "taking over a failed host id",
                 Duration::from_millis(ACQUIRE_RETRY_MS_MIN),
                 Duration::from_millis(ACQUIRE_RETRY_MS_MAX),
@@ -415,9 +417,14 @@ impl Task {
             lease.clone(),
             self.reserve_ahead_ms,
             self.config.clock.clone(),
+            self.config.retry(
+                "extending the reservation and fetching counter blocks",
+                Duration::from_millis(SUPPLY_RETRY_MS_MIN),
+                Duration::from_millis(SUPPLY_RETRY_MS_MAX),
+            ),
             refused_tx,
         )));
-        let mut retry = Retry::new(
+        let mut retry = self.config.retry(
             "renewing the lease",
             Duration::from_millis(RENEW_RETRY_MS_MIN),
             Duration::from_millis((lease.ttl_ms / 10).max(2 * RENEW_RETRY_MS_MIN)),

@@ -11,6 +11,8 @@ use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Ver
 pub struct MemStore {
     inner: Mutex<MemInner>,
     txns: AtomicU64,
+    /// The change feed of a store shared by several coordinators ([`MemStore::shared`]).
+    feed: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -23,6 +25,16 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store for several coordinators in one process (a simulation): like etcd, it
+    /// offers a change feed ([`KvStore::changes`]), so that a standby long poll on one
+    /// coordinator wakes on another's writes.
+    pub fn shared() -> Self {
+        Self {
+            feed: Some(tokio::sync::watch::channel(0).0),
+            ..Self::default()
+        }
     }
 }
 
@@ -95,8 +107,16 @@ impl KvStore for MemStore {
                     }
                 }
             }
+            drop(inner);
+            if let Some(feed) = &self.feed {
+                feed.send_replace(revision);
+            }
             Ok(TxnOutcome::Committed { revision })
         })
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.feed.as_ref().map(|f| f.subscribe())
     }
 
     fn stats(&self) -> StoreStats {

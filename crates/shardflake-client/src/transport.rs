@@ -1,0 +1,65 @@
+//! [`Transport`]: how a [`CoordinatorClient`](crate::CoordinatorClient) exchanges one HTTP
+//! request with one coordinator.
+//!
+//! The client decides everything — which coordinator, failover, the store-id check, error
+//! codes, time limits — and hands a transport only finished requests. The default is
+//! [`ReqwestTransport`] (a connection pool over real TCP); the deterministic simulation
+//! (`shardflake-sim`) puts the same client over a simulated network through this seam, so the
+//! code under test there is the code that runs in production.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed future, as the transport returns it.
+pub type TransportFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, String>> + Send + 'a>>;
+
+/// One request/response exchange with a coordinator.
+///
+/// An `Err` is a failure to get an answer at all (connection refused, reset, a body cut off)
+/// and makes the client try the next coordinator; any HTTP answer, 5xx included, is an `Ok`.
+/// The client enforces its time limits around the returned future, so a transport need not.
+pub trait Transport: Send + Sync + Debug + 'static {
+    /// Sends `request` (an absolute `http://` or `https://` URL) and reads the whole answer.
+    fn send(&self, request: http::Request<Vec<u8>>) -> TransportFuture<'_>;
+}
+
+/// The production transport: `reqwest` with a connection pool, `TCP_NODELAY` and a connect
+/// time limit.
+#[derive(Debug, Clone)]
+pub struct ReqwestTransport {
+    http: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A pool whose connection attempts give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http })
+    }
+}
+
+impl Transport for ReqwestTransport {
+    fn send(&self, request: http::Request<Vec<u8>>) -> TransportFuture<'_> {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut builder = http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            builder.body(body.to_vec()).map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! `shardflake-sim`: runs seeds of the deterministic cluster simulation and reports.
+//!
+//! ```text
+//! cargo run --release -p shardflake-sim -- --seeds 500          # seeds 1..=500, one summary line
+//! cargo run --release -p shardflake-sim -- --seed 42            # one seed, its event trace
+//! ```
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use shardflake_sim::{run_seed, Options};
+
+/// Deterministic simulation of a shardflake cluster under faults: exits non-zero on any
+/// violation.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Run this many seeds, from `--first-seed` on, and print one summary line.
+    #[arg(long, default_value_t = 100, conflicts_with = "seed")]
+    seeds: u64,
+    /// The first seed of `--seeds`.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Replay one seed and print its event trace.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Simulated seconds per seed.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Primary nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Coordinators sharing the store.
+    #[arg(long, default_value_t = 2)]
+    coordinators: usize,
+    /// Faults per simulated minute.
+    #[arg(long, default_value_t = 60)]
+    faults_per_minute: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.duration < 40 || args.nodes == 0 || args.coordinators == 0 {
+        eprintln!("--duration must be at least 40 s, --nodes and --coordinators at least 1");
+        return ExitCode::from(2);
+    }
+    let duration_ms = args.duration * 1000;
+    let options = Options {
+        nodes: args.nodes,
+        coordinators: args.coordinators,
+        duration_ms,
+        // The last 25 s (the liveness bound and slack) check that service comes back.
+        heal_ms: duration_ms - 25_000,
+        faults_per_minute: args.faults_per_minute,
+        ..Options::default()
+    };
+    if let Some(seed) = args.seed {
+        let out = run_seed(seed, &options, true);
+        for line in &out.trace {
+            println!("{line}");
+        }
+        println!(
+            "seed {seed}: {} ids in {} batches, {} refusals, recovery after healing {} ms (bound {} ms), faults {}, digest {:016x}",
+            out.report.ids,
+            out.report.acks,
+            out.report.refusals,
+            out.report.recovery_ms_max,
+            options.liveness_bound_ms(),
+            faults_text(&out.faults),
+            out.digest
+        );
+        for v in &out.report.violations {
+            println!("VIOLATION: {v}");
+        }
+        return if out.report.violation_count == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let started = Instant::now();
+    let mut ids = 0u64;
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut violations = 0u64;
+    let mut failed = Vec::new();
+    let mut recovery_ms_max = 0;
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let out = run_seed(seed, &options, false);
+        ids += out.report.ids;
+        recovery_ms_max = recovery_ms_max.max(out.report.recovery_ms_max);
+        for (k, v) in out.faults {
+            *faults.entry(k).or_default() += v;
+        }
+        if out.report.violation_count > 0 {
+            violations += out.report.violation_count;
+            eprintln!("seed {seed}: {}", out.report.violations.join("; "));
+            failed.push(seed);
+        }
+    }
+    println!(
+        "seeds {} ({}..={}), ids checked {ids}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s",
+        args.seeds,
+        args.first_seed,
+        args.first_seed + args.seeds - 1,
+        faults_text(&faults),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" (seeds {failed:?}; replay one with --seed S)")
+        },
+        options.liveness_bound_ms(),
+        started.elapsed().as_secs_f64()
+    );
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn faults_text(faults: &BTreeMap<String, u64>) -> String {
+    let total: u64 = faults.values().sum();
+    let kinds: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{total} ({})", kinds.join(" "))
+}

@@ -1,0 +1,177 @@
+//! A simulated node host: the real node (`AppState` in cluster mode and its HTTP router) and
+//! a client load that asks it for ids and hands every acknowledged batch to the checker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use shardflake::FastRng;
+use shardflake_coordinator::Coordinator;
+use shardflake_node::{AppState, ClusterHooks, NodeConfig, NodeOptions};
+use shardflake_proto::node::IdsResponse;
+use tower::ServiceExt;
+
+use crate::check::Checker;
+use crate::clock::HostClock;
+use crate::net::{MessageFaults, SimTransport};
+use crate::trace::{now_ms, Trace};
+
+/// Largest batch the load asks for.
+const BATCH_MAX: u64 = 400;
+/// Longest pause between two requests of the load (ms).
+const LOAD_PAUSE_MS_MAX: u64 = 20;
+
+/// What survives a node's process: nothing, but for a pause, when the frozen process resumes
+/// with the state it had.
+#[derive(Default)]
+pub(crate) struct NodeSlot {
+    running: Mutex<Option<AppState>>,
+    /// A paused process's state and how long it serves on resuming before its keeper runs.
+    frozen: Mutex<Option<(AppState, u64)>>,
+    incarnation: AtomicU64,
+    faults: Arc<Mutex<MessageFaults>>,
+}
+
+impl NodeSlot {
+    /// `kill -9`: the process's state is gone.
+    pub(crate) fn forget(&self) {
+        self.running.lock().expect("slot").take();
+        self.frozen.lock().expect("slot").take();
+    }
+
+    /// `SIGSTOP`: the state is kept; on resuming, requests are served from it for
+    /// `resume_window_ms` before the lease keeper runs again.
+    pub(crate) fn freeze(&self, resume_window_ms: u64) {
+        let state = self.running.lock().expect("slot").take();
+        *self.frozen.lock().expect("slot") = state.map(|s| (s, resume_window_ms));
+    }
+
+    /// Sets the message faults of the node's traffic to the coordinators.
+    pub(crate) fn set_message_faults(&self, f: MessageFaults) {
+        *self.faults.lock().expect("faults") = f;
+    }
+}
+
+/// Everything a node host needs, kept across its restarts.
+pub(crate) struct NodeCtx {
+    pub(crate) name: String,
+    pub(crate) seed: u64,
+    pub(crate) standby: bool,
+    pub(crate) urls: Vec<String>,
+    pub(crate) token: String,
+    pub(crate) ttl_ms: u64,
+    pub(crate) clock: Arc<HostClock>,
+    pub(crate) slot: Arc<NodeSlot>,
+    pub(crate) trace: Trace,
+    pub(crate) checker: Arc<Mutex<Checker>>,
+    pub(crate) reader: Arc<Coordinator>,
+}
+
+/// The node host's software: resume a paused process if there is one, then start a new one.
+pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
+    let frozen = ctx.slot.frozen.lock().expect("slot").take();
+    if let Some((state, window_ms)) = frozen {
+        let incarnation = ctx.slot.incarnation.load(Ordering::Relaxed);
+        ctx.trace.event(
+            &ctx.name,
+            &format!("resumed: serving from the state before the pause for {window_ms} ms"),
+        );
+        let deadline = now_ms() + window_ms;
+        load(&ctx, &state, incarnation, Some(deadline)).await;
+        // The resumed keeper finds its lease deadline passed: the process starts over.
+        drop(state);
+    }
+    let incarnation = ctx.slot.incarnation.fetch_add(1, Ordering::Relaxed) + 1;
+    let options = NodeOptions {
+        coordinator: Some(ctx.urls.join(",")),
+        cluster_token: Some(ctx.token.clone()),
+        standby: ctx.standby,
+        lease_ttl: Duration::from_millis(ctx.ttl_ms),
+        ..NodeOptions::default()
+    };
+    let config = NodeConfig::from_options(&options, shardflake::Clock::now_ms(&*ctx.clock))?;
+    let hooks = ClusterHooks {
+        transport: Some(Arc::new(SimTransport::new(
+            &ctx.name,
+            ctx.slot.faults.clone(),
+            FastRng::from_seed(ctx.seed ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            ctx.trace.clone(),
+        ))),
+        jitter_seed: Some(ctx.seed ^ incarnation),
+        name: Some(format!("{}#{incarnation}", ctx.name)),
+    };
+    let state = AppState::open_cluster_with(config, ctx.clock.clone(), hooks)?;
+    ctx.trace
+        .event(&ctx.name, &format!("process {incarnation} started"));
+    *ctx.slot.running.lock().expect("slot") = Some(state.clone());
+    load(&ctx, &state, incarnation, None).await;
+    Ok(())
+}
+
+/// Asks `state` for ids until `until_ms` (forever with `None`), checking every answer.
+async fn load(ctx: &NodeCtx, state: &AppState, incarnation: u64, until_ms: Option<u64>) {
+    let router = shardflake_node::app(state.clone());
+    let mut rng = FastRng::from_seed(ctx.seed ^ 0x5eed ^ (incarnation << 20) ^ now_ms());
+    let mut last_code = String::new();
+    while until_ms.is_none_or(|u| now_ms() < u) {
+        let pause = 1 + rng.next_u64() % LOAD_PAUSE_MS_MAX;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let count = 1 + rng.next_u64() % BATCH_MAX;
+        let request = http::Request::get(format!("/ids?count={count}"))
+            .body(Body::empty())
+            .expect("a valid request");
+        let response = match router.clone().oneshot(request).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        if status != http::StatusCode::OK {
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+                .unwrap_or_else(|| status.to_string());
+            if code != last_code {
+                ctx.trace.event(&ctx.name, &format!("refusing: {code}"));
+                last_code = code;
+            }
+            ctx.checker.lock().expect("checker").refused();
+            continue;
+        }
+        let ids: IdsResponse = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.checker
+                    .lock()
+                    .expect("checker")
+                    .violation(format!("{}: undecodable /ids answer: {e}", ctx.name));
+                continue;
+            }
+        };
+        if last_code != "ok" {
+            ctx.trace.event(&ctx.name, "serving");
+            last_code = "ok".into();
+        }
+        // The store as it is now: every id must be at or below a bound already durable.
+        let hosts = match ctx.reader.hosts().await {
+            Ok(h) => h,
+            Err(e) => panic!("reading the simulated store: {e}"),
+        };
+        let at = now_ms();
+        ctx.trace.quiet(
+            &ctx.name,
+            &format!(
+                "acknowledged {} ids from {}",
+                ids.ids.len(),
+                ids.ids.first().copied().unwrap_or_default()
+            ),
+        );
+        ctx.checker
+            .lock()
+            .expect("checker")
+            .ack(&ctx.name, incarnation, &ids.ids, at, &hosts);
+    }
+}
