@@ -35,6 +35,10 @@ struct Args {
     /// Coordinators sharing the store.
     #[arg(long, default_value_t = 2)]
     coordinators: usize,
+    /// With `--seeds`: stop at the first seed that finds a violation (how many seeds a bug
+    /// takes to be caught: scripts/sim-mutants.sh).
+    #[arg(long)]
+    stop_on_violation: bool,
     /// Faults per simulated minute.
     #[arg(long, default_value_t = 60)]
     faults_per_minute: u64,
@@ -97,6 +101,14 @@ fn main() -> ExitCode {
             violations += out.report.violation_count;
             eprintln!("seed {seed}: {}", out.report.violations.join("; "));
             failed.push(seed);
+            if args.stop_on_violation {
+                println!(
+                    "first violation at seed {seed} ({} seeds run): {}",
+                    seed - args.first_seed + 1,
+                    out.report.violations.first().map_or("", String::as_str)
+                );
+                return ExitCode::FAILURE;
+            }
         }
     }
     println!(
