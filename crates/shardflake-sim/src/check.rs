@@ -90,13 +90,18 @@ impl Checker {
     }
 
     /// Checks and records a batch node `node` (process `incarnation`) acknowledged at `at_ms`,
-    /// given the store's host records read at that moment.
+    /// given the store's host records read at that moment. `holder` is the name the process's
+    /// keeper leases under, `None` for a process resumed from a pause: a running process
+    /// fences itself before the coordinators can hand its host id to another holder, so the
+    /// store must still name it as the holder of every host id it issues for. A paused one
+    /// cannot, and is covered by the durable bound alone.
     pub fn ack(
         &mut self,
         node: &str,
         incarnation: u64,
         ids: &[u64],
         at_ms: u64,
+        holder: Option<&str>,
         store: &HostsResponse,
     ) {
         self.acks += 1;
@@ -130,12 +135,16 @@ impl Checker {
                 ));
                 continue;
             };
-            let bound = store
-                .hosts
-                .iter()
-                .find(|h| h.host_id == host)
-                .map(|h| h.reserved_until_ms);
-            match bound {
+            let record = store.hosts.iter().find(|h| h.host_id == host);
+            if let (Some(name), Some(r)) = (holder, record) {
+                if r.holder != name && first_last.is_empty() {
+                    found.push(format!(
+                        "{node}: id {id} of host id {host} acknowledged while the store names {} (token {}) its holder, not this process ({name}): it did not fence itself",
+                        r.holder, r.token
+                    ));
+                }
+            }
+            match record.map(|h| h.reserved_until_ms) {
                 None => found.push(format!(
                     "{node}: id {id} of host id {host}, which the store never leased"
                 )),

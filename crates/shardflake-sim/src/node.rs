@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use shardflake::FastRng;
 use shardflake_coordinator::Coordinator;
-use shardflake_node::{AppState, ClusterHooks, NodeConfig, NodeOptions};
+use shardflake_node::{AppState, ClockPolicyKind, ClusterHooks, NodeConfig, NodeOptions};
 use shardflake_proto::node::IdsResponse;
 use tower::ServiceExt;
 
@@ -61,6 +61,7 @@ pub(crate) struct NodeCtx {
     pub(crate) urls: Vec<String>,
     pub(crate) token: String,
     pub(crate) ttl_ms: u64,
+    pub(crate) clock_policy: ClockPolicyKind,
     pub(crate) clock: Arc<HostClock>,
     pub(crate) slot: Arc<NodeSlot>,
     pub(crate) trace: Trace,
@@ -78,15 +79,17 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
             &format!("resumed: serving from the state before the pause for {window_ms} ms"),
         );
         let deadline = now_ms() + window_ms;
-        load(&ctx, &state, incarnation, Some(deadline)).await;
+        load(&ctx, &state, incarnation, None, Some(deadline)).await;
         // The resumed keeper finds its lease deadline passed: the process starts over.
         drop(state);
     }
     let incarnation = ctx.slot.incarnation.fetch_add(1, Ordering::Relaxed) + 1;
+    let holder = format!("{}#{incarnation}", ctx.name);
     let options = NodeOptions {
         coordinator: Some(ctx.urls.join(",")),
         cluster_token: Some(ctx.token.clone()),
         standby: ctx.standby,
+        clock_policy: ctx.clock_policy,
         lease_ttl: Duration::from_millis(ctx.ttl_ms),
         ..NodeOptions::default()
     };
@@ -99,18 +102,25 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
             ctx.trace.clone(),
         ))),
         jitter_seed: Some(ctx.seed ^ incarnation),
-        name: Some(format!("{}#{incarnation}", ctx.name)),
+        name: Some(holder.clone()),
     };
     let state = AppState::open_cluster_with(config, ctx.clock.clone(), hooks)?;
     ctx.trace
         .event(&ctx.name, &format!("process {incarnation} started"));
     *ctx.slot.running.lock().expect("slot") = Some(state.clone());
-    load(&ctx, &state, incarnation, None).await;
+    load(&ctx, &state, incarnation, Some(&holder), None).await;
     Ok(())
 }
 
-/// Asks `state` for ids until `until_ms` (forever with `None`), checking every answer.
-async fn load(ctx: &NodeCtx, state: &AppState, incarnation: u64, until_ms: Option<u64>) {
+/// Asks `state` for ids until `until_ms` (forever with `None`), checking every answer;
+/// `holder` is the process's lease holder name (`None`: resumed from a pause).
+async fn load(
+    ctx: &NodeCtx,
+    state: &AppState,
+    incarnation: u64,
+    holder: Option<&str>,
+    until_ms: Option<u64>,
+) {
     let router = shardflake_node::app(state.clone());
     let mut rng = FastRng::from_seed(ctx.seed ^ 0x5eed ^ (incarnation << 20) ^ now_ms());
     let mut last_code = String::new();
@@ -169,9 +179,13 @@ async fn load(ctx: &NodeCtx, state: &AppState, incarnation: u64, until_ms: Optio
                 ids.ids.first().copied().unwrap_or_default()
             ),
         );
-        ctx.checker
-            .lock()
-            .expect("checker")
-            .ack(&ctx.name, incarnation, &ids.ids, at, &hosts);
+        ctx.checker.lock().expect("checker").ack(
+            &ctx.name,
+            incarnation,
+            &ids.ids,
+            at,
+            holder,
+            &hosts,
+        );
     }
 }

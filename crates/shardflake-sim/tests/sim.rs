@@ -80,19 +80,20 @@ fn the_checker_finds_duplicates_bound_violations_disorder_and_silence() {
     assert_eq!(d.decode(a), Some((1, t)));
 
     let mut ok = Checker::new(d.clone(), 0);
-    ok.ack("n1", 1, &[a, b], 10, &store(1, t));
+    ok.ack("n1", 1, &[a, b], 10, Some("n"), &store(1, t));
     assert_eq!(ok.finish(&["n1".into()], 100, 200).violation_count, 0);
 
     let mut c = Checker::new(d, 0);
-    c.ack("n1", 1, &[a, b], 10, &store(1, t));
-    c.ack("n2", 1, &[b], 11, &store(1, t)); // a duplicate
-    c.ack("n1", 1, &[a], 12, &store(1, t)); // not increasing in the process
-    c.ack("n1", 2, &[at(t + 5, 0, 1)], 13, &store(1, t)); // above the durable bound
+    c.ack("n1", 1, &[a, b], 10, Some("other"), &store(1, t)); // another holder
+    c.ack("n2", 1, &[b], 11, None, &store(1, t)); // a duplicate
+    c.ack("n1", 1, &[a], 12, None, &store(1, t)); // not increasing in the process
+    c.ack("n1", 2, &[at(t + 5, 0, 1)], 13, None, &store(1, t)); // above the durable bound
     c.ack(
         "n1",
         2,
         &[at(t + 9, 0, 1), at(t + 9, 0, 2)],
         14,
+        None,
         &store(1, t + 9),
     ); // two hosts
     let r = c.finish(&["n1".into(), "n3".into()], 100, 200);
@@ -104,6 +105,7 @@ fn the_checker_finds_duplicates_bound_violations_disorder_and_silence() {
         "never leased",
         "duplicate ids",
         "n3 served nothing",
+        "did not fence itself",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
