@@ -80,6 +80,15 @@ done
 # live coordinator, with the debug binary the tests above built (overflow checks on).
 SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 
+# The nemesis run: the cluster as real processes, each node in a network namespace of its
+# own, under client load while nodes are killed, paused, partitioned and their clocks
+# stepped, and coordinators (and the etcd leader) killed; every acknowledged id through
+# `shardflake verify`. One short run per store, with the debug binary the tests above built
+# (etcd backend). Needs root; scripts/nemesis.sh installs iproute2, nftables and faketime
+# when missing.
+SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000
+SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
+
 # Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
 scripts/fuzz.sh 20
 
