@@ -21,6 +21,8 @@ use crate::transport::{ReqwestTransport, Transport};
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// Extra time allowed beyond a long poll's own timeout.
 const LONG_POLL_SLACK_MS: u64 = 5_000;
+/// How a transport failure that is a time limit reads (the call then tries again).
+const NO_ANSWER: &str = "no answer within";
 /// Most coordinator URLs accepted.
 pub const URLS_MAX: usize = 16;
 
@@ -312,16 +314,36 @@ impl CoordinatorClient {
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut last = String::new();
         let mut mismatch = None;
-        for i in 0..n {
+        // `timeout` bounds the whole call. A coordinator that takes the connection and never
+        // answers (a partition that drops packets, a connection stuck in retransmission) must
+        // not eat all of it: attempt i of k gets 1/(k - i) of what is left, so the next
+        // coordinator — or, with one coordinator, a second attempt on a fresh connection —
+        // still answers in time.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let attempts = n.max(2);
+        let mut silent = false;
+        for i in 0..attempts {
+            // The extra attempt of a single coordinator is for a silent connection only: an
+            // answer, even a 5xx, or a refused connection is not retried here.
+            if i >= n && !silent {
+                break;
+            }
+            silent = false;
             let idx = (first + i) % n;
             let url = format!("{}{}", self.urls[idx], path);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let share = left / (attempts - i) as u32;
             let body = match body.map(serde_json::to_vec).transpose() {
                 Ok(b) => b,
                 Err(e) => return Err(ClientError::Config(format!("request body: {e}"))),
             };
-            let resp = match self.exchange(method.clone(), &url, body, timeout).await {
+            let resp = match self.exchange(method.clone(), &url, body, share).await {
                 Ok(r) => r,
                 Err(e) => {
+                    silent = e.starts_with(NO_ANSWER);
                     last = format!("{url}: {e}");
                     tracing::debug!(%url, error = %e, "coordinator unreachable; trying the next");
                     continue;
@@ -383,7 +405,7 @@ impl CoordinatorClient {
             .map_err(|e| format!("bad request: {e}"))?;
         match tokio::time::timeout(timeout, self.transport.send(request)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err(format!("{NO_ANSWER} {} ms", timeout.as_millis())),
         }
     }
 
