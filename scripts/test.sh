@@ -2,7 +2,9 @@
 # Checks formatting, lints and docs, then runs the whole test suite: unit, property, doc,
 # in-process HTTP, real-process, tidy and loom tests,
 # then the library, node and client test binaries again with the clock shifted one and ten
-# years ahead, to prove that no test (and no id) depends on today's date.
+# years ahead, to prove that no test (and no id) depends on today's date; then the API tests
+# against the OpenAPI descriptions, the nemesis runs, the deterministic simulation, the fuzz
+# targets and loom.
 # Installs the system packages the tests use when they are missing (Debian; needs root):
 # faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill), etcd-server and
 # etcd-client (a 3-member etcd cluster on loopback for the etcd backend's tests, started here
@@ -88,6 +90,11 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 # when missing.
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
+
+# The deterministic simulation: the real coordinator, lease keeper and node over a simulated
+# network under seeded faults, 200 seeds (`--seeds N` for more, `--seed S` for one seed's
+# trace); exits non-zero on any violation.
+cargo run --release --locked -p shardflake-sim -- --seeds 200
 
 # Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
 scripts/fuzz.sh 20
