@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p shardflake-sim -- --seeds 500          # seeds 1..=500, one summary line
 //! cargo run --release -p shardflake-sim -- --seed 42            # one seed, its event trace
+//! RUST_LOG=info cargo run --release -p shardflake-sim -- --seed 42   # and the code's own logs
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,6 +62,16 @@ fn main() -> ExitCode {
         ..Options::default()
     };
     if let Some(seed) = args.seed {
+        // With RUST_LOG set, the real code's own logs go to stderr, stamped with simulated
+        // time and the host (turmoil's `node` span).
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_timer(SimTimer)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+        }
         let out = run_seed(seed, &options, true);
         for line in &out.trace {
             println!("{line}");
@@ -129,6 +140,16 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Log timestamps in simulated time.
+struct SimTimer;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTimer {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let ms = shardflake_sim::trace::now_ms();
+        write!(w, "{:>6}.{:03}s", ms / 1000, ms % 1000)
     }
 }
 
