@@ -3,7 +3,7 @@
 # a time, in a scratch worktree of HEAD), builds the simulation with it, and runs seeds until
 # the first violation. Prints a table: the bug, the seed that caught it, and what it saw.
 #
-#   scripts/sim-mutants.sh [MAX_SEEDS]     # default 300 seeds per bug
+#   scripts/sim-mutants.sh [MAX_SEEDS] [PATTERN]   # default 300 seeds per bug, every bug
 #
 # A bug the simulation misses within MAX_SEEDS is reported as such (the exit status is still
 # 0: a miss is a finding about the simulation, not a failure of the product).
@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 max=${1:-300}
+pattern=${2:-}
 work=$(mktemp -d /tmp/shardflake-mutants.XXXXXX)
 cleanup() {
   git -C "$root" worktree remove --force "$work/tree" >/dev/null 2>&1 || true
@@ -22,7 +23,7 @@ git worktree add --detach -q "$work/tree" HEAD
 export CARGO_TARGET_DIR="$root/target/mutants"
 
 printf '| bug (crates/shardflake-sim/mutants/) | caught at seed | first violation |\n|---|---|---|\n'
-for patch in "$root"/crates/shardflake-sim/mutants/*.patch; do
+for patch in "$root"/crates/shardflake-sim/mutants/*"$pattern"*.patch; do
   name=$(basename "$patch" .patch)
   git -C "$work/tree" checkout -q -- .
   git -C "$work/tree" apply "$patch"
