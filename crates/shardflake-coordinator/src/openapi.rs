@@ -138,21 +138,7 @@ impl PartialSchema for HealthText {
 
 impl ToSchema for HealthText {}
 
-/// `GET /metrics`: OpenMetrics text.
-pub(crate) struct MetricsText;
-
-impl PartialSchema for MetricsText {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(
-                "OpenMetrics text format 1.0.0, every series prefixed `shardflake_`.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for MetricsText {}
+pub(crate) use shardflake_proto::openapi::MetricsText;
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases`.

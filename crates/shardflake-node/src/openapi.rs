@@ -114,21 +114,7 @@ impl PartialSchema for TextIds {
 
 impl ToSchema for TextIds {}
 
-/// `GET /metrics`: OpenMetrics text.
-pub(crate) struct MetricsText;
-
-impl PartialSchema for MetricsText {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(
-                "OpenMetrics text format 1.0.0, every series prefixed `shardflake_`.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for MetricsText {}
+pub(crate) use shardflake_proto::openapi::MetricsText;
 
 shardflake_proto::api_errors!(
     /// `GET /id`: why no id was issued, and the middleware's refusals.

@@ -201,6 +201,22 @@ pub fn request_id_schema() -> Object {
         .build()
 }
 
+/// The body of `GET /metrics` on the node and the coordinator: OpenMetrics text.
+pub struct MetricsText;
+
+impl PartialSchema for MetricsText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "OpenMetrics text format 1.0.0, every series prefixed `shardflake_`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for MetricsText {}
+
 /// The body of `GET /inspect/{id}` ([`inspect_json`](crate::node::inspect_json)): fixed
 /// keys first, then every field of the layout under its name.
 pub struct InspectResponse;
