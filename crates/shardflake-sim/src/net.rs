@@ -1,7 +1,8 @@
-//! The network seam: the client's [`Transport`] and axum's [`Listener`] over turmoil's
-//! simulated TCP, with the faults TCP alone does not show — a request lost before it reached
-//! the coordinator, an answer lost after the coordinator applied the request, and a request
-//! delivered again later (duplicated and reordered behind newer ones).
+//! The network seam: the client's [`Transport`] and axum's
+//! [`Listener`](axum::serve::Listener) over turmoil's simulated TCP, with the faults TCP alone
+//! does not show — a request lost before it reached the coordinator, an answer lost after the
+//! coordinator applied the request, and a request delivered again later (duplicated and
+//! reordered behind newer ones).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
