@@ -262,6 +262,12 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             token: TOKEN.into(),
             ttl_ms: o.ttl_ms,
             clock_policy: POLICIES[(rng.next_u64() % POLICIES.len() as u64) as usize],
+            batch_max: node::BATCH_MAX.min(layout.ids_per_tick()),
+            pause_ms_max: if layout.ids_per_tick() < node::BATCH_MAX {
+                3
+            } else {
+                node::LOAD_PAUSE_MS_MAX
+            },
             clock,
             slot,
             trace: trace.clone(),

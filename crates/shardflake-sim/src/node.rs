@@ -17,10 +17,11 @@ use crate::clock::HostClock;
 use crate::net::{MessageFaults, SimTransport};
 use crate::trace::{now_ms, Trace};
 
-/// Largest batch the load asks for.
-const BATCH_MAX: u64 = 400;
+/// Largest batch the load asks for. Never more than one tick's worth of ids: the node fills
+/// larger batches on the blocking pool, a real thread outside the simulation's control.
+pub(crate) const BATCH_MAX: u64 = 400;
 /// Longest pause between two requests of the load (ms).
-const LOAD_PAUSE_MS_MAX: u64 = 20;
+pub(crate) const LOAD_PAUSE_MS_MAX: u64 = 20;
 
 /// What survives a node's process: nothing, but for a pause, when the frozen process resumes
 /// with the state it had.
@@ -62,6 +63,11 @@ pub(crate) struct NodeCtx {
     pub(crate) token: String,
     pub(crate) ttl_ms: u64,
     pub(crate) clock_policy: ClockPolicyKind,
+    /// Largest batch: [`BATCH_MAX`], or one tick's worth of ids if less.
+    pub(crate) batch_max: u64,
+    /// Longest pause between requests (ms): shorter for narrow sequences, so that the load
+    /// outruns the clock.
+    pub(crate) pause_ms_max: u64,
     pub(crate) clock: Arc<HostClock>,
     pub(crate) slot: Arc<NodeSlot>,
     pub(crate) trace: Trace,
@@ -125,9 +131,9 @@ async fn load(
     let mut rng = FastRng::from_seed(ctx.seed ^ 0x5eed ^ (incarnation << 20) ^ now_ms());
     let mut last_code = String::new();
     while until_ms.is_none_or(|u| now_ms() < u) {
-        let pause = 1 + rng.next_u64() % LOAD_PAUSE_MS_MAX;
+        let pause = 1 + rng.next_u64() % ctx.pause_ms_max;
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let count = 1 + rng.next_u64() % BATCH_MAX;
+        let count = 1 + rng.next_u64() % ctx.batch_max;
         let request = http::Request::get(format!("/ids?count={count}"))
             .body(Body::empty())
             .expect("a valid request");
