@@ -264,7 +264,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             clock_policy: POLICIES[(rng.next_u64() % POLICIES.len() as u64) as usize],
             batch_max: node::BATCH_MAX.min(layout.ids_per_tick()),
             pause_ms_max: if layout.ids_per_tick() < node::BATCH_MAX {
-                3
+                2
             } else {
                 node::LOAD_PAUSE_MS_MAX
             },

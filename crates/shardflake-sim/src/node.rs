@@ -66,7 +66,7 @@ pub(crate) struct NodeCtx {
     /// Largest batch: [`BATCH_MAX`], or one tick's worth of ids if less.
     pub(crate) batch_max: u64,
     /// Longest pause between requests (ms): shorter for narrow sequences, so that the load
-    /// outruns the clock.
+    /// outruns the clock (a pause of 0 sends the next request in the same millisecond).
     pub(crate) pause_ms_max: u64,
     pub(crate) clock: Arc<HostClock>,
     pub(crate) slot: Arc<NodeSlot>,
@@ -131,8 +131,13 @@ async fn load(
     let mut rng = FastRng::from_seed(ctx.seed ^ 0x5eed ^ (incarnation << 20) ^ now_ms());
     let mut last_code = String::new();
     while until_ms.is_none_or(|u| now_ms() < u) {
-        let pause = 1 + rng.next_u64() % ctx.pause_ms_max;
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        // A pause of 0 sends the next request within the same millisecond.
+        let pause = rng.next_u64() % (ctx.pause_ms_max + 1);
+        if pause == 0 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
         let count = 1 + rng.next_u64() % ctx.batch_max;
         let request = http::Request::get(format!("/ids?count={count}"))
             .body(Body::empty())
