@@ -84,6 +84,27 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     ApiError::new(code, r.body_text())
 }
 
+/// The `{host_id}` path segment, parsed; every refusal, axum's own path rejections included
+/// (a segment that is not UTF-8), is an [`ApiError`].
+struct HostPath(u32);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HostPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => parse_host(&raw).map(HostPath),
+            Err(r) => Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("host id: {}", r.body_text()),
+            )),
+        }
+    }
+}
+
 fn parse_host(raw: &str) -> Result<u32, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::new(
@@ -199,10 +220,9 @@ async fn acquire(
 )]
 async fn renew(
     State(s): State<AppState>,
-    Path(host): Path<String>,
+    HostPath(host_id): HostPath,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Response, ApiError> {
-    let host_id = parse_host(&host)?;
     Ok(Json(s.coordinator.renew(host_id, &req).await?).into_response())
 }
 
@@ -222,10 +242,9 @@ async fn renew(
 )]
 async fn reservation(
     State(s): State<AppState>,
-    Path(host): Path<String>,
+    HostPath(host_id): HostPath,
     ApiJson(req): ApiJson<ReservationRequest>,
 ) -> Result<Response, ApiError> {
-    let host_id = parse_host(&host)?;
     Ok(Json(s.coordinator.extend_reservation(host_id, &req).await?).into_response())
 }
 
@@ -244,10 +263,9 @@ async fn reservation(
 )]
 async fn release(
     State(s): State<AppState>,
-    Path(host): Path<String>,
+    HostPath(host_id): HostPath,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
-    let host_id = parse_host(&host)?;
     s.coordinator.release(host_id, &req).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

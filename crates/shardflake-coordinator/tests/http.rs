@@ -403,3 +403,22 @@ async fn a_usage_report_beyond_the_layout_is_refused_not_an_overflow() {
     let (s, b) = call(&app, "POST", &uri, Some(TOKEN), Some(&renew(shard))).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
 }
+
+/// Regression (found by the `coordinator_bodies` fuzz target): a host id that percent-decodes
+/// to invalid UTF-8 was refused by axum's own path rejection, in plain text.
+#[tokio::test]
+async fn a_host_id_that_is_not_utf8_gets_a_json_error() {
+    let (app, _) = router(4).await;
+    for action in ["renew", "reservation", "release"] {
+        let (status, body) = call(
+            &app,
+            "POST",
+            &format!("/v1/leases/x%94967297/{action}"),
+            Some(TOKEN),
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action}");
+        assert_eq!(error_code(&body), "bad_request", "{action}");
+    }
+}
