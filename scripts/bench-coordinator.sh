@@ -19,7 +19,7 @@ fi
 
 cargo build --release --locked -p shardflake-coordinator --features etcd --example store_bench
 dir=$(mktemp -d /tmp/shardflake-bench-etcd.XXXXXX)
-export SHARDFLAKE_ETCD_PORT_BASE=${SHARDFLAKE_ETCD_PORT_BASE:-$((20000 + RANDOM % 20000))}
+export SHARDFLAKE_ETCD_PORT_BASE=${SHARDFLAKE_ETCD_PORT_BASE:-$((20000 + RANDOM % 3000))}
 trap 'scripts/etcd-cluster.sh stop "$dir"' EXIT
 SHARDFLAKE_BENCH_ETCD=$(scripts/etcd-cluster.sh start "$dir")
 export SHARDFLAKE_BENCH_ETCD

@@ -7,7 +7,8 @@
 #   scripts/etcd-cluster.sh stop DIR    kill the members and remove DIR
 #
 # Ports: clients on BASE+1..BASE+3, peers on BASE+11..BASE+13, with BASE from
-# SHARDFLAKE_ETCD_PORT_BASE (default 23790). Member i's pid is in DIR/m<i>.pid and its log in
+# SHARDFLAKE_ETCD_PORT_BASE (default 23790; keep BASE+13 below the kernel's ephemeral port range,
+# 32768 and up on Linux, or an outgoing connection may hold a member's port). Member i's pid is in DIR/m<i>.pid and its log in
 # DIR/m<i>.log, so fault tests can kill and restart single members
 # (`scripts/etcd-cluster.sh restart DIR i`).
 set -euo pipefail
@@ -50,6 +51,10 @@ wait_healthy() {
   done
   echo "etcd cluster in $dir did not become healthy; logs:" >&2
   tail -n 20 "$dir"/m*.log >&2
+  # Leave nothing running: a caller that retries on another port range starts clean.
+  for i in 1 2 3; do
+    if [ -f "$dir/m$i.pid" ]; then kill -9 "$(cat "$dir/m$i.pid")" 2>/dev/null || true; fi
+  done
   return 1
 }
 

@@ -42,7 +42,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked "${features[
 
 # The etcd backend's tests run against a real 3-member cluster on loopback.
 etcd_dir=$(mktemp -d /tmp/shardflake-etcd.XXXXXX)
-export SHARDFLAKE_ETCD_PORT_BASE=${SHARDFLAKE_ETCD_PORT_BASE:-$((20000 + RANDOM % 20000))}
+export SHARDFLAKE_ETCD_PORT_BASE=${SHARDFLAKE_ETCD_PORT_BASE:-$((20000 + RANDOM % 3000))}
 trap 'scripts/etcd-cluster.sh stop "$etcd_dir"' EXIT
 SHARDFLAKE_TEST_ETCD=$(scripts/etcd-cluster.sh start "$etcd_dir")
 export SHARDFLAKE_TEST_ETCD

@@ -36,18 +36,22 @@ fn script() -> PathBuf {
 impl Etcd {
     fn start() -> Etcd {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = tempfile::Builder::new()
-            .prefix("shardflake-etcd-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        // A port range per test and process, away from the suite's shared cluster.
+        // A port range per test and process, below the kernel's ephemeral range
+        // (32768-60999) so that no outgoing connection holds one of its ports, and away from
+        // the suite's shared cluster (scripts/test.sh, 20000-23012).
         for attempt in 0..20u64 {
             let slot = (u64::from(std::process::id()) * 7
                 + NEXT.fetch_add(1, Ordering::Relaxed)
                 + attempt)
                 % 400;
-            let base = 41_000 + (slot as u16) * 20;
+            let base = 24_000 + (slot as u16) * 20;
+            // A fresh directory per attempt: a failed attempt leaves nothing behind for the
+            // next one to trip over.
+            let dir = tempfile::Builder::new()
+                .prefix("shardflake-etcd-")
+                .tempdir()
+                .unwrap()
+                .keep();
             let out = Command::new("bash")
                 .arg(script())
                 .args(["start"])
@@ -64,7 +68,13 @@ impl Etcd {
                 };
             }
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("in use"), "etcd cluster did not start: {err}");
+            // The script stops its members and keeps their logs when the cluster does not
+            // come up; only a range found busy before anything started is worth another try.
+            assert!(
+                err.contains("set SHARDFLAKE_ETCD_PORT_BASE to a free range"),
+                "etcd cluster did not start: {err}"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
         }
         panic!("no free port range for an etcd cluster");
     }
@@ -329,6 +339,11 @@ fn etcd_leader_loss_and_majority_loss_cost_availability_only() {
     assert_eq!(v["error"]["code"], "store_unavailable", "{body}");
     wait_until("the node stops issuing", || {
         fetch_ids(node.addr, 1).is_err()
+    });
+    // The load's own next request meets the refusal too (it may have been between requests
+    // when the probe above saw it).
+    wait_until("the load sees a refusal", || {
+        !load.failed.lock().unwrap().is_empty()
     });
     let (ids, failed) = load.finish();
     assert!(
