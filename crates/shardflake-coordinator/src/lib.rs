@@ -59,7 +59,6 @@ mod blocks;
 mod config;
 mod coordinator;
 mod error;
-pub mod forecast;
 pub mod http;
 mod leases;
 mod meta;
@@ -80,6 +79,8 @@ pub use config::{
 };
 pub use coordinator::Coordinator;
 pub use error::CoordError;
+/// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).
+pub use shardflake::forecast;
 pub use meta::ClusterRecord;
 pub use metrics::{Metrics, Scrape};
 pub use records::{BlockRecord, HostRecord, TemporalRecord};

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shardflake_proto::coord::ShardForecast;
 
-use crate::forecast::Holt;
+use shardflake::forecast::Holt;
 use crate::store::{KvStore, StoreError};
 
 /// The key of the store's identity.

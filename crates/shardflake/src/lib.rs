@@ -22,6 +22,7 @@ mod clock;
 pub mod encode;
 mod error;
 mod fast;
+pub mod forecast;
 mod layout;
 mod reservation;
 mod sizing;

@@ -1,16 +1,16 @@
-//! Demand forecasting for counter blocks: Holt's linear exponential smoothing.
+//! Demand forecasting for blocks: Holt's linear exponential smoothing, the one forecaster of
+//! shardflake.
 //!
-//! Each host's per-shard counter usage is a time series; the coordinator sizes the block it
-//! hands a host for the next shard from the one-step forecast. Holt's method (double
-//! exponential smoothing) tracks a level and a trend, so a host whose load grows shard by
-//! shard gets blocks that grow with it instead of lagging one shard behind.
+//! The coordinator forecasts each host's per-shard counter use (temporal mode) and each
+//! node's per-namespace consumption rate (segment mode) with it, and sizes the blocks it
+//! grants from the forecast. Holt's method (double exponential smoothing) tracks a level and
+//! a trend, so a host whose load grows gets blocks that grow with it instead of lagging one
+//! interval behind.
 //!
 //! `level_t = α·x_t + (1−α)·(level_{t−1} + trend_{t−1})`,
 //! `trend_t = β·(level_t − level_{t−1}) + (1−β)·trend_{t−1}`,
 //! `forecast_{t+h} = level_t + h·trend_t` (Hyndman & Athanasopoulos, *Forecasting: Principles
 //! and Practice*, 3rd ed., section 8.2).
-
-use serde::{Deserialize, Serialize};
 
 /// Default smoothing factor of the level.
 pub const HOLT_ALPHA_DEFAULT: f64 = 0.5;
@@ -20,7 +20,7 @@ pub const HOLT_BETA_DEFAULT: f64 = 0.3;
 /// Holt's linear method over one series.
 ///
 /// ```
-/// use shardflake_coordinator::forecast::Holt;
+/// use shardflake::forecast::Holt;
 /// let mut h = Holt::default();
 /// for x in [100.0, 200.0, 300.0, 400.0] {
 ///     h.observe(x);
@@ -28,7 +28,8 @@ pub const HOLT_BETA_DEFAULT: f64 = 0.3;
 /// // A steady rise of 100 per shard is followed, not averaged away.
 /// assert!((h.forecast(1) - 500.0).abs() < 1.0, "{}", h.forecast(1));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Holt {
     alpha: f64,
     beta: f64,
