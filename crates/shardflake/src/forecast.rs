@@ -91,6 +91,78 @@ impl Holt {
     }
 }
 
+/// Reports shorter than this are pooled with the next ones before they become an observation:
+/// a rate measured over a few milliseconds is mostly noise.
+pub const RATE_INTERVAL_MS_MIN: u64 = 1_000;
+
+/// A consumer's rate of use (values per second), forecast with [`Holt`] from reports of how
+/// many values it used over how long: how the coordinator sizes a node's next block of a
+/// namespace, and what the block-policy comparison runs.
+///
+/// ```
+/// use shardflake::forecast::RateForecast;
+/// use shardflake::BlockSizing;
+/// let mut f = RateForecast::default();
+/// for _ in 0..5 {
+///     f.observe(2_000, 1_000); // 2,000 values a second
+/// }
+/// assert!((f.per_s() - 2_000.0).abs() < 1.0);
+/// let sizing = BlockSizing { min: 100, max: 1_000_000, target_ms: 0, change_factor_max: 1 };
+/// // A 30 s horizon at 2,000/s, with the forecast headroom of 1.25.
+/// assert_eq!(f.block_size(&sizing, 30_000), 75_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RateForecast {
+    holt: Holt,
+    /// Values and ms reported since the last observation (shorter than the minimum interval).
+    pending_used: u64,
+    pending_ms: u64,
+    /// The rate of the last observation, and what was forecast for it.
+    last_actual_per_s: f64,
+    last_forecast_per_s: f64,
+}
+
+impl RateForecast {
+    /// Takes a report: `used` values over `over_ms` milliseconds.
+    pub fn observe(&mut self, used: u64, over_ms: u64) {
+        self.pending_used = self.pending_used.saturating_add(used);
+        self.pending_ms = self.pending_ms.saturating_add(over_ms);
+        if self.pending_ms < RATE_INTERVAL_MS_MIN {
+            return;
+        }
+        let rate = self.pending_used as f64 * 1_000.0 / self.pending_ms as f64;
+        self.last_forecast_per_s = self.per_s();
+        self.last_actual_per_s = rate;
+        self.holt.observe(rate);
+        self.pending_used = 0;
+        self.pending_ms = 0;
+    }
+
+    /// The forecast rate, values per second (0 before the first observation).
+    pub fn per_s(&self) -> f64 {
+        self.holt.forecast(1)
+    }
+
+    /// The rate of the last observation and the forecast made for it before it was taken
+    /// (forecast against actual, for the status API and metrics).
+    pub fn last(&self) -> (f64, f64) {
+        (self.last_forecast_per_s, self.last_actual_per_s)
+    }
+
+    /// Observations taken so far.
+    pub fn observations(&self) -> u64 {
+        self.holt.observations()
+    }
+
+    /// The block that covers `horizon_ms` of forecast demand, with the forecast headroom,
+    /// within `sizing`'s bounds.
+    pub fn block_size(&self, sizing: &crate::BlockSizing, horizon_ms: u64) -> u64 {
+        let want = self.per_s() * horizon_ms as f64 / 1_000.0;
+        sizing.for_forecast(want.ceil().min(u64::MAX as f64) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +215,36 @@ mod tests {
     #[should_panic(expected = "smoothing factors")]
     fn factors_outside_unit_interval_are_rejected() {
         let _ = Holt::new(1.5, 0.1);
+    }
+
+    #[test]
+    fn rate_reports_pool_until_an_interval_is_long_enough() {
+        let mut f = RateForecast::default();
+        // 100 values over 200 ms, five times: one observation of 500/s after the fifth.
+        for i in 0..5 {
+            assert_eq!(f.observations(), 0, "report {i}");
+            f.observe(100, 200);
+        }
+        assert_eq!(f.observations(), 1);
+        assert!((f.per_s() - 500.0).abs() < 1e-9);
+        // Forecast against actual: 500 forecast, 1,500 seen.
+        f.observe(3_000, 2_000);
+        assert_eq!(f.last(), (500.0, 1_500.0));
+        // Holt's second observation sets the trend: level 1,500, trend +1,000.
+        assert!((f.per_s() - 2_500.0).abs() < 1e-9, "{}", f.per_s());
+    }
+
+    #[test]
+    fn a_rate_block_is_clamped_to_its_bounds() {
+        let sizing = crate::BlockSizing {
+            min: 1_000,
+            max: 50_000,
+            target_ms: 0,
+            change_factor_max: 1,
+        };
+        let mut f = RateForecast::default();
+        assert_eq!(f.block_size(&sizing, 60_000), 1_000);
+        f.observe(1_000_000, 1_000);
+        assert_eq!(f.block_size(&sizing, 60_000), 50_000);
     }
 }
