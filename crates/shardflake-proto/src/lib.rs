@@ -2,6 +2,7 @@
 //!
 //! * [`node`]: what a generator node (`shardflake serve`) answers.
 //! * [`coord`]: the coordinator's API (leases, reservations, counter blocks, standbys).
+//! * [`ns`]: namespaces (segment mode), the routing table and the rendezvous order.
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
 //!   [`ErrorCode`]s every service uses: one registry for the node and the coordinator.
 //! * `ApiError` (feature `axum`): the one error response of every service.
@@ -27,6 +28,7 @@
 pub mod coord;
 pub mod error;
 pub mod node;
+pub mod ns;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "axum")]

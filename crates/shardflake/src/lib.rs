@@ -41,7 +41,9 @@ pub use layout::{
     TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN, TIME_UNIT_MS_MAX,
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
-pub use sizing::{BlockSizing, BlockUse, FORECAST_HEADROOM};
+pub use sizing::{
+    BlockSizing, BlockUse, FORECAST_HEADROOM, SEGMENT_HORIZON_MS_DEFAULT, SEGMENT_PREFETCH_FRACTION,
+};
 pub use snowflake::{ClockPolicy, IdRange, SnowflakeBuilder, SnowflakeGenerator, SnowflakeStats};
 pub use temporal::{
     BlockError, CounterBlock, CounterSupplier, TemporalBuilder, TemporalGenerator, TemporalUsage,

@@ -12,6 +12,13 @@ use crate::temporal::REFILL_FRACTION_DEFAULT;
 /// low still fits.
 pub const FORECAST_HEADROOM: f64 = 1.25;
 
+/// Segment mode (namespaces): a node's block covers this much of its forecast demand (ms).
+pub const SEGMENT_HORIZON_MS_DEFAULT: u64 = 60_000;
+
+/// Segment mode: a node asks for its next block of a namespace once the current one has this
+/// fraction left (double buffering: the next block is there before the current runs out).
+pub const SEGMENT_PREFETCH_FRACTION: f64 = 0.5;
+
 /// The bounds and target of block sizes.
 ///
 /// ```
