@@ -63,6 +63,7 @@ async fn a_silent_coordinator_costs_a_share_of_the_time_limit_not_all_of_it() {
         token: grant.token,
         reserve_until_ms: None,
         usage: None,
+        ..Default::default()
     };
     let renewal = client.renew(grant.host_id, &request, limit);
     tokio::time::timeout(limit, renewal)

@@ -170,6 +170,7 @@ async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
                                 token: g.token,
                                 reserve_until_ms: None,
                                 usage: None,
+                                ..Default::default()
                             },
                         )
                         .await

@@ -13,6 +13,8 @@ pub use shardflake_proto::coord::{
 pub const RESERVATION_AHEAD_MS_MAX_DEFAULT: u64 = 60_000;
 /// Smallest counter block granted.
 pub const BLOCK_MIN_DEFAULT: u64 = 4_096;
+/// Default rate one node serves of one namespace before the assignment adds a node (ids/s).
+pub const NS_NODE_CAPACITY_PER_S_DEFAULT: u64 = 2_000_000;
 /// Largest pool, whatever the layout's host bits allow.
 pub const POOL_SIZE_MAX: u32 = 1 << 24;
 /// Longest holder or standby name kept, in bytes.
@@ -35,6 +37,11 @@ pub struct CoordinatorConfig {
     pub reservation_ahead_ms_max: u64,
     /// Smallest counter block (temporal layouts).
     pub block_min: u64,
+    /// Namespaces: a node's block covers this much of its forecast demand (ms).
+    pub ns_horizon_ms: u64,
+    /// Namespaces: the rate one node serves of one namespace (ids/s) before the assignment
+    /// adds a node to it.
+    pub ns_node_capacity_per_s: u64,
 }
 
 impl CoordinatorConfig {
@@ -62,6 +69,8 @@ impl CoordinatorConfig {
             ttl_ms_max: TTL_MS_MAX,
             reservation_ahead_ms_max: RESERVATION_AHEAD_MS_MAX_DEFAULT,
             block_min: BLOCK_MIN_DEFAULT,
+            ns_horizon_ms: shardflake::SEGMENT_HORIZON_MS_DEFAULT,
+            ns_node_capacity_per_s: NS_NODE_CAPACITY_PER_S_DEFAULT,
         }
     }
 

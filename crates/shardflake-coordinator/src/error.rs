@@ -111,6 +111,32 @@ pub enum CoordError {
         /// When the layout overflowed.
         overflow_at: String,
     },
+    /// A namespace that was never created.
+    #[error("namespace `{name}` does not exist; create it with PUT /v1/namespaces/{name}")]
+    UnknownNamespace {
+        /// The name.
+        name: String,
+    },
+    /// A namespace's fixed parameters differ from what it was created with.
+    #[error("namespace `{name}` was created with {field} {stored}; it cannot change to {given} (ids already issued follow it)")]
+    NamespaceConflict {
+        /// The name.
+        name: String,
+        /// `start`, `step` or `offset`.
+        field: &'static str,
+        /// The value it was created with.
+        stored: u64,
+        /// The value asked for.
+        given: u64,
+    },
+    /// Every value of a namespace up to `u64::MAX` was granted.
+    #[error("namespace `{name}` has granted every value up to {max}")]
+    NamespaceExhausted {
+        /// The name.
+        name: String,
+        /// The largest value.
+        max: u64,
+    },
     /// A malformed request the HTTP layer did not catch.
     #[error("{0}")]
     BadRequest(String),
@@ -134,6 +160,9 @@ impl CoordError {
             CoordError::StaleToken { .. } => ErrorCode::StaleToken,
             CoordError::LeaseExpired { .. } => ErrorCode::LeaseExpired,
             CoordError::UnknownHost { .. } => ErrorCode::NotFound,
+            CoordError::UnknownNamespace { .. } => ErrorCode::UnknownNamespace,
+            CoordError::NamespaceConflict { .. } => ErrorCode::NamespaceConflict,
+            CoordError::NamespaceExhausted { .. } => ErrorCode::NamespaceExhausted,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
             | CoordError::ShardBeyondLayout { .. }

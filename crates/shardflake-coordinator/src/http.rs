@@ -19,6 +19,8 @@ use shardflake_proto::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod namespaces;
+
 use crate::coordinator::Coordinator;
 use crate::metrics::Scrape;
 pub use crate::openapi::openapi;
@@ -432,6 +434,11 @@ pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosts))
         .routes(routes!(cluster))
         .routes(routes!(metrics))
+        .routes(routes!(namespaces::put_namespace))
+        .routes(routes!(namespaces::list_namespaces))
+        .routes(routes!(namespaces::ns_blocks))
+        .routes(routes!(namespaces::ns_return))
+        .routes(routes!(namespaces::routing))
 }
 
 /// The routes that need no token.

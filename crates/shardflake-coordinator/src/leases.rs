@@ -16,7 +16,7 @@
 
 use shardflake_proto::coord::{
     AcquireRequest, LeaseGrant, LeaseState, ReleaseRequest, RenewRequest, RenewResponse,
-    ReservationRequest, ReservationResponse, REQUEST_ID_BYTES_MAX,
+    ReservationRequest, ReservationResponse, REQUEST_ID_BYTES_MAX, URL_BYTES_MAX,
 };
 
 use crate::config::truncate_name;
@@ -55,6 +55,18 @@ fn mark_renewed(rec: &mut HostRecord, now_ms: u64) {
     rec.expires_at_ms = now_ms.saturating_add(rec.ttl_ms);
 }
 
+/// An advertised URL must be an `http://` or `https://` URL of at most [`URL_BYTES_MAX`]
+/// bytes: clients are sent there.
+fn check_url(url: &str) -> Result<(), CoordError> {
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok || url.len() > URL_BYTES_MAX || url.chars().any(|c| c.is_whitespace()) {
+        return Err(CoordError::BadRequest(format!(
+            "url must be an http:// or https:// URL of at most {URL_BYTES_MAX} bytes without spaces, got {url:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// The only check `release` needs: the caller's token must be the id's current token. A
 /// holder may give back a lease that has just expired, which only frees the id sooner.
 fn check_token(rec: &HostRecord, token: u64) -> Result<(), CoordError> {
@@ -91,6 +103,9 @@ impl Coordinator {
                     id.len()
                 )));
             }
+        }
+        if let Some(url) = &req.url {
+            check_url(url)?;
         }
         for h in req.host_id.iter().chain(req.prefer_host_id.iter()) {
             self.check_host(*h)?;
@@ -150,6 +165,7 @@ impl Coordinator {
             start_above_ms,
             request_id: req.request_id.clone(),
             temporal: prev.and_then(|(r, _)| r.temporal.clone()),
+            url: req.url.clone(),
         };
         if let Some(ahead_ms) = req.reserve_ahead_ms {
             self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
@@ -185,6 +201,7 @@ impl Coordinator {
             // A shard the layout cannot hold was never issued in: the report is malformed.
             self.check_shard(usage.shard)?;
         }
+        self.check_usage_reports(&req.namespaces)?;
         self.cas_loop(|| Box::pin(self.renew_step(host_id, req)))
             .await
     }
@@ -216,7 +233,9 @@ impl Coordinator {
             txn = write.add_to(txn);
             prepared = true;
         }
-        let txn = txn.put(&key, encode(&rec));
+        let txn = self
+            .add_usage_reports(txn.put(&key, encode(&rec)), host_id, &req.namespaces, now)
+            .await?;
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
             self.metrics.renewals.inc();

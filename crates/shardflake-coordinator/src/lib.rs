@@ -63,6 +63,7 @@ pub mod http;
 mod leases;
 mod meta;
 mod metrics;
+mod namespaces;
 mod openapi;
 mod records;
 mod service;
@@ -74,16 +75,20 @@ pub mod testing;
 mod time;
 
 pub use config::{
-    CoordinatorConfig, BLOCK_MIN_DEFAULT, POOL_SIZE_MAX, RESERVATION_AHEAD_MS_MAX_DEFAULT,
-    TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
+    CoordinatorConfig, BLOCK_MIN_DEFAULT, NS_NODE_CAPACITY_PER_S_DEFAULT, POOL_SIZE_MAX,
+    RESERVATION_AHEAD_MS_MAX_DEFAULT, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
 };
 pub use coordinator::Coordinator;
 pub use error::CoordError;
-/// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).
-pub use shardflake::forecast;
 pub use meta::ClusterRecord;
 pub use metrics::{Metrics, Scrape};
-pub use records::{BlockRecord, HostRecord, TemporalRecord};
+pub use namespaces::{
+    assign, ASSIGN_INTERVAL_MS, NAMESPACES_MAX, NS_BLOCK_LIMIT, NS_BLOCK_MAX_DEFAULT,
+    NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS,
+};
+pub use records::{BlockRecord, HostRecord, NamespaceRecord, NsBlock, NsUseRecord, TemporalRecord};
+/// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).
+pub use shardflake::forecast;
 pub use standby::STANDBY_WAIT_MS_MAX;
 #[cfg(any(test, feature = "testing"))]
 pub use testing::domain as domain_conformance;

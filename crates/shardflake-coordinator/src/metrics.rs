@@ -10,11 +10,14 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use shardflake_proto::ErrorCode;
+use std::sync::atomic::AtomicU64;
 
 type Labels = [(&'static str, &'static str); 1];
+/// The label of a namespace's series.
+pub type NsLabels = [(&'static str, String); 1];
 
 /// Operation counters for `/metrics`, each in the coordinator's own registry.
 #[derive(Debug)]
@@ -39,6 +42,16 @@ pub struct Metrics {
     pub cas_conflicts: Counter,
     /// Standby long polls woken by the store's change feed (a write by any coordinator).
     pub standby_feed_wakes: Counter,
+    /// Namespace blocks granted.
+    pub ns_blocks: Counter,
+    /// Namespace values given back by nodes that stopped cleanly.
+    pub ns_values_returned: Counter,
+    /// Changes of a namespace's serving nodes.
+    pub ns_assignments: Counter,
+    /// Per namespace: the forecast consumption of its nodes, ids/s (set by the assignment).
+    pub ns_forecast: Family<NsLabels, Gauge<f64, AtomicU64>>,
+    /// Per namespace: the consumption its nodes last reported, ids/s.
+    pub ns_actual: Family<NsLabels, Gauge<f64, AtomicU64>>,
     errors: Family<Labels, Counter>,
     registry: Registry,
     scraped: Arc<Mutex<Option<Scrape>>>,
@@ -84,6 +97,24 @@ impl Default for Metrics {
             "standby_feed_wakes",
             "Standby long polls woken by the store's change feed (a write by any coordinator)",
         );
+        let ns_blocks = counter("ns_blocks", "Namespace blocks granted");
+        let ns_values_returned = counter(
+            "ns_values_returned",
+            "Namespace values given back by nodes that stopped cleanly",
+        );
+        let ns_assignments = counter("ns_assignments", "Changes of a namespace's serving nodes");
+        let ns_forecast = Family::<NsLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "ns_forecast_ids_per_second",
+            "Forecast consumption of a namespace's nodes",
+            ns_forecast.clone(),
+        );
+        let ns_actual = Family::<NsLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "ns_actual_ids_per_second",
+            "Consumption a namespace's nodes last reported",
+            ns_actual.clone(),
+        );
         let errors = Family::<Labels, Counter>::default();
         registry.register("http_errors", "Error responses, by code", errors.clone());
         let scraped = Arc::new(Mutex::new(None));
@@ -99,6 +130,11 @@ impl Default for Metrics {
             standby_offers,
             cas_conflicts,
             standby_feed_wakes,
+            ns_blocks,
+            ns_values_returned,
+            ns_assignments,
+            ns_forecast,
+            ns_actual,
             errors,
             registry,
             scraped,

@@ -42,6 +42,7 @@ const BEARER: &str = "bearer";
         (name = "blocks", description = "Counter blocks of temporal layouts."),
         (name = "standby", description = "Standbys waiting to take over a failed host."),
         (name = "status", description = "The cluster and its hosts."),
+        (name = "namespaces", description = "Dense per-name counters served from blocks, and the routing table."),
         (name = "operations", description = "Probes, metrics and this description."),
     ),
     components(schemas(shardflake_proto::ErrorBody))
@@ -124,6 +125,31 @@ impl IntoParams for HostId {
     }
 }
 
+/// The `{name}` path segment of the namespace routes.
+pub(crate) struct NsName;
+
+impl IntoParams for NsName {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let name = ParameterBuilder::new()
+            .name("name")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "The namespace: 1 to 64 lowercase letters, digits, `.`, `_` and `-`, starting \
+                 with a letter or a digit; anything else is `400 bad_request`.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(shardflake_proto::ns::NAME_LEN_MAX))
+                    .pattern(Some("^[a-z0-9][a-z0-9._-]*$")),
+            ))
+            .build();
+        vec![name]
+    }
+}
+
 /// `GET /healthz`: `ok` and a newline.
 pub(crate) struct HealthText;
 
@@ -176,6 +202,24 @@ shardflake_proto::api_errors!(
     /// `POST /v1/standby/wait`.
     pub(crate) struct StandbyErrors: BadRequest, Unauthorized, PayloadTooLarge,
         StoreUnavailable
+);
+
+shardflake_proto::api_errors!(
+    /// `PUT /v1/namespaces/{name}`.
+    pub(crate) struct NsPutErrors: BadRequest, Unauthorized, NamespaceConflict,
+        PayloadTooLarge, StoreUnavailable
+);
+
+shardflake_proto::api_errors!(
+    /// `POST /v1/namespaces/{name}/blocks`.
+    pub(crate) struct NsBlockErrors: BadRequest, Unauthorized, NotFound, UnknownNamespace,
+        StaleToken, LeaseExpired, NamespaceExhausted, PayloadTooLarge, StoreUnavailable
+);
+
+shardflake_proto::api_errors!(
+    /// `POST /v1/namespaces/{name}/return`: the token is checked, not the lease's expiry.
+    pub(crate) struct NsReturnErrors: BadRequest, Unauthorized, NotFound, UnknownNamespace,
+        StaleToken, PayloadTooLarge, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(

@@ -10,6 +10,10 @@
 //!   outlives the lease: the next holder starts above its `reserved_until_ms`.
 //! * `block/{host_id:010}/{shard:020}`: the counter blocks granted for a (host, shard) pair
 //!   ([`BlockRecord`]): every new block starts at or above its `high_water`.
+//! * `ns/{name}`: a namespace ([`NamespaceRecord`]): its parameters, the next value to
+//!   grant (every block starts there and moves it up), and its serving nodes.
+//! * `nsuse/{name}/{host_id:010}`: one node's use of a namespace ([`NsUseRecord`]): the
+//!   forecaster of its rate and its last blocks (for idempotent retries and returns).
 //!
 //! Numbers in keys are zero-padded so that a scan, which is in key order, lists host ids and
 //! shards in numeric order.
@@ -18,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shardflake_proto::coord::ShardForecast;
 
-use shardflake::forecast::Holt;
 use crate::store::{KvStore, StoreError};
+use shardflake::forecast::Holt;
 
 /// The key of the store's identity.
 pub(crate) const CLUSTER_KEY: &str = "meta/cluster";
@@ -27,6 +31,23 @@ pub(crate) const CLUSTER_KEY: &str = "meta/cluster";
 pub(crate) const TOKEN_KEY: &str = "meta/token";
 /// The prefix of every host record's key.
 const HOST_PREFIX: &str = "host/";
+/// The prefix of every namespace record's key.
+pub(crate) const NS_PREFIX: &str = "ns/";
+
+/// The key of namespace `name`'s [`NamespaceRecord`].
+pub(crate) fn ns_key(name: &str) -> String {
+    format!("{NS_PREFIX}{name}")
+}
+
+/// The prefix of the [`NsUseRecord`]s of namespace `name`.
+pub(crate) fn ns_use_prefix(name: &str) -> String {
+    format!("nsuse/{name}/")
+}
+
+/// The key of `host_id`'s [`NsUseRecord`] of namespace `name`.
+pub(crate) fn ns_use_key(name: &str, host_id: u32) -> String {
+    format!("nsuse/{name}/{host_id:010}")
+}
 
 /// The key of `host_id`'s [`HostRecord`].
 pub(crate) fn host_key(host_id: u32) -> String {
@@ -70,6 +91,9 @@ pub struct HostRecord {
     /// Temporal mode: usage reports and the forecaster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temporal: Option<TemporalRecord>,
+    /// Where clients reach the holder (its advertised URL), for the routing table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Usage reports and forecasts of one host id in temporal mode.
@@ -128,6 +152,63 @@ impl BlockRecord {
     }
 }
 
+/// A namespace (segment mode): values `v >= start` with `v % step == offset`, granted in
+/// blocks from `next` upwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// The name.
+    pub name: String,
+    /// The first value.
+    pub start: u64,
+    /// Distance between consecutive values.
+    pub step: u64,
+    /// Values are `offset` modulo `step`.
+    pub offset: u64,
+    /// Smallest block.
+    pub block_min: u64,
+    /// Largest block.
+    pub block_max: u64,
+    /// The first value of the next block: above every value ever granted (except values
+    /// given back, which were never issued).
+    pub next: u64,
+    /// Blocks granted.
+    pub blocks_granted: u64,
+    /// Values given back.
+    pub values_returned: u64,
+    /// Host ids assigned to serve the namespace.
+    pub serving: Vec<u32>,
+    /// Wall time the serving set last changed, Unix ms.
+    pub assigned_at_ms: u64,
+    /// Wall time of creation, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// One block of a namespace, by its values: `start, start + step, ..` below `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NsBlock {
+    /// The first value.
+    pub start: u64,
+    /// One step past the last value.
+    pub end: u64,
+}
+
+/// One node's use of a namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NsUseRecord {
+    /// The forecaster of the node's consumption rate.
+    pub forecast: shardflake::forecast::RateForecast,
+    /// The token the last block was granted to.
+    pub token: u64,
+    /// The last block granted to the node, if it still holds it (cleared when returned).
+    pub last: Option<NsBlock>,
+    /// The block before it.
+    pub prev: Option<NsBlock>,
+    /// Values in the last block.
+    pub last_count: u64,
+    /// Wall time of the last report or grant, Unix ms.
+    pub reported_at_ms: u64,
+}
+
 /// A stored value that does not decode: the store is not what this coordinator wrote.
 pub(crate) fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -179,6 +260,60 @@ pub(crate) async fn load_block(
         Some(v) => Ok((decode(&key, &v.value)?, v.version)),
         None => Ok((BlockRecord::default(), 0)),
     }
+}
+
+/// The namespace `name` and its version, if it exists.
+pub(crate) async fn load_ns(
+    store: &dyn KvStore,
+    name: &str,
+) -> Result<Option<(NamespaceRecord, u64)>, StoreError> {
+    let key = ns_key(name);
+    match store.get(&key).await? {
+        Some(v) => Ok(Some((decode(&key, &v.value)?, v.version))),
+        None => Ok(None),
+    }
+}
+
+/// Every namespace with its version, by name.
+pub(crate) async fn load_namespaces(
+    store: &dyn KvStore,
+) -> Result<Vec<(NamespaceRecord, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(NS_PREFIX).await? {
+        out.push((decode(&key, &v.value)?, v.version));
+    }
+    Ok(out)
+}
+
+/// `host_id`'s use of namespace `name` and its version; an empty record at version 0 if the
+/// node never had a block of it.
+pub(crate) async fn load_ns_use(
+    store: &dyn KvStore,
+    name: &str,
+    host_id: u32,
+) -> Result<(NsUseRecord, u64), StoreError> {
+    let key = ns_use_key(name, host_id);
+    match store.get(&key).await? {
+        Some(v) => Ok((decode(&key, &v.value)?, v.version)),
+        None => Ok((NsUseRecord::default(), 0)),
+    }
+}
+
+/// Every node's use of namespace `name`: `(host_id, record)`.
+pub(crate) async fn load_ns_uses(
+    store: &dyn KvStore,
+    name: &str,
+) -> Result<Vec<(u32, NsUseRecord)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(&ns_use_prefix(name)).await? {
+        let host = key
+            .rsplit('/')
+            .next()
+            .and_then(|h| h.parse::<u32>().ok())
+            .ok_or_else(|| corrupt(&key, "no host id at the end of the key"))?;
+        out.push((host, decode(&key, &v.value)?));
+    }
+    Ok(out)
 }
 
 /// The last fencing token granted and its version; 0 at version 0 in a new store.

@@ -221,6 +221,33 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     }
 }
 
+/// Re-evaluates the namespace assignment every [`crate::ASSIGN_INTERVAL_MS`]; a failing store
+/// backs the loop off (up to 30 s) and is logged once per change of state.
+async fn assign_namespaces(coordinator: Arc<Coordinator>) {
+    let base = Duration::from_millis(crate::ASSIGN_INTERVAL_MS);
+    let mut wait = base;
+    let mut failing: Option<String> = None;
+    loop {
+        tokio::time::sleep(wait).await;
+        match coordinator.assign_namespaces().await {
+            Ok(_) => {
+                if failing.take().is_some() {
+                    tracing::info!("namespace assignment: the store answers again");
+                }
+                wait = base;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if failing.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(error = %reason, "namespace assignment failed; retrying with backoff");
+                    failing = Some(reason);
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -288,6 +315,7 @@ pub async fn run(
     );
     tracing::info!(store_id = %coordinator.store_id(), "store opened");
     let app = http::app(http::AppState::new(coordinator.clone(), config.token));
+    let assigner = tokio::spawn(assign_namespaces(coordinator.clone()));
     tracing::info!(addr = %local, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(serve(listener, app, async move {
@@ -313,6 +341,8 @@ pub async fn run(
         Ok(r) => r.map_err(io("serving failed".into())),
         Err(e) => Err(RunError::Config(format!("server task failed: {e}"))),
     };
+    assigner.abort();
+    let _ = assigner.await;
     drop(coordinator);
     drop(store);
     // Every commit is durable when answered, so dropping a store that is still shared (an

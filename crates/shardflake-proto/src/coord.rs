@@ -96,10 +96,17 @@ pub struct AcquireRequest {
         schema(schema_with = crate::openapi::request_id_schema)
     )]
     pub request_id: Option<String>,
+    /// Where clients reach the node (`--advertise-url`): published in the routing table
+    /// (`GET /v1/routing`) while the lease is live. At most [`URL_BYTES_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The longest [`AcquireRequest::request_id`], in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// Longest advertised node URL accepted, in bytes.
+pub const URL_BYTES_MAX: usize = 512;
 
 /// The limits a coordinator enforces, stated so that nodes size their requests from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +176,7 @@ pub struct ShardUsage {
 }
 
 /// `POST /v1/leases/{host_id}/renew`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewRequest {
     /// The caller's fencing token.
@@ -180,6 +187,10 @@ pub struct RenewRequest {
     /// Temporal mode: counter usage in the current shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ShardUsage>,
+    /// Namespace consumption since the previous report, at most
+    /// [`crate::ns::USAGE_REPORTS_MAX`] entries (the coordinator forecasts from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<crate::ns::NsUsage>,
 }
 
 /// The answer to a renewal.

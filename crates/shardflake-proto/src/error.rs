@@ -82,6 +82,8 @@ error_codes! {
     Unauthorized = "unauthorized", 401;
     /// No such endpoint (coordinator: also no lease record for the host id).
     NotFound = "not_found", 404;
+    /// A namespace that was never created (`PUT /v1/namespaces/{name}` on the coordinator creates one).
+    UnknownNamespace = "unknown_namespace", 404;
     /// The endpoint exists, the method does not.
     MethodNotAllowed = "method_not_allowed", 405;
     /// Node: no representation matches the `Accept` header.
@@ -98,6 +100,10 @@ error_codes! {
     ShardTooFarAhead = "shard_too_far_ahead", 409;
     /// Coordinator: the counter range of a (shard, host) pair is used up.
     CounterSpaceExhausted = "counter_space_exhausted", 409;
+    /// Coordinator: a namespace's `start`, `step` or `offset` differs from what it was created with.
+    NamespaceConflict = "namespace_conflict", 409;
+    /// Coordinator: the namespace has granted every value up to the largest `u64`.
+    NamespaceExhausted = "namespace_exhausted", 409;
     /// A request body over the service's limit (node: 1 KiB; its endpoints read none).
     PayloadTooLarge = "payload_too_large", 413;
     /// Node: the wall clock is behind the issued or reserved bound by more than the clock policy allows.
@@ -112,6 +118,8 @@ error_codes! {
     CounterExhausted = "counter_exhausted", 503;
     /// Node, temporal layout: no counter block for the current shard has arrived yet.
     NoCounterBlock = "no_counter_block", 503;
+    /// Node: no block of the namespace has arrived yet, or the coordinator cannot grant one now.
+    NoNamespaceBlock = "no_namespace_block", 503;
     /// Node, cluster mode: coordinators of different stores, or a layout other than the cluster's; the node stops.
     ClusterMisconfigured = "cluster_misconfigured", 503;
     /// The layout's timestamp field has overflowed: waiting does not help.

@@ -72,6 +72,22 @@ fn score(key: &str, host: u64) -> u64 {
     h ^ (h >> 31)
 }
 
+/// Most namespace usage reports in one renewal.
+pub const USAGE_REPORTS_MAX: usize = 256;
+
+/// A node's consumption of one namespace since its previous report (sent with renewals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NsUsage {
+    /// The namespace.
+    pub name: String,
+    /// Values issued since the previous report.
+    pub used: u64,
+    /// Over how many milliseconds.
+    pub over_ms: u64,
+}
+
 /// `PUT /v1/namespaces/{name}`: creates a namespace, or updates its block bounds. `start`,
 /// `step` and `offset` are fixed at creation; sending other values later is a conflict.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -494,6 +494,7 @@ impl Task {
             token: lease.token,
             reserve_until_ms: Some(self.config.clock.now_ms() + self.reserve_ahead_ms),
             usage: lease.temporal.get().and_then(|t| t.usage()),
+            ..Default::default()
         };
         let left = deadline.saturating_duration_since(sent);
         let call = self.client.renew(lease.host_id, &req, left);

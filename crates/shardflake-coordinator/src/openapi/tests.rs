@@ -110,6 +110,11 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
         ("GET", "/metrics"),
         ("GET", "/healthz"),
         ("GET", "/openapi.json"),
+        ("PUT", "/v1/namespaces/{name}"),
+        ("GET", "/v1/namespaces"),
+        ("POST", "/v1/namespaces/{name}/blocks"),
+        ("POST", "/v1/namespaces/{name}/return"),
+        ("GET", "/v1/routing"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{KvStore, StoreError, Txn, TxnOutcome, VALUE_BYTES_MAX};
-use crate::testing::domain;
+use crate::testing::{domain, namespaces};
 
 /// Runs every check, each on a store from `make_store`.
 pub async fn run_all<S, F, Fut>(mut make_store: F)
@@ -47,6 +47,10 @@ where
         make_store().await,
     ))
     .await;
+    namespaces::namespace_blocks_are_fenced_disjoint_and_rising(Arc::new(make_store().await)).await;
+    namespaces::returns_take_back_only_an_unused_tail_once(Arc::new(make_store().await)).await;
+    namespaces::usage_reports_size_blocks_from_the_forecast(Arc::new(make_store().await)).await;
+    namespaces::routing_follows_live_nodes_and_the_assignment(Arc::new(make_store().await)).await;
 }
 
 /// The checks that need two handles on one store's state, as two coordinator processes
@@ -61,6 +65,8 @@ where
     domain::two_coordinators_grant_a_host_id_once(a, b).await;
     let (a, b) = make_pair().await;
     domain::standby_on_one_coordinator_takes_over_from_another(a, b).await;
+    let (a, b) = make_pair().await;
+    namespaces::two_coordinators_grant_disjoint_namespace_blocks(a, b).await;
 }
 
 fn committed(outcome: TxnOutcome, check: &str) -> u64 {

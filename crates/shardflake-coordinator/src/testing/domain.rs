@@ -36,6 +36,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
                 token: a.token,
                 reserve_until_ms: Some(T0 + 5_000),
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -49,6 +50,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
             token: a.token,
             reserve_until_ms: None,
             usage: None,
+            ..Default::default()
         },
     )
     .await
@@ -72,6 +74,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
                 token: b.token,
                 reserve_until_ms: None,
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -106,6 +109,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
                 token: b.token,
                 reserve_until_ms: None,
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -143,6 +147,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
                 token: a2.token,
                 reserve_until_ms: Some(time.wall_ms() + 10 * ahead_max),
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -333,6 +338,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
                 token: b.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
+                ..Default::default()
             },
         )
         .await
@@ -350,6 +356,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
                 token: b.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
+                ..Default::default()
             },
         )
         .await
@@ -452,6 +459,7 @@ pub async fn standby_on_one_coordinator_takes_over_from_another(
                 token: held.token,
                 reserve_until_ms: Some(T0 + 7_000),
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -571,6 +579,7 @@ pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
                 token: 1,
                 reserve_until_ms: None,
                 usage: None,
+                ..Default::default()
             },
         )
         .await
@@ -589,6 +598,7 @@ pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
                 token: a.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
+                ..Default::default()
             },
         )
         .await
@@ -625,6 +635,7 @@ pub async fn forecasts_follow_usage_and_history_records_predicted_against_actual
                         token: a.token,
                         reserve_until_ms: None,
                         usage: Some(usage),
+                        ..Default::default()
                     },
                 )
                 .await

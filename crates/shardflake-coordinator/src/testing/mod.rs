@@ -4,6 +4,7 @@
 //! * [`crate::store::conformance`]: what every [`crate::store::KvStore`] backend must do; its
 //!   `run_all` also runs [`domain`] on the backend.
 //! * [`domain`]: the coordinator's lease, reservation and block rules over any store.
+//! * [`namespaces`]: the namespace rules (blocks, returns, forecasts, routing) over any store.
 //!
 //! A backend outside this crate enables the feature in its dev-dependencies:
 //!
@@ -20,6 +21,7 @@ use crate::store::KvStore;
 use crate::{Coordinator, CoordinatorConfig, ManualTime};
 
 pub mod domain;
+pub mod namespaces;
 
 /// The wall time every suite starts at, Unix ms (2027): a fixed clock, so no check depends
 /// on the day it runs.

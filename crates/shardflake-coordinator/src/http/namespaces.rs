@@ -1,0 +1,141 @@
+//! The namespace routes: `PUT`/`GET /v1/namespaces`, a node's blocks and returns, and the
+//! routing table (`GET /v1/routing`). The rules are in `crate::namespaces`.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shardflake_proto::ns::{
+    validate_name, NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest,
+    NsReturnRequest, NsReturnResponse, RoutingTable,
+};
+use shardflake_proto::{ApiError, ErrorCode};
+
+use super::{ApiJson, AppState};
+use crate::openapi::{NsBlockErrors, NsName, NsPutErrors, NsReturnErrors, ReadErrors};
+
+/// The `{name}` path segment, checked against the name rule; every refusal is an
+/// [`ApiError`].
+pub(super) struct NamePath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for NamePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => match validate_name(&name) {
+                Ok(()) => Ok(NamePath(name)),
+                Err(e) => Err(ApiError::new(ErrorCode::BadRequest, e)),
+            },
+            Err(r) => Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("namespace name: {}", r.body_text()),
+            )),
+        }
+    }
+}
+
+/// Creates a namespace, or updates its block bounds (`start`, `step` and `offset` are fixed
+/// at creation).
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{name}",
+    operation_id = "put_namespace",
+    tag = "namespaces",
+    security(("bearer" = [])),
+    params(NsName),
+    request_body = NamespaceSpec,
+    responses(
+        (status = 200, description = "The namespace as stored.", body = NamespaceStatus),
+        NsPutErrors,
+    )
+)]
+pub(super) async fn put_namespace(
+    State(s): State<AppState>,
+    NamePath(name): NamePath,
+    ApiJson(spec): ApiJson<NamespaceSpec>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.put_namespace(&name, &spec).await?).into_response())
+}
+
+/// Every namespace with its state: the next value to grant, the serving nodes, and per node
+/// the forecast against the actual consumption.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces",
+    operation_id = "list_namespaces",
+    tag = "namespaces",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The namespaces, by name.", body = NamespaceList),
+        ReadErrors,
+    )
+)]
+pub(super) async fn list_namespaces(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.namespaces().await?).into_response())
+}
+
+/// A node's next block of a namespace, above every earlier block of it; the request reports
+/// the node's consumption since its previous one.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{name}/blocks",
+    operation_id = "ns_blocks",
+    tag = "namespaces",
+    security(("bearer" = [])),
+    params(NsName),
+    request_body = NsBlockRequest,
+    responses(
+        (status = 200, description = "The block, persisted before this answer.", body = NsBlockGrant),
+        NsBlockErrors,
+    )
+)]
+pub(super) async fn ns_blocks(
+    State(s): State<AppState>,
+    NamePath(name): NamePath,
+    ApiJson(req): ApiJson<NsBlockRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.grant_ns_block(&name, &req).await?).into_response())
+}
+
+/// A node that stops gives back the values of its newest blocks it never issued; they are
+/// taken back only if no later block of the namespace was granted.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{name}/return",
+    operation_id = "ns_return",
+    tag = "namespaces",
+    security(("bearer" = [])),
+    params(NsName),
+    request_body = NsReturnRequest,
+    responses(
+        (status = 200, description = "How many values were taken back.", body = NsReturnResponse),
+        NsReturnErrors,
+    )
+)]
+pub(super) async fn ns_return(
+    State(s): State<AppState>,
+    NamePath(name): NamePath,
+    ApiJson(req): ApiJson<NsReturnRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.return_ns_block(&name, &req).await?).into_response())
+}
+
+/// The live nodes (with their advertised URLs) and each namespace's serving nodes: what
+/// clients route by (rendezvous order over the serving nodes).
+#[utoipa::path(
+    get,
+    path = "/v1/routing",
+    operation_id = "routing",
+    tag = "namespaces",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The routing table.", body = RoutingTable),
+        ReadErrors,
+    )
+)]
+pub(super) async fn routing(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.routing().await?).into_response())
+}

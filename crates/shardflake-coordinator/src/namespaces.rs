@@ -1,0 +1,598 @@
+//! Namespaces (segment mode): dense per-name counters, granted to nodes in blocks.
+//!
+//! A namespace issues the values `v >= start` with `v % step == offset`. Every block starts
+//! at the namespace's `next` value and moves it up in the same compare-and-swap transaction,
+//! which also compares the caller's host record: only the current token of a live lease gets
+//! a block, and two blocks of a namespace never overlap, whoever asks and whichever
+//! coordinator answers. A node issues a block's values in order, and its later blocks lie
+//! above its earlier ones, so its ids strictly increase.
+//!
+//! **Sizing.** Each (namespace, node) pair has a [`shardflake::forecast::RateForecast`] (Holt's linear smoothing,
+//! the library's one forecaster) fed by the node's consumption reports, sent with its
+//! renewals and with its block requests. A block covers `ns_horizon_ms` of the forecast
+//! demand with the forecast headroom, within the namespace's `block_min..=block_max`.
+//!
+//! **Returns.** A node that stops cleanly gives back the values of its newest block(s) it
+//! never issued. That is safe exactly when no block of the namespace was granted after its
+//! newest one (`next` is still that block's end): then `next` goes back down to the first
+//! unused value, and no value anyone issued lies at or above it. Otherwise the values stay
+//! unused. A return is accepted once (it clears the node's record of its blocks), so a
+//! replayed request changes nothing.
+//!
+//! **Assignment.** [`assign`] decides which live nodes serve a namespace from the sum of
+//! their forecasts, growing at once and shrinking only after a quiet period and well below
+//! the threshold (hysteresis), keeping the nodes it has and adding new ones in rendezvous
+//! order. Clients and nodes route by the same rendezvous order over the serving set.
+
+use shardflake::BlockSizing;
+use shardflake_proto::coord::LeaseState;
+use shardflake_proto::ns::{
+    rendezvous_order, validate_name, NamespaceList, NamespaceNode, NamespaceSpec, NamespaceStatus,
+    NsBlockGrant, NsBlockRequest, NsReturnRequest, NsReturnResponse, NsUsage, RoutedNamespace,
+    RoutedNode, RoutingTable, USAGE_REPORTS_MAX,
+};
+
+use crate::coordinator::{Coordinator, Step};
+use crate::error::CoordError;
+use crate::records::{
+    self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsUseRecord,
+};
+use crate::store::Txn;
+
+/// Smallest block of a namespace created without `block_min`.
+pub const NS_BLOCK_MIN_DEFAULT: u64 = 1_000;
+/// Largest block of a namespace created without `block_max`.
+pub const NS_BLOCK_MAX_DEFAULT: u64 = 10_000_000;
+/// The largest `block_max` accepted.
+pub const NS_BLOCK_LIMIT: u64 = 1 << 40;
+/// Most namespaces one store holds.
+pub const NAMESPACES_MAX: usize = 10_000;
+/// A node's forecast counts towards the assignment while its last report is this recent.
+const REPORT_FRESH_MS: u64 = 60_000;
+/// A serving set shrinks only after it has not changed for this long (ms).
+pub const SHRINK_AFTER_MS: u64 = 60_000;
+/// A namespace gets another node once its forecast passes this share of what its nodes serve.
+const GROW_AT: f64 = 0.8;
+/// It gives one back only when the forecast is below this share of what one node fewer serves.
+const SHRINK_AT: f64 = 0.5;
+
+/// The smallest value `>= start` that is `offset` modulo `step`, if there is one.
+fn first_value(start: u64, step: u64, offset: u64) -> Option<u64> {
+    let add = (offset + step - start % step) % step;
+    start.checked_add(add)
+}
+
+/// The block of `count` values from `start`: its end (exclusive, saturating at `u64::MAX`;
+/// no value is `u64::MAX`, which marks a namespace whose values are all granted).
+fn block_end(start: u64, count: u64, step: u64) -> u64 {
+    (u128::from(start) + u128::from(count) * u128::from(step)).min(u128::from(u64::MAX)) as u64
+}
+
+/// Values `start, start + step, ..` below `u64::MAX`.
+fn values_left(start: u64, step: u64) -> u64 {
+    (u64::MAX - start).div_ceil(step)
+}
+
+/// The serving set of namespace `name` after one evaluation, or `None` if it stays as is.
+///
+/// `current` is the set now (in the order nodes were added), `live` the nodes holding a live
+/// lease with an advertised URL, `forecast_per_s` the namespace's total forecast demand,
+/// `capacity_per_s` what one node serves of it, `stable_ms` how long the set has not changed.
+/// Nodes that are gone are replaced at once; the set grows as soon as the forecast passes
+/// [`GROW_AT`] of its capacity, and shrinks by one only after [`SHRINK_AFTER_MS`] of no change
+/// and with the forecast under [`SHRINK_AT`] of what the smaller set serves.
+pub fn assign(
+    name: &str,
+    current: &[u32],
+    live: &[u32],
+    forecast_per_s: f64,
+    capacity_per_s: f64,
+    stable_ms: u64,
+) -> Option<Vec<u32>> {
+    let capacity = capacity_per_s.max(1.0);
+    let want = ((forecast_per_s / (capacity * GROW_AT)).ceil() as usize).max(1);
+    let mut target = current.len().max(1);
+    if want > target {
+        target = want;
+    } else if target > 1
+        && forecast_per_s < SHRINK_AT * (target - 1) as f64 * capacity
+        && stable_ms >= SHRINK_AFTER_MS
+    {
+        target -= 1;
+    }
+    let target = target.min(live.len());
+    let mut next: Vec<u32> = current
+        .iter()
+        .copied()
+        .filter(|h| live.contains(h))
+        .take(target)
+        .collect();
+    let live64: Vec<u64> = live.iter().map(|&h| u64::from(h)).collect();
+    for h in rendezvous_order(name, &live64) {
+        if next.len() >= target {
+            break;
+        }
+        let h = h as u32;
+        if !next.contains(&h) {
+            next.push(h);
+        }
+    }
+    (next != current).then_some(next)
+}
+
+fn bad(message: String) -> CoordError {
+    CoordError::BadRequest(message)
+}
+
+fn check_name(name: &str) -> Result<(), CoordError> {
+    validate_name(name).map_err(bad)
+}
+
+fn host_of(host_id: u64) -> Result<u32, CoordError> {
+    u32::try_from(host_id).map_err(|_| bad(format!("host_id {host_id} is not a host id")))
+}
+
+/// Checks the block bounds of a namespace.
+fn check_bounds(block_min: u64, block_max: u64) -> Result<(), CoordError> {
+    if block_min == 0 || block_min > block_max || block_max > NS_BLOCK_LIMIT {
+        return Err(bad(format!(
+            "block_min {block_min} and block_max {block_max} must satisfy 1 <= block_min <= block_max <= {NS_BLOCK_LIMIT}"
+        )));
+    }
+    Ok(())
+}
+
+/// A new namespace record from `spec`, checked.
+fn create(name: &str, spec: &NamespaceSpec, now_ms: u64) -> Result<NamespaceRecord, CoordError> {
+    let start = spec.start.unwrap_or(1);
+    let step = spec.step.unwrap_or(1);
+    if step == 0 {
+        return Err(bad("step must be at least 1".into()));
+    }
+    let offset = spec.offset.unwrap_or(start % step);
+    if offset >= step {
+        return Err(bad(format!("offset {offset} must be below step {step}")));
+    }
+    let block_min = spec.block_min.unwrap_or(NS_BLOCK_MIN_DEFAULT);
+    let block_max = spec
+        .block_max
+        .unwrap_or(NS_BLOCK_MAX_DEFAULT.max(block_min));
+    check_bounds(block_min, block_max)?;
+    let next = first_value(start, step, offset)
+        .filter(|&v| v < u64::MAX)
+        .ok_or_else(|| {
+            bad(format!(
+                "no value at or above start {start} is {offset} modulo {step}"
+            ))
+        })?;
+    Ok(NamespaceRecord {
+        name: name.to_string(),
+        start,
+        step,
+        offset,
+        block_min,
+        block_max,
+        next,
+        blocks_granted: 0,
+        values_returned: 0,
+        serving: Vec::new(),
+        assigned_at_ms: now_ms,
+        created_at_ms: now_ms,
+    })
+}
+
+/// `rec` updated by `spec` (block bounds only), or the conflict with its fixed parameters.
+fn update(rec: &NamespaceRecord, spec: &NamespaceSpec) -> Result<NamespaceRecord, CoordError> {
+    let fixed = [
+        ("start", rec.start, spec.start),
+        ("step", rec.step, spec.step),
+        ("offset", rec.offset, spec.offset),
+    ];
+    for (field, stored, given) in fixed {
+        if let Some(given) = given.filter(|&g| g != stored) {
+            return Err(CoordError::NamespaceConflict {
+                name: rec.name.clone(),
+                field,
+                stored,
+                given,
+            });
+        }
+    }
+    let mut next = rec.clone();
+    next.block_min = spec.block_min.unwrap_or(rec.block_min);
+    next.block_max = spec.block_max.unwrap_or(rec.block_max);
+    check_bounds(next.block_min, next.block_max)?;
+    Ok(next)
+}
+
+fn grant_of(block: NsBlock, step: u64) -> NsBlockGrant {
+    NsBlockGrant {
+        start: block.start,
+        count: (block.end - block.start).div_ceil(step),
+        step,
+    }
+}
+
+fn status_of(rec: &NamespaceRecord, uses: &[(u32, NsUseRecord)]) -> NamespaceStatus {
+    NamespaceStatus {
+        name: rec.name.clone(),
+        start: rec.start,
+        step: rec.step,
+        offset: rec.offset,
+        block_min: rec.block_min,
+        block_max: rec.block_max,
+        next: rec.next,
+        blocks_granted: rec.blocks_granted,
+        values_returned: rec.values_returned,
+        serving: rec.serving.iter().map(|&h| u64::from(h)).collect(),
+        nodes: uses
+            .iter()
+            .map(|(host, u)| {
+                let (last_forecast_per_s, last_actual_per_s) = u.forecast.last();
+                NamespaceNode {
+                    host_id: u64::from(*host),
+                    forecast_per_s: u.forecast.per_s(),
+                    last_forecast_per_s,
+                    last_actual_per_s,
+                    last_block: u.last_count,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Takes a consumption report into a node's record.
+fn observe(u: &mut NsUseRecord, used: u64, over_ms: u64, now_ms: u64) {
+    if used > 0 || over_ms > 0 {
+        u.forecast.observe(used, over_ms);
+        u.reported_at_ms = now_ms;
+    }
+}
+
+impl Coordinator {
+    /// Creates namespace `name`, or updates its block bounds.
+    pub async fn put_namespace(
+        &self,
+        name: &str,
+        spec: &NamespaceSpec,
+    ) -> Result<NamespaceStatus, CoordError> {
+        check_name(name)?;
+        self.cas_loop(|| Box::pin(self.put_ns_step(name, spec)))
+            .await?;
+        self.namespace(name).await
+    }
+
+    async fn put_ns_step(
+        &self,
+        name: &str,
+        spec: &NamespaceSpec,
+    ) -> Result<Step<'_, ()>, CoordError> {
+        let key = ns_key(name);
+        let (rec, version) = match records::load_ns(self.store.as_ref(), name).await? {
+            Some((old, version)) => {
+                let rec = update(&old, spec)?;
+                if rec == old {
+                    return Ok(Step::Answer(()));
+                }
+                (rec, version)
+            }
+            None => {
+                let count = records::load_namespaces(self.store.as_ref()).await?.len();
+                if count >= NAMESPACES_MAX {
+                    return Err(bad(format!(
+                        "the store holds {count} namespaces, the most allowed ({NAMESPACES_MAX})"
+                    )));
+                }
+                (create(name, spec, self.time.wall_ms())?, 0)
+            }
+        };
+        let created = version == 0;
+        let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
+        Ok(Step::commit(txn, move || {
+            tracing::info!(namespace = %rec.name, created, start = rec.start, step = rec.step,
+                offset = rec.offset, block_min = rec.block_min, block_max = rec.block_max,
+                "namespace written");
+        }))
+    }
+
+    /// Namespace `name` and its nodes' forecasts.
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceStatus, CoordError> {
+        let (rec, _) = records::load_ns(self.store.as_ref(), name)
+            .await?
+            .ok_or_else(|| CoordError::UnknownNamespace {
+                name: name.to_string(),
+            })?;
+        let uses = records::load_ns_uses(self.store.as_ref(), name).await?;
+        Ok(status_of(&rec, &uses))
+    }
+
+    /// Every namespace and its nodes' forecasts.
+    pub async fn namespaces(&self) -> Result<NamespaceList, CoordError> {
+        let mut namespaces = Vec::new();
+        for (rec, _) in records::load_namespaces(self.store.as_ref()).await? {
+            let uses = records::load_ns_uses(self.store.as_ref(), &rec.name).await?;
+            namespaces.push(status_of(&rec, &uses));
+        }
+        Ok(NamespaceList { namespaces })
+    }
+
+    /// Grants the caller its next block of namespace `name`, above every earlier block.
+    pub async fn grant_ns_block(
+        &self,
+        name: &str,
+        req: &NsBlockRequest,
+    ) -> Result<NsBlockGrant, CoordError> {
+        check_name(name)?;
+        let host_id = host_of(req.host_id)?;
+        self.check_host(host_id)?;
+        self.cas_loop(|| Box::pin(self.grant_ns_step(name, host_id, req)))
+            .await
+    }
+
+    async fn grant_ns_step(
+        &self,
+        name: &str,
+        host_id: u32,
+        req: &NsBlockRequest,
+    ) -> Result<Step<'_, NsBlockGrant>, CoordError> {
+        let (rec, host_version) = self.current_host(host_id).await?;
+        self.check_current(&rec, req.token)?;
+        let (mut ns, ns_version) = records::load_ns(self.store.as_ref(), name)
+            .await?
+            .ok_or_else(|| CoordError::UnknownNamespace {
+                name: name.to_string(),
+            })?;
+        let (mut u, use_version) = records::load_ns_use(self.store.as_ref(), name, host_id).await?;
+        // A retry whose answer was lost: the newest block granted under this token lies
+        // above what the caller holds. Answer it again.
+        if let Some(last) = u.last.filter(|l| u.token == req.token && l.end > req.after) {
+            return Ok(Step::Answer(grant_of(last, ns.step)));
+        }
+        let now = self.time.wall_ms();
+        observe(&mut u, req.used, req.over_ms, now);
+        let sizing = BlockSizing {
+            min: ns.block_min,
+            max: ns.block_max,
+            target_ms: self.config.ns_horizon_ms,
+            change_factor_max: 1,
+        };
+        let left = values_left(ns.next, ns.step);
+        if left == 0 {
+            return Err(CoordError::NamespaceExhausted {
+                name: name.to_string(),
+                max: u64::MAX - 1,
+            });
+        }
+        let count = u
+            .forecast
+            .block_size(&sizing, self.config.ns_horizon_ms)
+            .min(left);
+        let block = NsBlock {
+            start: ns.next,
+            end: block_end(ns.next, count, ns.step),
+        };
+        ns.next = block.end;
+        ns.blocks_granted += 1;
+        u.prev = u.last;
+        u.last = Some(block);
+        u.token = req.token;
+        u.last_count = count;
+        u.reported_at_ms = now;
+        let (nk, uk) = (ns_key(name), ns_use_key(name, host_id));
+        // Comparing the host record fences the grant; comparing the namespace keeps blocks
+        // from overlapping.
+        let txn = Txn::new()
+            .compare(host_key(host_id), host_version)
+            .compare(&nk, ns_version)
+            .compare(&uk, use_version)
+            .put(&nk, encode(&ns))
+            .put(&uk, encode(&u));
+        let step = ns.step;
+        Ok(Step::commit(txn, move || {
+            self.metrics.ns_blocks.inc();
+            grant_of(block, step)
+        }))
+    }
+
+    /// Takes back the unused tail of the caller's newest block(s) of namespace `name`, if no
+    /// later block was granted (module docs).
+    pub async fn return_ns_block(
+        &self,
+        name: &str,
+        req: &NsReturnRequest,
+    ) -> Result<NsReturnResponse, CoordError> {
+        check_name(name)?;
+        let host_id = host_of(req.host_id)?;
+        self.check_host(host_id)?;
+        self.cas_loop(|| Box::pin(self.return_ns_step(name, host_id, req)))
+            .await
+    }
+
+    async fn return_ns_step(
+        &self,
+        name: &str,
+        host_id: u32,
+        req: &NsReturnRequest,
+    ) -> Result<Step<'_, NsReturnResponse>, CoordError> {
+        let nothing = Step::Answer(NsReturnResponse { returned: 0 });
+        let (rec, host_version) = self.current_host(host_id).await?;
+        if rec.token != req.token {
+            return Err(CoordError::StaleToken {
+                host_id,
+                token: req.token,
+                current: rec.token,
+            });
+        }
+        let (mut ns, ns_version) = records::load_ns(self.store.as_ref(), name)
+            .await?
+            .ok_or_else(|| CoordError::UnknownNamespace {
+                name: name.to_string(),
+            })?;
+        let (mut u, use_version) = records::load_ns_use(self.store.as_ref(), name, host_id).await?;
+        let Some(last) = u.last else {
+            return Ok(nothing);
+        };
+        if u.token != req.token || last.end != req.block_end || ns.next != last.end {
+            return Ok(nothing);
+        }
+        let from = match u.prev {
+            Some(p) if p.end == last.start => p.start,
+            _ => last.start,
+        };
+        let aligned = req.unused_from >= ns.start && req.unused_from % ns.step == ns.offset;
+        if req.unused_from < from || req.unused_from > last.end || !aligned {
+            return Err(bad(format!(
+                "unused_from {} is not a value of the caller's newest blocks ({from}..{})",
+                req.unused_from, last.end
+            )));
+        }
+        let returned = (last.end - req.unused_from).div_ceil(ns.step);
+        ns.next = req.unused_from;
+        ns.values_returned += returned;
+        u.last = None;
+        u.prev = None;
+        let (nk, uk) = (ns_key(name), ns_use_key(name, host_id));
+        let txn = Txn::new()
+            .compare(host_key(host_id), host_version)
+            .compare(&nk, ns_version)
+            .compare(&uk, use_version)
+            .put(&nk, encode(&ns))
+            .put(&uk, encode(&u));
+        let name = name.to_string();
+        Ok(Step::commit(txn, move || {
+            self.metrics.ns_values_returned.inc_by(returned);
+            tracing::info!(namespace = %name, host_id, returned, "unused values given back");
+            NsReturnResponse { returned }
+        }))
+    }
+
+    /// Checks a renewal's namespace reports before anything is read.
+    pub(crate) fn check_usage_reports(&self, reports: &[NsUsage]) -> Result<(), CoordError> {
+        if reports.len() > USAGE_REPORTS_MAX {
+            return Err(bad(format!(
+                "{} namespace usage reports; at most {USAGE_REPORTS_MAX} per renewal",
+                reports.len()
+            )));
+        }
+        for r in reports {
+            check_name(&r.name)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a renewal's namespace reports to `txn`: each updates the node's forecaster of a
+    /// namespace it holds blocks of (reports of others are ignored).
+    pub(crate) async fn add_usage_reports(
+        &self,
+        mut txn: Txn,
+        host_id: u32,
+        reports: &[NsUsage],
+        now_ms: u64,
+    ) -> Result<Txn, CoordError> {
+        let mut seen = Vec::new();
+        for r in reports {
+            if seen.contains(&&r.name) {
+                continue;
+            }
+            seen.push(&r.name);
+            let (mut u, version) =
+                records::load_ns_use(self.store.as_ref(), &r.name, host_id).await?;
+            if version == 0 {
+                continue;
+            }
+            observe(&mut u, r.used, r.over_ms, now_ms);
+            let key = ns_use_key(&r.name, host_id);
+            txn = txn.compare(&key, version).put(&key, encode(&u));
+        }
+        Ok(txn)
+    }
+
+    /// The live nodes with an advertised URL, and each namespace's serving nodes.
+    pub async fn routing(&self) -> Result<RoutingTable, CoordError> {
+        let now_mono = self.time.mono_ms();
+        let mut nodes = Vec::new();
+        for (rec, _) in records::load_hosts(self.store.as_ref()).await? {
+            if let Some(url) = &rec.url {
+                if self.lease_state(&rec, now_mono) == LeaseState::Live {
+                    nodes.push(RoutedNode {
+                        host_id: u64::from(rec.host_id),
+                        url: url.clone(),
+                    });
+                }
+            }
+        }
+        let namespaces = records::load_namespaces(self.store.as_ref())
+            .await?
+            .into_iter()
+            .map(|(rec, _)| RoutedNamespace {
+                serving: rec.serving.iter().map(|&h| u64::from(h)).collect(),
+                name: rec.name,
+            })
+            .collect();
+        Ok(RoutingTable { nodes, namespaces })
+    }
+
+    /// Evaluates every namespace's serving set ([`assign`]) and writes the ones that
+    /// change. Returns how many changed.
+    pub async fn assign_namespaces(&self) -> Result<usize, CoordError> {
+        let now_mono = self.time.mono_ms();
+        let mut live = Vec::new();
+        for (rec, _) in records::load_hosts(self.store.as_ref()).await? {
+            if rec.url.is_some() && self.lease_state(&rec, now_mono) == LeaseState::Live {
+                live.push(rec.host_id);
+            }
+        }
+        let mut changed = 0;
+        for (rec, _) in records::load_namespaces(self.store.as_ref()).await? {
+            let name = rec.name.clone();
+            let live = &live;
+            let moved = self
+                .cas_loop(|| Box::pin(self.assign_step(&name, live)))
+                .await?;
+            changed += usize::from(moved);
+        }
+        Ok(changed)
+    }
+
+    async fn assign_step(&self, name: &str, live: &[u32]) -> Result<Step<'_, bool>, CoordError> {
+        let Some((mut ns, version)) = records::load_ns(self.store.as_ref(), name).await? else {
+            return Ok(Step::Answer(false));
+        };
+        let now = self.time.wall_ms();
+        let uses = records::load_ns_uses(self.store.as_ref(), name).await?;
+        let fresh = uses
+            .iter()
+            .filter(|(_, u)| now.saturating_sub(u.reported_at_ms) <= REPORT_FRESH_MS);
+        let forecast: f64 = fresh.clone().map(|(_, u)| u.forecast.per_s()).sum();
+        let actual: f64 = fresh.map(|(_, u)| u.forecast.last().1).sum();
+        let label = [("namespace", name.to_string())];
+        self.metrics.ns_forecast.get_or_create(&label).set(forecast);
+        self.metrics.ns_actual.get_or_create(&label).set(actual);
+        let Some(serving) = assign(
+            name,
+            &ns.serving,
+            live,
+            forecast,
+            self.config.ns_node_capacity_per_s as f64,
+            now.saturating_sub(ns.assigned_at_ms),
+        ) else {
+            return Ok(Step::Answer(false));
+        };
+        let before = std::mem::replace(&mut ns.serving, serving);
+        ns.assigned_at_ms = now;
+        let key = ns_key(name);
+        let txn = Txn::new().compare(&key, version).put(&key, encode(&ns));
+        Ok(Step::commit(txn, move || {
+            self.metrics.ns_assignments.inc();
+            tracing::info!(namespace = %ns.name, ?before, serving = ?ns.serving,
+                forecast_per_s = forecast.round(), "namespace assignment changed");
+            true
+        }))
+    }
+}
+
+/// How often a coordinator service re-evaluates the namespace assignment.
+pub const ASSIGN_INTERVAL_MS: u64 = 1_000;
+
+#[cfg(test)]
+mod tests;
