@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// Cluster mode: the cluster token, sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "SHARDFLAKE_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
+
+    /// Cluster mode: where clients reach this node (published in the coordinators' routing
+    /// table for namespaces); default http:// and the listening address.
+    #[arg(long, env = "SHARDFLAKE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// `--clock-policy`.
@@ -131,6 +136,7 @@ impl ServeArgs {
             standby: self.standby,
             lease_ttl: self.lease_ttl,
             cluster_token: self.cluster_token.clone(),
+            advertise_url: self.advertise_url.clone(),
         }
     }
 }

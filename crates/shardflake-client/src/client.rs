@@ -12,6 +12,10 @@ use shardflake_proto::coord::{
     ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::ns::{
+    NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest, NsReturnRequest,
+    NsReturnResponse, RoutingTable,
+};
 use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
 
@@ -469,6 +473,54 @@ impl CoordinatorClient {
     /// `GET /v1/hosts`.
     pub async fn hosts(&self) -> Result<HostsResponse, ClientError> {
         self.call::<(), _>(http::Method::GET, "/v1/hosts", None, self.timeout)
+            .await
+    }
+
+    /// `PUT /v1/namespaces/{name}`: creates a namespace or updates its block bounds.
+    pub async fn put_namespace(
+        &self,
+        name: &str,
+        spec: &NamespaceSpec,
+    ) -> Result<NamespaceStatus, ClientError> {
+        self.call(
+            http::Method::PUT,
+            &format!("/v1/namespaces/{name}"),
+            Some(spec),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `GET /v1/namespaces`.
+    pub async fn namespaces(&self) -> Result<NamespaceList, ClientError> {
+        self.call::<(), _>(http::Method::GET, "/v1/namespaces", None, self.timeout)
+            .await
+    }
+
+    /// `POST /v1/namespaces/{name}/blocks`: the caller's next block of a namespace.
+    pub async fn ns_block(
+        &self,
+        name: &str,
+        req: &NsBlockRequest,
+    ) -> Result<NsBlockGrant, ClientError> {
+        self.post(&format!("/v1/namespaces/{name}/blocks"), req, self.timeout)
+            .await
+    }
+
+    /// `POST /v1/namespaces/{name}/return`: gives back the unused tail of the caller's
+    /// newest blocks.
+    pub async fn ns_return(
+        &self,
+        name: &str,
+        req: &NsReturnRequest,
+    ) -> Result<NsReturnResponse, ClientError> {
+        self.post(&format!("/v1/namespaces/{name}/return"), req, self.timeout)
+            .await
+    }
+
+    /// `GET /v1/routing`: live nodes and each namespace's serving nodes.
+    pub async fn routing(&self) -> Result<RoutingTable, ClientError> {
+        self.call::<(), _>(http::Method::GET, "/v1/routing", None, self.timeout)
             .await
     }
 }

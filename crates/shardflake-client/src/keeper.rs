@@ -109,7 +109,16 @@ pub struct KeeperConfig {
     /// Seeds the jitter of every retry loop of the keeper, so that a deterministic simulation
     /// replays it; `None` (the default) seeds it from the operating system.
     pub jitter_seed: Option<u64>,
+    /// Where clients reach this node, sent with every acquire for the routing table.
+    pub url: Option<String>,
+    /// Called before every renewal for the node's namespace consumption since the previous
+    /// call, sent with the renewal (the coordinator forecasts from it).
+    pub ns_usage: Option<NsUsageSource>,
 }
+
+/// What [`KeeperConfig::ns_usage`] calls.
+pub type NsUsageSource =
+    Arc<dyn Fn() -> Vec<shardflake_proto::ns::NsUsage> + Send + Sync + 'static>;
 
 impl std::fmt::Debug for KeeperConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +164,8 @@ impl KeeperConfig {
             clock: Arc::new(SystemClock),
             layout: None,
             jitter_seed: None,
+            url: None,
+            ns_usage: None,
         }
     }
 

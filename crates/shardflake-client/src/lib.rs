@@ -36,8 +36,8 @@ mod transport;
 
 pub use client::{ClientError, CoordinatorClient, REQUEST_TIMEOUT_MS_DEFAULT, URLS_MAX};
 pub use keeper::{
-    ActiveLease, KeeperConfig, LeaseKeeper, MemberState, TemporalLink, LATENCY_MULTIPLIER_DEFAULT,
-    RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,
+    ActiveLease, KeeperConfig, LeaseKeeper, MemberState, NsUsageSource, TemporalLink,
+    LATENCY_MULTIPLIER_DEFAULT, RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,
 };
 pub use retry::Retry;
 pub use shardflake_proto::coord as proto;

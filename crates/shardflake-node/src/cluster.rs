@@ -11,6 +11,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::namespaces::{LeaseRef, Namespaces};
 use crate::source::{DynClock, Generator, IdSource};
 use crate::standalone::TEMPORAL_PREFETCH_MS;
 use crate::state::{generator_policy, Shared, StartError};
@@ -25,6 +26,8 @@ pub(crate) struct Cluster {
     failed: Mutex<Option<String>>,
     /// Notified when `failed` is set.
     pub(crate) failed_notify: Notify,
+    /// The namespaces this node serves.
+    pub(crate) namespaces: Arc<Namespaces>,
 }
 
 /// What a deterministic simulation replaces in cluster mode; the defaults are production's.
@@ -54,12 +57,17 @@ pub(crate) fn open(
     if let Some(t) = hooks.transport {
         client = client.with_transport(t);
     }
+    let client = Arc::new(client);
+    let namespaces = Namespaces::new(client.clone());
     let mut keeper_config = keeper_config(config, cluster, clock);
     keeper_config.jitter_seed = hooks.jitter_seed;
     if let Some(name) = hooks.name {
         keeper_config.name = name;
     }
-    let keeper = LeaseKeeper::start(Arc::new(client), keeper_config);
+    keeper_config.url = Some(cluster.advertised(config.listen));
+    let usage = namespaces.clone();
+    keeper_config.ns_usage = Some(Arc::new(move || usage.usage()));
+    let keeper = LeaseKeeper::start(client, keeper_config);
     info!(
         coordinators = %cluster.urls.join(","),
         standby = cluster.standby,
@@ -72,6 +80,7 @@ pub(crate) fn open(
         state: keeper.subscribe(),
         failed: Mutex::new(None),
         failed_notify: Notify::new(),
+        namespaces,
     };
     Ok((backing, keeper))
 }
@@ -91,8 +100,10 @@ impl Cluster {
         self.failed.lock().expect("failed mutex").clone()
     }
 
-    /// Stops issuing (revokes the lease's reservation), then gives the node id back.
-    pub(crate) async fn release(&self) {
+    /// Stops issuing (revokes the lease's reservation), gives the unused tails of the
+    /// namespace blocks back under `lease`, then the node id.
+    pub(crate) async fn release(&self, lease: Option<LeaseRef>) {
+        self.namespaces.give_back(lease).await;
         let keeper = self.keeper.lock().expect("keeper mutex").take();
         if let Some(k) = keeper {
             k.shutdown().await;

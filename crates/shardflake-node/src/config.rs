@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shardflake::{format_rfc3339_ms, Layout, LayoutError, NodeId};
+use shardflake_proto::coord::URL_BYTES_MAX;
 use thiserror::Error;
 
 /// The default HTTP port (the seed README's).
@@ -70,6 +71,9 @@ pub struct NodeOptions {
     pub lease_ttl: Duration,
     /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
     pub cluster_token: Option<String>,
+    /// `--advertise-url` (`SHARDFLAKE_ADVERTISE_URL`): where clients reach this node, for the
+    /// coordinators' routing table; cluster mode.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -91,6 +95,7 @@ impl Default for NodeOptions {
             standby: false,
             lease_ttl: Duration::from_millis(LEASE_TTL_MS_DEFAULT),
             cluster_token: None,
+            advertise_url: None,
         }
     }
 }
@@ -192,6 +197,29 @@ pub struct ClusterConfig {
     pub standby: bool,
     /// Lease TTL, ms.
     pub lease_ttl_ms: u64,
+    /// Where clients reach this node; `None`: from the listening address
+    /// ([`ClusterConfig::advertised`]).
+    pub advertise_url: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The URL published for this node: `--advertise-url`, else `http://` and the listening
+    /// address, with a wildcard address replaced by `$HOSTNAME` (or `127.0.0.1` without
+    /// one).
+    pub fn advertised(&self, listen: SocketAddr) -> String {
+        if let Some(u) = &self.advertise_url {
+            return u.clone();
+        }
+        if listen.ip().is_unspecified() {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "127.0.0.1".into());
+            format!("http://{host}:{}", listen.port())
+        } else {
+            format!("http://{listen}")
+        }
+    }
 }
 
 /// A flag or environment variable with a value the node cannot use.
@@ -261,6 +289,16 @@ pub enum ConfigError {
         flag: &'static str,
         /// When it applies.
         when: &'static str,
+    },
+    /// A URL flag that is not an `http://` or `https://` URL.
+    #[error("{flag}={value:?} is not usable: {reason}")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A duration flag is outside its range.
     #[error("{flag}={value_ms} ms is out of range {min_ms}..={max_ms} ms")]
@@ -353,8 +391,33 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
                 when: "with --coordinator",
             });
         }
+        if args.advertise_url.is_some() {
+            return Err(ConfigError::NotApplicable {
+                flag: "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
+                when: "with --coordinator",
+            });
+        }
         return Ok(None);
     };
+    if let Some(u) = &args.advertise_url {
+        let scheme = u.starts_with("http://") || u.starts_with("https://");
+        let reason = if !scheme {
+            Some("it must start with http:// or https://".to_string())
+        } else if u.len() > URL_BYTES_MAX {
+            Some(format!("it is longer than {URL_BYTES_MAX} bytes"))
+        } else if u.chars().any(char::is_whitespace) || u.ends_with('/') {
+            Some("it must have no spaces and no trailing slash".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(ConfigError::BadUrl {
+                flag: "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
+                value: u.clone(),
+                reason,
+            });
+        }
+    }
     if args.machine_id.is_some() || args.datacenter_id.is_some() {
         return Err(ConfigError::NotApplicable {
             flag: "MACHINE_ID and DATACENTER_ID",
@@ -376,6 +439,7 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
         token: args.cluster_token.clone().filter(|t| !t.is_empty()),
         standby: args.standby,
         lease_ttl_ms,
+        advertise_url: args.advertise_url.clone(),
     }))
 }
 

@@ -22,6 +22,8 @@ use shardflake_proto::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod namespaces;
+
 use crate::issue::{issue, Sink};
 use crate::openapi::{
     openapi_json, BinaryIds, BodyErrors, IdErrors, IdsErrors, IdsQuery, InspectErrors, MetricsText,
@@ -63,6 +65,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_readyz))
         .routes(routes!(get_metrics))
         .routes(routes!(get_openapi))
+        .routes(routes!(namespaces::get_ns_id))
+        .routes(routes!(namespaces::get_ns_ids))
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {

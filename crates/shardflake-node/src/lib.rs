@@ -89,6 +89,7 @@ mod config;
 mod http;
 mod issue;
 mod metrics;
+mod namespaces;
 mod observe;
 mod openapi;
 mod readiness;
@@ -108,6 +109,7 @@ pub use config::{
 };
 pub use http::{app, parse_ids_query, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
 pub use issue::{EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
+pub use namespaces::{NS_BLOCK_WAIT_MS, NS_STREAMS_MAX, NS_UNKNOWN_TTL_MS, ROUTING_REFRESH_MS};
 pub use openapi::openapi;
 pub use server::{run, serve_state, RunError, ServeError, SHUTDOWN_DRAIN_MS};
 pub use source::DynClock;

@@ -33,6 +33,8 @@ pub(crate) enum Route {
     Healthz,
     Readyz,
     Metrics,
+    Namespace,
+    OpenApi,
     Other,
 }
 
@@ -44,7 +46,9 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
+            "/openapi.json" => Route::OpenApi,
             p if p.starts_with("/inspect/") => Route::Inspect,
+            p if p.starts_with("/ns/") => Route::Namespace,
             _ => Route::Other,
         }
     }
@@ -57,6 +61,8 @@ impl Route {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
+            Route::Namespace => "/ns",
+            Route::OpenApi => "/openapi.json",
             Route::Other => "other",
         }
     }
@@ -74,6 +80,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) ids_id: Counter,
     pub(crate) ids_ids: Counter,
+    pub(crate) ids_ns: Counter,
     pub(crate) clock_waits: Counter,
     pub(crate) extension_waits: Counter,
     pub(crate) state_writes: Counter,
@@ -114,6 +121,7 @@ impl Default for Metrics {
         let m = Metrics {
             ids_id: ids.get_or_create_owned(&[("endpoint", "/id")]),
             ids_ids: ids.get_or_create_owned(&[("endpoint", "/ids")]),
+            ids_ns: ids.get_or_create_owned(&[("endpoint", "/ns")]),
             clock_waits: counter(
                 &mut registry,
                 "shardflake_clock_waits",

@@ -28,6 +28,7 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
     ),
     tags(
         (name = "ids", description = "Issuing and decoding ids."),
+        (name = "namespaces", description = "Dense per-name counters (cluster mode), served from blocks the coordinator grants."),
         (name = "operations", description = "Probes, metrics and this description."),
     ),
     components(schemas(shardflake_proto::ErrorBody))
@@ -82,6 +83,68 @@ impl IntoParams for IdsQuery {
     }
 }
 
+/// The `{name}` path segment of the namespace routes.
+pub(crate) struct NsName;
+
+impl IntoParams for NsName {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let name = ParameterBuilder::new()
+            .name("name")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "The namespace: 1 to 64 lowercase letters, digits, `.`, `_` and `-`, starting \
+                 with a letter or a digit; anything else is `400 bad_request`.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(shardflake_proto::ns::NAME_LEN_MAX))
+                    .pattern(Some("^[a-z0-9][a-z0-9._-]*$")),
+            ))
+            .build();
+        vec![name]
+    }
+}
+
+/// The redirect marker `hop=1` a node adds when it sends a request to another.
+fn hop_param() -> Parameter {
+    ParameterBuilder::new()
+        .name("hop")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "`1` on a request one node redirected to another: it is served where it arrives.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some([1])),
+        ))
+        .build()
+}
+
+/// The query of `GET /ns/{name}/id`: only the redirect marker.
+pub(crate) struct NsQuery;
+
+impl IntoParams for NsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![hop_param()]
+    }
+}
+
+/// The query of `GET /ns/{name}/ids`: `count` as for `/ids`, and the redirect marker.
+pub(crate) struct NsIdsQuery;
+
+impl IntoParams for NsIdsQuery {
+    fn into_params(f: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let mut p = IdsQuery::into_params(f);
+        p.push(hop_param());
+        p
+    }
+}
+
 /// `GET /ids` with `Accept: application/octet-stream`: packed 8-byte big-endian ids.
 pub(crate) struct BinaryIds;
 
@@ -129,6 +192,18 @@ shardflake_proto::api_errors!(
         EpochInFuture, ReservationExhausted, LeaseLost, CounterExhausted, NoCounterBlock,
         ClusterMisconfigured, LayoutExpired, ShuttingDown, RequestTimeout, PayloadTooLarge,
         Internal
+);
+
+shardflake_proto::api_errors!(
+    /// `GET /ns/{name}/id`: the name, the namespace, its blocks, and the middleware's refusals.
+    pub(crate) struct NsIdErrors: BadRequest, UnknownNamespace, NoNamespaceBlock, LeaseLost,
+        ShuttingDown, RequestTimeout, PayloadTooLarge, Internal
+);
+
+shardflake_proto::api_errors!(
+    /// `GET /ns/{name}/ids`: the query and the representation, and what `/ns/{name}/id` may answer.
+    pub(crate) struct NsIdsErrors: BadRequest, CountOutOfRange, NotAcceptable, UnknownNamespace,
+        NoNamespaceBlock, LeaseLost, ShuttingDown, RequestTimeout, PayloadTooLarge, Internal
 );
 
 shardflake_proto::api_errors!(

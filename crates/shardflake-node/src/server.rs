@@ -227,6 +227,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(ServeError::Listener)?;
+    // The address actually bound (a port of 0 asks the system for one): the holder name and
+    // the advertised URL carry it.
+    let mut config = config;
+    config.listen = local;
     let state = if config.cluster.is_some() {
         AppState::open_cluster(config, Arc::new(SystemClock))?
     } else {

@@ -66,6 +66,17 @@ impl IdSource {
         }
     }
 
+    /// The lease's host id and token, while it is valid (cluster mode).
+    pub(crate) fn lease_ref(&self) -> Option<crate::namespaces::LeaseRef> {
+        self.lease
+            .as_ref()
+            .filter(|l| l.is_valid())
+            .map(|l| crate::namespaces::LeaseRef {
+                host_id: l.host_id,
+                token: l.token,
+            })
+    }
+
     /// A generator fenced by `lease`.
     pub(crate) fn leased(generator: Generator, lease: Arc<ActiveLease>) -> Self {
         Self {

@@ -351,7 +351,8 @@ impl AppState {
             Backing::Cluster(c) => {
                 // Revokes the lease's reservation, then gives the node id back. The
                 // coordinators hold every bound this node ever reserved: nothing to write.
-                c.release().await;
+                let lease = old.as_ref().and_then(|s| s.lease_ref());
+                c.release(lease).await;
                 info!("stopped; the node id was given back to the coordinator");
                 return Ok(());
             }

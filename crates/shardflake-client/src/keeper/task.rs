@@ -244,6 +244,7 @@ impl Task {
                         prefer_host_id: None,
                         reserve_ahead_ms: Some(self.reserve_ahead_ms),
                         request_id: Some(request_id.clone()),
+                        url: c.url.clone(),
                     })
                     .await
                 {
@@ -274,6 +275,7 @@ impl Task {
                 prefer_host_id: self.last_host.or(c.prefer_host_id),
                 reserve_ahead_ms: Some(self.reserve_ahead_ms),
                 request_id: Some(request_id),
+                url: c.url.clone(),
             })
             .await?;
         self.request_id = None;
@@ -494,7 +496,7 @@ impl Task {
             token: lease.token,
             reserve_until_ms: Some(self.config.clock.now_ms() + self.reserve_ahead_ms),
             usage: lease.temporal.get().and_then(|t| t.usage()),
-            ..Default::default()
+            namespaces: self.config.ns_usage.as_ref().map_or_else(Vec::new, |f| f()),
         };
         let left = deadline.saturating_duration_since(sent);
         let call = self.client.renew(lease.host_id, &req, left);
