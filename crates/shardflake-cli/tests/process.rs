@@ -74,6 +74,27 @@ impl Process {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
+
+    /// SIGTERM, then the exit status (within 30 s, else the test fails).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill -TERM {}", self.pid());
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "no exit 30 s after SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Process {

@@ -5,5 +5,6 @@ mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod maelstrom;
+mod namespaces;
 mod node;
 mod process;
