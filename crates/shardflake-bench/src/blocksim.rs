@@ -491,7 +491,12 @@ mod tests {
         // The backlog never clears: one stall, every millisecond of it.
         assert_eq!((o.stalls, o.stalled_ms), (1, 2_000), "{o:?}");
         // Ours grows its blocks once its reports cover a second, and catches up.
-        let ours = simulate(&trace, &mut Ours::new(1_000, 1_000_000), Latency::default(), 1);
+        let ours = simulate(
+            &trace,
+            &mut Ours::new(1_000, 1_000_000),
+            Latency::default(),
+            1,
+        );
         assert!(ours.ids > 2 * o.ids, "{ours:?} {o:?}");
         assert!(ours.stalled_ms < 2_000, "{ours:?}");
         // Every id fetched is either handed out or held at a stop.

@@ -432,7 +432,12 @@ mod tests {
         assert_eq!(p.poll(&view(500, 2_000, 1_000, 4_000)), None);
         // Runs at 1 s..4 s are within 5 s of the hunger: 8, 16, 32, 64 segments, whatever
         // the chain holds.
-        for (t, want) in [(1_003, 8_000), (2_003, 16_000), (3_003, 32_000), (4_003, 64_000)] {
+        for (t, want) in [
+            (1_003, 8_000),
+            (2_003, 16_000),
+            (3_003, 32_000),
+            (4_003, 64_000),
+        ] {
             assert_eq!(p.poll(&view(t, 1_000, 1_000, 500_000)), Some(want), "{t}");
         }
         // At 5 s it is no longer hungry: the distance halves (64 → 32) and a full chain
