@@ -44,10 +44,15 @@
 //! shardflake_bench::run(&cli.bench, vec![clock])?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
+//!
+//! The crate also holds the block-policy comparison of segment mode ([`policies`],
+//! [`blocksim`]; `cargo run --release -p shardflake-bench --bin block-policies`).
 #![deny(missing_docs)]
 
+pub mod blocksim;
 mod harness;
 mod ours;
+pub mod policies;
 
 use std::time::Duration;
 

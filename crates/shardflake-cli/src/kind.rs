@@ -40,7 +40,7 @@ pub fn layout_names() -> Vec<&'static str> {
 
 /// The help text shared by every `--layout` flag.
 pub const LAYOUT_HELP: &str = "Id layout: a 64-bit preset (default, twitter, discord, \
-instagram, sonyflake, sonyflake-v2, uidgenerator, temporal) or a 128-bit format (uuidv7, ulid). \
+instagram, sonyflake, sonyflake-v2, uidgenerator, temporal, js-safe) or a 128-bit format (uuidv7, ulid). \
 A 64-bit preset takes overrides after a colon: field widths by name, epoch=DATE|MS, unit_ms=N, \
 granularity=DURATION, e.g. `uidgenerator:timestamp=30,worker=20,epoch=2025-01-01` or \
 `temporal:granularity=5s`";
@@ -88,7 +88,8 @@ pub const MACHINE_ID_HELP: &str = "Node id of this generator: sets the layout's 
 significant node field (`shardflake::Layout::node_values_from_ids`, the mapping `serve` uses \
 for MACHINE_ID too): twitter `worker` (0..=31), discord `process` (0..=31), instagram `shard` \
 (0..=8191), sonyflake and sonyflake-v2 `machine` (0..=65535), uidgenerator `worker` \
-(0..=4194303), default `node` (0..=1023), temporal `host` (0..=1023). [default: 0]";
+(0..=4194303), default `node` (0..=1023), temporal `host` (0..=1023), js-safe `node` (0..=63). \
+[default: 0]";
 
 /// The help text of `--datacenter-id`.
 pub const DATACENTER_ID_HELP: &str = "Second node id, for layouts with two node fields: sets \

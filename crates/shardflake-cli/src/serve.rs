@@ -39,7 +39,7 @@ pub struct ServeArgs {
     pub datacenter_id: Option<u64>,
 
     /// Id layout: a preset (default, twitter, discord, instagram, sonyflake, sonyflake-v2,
-    /// uidgenerator, temporal) or a spec with overrides (`temporal:granularity=5s`).
+    /// uidgenerator, temporal, js-safe) or a spec with overrides (`temporal:granularity=5s`).
     /// Standalone default: twitter. In cluster mode the coordinators' layout is served; a
     /// layout given here must be the same, or the node refuses to start.
     #[arg(long, env = "SHARDFLAKE_LAYOUT")]
@@ -213,6 +213,7 @@ mod tests {
             ("sonyflake", "machine", 65535),
             ("sonyflake-v2", "machine", 65535),
             ("temporal", "host", 1023),
+            ("js-safe", "node", 63),
         ] {
             let c = parse(&["--layout", layout, "--machine-id", &max.to_string()]).unwrap();
             assert_eq!(c.node_values(), [(field, max)], "{layout}");

@@ -93,6 +93,7 @@ fn generate_then_inspect_round_trips_every_preset() {
             10,
         ),
         ("default", &["--machine-id", "1023"], &[("node", 1023)], 1),
+        ("js-safe", &["--machine-id", "63"], &[("node", 63)], 1),
         (
             "temporal",
             &["--machine-id", "5"],
@@ -136,6 +137,41 @@ fn generate_then_inspect_round_trips_every_preset() {
             assert!(obj["time"].as_str().unwrap().ends_with('Z'));
         }
     }
+}
+
+/// `js-safe` ids stay within 2^53 − 1 and read back exactly as the double `JSON.parse` makes
+/// of them, in every format a JSON reader sees: the decimal number and `id_str`.
+#[test]
+fn js_safe_ids_survive_json_numbers() {
+    let gen = run(&[
+        "generate",
+        "--layout",
+        "js-safe",
+        "--count",
+        "1000",
+        "--machine-id",
+        "63",
+    ]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let ids: Vec<u64> = stdout(&gen).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 1000);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    for id in &ids {
+        assert!(*id <= shardflake::JS_MAX_SAFE_INTEGER, "{id}");
+        assert_eq!(*id as f64 as u64, *id);
+    }
+    let insp = run(&[
+        "inspect",
+        "--layout",
+        "js-safe",
+        "--json",
+        &ids[999].to_string(),
+    ]);
+    assert!(insp.status.success(), "{}", stderr(&insp));
+    let v = &json_lines(&insp)[0];
+    assert_eq!(v["id"].as_f64().map(|f| f as u64), Some(ids[999]));
+    assert_eq!(v["id_str"].as_str(), Some(ids[999].to_string().as_str()));
+    assert_eq!(v["node"].as_u64(), Some(63));
 }
 
 #[test]
@@ -234,6 +270,7 @@ fn inspect_json_names_fields_per_preset() {
             1463702400000,
         ),
         ("temporal", &["shard", "host", "counter"], 1735689600000),
+        ("js-safe", &["timestamp", "node", "sequence"], 1735689600000),
     ];
     for (layout, fields, epoch) in expect {
         let o = run(&["inspect", "--layout", layout, "--json", "0"]);

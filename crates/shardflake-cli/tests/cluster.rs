@@ -530,6 +530,49 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
 }
 
 /// The store id and layout spec a coordinator reports.
+/// `js-safe` in a cluster: the coordinator leases host ids from the layout's 6 node bits, and
+/// two nodes serve distinct ids that all stay within 2^53 − 1.
+#[test]
+fn js_safe_cluster_serves_ids_below_two_to_the_53() {
+    use shardflake::{Layout, JS_MAX_SAFE_INTEGER};
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Proc::start(coordinator_command(
+        dir.path(),
+        &["--layout", "js-safe"],
+        Some(TOKEN),
+    ));
+    let layout = Layout::preset("js-safe").unwrap();
+    assert_eq!(cluster_info(coord.addr).1, layout.spec());
+    let nodes = [
+        Proc::start(node_command_with(
+            coord.addr,
+            false,
+            &["--layout", "js-safe"],
+        )),
+        Proc::start(node_command_with(coord.addr, false, &[])),
+    ];
+    let mut all = Vec::new();
+    let mut hosts = Vec::new();
+    for n in &nodes {
+        wait_until("the node is ready", || ready(n.addr));
+        let ids = fetch_ids(n.addr, 1000).unwrap();
+        for id in &ids {
+            assert!(*id <= JS_MAX_SAFE_INTEGER, "{id}");
+            let node = layout.decode(*id).unwrap().field("node").unwrap();
+            assert!(node < 64);
+            hosts.push(node);
+        }
+        all.extend(ids);
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 2, "two host ids: {hosts:?}");
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "no id twice");
+}
+
 pub(crate) fn cluster_info(coordinator: SocketAddr) -> (String, String) {
     let (s, body) = http(coordinator, "GET", "/v1/cluster", Some(TOKEN), None);
     assert_eq!(s, 200, "{body}");

@@ -16,8 +16,8 @@ mod spec;
 
 pub use nodes::NodeId;
 pub use presets::{
-    TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,
-    TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN,
+    TemporalWidths, JS_MAX_SAFE_INTEGER, PRESETS, SHARDFLAKE_EPOCH_MS,
+    TEMPORAL_GRANULARITY_MS_DEFAULT, TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN,
 };
 
 /// What a field holds.
@@ -612,6 +612,12 @@ mod tests {
                 "temporal",
                 &[("shard", 20), ("host", 10), ("counter", 33)],
                 3_600_000,
+                parse_time_ms("2025-01-01").unwrap(),
+            ),
+            (
+                "js-safe",
+                &[("timestamp", 41), ("node", 6), ("sequence", 6)],
+                1,
                 parse_time_ms("2025-01-01").unwrap(),
             ),
         ];

@@ -37,8 +37,9 @@ pub use error::{DecodeError, GenerateError, LayoutError};
 pub use fast::{CoarseClock, FastRng, COARSE_LEASE_MS, COARSE_REFRESH_INTERVAL_US};
 pub use layout::{
     format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder, LayoutKind,
-    NodeId, TemporalWidths, PRESETS, SHARDFLAKE_EPOCH_MS, TEMPORAL_GRANULARITY_MS_DEFAULT,
-    TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN, TIME_UNIT_MS_MAX,
+    NodeId, TemporalWidths, JS_MAX_SAFE_INTEGER, PRESETS, SHARDFLAKE_EPOCH_MS,
+    TEMPORAL_GRANULARITY_MS_DEFAULT, TEMPORAL_GRANULARITY_MS_MIN, TEMPORAL_LIFETIME_MS_MIN,
+    TIME_UNIT_MS_MAX,
 };
 pub use reservation::{NoReserver, Reservation, Reserver};
 pub use sizing::{

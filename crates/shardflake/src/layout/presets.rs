@@ -1,5 +1,5 @@
-//! The built-in layouts (Twitter, Discord, Instagram, Sonyflake, UidGenerator, temporal and
-//! shardflake's own) and the widths of the temporal layout.
+//! The built-in layouts (Twitter, Discord, Instagram, Sonyflake, UidGenerator, temporal,
+//! shardflake's own and a JavaScript-safe one) and the widths of the temporal layout.
 
 use super::{Layout, LayoutBuilder, LayoutKind};
 use crate::error::LayoutError;
@@ -14,7 +14,12 @@ pub const PRESETS: &[&str] = &[
     "sonyflake-v2",
     "uidgenerator",
     "temporal",
+    "js-safe",
 ];
+
+/// The largest integer a JavaScript number (an IEEE 754 double) holds exactly, 2^53 − 1
+/// (ECMA-262, `Number.MAX_SAFE_INTEGER`). Every id of the `js-safe` preset is at most this.
+pub const JS_MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// shardflake's own epoch: 2025-01-01T00:00:00Z.
 pub const SHARDFLAKE_EPOCH_MS: u64 = 1_735_689_600_000;
@@ -89,6 +94,23 @@ impl Layout {
     /// * `sonyflake-v2`: the same, start 2025-01-01.
     /// * `uidgenerator`: 28-bit seconds | `worker` 22 | `sequence` 13, epoch 2016-05-20.
     /// * `temporal`: hourly `shard` 20 | `host` 10 | `counter` 33, epoch 2025-01-01.
+    /// * `js-safe`: 41-bit ms since 2025-01-01 | `node` 6 | `sequence` 6: 53 bits, so every
+    ///   id is at most [`JS_MAX_SAFE_INTEGER`] and survives `JSON.parse` as a number.
+    ///   64 nodes, 64 ids per ms per node (64,000 ids/s with a real clock; more only by
+    ///   borrowing time), lifetime to 2094 like `default`. yitter's IdGenerator splits its
+    ///   53 bits the same way by default (`WorkerIdBitLength` 6, `SeqBitLength` 6); CosId's
+    ///   `SafeJavaScriptSnowflakeId.ofMillisecond` keeps 41 ms bits too and splits 3/9.
+    ///
+    /// ```
+    /// use shardflake::{Layout, JS_MAX_SAFE_INTEGER};
+    /// let l = Layout::preset("js-safe").unwrap();
+    /// assert_eq!(l.total_bits(), 53);
+    /// assert_eq!(l.ids_per_tick(), 64);
+    /// assert_eq!(l.overflow_time(), "2094-09-07T15:47:35.552Z");
+    /// let node = l.node_bits(&[("node", 63)]).unwrap();
+    /// let largest = l.compose(l.timestamp_field().max(), l.sequence_field().max(), node);
+    /// assert_eq!(largest, JS_MAX_SAFE_INTEGER);
+    /// ```
     pub fn preset(name: &str) -> Result<Layout, LayoutError> {
         let b = LayoutBuilder::new(name);
         let built = match name {
@@ -139,6 +161,12 @@ impl Layout {
                 .sequence("sequence", 13)
                 .time_unit_ms(1000)
                 .epoch_ms(1_463_702_400_000),
+            // 53 bits: the widths are chosen in the doc comment above.
+            "js-safe" => b
+                .timestamp("timestamp", 41)
+                .node("node", 6)
+                .sequence("sequence", 6)
+                .epoch_ms(SHARDFLAKE_EPOCH_MS),
             "temporal" => {
                 return Layout::temporal(
                     TEMPORAL_GRANULARITY_MS_DEFAULT,
@@ -170,5 +198,63 @@ impl Layout {
             .time_unit_ms(granularity_ms)
             .epoch_ms(epoch_ms)
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClockPolicy, ManualClock, SnowflakeGenerator};
+
+    #[test]
+    fn the_largest_js_safe_id_is_the_largest_safe_integer() {
+        let l = Layout::preset("js-safe").unwrap();
+        let node = l
+            .node_bits(&[("node", l.field("node").unwrap().max())])
+            .unwrap();
+        let largest = l.compose(l.timestamp_field().max(), l.sequence_field().max(), node);
+        assert_eq!(largest, JS_MAX_SAFE_INTEGER);
+        assert_eq!(largest, 9_007_199_254_740_991);
+        // Nothing above it decodes: the layout has no 54th bit.
+        assert!(l.decode(largest).is_ok());
+        assert!(l.decode(largest + 1).is_err());
+    }
+
+    #[test]
+    fn js_safe_ids_round_trip_through_an_f64() {
+        let l = Layout::preset("js-safe").unwrap();
+        // The last four ticks before the overflow, where ids are largest (all 256 of their
+        // ids, up to 2^53 − 1 itself), then a day after the epoch.
+        for start_ms in [l.overflow_ms() - 4, SHARDFLAKE_EPOCH_MS + 86_400_000] {
+            let clock = ManualClock::new(start_ms);
+            let g = SnowflakeGenerator::builder(l.clone())
+                .node("node", 63)
+                .clock(clock.clone())
+                .policy(ClockPolicy::Fail)
+                .build()
+                .unwrap();
+            let mut last = 0;
+            for i in 0..256 {
+                let id = match g.next_id() {
+                    Ok(id) => id,
+                    // 64 ids per ms: the next ms brings the next 64.
+                    Err(_) => {
+                        clock.advance_ms(1);
+                        g.next_id().unwrap()
+                    }
+                };
+                assert!(id > last, "{i}");
+                last = id;
+                assert!(id <= JS_MAX_SAFE_INTEGER, "{id}");
+                // What JSON.parse does to a number: parse it as a double.
+                let parsed: f64 = id.to_string().parse().unwrap();
+                assert_eq!(parsed as u64, id);
+                assert_eq!(parsed.to_string(), id.to_string());
+            }
+            if start_ms == l.overflow_ms() - 4 {
+                assert_eq!(last, JS_MAX_SAFE_INTEGER);
+                assert!(g.next_id().is_err(), "nothing after the largest id");
+            }
+        }
     }
 }
