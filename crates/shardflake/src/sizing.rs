@@ -13,7 +13,7 @@ use crate::temporal::REFILL_FRACTION_DEFAULT;
 pub const FORECAST_HEADROOM: f64 = 1.25;
 
 /// Segment mode (namespaces): a node's block covers this much of its forecast demand (ms).
-pub const SEGMENT_HORIZON_MS_DEFAULT: u64 = 60_000;
+pub const SEGMENT_HORIZON_MS_DEFAULT: u64 = 20_000;
 
 /// Segment mode: a node asks for its next block of a namespace once the current one has this
 /// fraction left (double buffering: the next block is there before the current runs out).

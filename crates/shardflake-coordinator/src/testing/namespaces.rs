@@ -304,8 +304,8 @@ pub async fn usage_reports_size_blocks_from_the_forecast(store: Arc<dyn KvStore>
         )
         .await
         .unwrap();
-    // 20,000/s over the 60 s horizon with 1.25 headroom.
-    assert_eq!(g.count, 1_500_000, "{check}");
+    // 20,000/s over the 20 s horizon with 1.25 headroom.
+    assert_eq!(g.count, 500_000, "{check}");
     let status = c.namespace("clicks").await.unwrap();
     let me = &status.nodes[0];
     assert!(
@@ -317,7 +317,7 @@ pub async fn usage_reports_size_blocks_from_the_forecast(store: Arc<dyn KvStore>
         (20_000.0, 20_000.0),
         "{check}"
     );
-    assert_eq!(me.last_block, 1_500_000, "{check}");
+    assert_eq!(me.last_block, 500_000, "{check}");
     // Malformed reports are refused before anything is written.
     let bad = RenewRequest {
         token: n.token,
