@@ -3,6 +3,7 @@
 #
 #   scripts/bench-node.sh            # about 90 s after the release build
 #   DURATION=10 scripts/bench-node.sh
+#   ONLY=ns scripts/bench-node.sh    # only namespace ids against /ids on the cluster node
 #
 # It builds release binaries, starts `shardflake serve` (twitter layout), a temporal-layout
 # node and the bare-axum ceiling (crates/shardflake-node/examples/ceiling.rs) on loopback,
@@ -98,6 +99,16 @@ RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$CLUSTER_
     --coordinator "http://127.0.0.1:$COORDINATOR_PORT" 2>"$WORK/cluster.log" &
 PIDS+=("$!")
 wait_200 "$CLUSTER_PORT" /readyz
+# A namespace for the cluster node's rows (hop=1: served where it arrives, no redirect).
+{
+    exec 3<>"/dev/tcp/127.0.0.1/$COORDINATOR_PORT"
+    body='{"block_max": 10000000}'
+    printf 'PUT /v1/namespaces/bench HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+        "$SHARDFLAKE_CLUSTER_TOKEN" "${#body}" "$body" >&3
+    head -1 <&3 | grep -q " 200" || { echo "PUT /v1/namespaces/bench failed" >&2; exit 1; }
+    exec 3<&-
+}
+wait_200 "$CLUSTER_PORT" "/ns/bench/id?hop=1"
 
 # Prints the value of metric $2 from port $1.
 metric() {
@@ -152,6 +163,26 @@ mem() {
 }
 
 echo "running wrk, ${DURATION}s per row..." >&2
+# Namespace ids against /ids on the same cluster node, alternating three times; the ratios
+# use the better run of each.
+NS_ID=0; ID=0; NS_IDS=0; IDS=0
+for round in 1 2 3; do
+    run "cluster node GET /id (run $round)" "$CLUSTER_PORT" /id 1 application/json
+    ((LAST_RPS > ID)) && ID=$LAST_RPS
+    run "cluster node GET /ns/bench/id (run $round)" "$CLUSTER_PORT" "/ns/bench/id?hop=1" 1 application/json
+    ((LAST_RPS > NS_ID)) && NS_ID=$LAST_RPS
+    run "cluster /ids?count=1000 json (run $round)" "$CLUSTER_PORT" "/ids?count=1000" 1000 application/json
+    ((LAST_RPS > IDS)) && IDS=$LAST_RPS
+    run "cluster /ns/bench/ids?count=1000 json (run $round)" "$CLUSTER_PORT" "/ns/bench/ids?count=1000&hop=1" 1000 application/json
+    ((LAST_RPS > NS_IDS)) && NS_IDS=$LAST_RPS
+done
+NS_RATIOS=$(awk "BEGIN{printf \"namespace / plain, same cluster node: GET id %.3f, 1000 ids %.3f\", $NS_ID/$ID, $NS_IDS/$IDS}")
+if [[ "${ONLY:-}" == ns ]]; then
+    printf '%-34s %5s %12s %14s %9s %9s %6s\n' "endpoint" "conns" "requests/s" "ids/s" "p50 ms" "p99 ms" "errors"
+    for r in "${ROWS[@]}"; do echo "$r"; done
+    echo "$NS_RATIOS"
+    exit 0
+fi
 # Ceiling and node alternate three times so that background load hits both alike; the ratio uses
 # the better run of each.
 CEILING_RPS=0
@@ -191,6 +222,7 @@ for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 awk "BEGIN{printf \"node GET /id / ceiling: %.2f\n\", $NODE_RPS/$CEILING_RPS}"
 awk "BEGIN{printf \"cluster node GET /id / standalone node: %.2f\n\", $CLUSTER_RPS/$NODE_RPS}"
+echo "$NS_RATIOS"
 echo "twitter node memory after load:  $NODE_MEM"
 echo "temporal node memory after load: $TEMPORAL_MEM"
 echo "twitter borrow node: ${BORROWED:-?} ms ahead of the clock after its row"

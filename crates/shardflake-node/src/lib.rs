@@ -8,6 +8,7 @@
 //! | `GET /id` | `{"id": 1790..., "id_str": "1790..."}` |
 //! | `GET /ids?count=N` | `1 <= N <= 100000`; JSON `{"ids": [...], "ids_str": [...]}`, or packed 8-byte big-endian ids with `Accept: application/octet-stream`, or one id per line with `Accept: text/plain` |
 //! | `GET /inspect/{id}` | the id's fields by name, `timestamp_ms`, `time` |
+//! | `GET /ns/{name}/id`, `GET /ns/{name}/ids?count=N` | cluster mode: values of a namespace, unique across the cluster, increasing per node, in the forms of `/id` and `/ids`; `307` to the serving node when another serves it |
 //! | `GET /healthz` | `200 {"status": "ok"}` while the process runs |
 //! | `GET /readyz` | `200` while the node may issue ids, else `503` with an `error` object saying why (e.g. how far the clock is behind the reserved bound) |
 //! | `GET /metrics` | Prometheus text, every series prefixed `shardflake_` |
@@ -18,7 +19,8 @@
 //! `406 not_acceptable`, `413 payload_too_large` (no endpoint reads a body; bodies over
 //! 1 KiB or chunked are refused), and `503` with `Retry-After` (whole seconds, at least 1) for
 //! `clock_behind`, `epoch_in_future`, `reservation_exhausted`, `lease_lost`,
-//! `counter_exhausted`, `request_timeout` and `shutting_down`; `503 layout_expired` has no
+//! `counter_exhausted`, `no_namespace_block`, `request_timeout` and `shutting_down`;
+`404 unknown_namespace` for a namespace never created; `503 layout_expired` has no
 //! `Retry-After` since waiting cannot help.
 //!
 //! # Restart safety
