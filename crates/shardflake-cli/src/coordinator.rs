@@ -48,6 +48,13 @@ pub struct CoordinatorArgs {
     /// Smallest counter block (temporal layout).
     #[arg(long, default_value_t = BLOCK_MIN_DEFAULT)]
     pub block_min: u64,
+    /// Namespaces: a node's block covers this much of its forecast demand (100ms..1h).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ns_horizon: Duration,
+    /// Namespaces: ids per second one node serves of one namespace before the assignment
+    /// adds a node to it.
+    #[arg(long, default_value_t = shardflake_coordinator::NS_NODE_CAPACITY_PER_S_DEFAULT)]
+    pub ns_node_capacity: u64,
     /// Most transactions per durable commit (1 turns group commit off). With `--etcd`, most
     /// transactions sent as one etcd transaction, at most 128.
     #[arg(long, default_value_t = shardflake_coordinator::store::GROUP_COMMIT_BATCH_MAX_DEFAULT)]
@@ -104,6 +111,8 @@ impl CoordinatorArgs {
             lease_ttl_max: self.lease_ttl_max,
             reservation_ahead_max: self.reservation_ahead_max,
             block_min: self.block_min,
+            ns_horizon: self.ns_horizon,
+            ns_node_capacity: self.ns_node_capacity,
             group_commit_max: self.group_commit_max,
             etcd: self.etcd.clone(),
             etcd_prefix: self.etcd_prefix.clone(),

@@ -96,5 +96,5 @@ pub use time::{ManualTime, SystemTimeSource, TimeSource};
 
 pub use service::{
     run, serve, RunError, ServiceConfig, ServiceOptions, StoreConfig, ETCD_PASSWORD_ENV,
-    SHUTDOWN_GRACE_MS, STORE_FILE_NAME,
+    NS_HORIZON_MS_MAX, NS_HORIZON_MS_MIN, SHUTDOWN_GRACE_MS, STORE_FILE_NAME,
 };

@@ -44,6 +44,11 @@ pub struct ServiceOptions {
     pub reservation_ahead_max: Duration,
     /// `--block-min`: smallest counter block (temporal layout).
     pub block_min: u64,
+    /// `--ns-horizon`: a namespace block covers this much of a node's forecast demand.
+    pub ns_horizon: Duration,
+    /// `--ns-node-capacity`: ids/s one node serves of one namespace before the assignment
+    /// adds a node to it.
+    pub ns_node_capacity: u64,
     /// `--group-commit-max`: most transactions per durable commit (1 turns group commit off).
     pub group_commit_max: usize,
     /// `--etcd`: client URLs of an etcd cluster that holds the state instead of the store file
@@ -66,6 +71,11 @@ pub struct ServiceOptions {
     /// `--insecure-no-auth`: serve without a token.
     pub insecure_no_auth: bool,
 }
+
+/// Shortest `--ns-horizon` (ms): a block should outlast a few coordinator round trips.
+pub const NS_HORIZON_MS_MIN: u64 = 100;
+/// Longest `--ns-horizon` (ms).
+pub const NS_HORIZON_MS_MAX: u64 = 3_600_000;
 
 /// A validated coordinator service: the domain configuration, where the store lives, and
 /// the token requests must carry.
@@ -158,6 +168,19 @@ impl ServiceConfig {
         }
         c.reservation_ahead_ms_max = ms(o.reservation_ahead_max);
         c.block_min = o.block_min.max(1);
+        c.ns_horizon_ms = ms(o.ns_horizon);
+        if !(NS_HORIZON_MS_MIN..=NS_HORIZON_MS_MAX).contains(&c.ns_horizon_ms) {
+            return Err(RunError::Config(format!(
+                "--ns-horizon {} ms is out of range {NS_HORIZON_MS_MIN}..={NS_HORIZON_MS_MAX} ms",
+                c.ns_horizon_ms
+            )));
+        }
+        if o.ns_node_capacity == 0 {
+            return Err(RunError::Config(
+                "--ns-node-capacity must be at least 1 (ids per second)".into(),
+            ));
+        }
+        c.ns_node_capacity_per_s = o.ns_node_capacity;
         Ok(ServiceConfig {
             coordinator: c,
             store: store_config(o)?,

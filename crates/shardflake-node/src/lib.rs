@@ -20,7 +20,7 @@
 //! 1 KiB or chunked are refused), and `503` with `Retry-After` (whole seconds, at least 1) for
 //! `clock_behind`, `epoch_in_future`, `reservation_exhausted`, `lease_lost`,
 //! `counter_exhausted`, `no_namespace_block`, `request_timeout` and `shutting_down`;
-`404 unknown_namespace` for a namespace never created; `503 layout_expired` has no
+//! `404 unknown_namespace` for a namespace never created; `503 layout_expired` has no
 //! `Retry-After` since waiting cannot help.
 //!
 //! # Restart safety
