@@ -12,6 +12,7 @@ use shardflake_proto::coord::{
     ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::ns::RoutingTable;
 use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
 
@@ -463,6 +464,12 @@ impl CoordinatorClient {
     /// `GET /v1/cluster`, from the preferred coordinator.
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
         self.call::<(), _>(http::Method::GET, "/v1/cluster", None, self.timeout)
+            .await
+    }
+
+    /// `GET /v1/routing`: the live nodes and which of them serve each namespace.
+    pub async fn routing(&self) -> Result<RoutingTable, ClientError> {
+        self.call::<(), _>(http::Method::GET, "/v1/routing", None, self.timeout)
             .await
     }
 

@@ -43,6 +43,19 @@ impl ReqwestTransport {
             .map_err(|e| e.to_string())?;
         Ok(Self { http })
     }
+
+    /// [`ReqwestTransport::new`] that hands redirects (`307` and friends) back to the caller
+    /// instead of following them: the id client follows a node's `307` itself, so that a
+    /// redirect to a node that is down fails over like any other unreachable node.
+    pub fn without_redirects(connect_timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http })
+    }
 }
 
 impl Transport for ReqwestTransport {
