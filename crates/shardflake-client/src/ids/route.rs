@@ -49,6 +49,8 @@ struct Table {
     namespaces: HashMap<String, Vec<u64>>,
     /// Whether a table was ever loaded (always, for a fixed list).
     loaded: bool,
+    /// When the table was last loaded from the coordinators.
+    loaded_at: Option<Instant>,
     /// The last failure to load one.
     error: Option<String>,
 }
@@ -103,6 +105,7 @@ impl Router {
                 .collect(),
             namespaces: HashMap::new(),
             loaded: matches!(source, Source::Nodes),
+            loaded_at: None,
             error: None,
         };
         Self {
@@ -165,6 +168,7 @@ impl Router {
             .map(|n| (n.name, n.serving))
             .collect();
         table.loaded = true;
+        table.loaded_at = Some(Instant::now());
         table.error = None;
     }
 
@@ -214,13 +218,59 @@ impl Router {
         ns: Option<&str>,
         count: usize,
     ) -> Result<(Vec<u64>, String), IdError> {
-        let stream = stream_name(ns);
-        if self.coordinators().is_some() && !self.table.lock().expect("poisoned").loaded {
+        if !self.table.lock().expect("poisoned").loaded {
             // The first request of a client waits for the first table.
+            self.reload_if_stale().await;
+        }
+        let mut order = self.order(ns);
+        let mut failures = Vec::new();
+        for round in 0..2 {
+            match self.round(ns, &order, count, &mut failures).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            // Every node failed. The table may be stale (a node moved, the namespace was
+            // reassigned): reload it now, unless it is fresh, and go round once more if the
+            // nodes changed.
+            if round > 0 || !self.reload_if_stale().await {
+                break;
+            }
+            let again = self.order(ns);
+            if again.iter().all(|u| order.contains(u)) {
+                break;
+            }
+            order = again;
+        }
+        self.refresh.notify_one();
+        Err(IdError::Unavailable {
+            stream: stream_name(ns),
+            failures,
+        })
+    }
+
+    /// Reloads the table if it came from the coordinators more than
+    /// [`ROUTING_REFRESH_MIN`] ago; whether it did.
+    async fn reload_if_stale(&self) -> bool {
+        let stale = match self.table.lock().expect("poisoned").loaded_at {
+            Some(t) => t.elapsed() >= ROUTING_REFRESH_MIN,
+            None => self.coordinators().is_some(),
+        };
+        if stale {
             let mut retry = Retry::new("routing table", NODE_RETRY_MIN, NODE_RETRY_MAX);
             self.refresh_table(&mut retry).await;
         }
-        let order = self.order(ns);
+        stale
+    }
+
+    /// One pass over `order`; `None` when every node failed (their errors in `failures`).
+    async fn round(
+        &self,
+        ns: Option<&str>,
+        order: &[String],
+        count: usize,
+        failures: &mut Vec<NodeFailure>,
+    ) -> Result<Option<(Vec<u64>, String)>, IdError> {
         if order.is_empty() {
             let table = self.table.lock().expect("poisoned");
             let error = match &table.error {
@@ -228,28 +278,24 @@ impl Router {
                 None => "the routing table lists no node with a URL".to_string(),
             };
             drop(table);
-            self.refresh.notify_one();
-            return Err(IdError::Unavailable {
-                stream,
-                failures: vec![NodeFailure {
-                    url: "(no nodes)".into(),
-                    error,
-                }],
+            failures.push(NodeFailure {
+                url: "(no nodes)".into(),
+                error,
             });
+            return Ok(None);
         }
         let path = match ns {
             None => format!("/ids?count={count}"),
             Some(name) => format!("/ns/{name}/ids?count={count}"),
         };
-        let mut failures = Vec::new();
         for url in order {
-            match self.fetch_one(&url, &path, count).await {
+            match self.fetch_one(url, &path, count).await {
                 Ok(ids) => {
-                    self.node_ok(&url);
-                    return Ok((ids, url));
+                    self.node_ok(url);
+                    return Ok(Some((ids, url.clone())));
                 }
                 Err(Attempt::Refused(e)) => {
-                    self.node_ok(&url);
+                    self.node_ok(url);
                     return Err(e);
                 }
                 Err(Attempt::Failed {
@@ -257,13 +303,15 @@ impl Router {
                     kind,
                     retry_after,
                 }) => {
-                    self.node_failed(&url, kind, &error, retry_after);
-                    failures.push(NodeFailure { url, error });
+                    self.node_failed(url, kind, &error, retry_after);
+                    failures.push(NodeFailure {
+                        url: url.clone(),
+                        error,
+                    });
                 }
             }
         }
-        self.refresh.notify_one();
-        Err(IdError::Unavailable { stream, failures })
+        Ok(None)
     }
 
     fn node_ok(&self, url: &str) {
