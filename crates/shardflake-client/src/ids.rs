@@ -455,14 +455,15 @@ impl IdClientBuilder {
                     ROUTING_REFRESH_MIN,
                     refresh.max(ROUTING_REFRESH_MIN),
                 );
+                // The first table is loaded by the first request; this keeps it fresh.
                 loop {
-                    router.refresh_table(&mut retry).await;
                     tokio::select! {
                         () = tokio::time::sleep(refresh) => {}
                         () = router.refresh.notified() => {
                             tokio::time::sleep(ROUTING_REFRESH_MIN).await;
                         }
                     }
+                    router.refresh_table(&mut retry).await;
                 }
             });
             inner.tasks.lock().expect("poisoned").push(task);

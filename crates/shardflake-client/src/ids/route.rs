@@ -49,8 +49,8 @@ struct Table {
     namespaces: HashMap<String, Vec<u64>>,
     /// Whether a table was ever loaded (always, for a fixed list).
     loaded: bool,
-    /// When the table was last loaded from the coordinators.
-    loaded_at: Option<Instant>,
+    /// When the table was last asked of the coordinators (answered or not).
+    asked_at: Option<Instant>,
     /// The last failure to load one.
     error: Option<String>,
 }
@@ -84,6 +84,8 @@ pub(crate) struct Router {
     health: Mutex<HashMap<String, Health>>,
     /// Wakes the routing refresher early.
     pub refresh: tokio::sync::Notify,
+    /// The log state of reloads on demand (one at a time).
+    reload: tokio::sync::Mutex<Retry>,
 }
 
 impl Router {
@@ -105,7 +107,7 @@ impl Router {
                 .collect(),
             namespaces: HashMap::new(),
             loaded: matches!(source, Source::Nodes),
-            loaded_at: None,
+            asked_at: None,
             error: None,
         };
         Self {
@@ -116,6 +118,11 @@ impl Router {
             table: Mutex::new(table),
             health: Mutex::new(HashMap::new()),
             refresh: tokio::sync::Notify::new(),
+            reload: tokio::sync::Mutex::new(Retry::new(
+                "routing table",
+                NODE_RETRY_MIN,
+                NODE_RETRY_MAX,
+            )),
         }
     }
 
@@ -131,6 +138,7 @@ impl Router {
         let Some(coordinators) = self.coordinators() else {
             return;
         };
+        self.table.lock().expect("poisoned").asked_at = Some(Instant::now());
         match coordinators.routing().await {
             Ok(t) => {
                 retry.succeeded();
@@ -168,7 +176,6 @@ impl Router {
             .map(|n| (n.name, n.serving))
             .collect();
         table.loaded = true;
-        table.loaded_at = Some(Instant::now());
         table.error = None;
     }
 
@@ -218,9 +225,13 @@ impl Router {
         ns: Option<&str>,
         count: usize,
     ) -> Result<(Vec<u64>, String), IdError> {
-        if !self.table.lock().expect("poisoned").loaded {
-            // The first request of a client waits for the first table.
-            self.reload_if_stale().await;
+        if self.coordinators().is_some() && !self.table.lock().expect("poisoned").loaded {
+            // The first request of a client waits for the first table (the first request of
+            // another stream waits for the same load).
+            let mut retry = self.reload.lock().await;
+            if !self.table.lock().expect("poisoned").loaded {
+                self.refresh_table(&mut retry).await;
+            }
         }
         let mut order = self.order(ns);
         let mut failures = Vec::new();
@@ -249,15 +260,18 @@ impl Router {
         })
     }
 
-    /// Reloads the table if it came from the coordinators more than
+    /// Reloads the table if it was last asked of the coordinators more than
     /// [`ROUTING_REFRESH_MIN`] ago; whether it did.
     async fn reload_if_stale(&self) -> bool {
-        let stale = match self.table.lock().expect("poisoned").loaded_at {
+        if self.coordinators().is_none() {
+            return false;
+        }
+        let stale = match self.table.lock().expect("poisoned").asked_at {
             Some(t) => t.elapsed() >= ROUTING_REFRESH_MIN,
-            None => self.coordinators().is_some(),
+            None => true,
         };
         if stale {
-            let mut retry = Retry::new("routing table", NODE_RETRY_MIN, NODE_RETRY_MAX);
+            let mut retry = self.reload.lock().await;
             self.refresh_table(&mut retry).await;
         }
         stale
