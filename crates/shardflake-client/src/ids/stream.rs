@@ -208,9 +208,15 @@ impl Stream {
                 }
                 Err(error) => {
                     let delay = retry.failed(error.kind(), &error);
+                    // A refusal (a 4xx: an unknown namespace) is not retried for its own sake:
+                    // after the backoff, only a caller asking again sends another request.
+                    let refused = matches!(error, IdError::Api { .. });
                     self.lock().failure = Some(Failure { at: sent, error });
                     self.events.send_modify(|g| *g += 1);
                     tokio::time::sleep(delay).await;
+                    if refused {
+                        self.want.notified().await;
+                    }
                 }
             }
         }
