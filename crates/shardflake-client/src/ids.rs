@@ -254,7 +254,9 @@ impl IdClient {
     /// call, [`IdError::Timeout`] when the time limit passed, [`IdError::Api`] on a node's
     /// 4xx.
     pub async fn next_id(&self) -> Result<u64, IdError> {
-        Ok(self.next_ids(1).await?[0])
+        self.default_stream()
+            .take_one(self.inner.config.call_timeout)
+            .await
     }
 
     /// The next `n` plain ids (`1..=`[`NEXT_IDS_MAX`]), in the order they were fetched.
@@ -343,7 +345,9 @@ impl Namespace {
     /// The next id of the namespace; errors as [`IdClient::next_id`] (an unknown namespace is
     /// an [`IdError::Api`] with a 404).
     pub async fn next_id(&self) -> Result<u64, IdError> {
-        Ok(self.next_ids(1).await?[0])
+        self.stream
+            .take_one(self.client.inner.config.call_timeout)
+            .await
     }
 
     /// The next `n` ids of the namespace (`1..=`[`NEXT_IDS_MAX`]).

@@ -182,6 +182,20 @@ impl Buffer {
         Some(out)
     }
 
+    /// Takes one id, if one is buffered ([`Buffer::take`] without the allocation).
+    pub fn take_one(&mut self, now: Instant) -> Option<u64> {
+        self.expire(now);
+        let b = self.batches.front_mut()?;
+        let id = b.ids[b.pos];
+        b.pos += 1;
+        if b.left() == 0 {
+            self.batches.pop_front();
+        }
+        self.buffered -= 1;
+        self.record_use(1, now);
+        Some(id)
+    }
+
     /// Moves up to `max` ids of the oldest batch into `out` (cleared first) and returns that
     /// batch's sequence number, or `None` when nothing is buffered.
     pub fn take_chunk(&mut self, max: usize, now: Instant, out: &mut Vec<u64>) -> Option<u64> {
@@ -328,7 +342,9 @@ mod tests {
             let n = 1 + (round % 13) as usize;
             b.push((next..next + n as u64).collect(), now);
             next += n as u64;
-            if round % 3 == 0 {
+            if round % 5 == 0 {
+                all.extend(b.take_one(now));
+            } else if round % 3 == 0 {
                 if let Some(seq) = b.take_chunk(5, now, &mut chunk) {
                     assert!(seq > b.expired_through());
                     all.extend_from_slice(&chunk);

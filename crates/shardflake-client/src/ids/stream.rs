@@ -151,6 +151,19 @@ impl Stream {
         }
     }
 
+    /// Takes one id, waiting up to `timeout` for it.
+    pub async fn take_one(&self, timeout: Duration) -> Result<u64, IdError> {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            if let Some(id) = s.buffer.take_one(now) {
+                self.nudge(&mut s, now);
+                return Ok(id);
+            }
+        }
+        Ok(self.take(1, timeout).await?[0])
+    }
+
     /// Moves up to `max` ids into `out`; the batch's sequence number, if any were buffered.
     fn take_chunk(&self, max: usize, out: &mut Vec<u64>) -> Option<u64> {
         let now = Instant::now();
@@ -312,11 +325,9 @@ impl IdStream {
         if let Some(id) = self.try_next_id() {
             return Ok(id);
         }
-        let ids = self
-            .stream
-            .take(1, self.client.inner.config.call_timeout)
-            .await?;
-        Ok(ids[0])
+        self.stream
+            .take_one(self.client.inner.config.call_timeout)
+            .await
     }
 
     /// The namespace of this stream, `None` for plain ids.
