@@ -84,7 +84,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
@@ -162,7 +162,8 @@ fn write_ids(
     Ok(())
 }
 
-fn write_chunk(ids: &[u64], format: Format, out: &mut impl Write) -> io::Result<()> {
+/// Writes `ids` one per line in `format` (also `fetch`'s output).
+pub fn write_chunk(ids: &[u64], format: Format, out: &mut impl Write) -> io::Result<()> {
     if format == Format::Dec {
         // The common case gets a formatter that does two digits per division.
         let mut line = [0u8; DEC_LEN_MAX + 1];

@@ -2,15 +2,17 @@
 //!
 //! This binary only parses arguments and calls into libraries: each subcommand is one variant
 //! of [`Command`] and one match arm in [`main`]. The subcommands that need no service live in
-//! their own modules here (`generate`, `inspect`, `verify`); `bench` runs the harness of
-//! `shardflake-bench` on our generators only (the table next to peer crates is
-//! `cargo run --release -p shardflake-bench`, so this binary links none of them).
+//! their own modules here (`generate`, `inspect`, `verify`, and `fetch`, a client of running
+//! nodes through the SDK); `bench` runs the harness of `shardflake-bench` on our generators
+//! only (the table next to peer crates is `cargo run --release -p shardflake-bench`, so this
+//! binary links none of them).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod coordinator;
+mod fetch;
 mod generate;
 mod inspect;
 mod kind;
@@ -38,6 +40,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Measure the throughput of our generators, in-process.
     Bench(shardflake_bench::BenchArgs),
+    /// Fetch ids from running nodes (through the client SDK, with failover), one per line.
+    Fetch(fetch::FetchArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             shardflake_bench::run(&args, Vec::new()).map(|()| ExitCode::SUCCESS)
         }
+        Command::Fetch(args) => fetch::run(args),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Coordinator(args) => coordinator::run(args).map(|()| ExitCode::SUCCESS),
         Command::MaelstromNode(args) => maelstrom::run(args),

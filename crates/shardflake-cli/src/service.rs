@@ -18,8 +18,13 @@ pub enum LogFormat {
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) -> Result<()> {
+    init_logging_at(format, LevelFilter::INFO)
+}
+
+/// [`init_logging`] with another default level (`fetch` logs only warnings by default).
+pub fn init_logging_at(format: LogFormat, default: LevelFilter) -> Result<()> {
     let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
+        .with_default_directive(default.into())
         .from_env()
         .map_err(|e| anyhow!("RUST_LOG is invalid: {e}"))?;
     // Colour only on a terminal: escape codes in files and container logs hide the fields.

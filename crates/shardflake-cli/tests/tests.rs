@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod fetch;
 mod maelstrom;
 mod namespaces;
 mod node;

@@ -1,5 +1,9 @@
-//! Client SDK for the shardflake coordinator.
+//! Client SDK of shardflake: ids from the nodes, and the coordinator's API.
 //!
+//! * [`IdClient`] (and [`BlockingIdClient`]): ids from the nodes (`shardflake serve`), plain
+//!   or per namespace, prefetched ahead of need from a forecast of the caller's rate, with
+//!   failover between nodes; nodes given as URLs or discovered from the coordinators'
+//!   routing table. [`IdStream`] is its lock-free fast path.
 //! * [`CoordinatorClient`]: the coordinator's HTTP API over a list of coordinator URLs, with
 //!   failover between them and the cluster token as a bearer token.
 //! * [`LeaseKeeper`]: holds a host-id lease for a generator node: acquires it (or waits as a
@@ -29,12 +33,21 @@
 //! ```
 #![deny(missing_docs)]
 
+mod blocking;
 mod client;
+mod ids;
 mod keeper;
 mod retry;
 mod transport;
 
+pub use blocking::{BlockingIdClient, BlockingIdStream, BlockingNamespace};
 pub use client::{ClientError, CoordinatorClient, REQUEST_TIMEOUT_MS_DEFAULT, URLS_MAX};
+pub use ids::{
+    IdClient, IdClientBuilder, IdError, IdStream, Namespace, NodeFailure, StreamStats,
+    CALL_TIMEOUT_MS_DEFAULT, LOCAL_CHUNK_MAX, NAMESPACES_MAX, NEXT_IDS_MAX, NODES_MAX,
+    NODE_REQUEST_TIMEOUT_MS_DEFAULT, PREFETCH_HORIZON_MS_DEFAULT, PREFETCH_MAX_DEFAULT,
+    PREFETCH_MIN_DEFAULT, ROUTING_REFRESH_MS_DEFAULT, TIMEOUT_MS_MAX,
+};
 pub use keeper::{
     ActiveLease, KeeperConfig, LeaseKeeper, MemberState, NsUsageSource, TemporalLink,
     LATENCY_MULTIPLIER_DEFAULT, RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,

@@ -43,23 +43,48 @@ impl ReqwestTransport {
             .map_err(|e| e.to_string())?;
         Ok(Self { http })
     }
+
+    /// [`ReqwestTransport::new`] that hands redirects (`307` and friends) back to the caller
+    /// instead of following them: the id client follows a node's `307` itself, so that a
+    /// redirect to a node that is down fails over like any other unreachable node.
+    pub fn without_redirects(connect_timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http })
+    }
 }
 
 impl Transport for ReqwestTransport {
     fn send(&self, request: http::Request<Vec<u8>>) -> TransportFuture<'_> {
         Box::pin(async move {
             let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let response = self.http.execute(request).await.map_err(|e| chain(&e))?;
             let mut builder = http::Response::builder().status(response.status());
             for (name, value) in response.headers() {
                 builder = builder.header(name, value);
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            let body = response.bytes().await.map_err(|e| chain(&e))?;
             builder.body(body.to_vec()).map_err(|e| e.to_string())
         })
     }
+}
+
+/// An error with its causes (`error sending request: ... : Connection refused`): reqwest's
+/// own message alone does not say what failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
