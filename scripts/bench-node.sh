@@ -32,7 +32,9 @@ COORDINATOR_PORT=${COORDINATOR_PORT:-17070}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
 echo "building release binaries..." >&2
-cargo build --release --quiet -p shardflake-cli -p shardflake-node --example ceiling
+# `--example` alone would restrict the build to the example: the binary is built on its own.
+cargo build --release --quiet -p shardflake-cli --bin shardflake
+cargo build --release --quiet -p shardflake-node --example ceiling
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release/shardflake"
 CEILING="$TARGET_DIR/release/examples/ceiling"

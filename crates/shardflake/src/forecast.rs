@@ -83,6 +83,14 @@ impl Holt {
                 self.trend = self.beta * (self.level - prev) / dt + (1.0 - self.beta) * self.trend;
             }
         }
+        // The series are counts and rates, never negative: a level driven below zero by a
+        // falling trend (traffic that stopped) would keep the forecast at zero for several
+        // observations after the traffic is back. The level stops at zero, and so does the
+        // fall.
+        if self.level < 0.0 {
+            self.level = 0.0;
+            self.trend = self.trend.max(0.0);
+        }
         self.observations += 1;
     }
 
@@ -103,6 +111,10 @@ impl Holt {
 /// Reports shorter than this are pooled with the next ones before they become an observation:
 /// a rate measured over a few milliseconds is mostly noise.
 pub const RATE_INTERVAL_MS_MIN: u64 = 1_000;
+
+/// Pooled reports spanning at least this long (ms) raise the forecast when their rate is
+/// higher ([`RateForecast::per_s`]).
+pub const RATE_PENDING_MS_MIN: u64 = 100;
 
 /// A consumer's rate of use (values per second), forecast with [`Holt`] from reports of how
 /// many values it used over how long: how the coordinator sizes a node's next block of a
@@ -151,23 +163,32 @@ impl RateForecast {
             return;
         }
         let rate = self.pending_used as f64 * 1_000.0 / self.pending_ms as f64;
-        self.last_forecast_per_s = self.per_s();
+        self.last_forecast_per_s = self.holt.forecast(1);
         self.last_actual_per_s = rate;
         self.holt.observe(rate);
         self.pending_used = 0;
         self.pending_ms = 0;
     }
 
-    /// The forecast rate, values per second: one second ahead; before the first observation,
-    /// the rate of the reports pooled so far (0 without any).
+    /// The forecast rate, values per second: one step ahead, or the rate of the reports
+    /// pooled since the last observation if that is higher and they span at least
+    /// [`RATE_PENDING_MS_MIN`] (a burst is followed within a fraction of a second, not at the
+    /// next observation); before the first observation, the pooled rate (0 without any).
     pub fn per_s(&self) -> f64 {
+        let pending = if self.pending_ms == 0 {
+            0.0
+        } else {
+            self.pending_used as f64 * 1_000.0 / self.pending_ms as f64
+        };
         if self.holt.observations() == 0 {
-            if self.pending_ms == 0 {
-                return 0.0;
-            }
-            return self.pending_used as f64 * 1_000.0 / self.pending_ms as f64;
+            return pending;
         }
-        self.holt.forecast(1)
+        let forecast = self.holt.forecast(1);
+        if self.pending_ms >= RATE_PENDING_MS_MIN {
+            forecast.max(pending)
+        } else {
+            forecast
+        }
     }
 
     /// The rate of the last observation and the forecast made for it before it was taken
@@ -244,6 +265,34 @@ mod tests {
             uneven.observe_after(x, 1.0);
         }
         assert_eq!(even, uneven, "dt = 1 is the plain method");
+    }
+
+    #[test]
+    fn traffic_that_stops_and_comes_back_is_followed_at_once() {
+        let mut h = Holt::default();
+        for x in [1_000.0, 1_000.0, 1_000.0, 0.0, 0.0, 0.0, 0.0] {
+            h.observe(x);
+        }
+        assert_eq!(h.forecast(1), 0.0);
+        // Without the floor the level would sit far below zero here, and the first
+        // observation of the traffic coming back would still forecast 0.
+        h.observe(1_000.0);
+        assert!(h.forecast(1) >= 500.0, "{}", h.forecast(1));
+    }
+
+    #[test]
+    fn a_burst_raises_the_forecast_before_its_observation() {
+        let mut f = RateForecast::default();
+        f.observe(1_000, 1_000);
+        f.observe(1_000, 1_000);
+        assert!((f.per_s() - 1_000.0).abs() < 1e-9);
+        // 50,000 values in 40 ms: too short to count.
+        f.observe(50_000, 40);
+        assert!((f.per_s() - 1_000.0).abs() < 1e-9);
+        // 100,000 in 200 ms: 500,000/s, followed before the second is over.
+        f.observe(50_000, 160);
+        assert!((f.per_s() - 500_000.0).abs() < 1e-6, "{}", f.per_s());
+        assert_eq!(f.observations(), 2);
     }
 
     #[test]
