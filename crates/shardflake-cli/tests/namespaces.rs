@@ -181,3 +181,87 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
     all.extend(more);
     shardflake::check::check_ids(&all).assert_unique();
 }
+
+/// `shardflake fetch --coordinators .. --ns` streams a namespace from a cluster of three nodes
+/// while the node serving it is `kill -9`ed: no caller-visible error, every value once.
+#[test]
+fn fetch_streams_a_namespace_while_its_serving_node_is_killed() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
+    let url = format!("http://{}", c.addr);
+    let spec = json!({"start": 1, "block_min": 500, "block_max": 5000});
+    let (status, body) = http(
+        c.addr,
+        "PUT",
+        "/v1/namespaces/orders",
+        Some(TOKEN),
+        Some(&spec),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut nodes: Vec<Process> = (0..3)
+        .map(|_| Process::start(node_command_urls(&url, false, &[])))
+        .collect();
+    wait_until("every node holds a lease", || {
+        nodes.iter().all(|n| ready(n.addr))
+    });
+    // The serving node, once assigned and routed.
+    let mut serving = None;
+    wait_until("the namespace is assigned to a routed node", || {
+        let (_, body) = http(c.addr, "GET", "/v1/routing", Some(TOKEN), None);
+        let t: Value = serde_json::from_str(&body).unwrap();
+        let Some(host) = t["namespaces"][0]["serving"][0].as_u64() else {
+            return false;
+        };
+        let Some(node_url) = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["host_id"].as_u64() == Some(host))
+            .and_then(|n| n["url"].as_str().map(str::to_string))
+        else {
+            return false;
+        };
+        serving = nodes
+            .iter()
+            .position(|n| node_url == format!("http://{}", n.addr));
+        serving.is_some()
+    });
+    let serving = serving.unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardflake"))
+        .args(["fetch", "--coordinators", &url, "--ns", "orders"])
+        .args(["--count", &N.to_string(), "--batch-max", "1000"])
+        .env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fetch starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let parse = |l: std::io::Result<String>| -> u64 { l.unwrap().parse().unwrap() };
+    let mut values: Vec<u64> = lines.by_ref().take(10_000).map(parse).collect();
+    nodes[serving].kill_9();
+    values.extend(lines.map(parse));
+    let status = child.wait().unwrap();
+    let errors = errors.join().unwrap();
+    assert!(
+        status.success(),
+        "fetch failed: {status}; stderr:\n{errors}"
+    );
+    assert_eq!(values.len(), N, "stderr:\n{errors}");
+    assert!(values.iter().all(|&v| v >= 1));
+    shardflake::check::check_ids(&values).assert_unique();
+    // Until the kill, one node served: the values rose.
+    assert!(rising(&values[..10_000]));
+}
