@@ -70,10 +70,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Every body is a JSON object: serde would also take a struct from an array of its
+        // fields (`[null, null]`), which the API does not describe.
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the request body must be a JSON object",
+            ));
         }
+        serde_json::from_value(value).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
     }
 }
 

@@ -258,7 +258,37 @@ fn time_now(t: &ManualTime) -> u64 {
 #[tokio::test]
 async fn malformed_requests_get_json_errors() {
     let (app, _) = router(4).await;
-    let cases: [(&str, &str, Option<&str>, StatusCode, &str); 6] = [
+    let cases: [(&str, &str, Option<&str>, StatusCode, &str); 10] = [
+        // A struct's fields as an array, or any body that is not an object (schemathesis
+        // found `[null, null]` accepted as an empty namespace spec).
+        (
+            "PUT",
+            "/v1/namespaces/orders",
+            Some("[null, null]"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/orders/blocks",
+            Some("[0, 1]"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/v1/namespaces/Bad!",
+            Some("{}"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/nope/blocks",
+            Some(r#"{"host_id":0,"token":1}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
         (
             "POST",
             "/v1/leases",
