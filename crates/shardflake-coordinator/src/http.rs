@@ -70,24 +70,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+        if !json_type {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge, r.body_text()))
+            }
+            Err(r) => return Err(ApiError::new(ErrorCode::BadRequest, r.body_text())),
+        };
         // Every body is a JSON object: serde would also take a struct from an array of its
         // fields (`[null, null]`), which the API does not describe.
-        let value = match Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(Json(v)) => v,
-            Err(rejection) => return Err(json_rejection(rejection)),
-        };
-        if !value.is_object() {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 "the request body must be a JSON object",
             ));
         }
-        serde_json::from_value(value).map(ApiJson).map_err(|e| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("Failed to deserialize the JSON body into the target type: {e}"),
-            )
-        })
+        match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
     }
 }
 
