@@ -120,6 +120,35 @@ pub fn assign(
     (next != current).then_some(next)
 }
 
+/// What a block grant or a return reads: the caller's host record, the namespace and the
+/// caller's use of it, each with the version its write is conditioned on.
+struct NsRead {
+    host_id: u32,
+    host_version: u64,
+    ns: NamespaceRecord,
+    ns_version: u64,
+    u: NsUseRecord,
+    use_version: u64,
+}
+
+impl NsRead {
+    /// The transaction writing `ns` and `u` back: it commits only if the caller's host
+    /// record (its lease and token: the fencing), the namespace (no overlapping blocks) and
+    /// the caller's use are unchanged since they were read.
+    fn write(&self) -> Txn {
+        let (nk, uk) = (
+            ns_key(&self.ns.name),
+            ns_use_key(&self.ns.name, self.host_id),
+        );
+        Txn::new()
+            .compare(host_key(self.host_id), self.host_version)
+            .compare(&nk, self.ns_version)
+            .compare(&uk, self.use_version)
+            .put(&nk, encode(&self.ns))
+            .put(&uk, encode(&self.u))
+    }
+}
+
 fn bad(message: String) -> CoordError {
     CoordError::BadRequest(message)
 }
@@ -316,6 +345,30 @@ impl Coordinator {
         Ok(NamespaceList { namespaces })
     }
 
+    /// Reads namespace `name` (`UnknownNamespace` if it was never created) and `host_id`'s
+    /// use of it, for a write conditioned on `host_version` too.
+    async fn read_ns(
+        &self,
+        name: &str,
+        host_id: u32,
+        host_version: u64,
+    ) -> Result<NsRead, CoordError> {
+        let (ns, ns_version) = records::load_ns(self.store.as_ref(), name)
+            .await?
+            .ok_or_else(|| CoordError::UnknownNamespace {
+                name: name.to_string(),
+            })?;
+        let (u, use_version) = records::load_ns_use(self.store.as_ref(), name, host_id).await?;
+        Ok(NsRead {
+            host_id,
+            host_version,
+            ns,
+            ns_version,
+            u,
+            use_version,
+        })
+    }
+
     /// Grants the caller its next block of namespace `name`, above every earlier block.
     pub async fn grant_ns_block(
         &self,
@@ -337,19 +390,15 @@ impl Coordinator {
     ) -> Result<Step<'_, NsBlockGrant>, CoordError> {
         let (rec, host_version) = self.current_host(host_id).await?;
         self.check_current(&rec, req.token)?;
-        let (mut ns, ns_version) = records::load_ns(self.store.as_ref(), name)
-            .await?
-            .ok_or_else(|| CoordError::UnknownNamespace {
-                name: name.to_string(),
-            })?;
-        let (mut u, use_version) = records::load_ns_use(self.store.as_ref(), name, host_id).await?;
+        let mut r = self.read_ns(name, host_id, host_version).await?;
+        let (ns, u) = (&mut r.ns, &mut r.u);
         // A retry whose answer was lost: the newest block granted under this token lies
         // above what the caller holds. Answer it again.
         if let Some(last) = u.last.filter(|l| u.token == req.token && l.end > req.after) {
             return Ok(Step::Answer(grant_of(last, ns.step)));
         }
         let now = self.time.wall_ms();
-        observe(&mut u, req.used, req.over_ms, now);
+        observe(u, req.used, req.over_ms, now);
         let sizing = BlockSizing {
             min: ns.block_min,
             max: ns.block_max,
@@ -378,16 +427,8 @@ impl Coordinator {
         u.token = req.token;
         u.last_count = count;
         u.reported_at_ms = now;
-        let (nk, uk) = (ns_key(name), ns_use_key(name, host_id));
-        // Comparing the host record fences the grant; comparing the namespace keeps blocks
-        // from overlapping.
-        let txn = Txn::new()
-            .compare(host_key(host_id), host_version)
-            .compare(&nk, ns_version)
-            .compare(&uk, use_version)
-            .put(&nk, encode(&ns))
-            .put(&uk, encode(&u));
         let step = ns.step;
+        let txn = r.write();
         Ok(Step::commit(txn, move || {
             self.metrics.ns_blocks.inc();
             grant_of(block, step)
@@ -423,12 +464,8 @@ impl Coordinator {
                 current: rec.token,
             });
         }
-        let (mut ns, ns_version) = records::load_ns(self.store.as_ref(), name)
-            .await?
-            .ok_or_else(|| CoordError::UnknownNamespace {
-                name: name.to_string(),
-            })?;
-        let (mut u, use_version) = records::load_ns_use(self.store.as_ref(), name, host_id).await?;
+        let mut r = self.read_ns(name, host_id, host_version).await?;
+        let (ns, u) = (&mut r.ns, &mut r.u);
         let Some(last) = u.last else {
             return Ok(nothing);
         };
@@ -451,13 +488,7 @@ impl Coordinator {
         ns.values_returned += returned;
         u.last = None;
         u.prev = None;
-        let (nk, uk) = (ns_key(name), ns_use_key(name, host_id));
-        let txn = Txn::new()
-            .compare(host_key(host_id), host_version)
-            .compare(&nk, ns_version)
-            .compare(&uk, use_version)
-            .put(&nk, encode(&ns))
-            .put(&uk, encode(&u));
+        let txn = r.write();
         let name = name.to_string();
         Ok(Step::commit(txn, move || {
             self.metrics.ns_values_returned.inc_by(returned);

@@ -125,30 +125,7 @@ impl IntoParams for HostId {
     }
 }
 
-/// The `{name}` path segment of the namespace routes.
-pub(crate) struct NsName;
-
-impl IntoParams for NsName {
-    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let name = ParameterBuilder::new()
-            .name("name")
-            .parameter_in(ParameterIn::Path)
-            .required(Required::True)
-            .description(Some(
-                "The namespace: 1 to 64 lowercase letters, digits, `.`, `_` and `-`, starting \
-                 with a letter or a digit; anything else is `400 bad_request`.",
-            ))
-            .schema(Some(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1))
-                    .max_length(Some(shardflake_proto::ns::NAME_LEN_MAX))
-                    .pattern(Some("^[a-z0-9][a-z0-9._-]*$")),
-            ))
-            .build();
-        vec![name]
-    }
-}
+pub(crate) use shardflake_proto::openapi::NsName;
 
 /// `GET /healthz`: `ok` and a newline.
 pub(crate) struct HealthText;

@@ -36,4 +36,4 @@ mod response;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 #[cfg(feature = "axum")]
-pub use response::{ApiError, RETRY_AFTER_MS_DEFAULT};
+pub use response::{ApiError, NamePath, RETRY_AFTER_MS_DEFAULT};

@@ -33,6 +33,35 @@ use crate::coord::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, REQUEST_ID_BYTES_MAX};
 use crate::node::CONTENT_TYPE_JSON;
 use crate::ErrorCode;
 
+/// The `{name}` path segment of the namespace routes (node and coordinator).
+pub struct NsName;
+
+impl utoipa::IntoParams for NsName {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::Required;
+        let name = ParameterBuilder::new()
+            .name("name")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "The namespace: 1 to 64 lowercase letters, digits, `.`, `_` and `-`, starting \
+                 with a letter or a digit; anything else is `400 bad_request`.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(crate::ns::NAME_LEN_MAX))
+                    .pattern(Some("^[a-z0-9][a-z0-9._-]*$")),
+            ))
+            .build();
+        vec![name]
+    }
+}
+
 /// The name of the `Retry-After` response header.
 pub const RETRY_AFTER: &str = "Retry-After";
 

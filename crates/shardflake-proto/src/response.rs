@@ -80,3 +80,29 @@ impl IntoResponse for ApiError {
         r
     }
 }
+
+/// The `{name}` path segment of the namespace routes, checked against the name rule
+/// ([`crate::ns::validate_name`]); every refusal, axum's own path rejections included, is an
+/// [`ApiError`] (`400 bad_request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NamePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(name)) => match crate::ns::validate_name(&name) {
+                Ok(()) => Ok(NamePath(name)),
+                Err(e) => Err(ApiError::new(ErrorCode::BadRequest, e)),
+            },
+            Err(r) => Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("namespace name: {}", r.body_text()),
+            )),
+        }
+    }
+}

@@ -1,41 +1,17 @@
 //! The namespace routes: `PUT`/`GET /v1/namespaces`, a node's blocks and returns, and the
 //! routing table (`GET /v1/routing`). The rules are in `crate::namespaces`.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shardflake_proto::ns::{
-    validate_name, NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest,
-    NsReturnRequest, NsReturnResponse, RoutingTable,
+    NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest, NsReturnRequest,
+    NsReturnResponse, RoutingTable,
 };
-use shardflake_proto::{ApiError, ErrorCode};
+use shardflake_proto::{ApiError, NamePath};
 
 use super::{ApiJson, AppState};
 use crate::openapi::{NsBlockErrors, NsName, NsPutErrors, NsReturnErrors, ReadErrors};
-
-/// The `{name}` path segment, checked against the name rule; every refusal is an
-/// [`ApiError`].
-pub(super) struct NamePath(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for NamePath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(name)) => match validate_name(&name) {
-                Ok(()) => Ok(NamePath(name)),
-                Err(e) => Err(ApiError::new(ErrorCode::BadRequest, e)),
-            },
-            Err(r) => Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("namespace name: {}", r.body_text()),
-            )),
-        }
-    }
-}
 
 /// Creates a namespace, or updates its block bounds (`start`, `step` and `offset` are fixed
 /// at creation).

@@ -1,7 +1,7 @@
 //! `GET /ns/{name}/id` and `GET /ns/{name}/ids`: values of a namespace, in the same forms as
 //! `/id` and `/ids`. The rules are in `crate::namespaces`.
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,8 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use shardflake_proto::node::{
     self as wire, IdResponse, CONTENT_TYPE_BINARY, CONTENT_TYPE_JSON, CONTENT_TYPE_TEXT,
 };
-use shardflake_proto::ns::validate_name;
-use shardflake_proto::{ApiError, ErrorCode};
+use shardflake_proto::{ApiError, ErrorCode, NamePath};
 
 use super::{bytes_response, id_response, negotiate, parse_ids_query, Repr};
 use crate::namespaces::Route;
@@ -20,29 +19,6 @@ use crate::state::AppState;
 /// The query marker of a request one node redirected to another: it is served where it
 /// arrives, so two nodes whose routing tables disagree never bounce it back and forth.
 const HOP: &str = "hop=1";
-
-/// The `{name}` path segment, checked against the name rule.
-pub(super) struct NamePath(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for NamePath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(name)) => match validate_name(&name) {
-                Ok(()) => Ok(NamePath(name)),
-                Err(e) => Err(ApiError::new(ErrorCode::BadRequest, e)),
-            },
-            Err(r) => Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("namespace name: {}", r.body_text()),
-            )),
-        }
-    }
-}
 
 /// The query without the redirect marker, and whether it had one.
 fn split_hop(query: Option<&str>) -> (Option<String>, bool) {
