@@ -83,8 +83,8 @@ pub use error::CoordError;
 pub use meta::ClusterRecord;
 pub use metrics::{Metrics, Scrape};
 pub use namespaces::{
-    assign, ASSIGN_INTERVAL_MS, NAMESPACES_MAX, NS_BLOCK_LIMIT, NS_BLOCK_MAX_DEFAULT,
-    NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS,
+    assign, ASSIGN_INTERVAL_MS, GROW_AT, NAMESPACES_MAX, NS_BLOCK_LIMIT, NS_BLOCK_MAX_DEFAULT,
+    NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS, SHRINK_AT,
 };
 pub use records::{BlockRecord, HostRecord, NamespaceRecord, NsBlock, NsUseRecord, TemporalRecord};
 /// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).

@@ -52,9 +52,9 @@ const REPORT_FRESH_MS: u64 = 60_000;
 /// A serving set shrinks only after it has not changed for this long (ms).
 pub const SHRINK_AFTER_MS: u64 = 60_000;
 /// A namespace gets another node once its forecast passes this share of what its nodes serve.
-const GROW_AT: f64 = 0.8;
+pub const GROW_AT: f64 = 0.8;
 /// It gives one back only when the forecast is below this share of what one node fewer serves.
-const SHRINK_AT: f64 = 0.5;
+pub const SHRINK_AT: f64 = 0.5;
 
 /// The smallest value `>= start` that is `offset` modulo `step`, if there is one.
 fn first_value(start: u64, step: u64, offset: u64) -> Option<u64> {
