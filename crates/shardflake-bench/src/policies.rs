@@ -350,15 +350,15 @@ mod tests {
         // More than half left, or a next block waiting: no request.
         assert_eq!(p.poll(&view(1_000, 1_000, 501, 0)), None);
         assert_eq!(p.poll(&view(1_000, 1_000, 500, 1_000)), None);
-        // Half left: report 2,000 used over 1,000 ms; 2,000/s × 60 s × 1.25.
-        assert_eq!(p.poll(&view(1_000, 1_000, 500, 0)), Some(150_000));
+        // Half left: report 2,000 used over 1,000 ms; 2,000/s × 20 s × 1.25.
+        assert_eq!(p.poll(&view(1_000, 1_000, 500, 0)), Some(50_000));
         // The next report, 6,000 over 1 s: Holt's second observation sets level 6,000 and
-        // trend +4,000, so 10,000/s × 60 s × 1.25 = 750,000.
+        // trend +4,000, so 10,000/s × 20 s × 1.25 = 250,000.
         p.used(6_000);
-        assert_eq!(p.poll(&view(2_000, 150_000, 75_000, 0)), Some(750_000));
+        assert_eq!(p.poll(&view(2_000, 50_000, 25_000, 0)), Some(250_000));
         // Far beyond the maximum: clamped.
         p.used(10_000_000);
-        assert_eq!(p.poll(&view(3_000, 750_000, 0, 0)), Some(1_000_000));
+        assert_eq!(p.poll(&view(3_000, 250_000, 0, 0)), Some(1_000_000));
     }
 
     #[test]
@@ -366,11 +366,12 @@ mod tests {
         let mut p = Ours::new(1_000, 1_000_000);
         p.start(0);
         p.used(2_000);
-        assert_eq!(p.poll(&view(1_000, 1_000, 0, 0)), Some(150_000));
-        assert_eq!(p.start(5_000), 150_000);
-        // A report shorter than a second is pooled, not observed: the block stays.
+        assert_eq!(p.poll(&view(1_000, 1_000, 0, 0)), Some(50_000));
+        assert_eq!(p.start(5_000), 50_000);
+        // A report shorter than a second is pooled, not observed, and its rate (1,000/s) is
+        // below the forecast: the block stays.
         p.used(100);
-        assert_eq!(p.poll(&view(5_100, 150_000, 0, 0)), Some(150_000));
+        assert_eq!(p.poll(&view(5_100, 50_000, 0, 0)), Some(50_000));
     }
 
     #[test]
