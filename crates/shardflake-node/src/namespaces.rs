@@ -41,6 +41,9 @@ pub const NS_BLOCK_WAIT_MS: u64 = 2_000;
 pub const NS_UNKNOWN_TTL_MS: u64 = 1_000;
 /// How often the routing table is refreshed.
 pub const ROUTING_REFRESH_MS: u64 = 2_000;
+/// How long a clean shutdown waits for a block fetch in flight before it gives back the
+/// unused values (ms).
+pub const GIVE_BACK_WAIT_MS: u64 = 1_000;
 /// Most namespaces one node serves at once.
 pub const NS_STREAMS_MAX: usize = 1_024;
 
@@ -352,16 +355,25 @@ impl Namespaces {
             .cloned()
             .collect();
         for s in streams {
-            let tail = {
-                let mut b = s.blocks.lock().expect("namespace mutex");
-                b.closed = true;
-                let (cur, next) = (b.current.take(), b.next.take());
-                match (cur, next) {
-                    (Some(c), Some(n)) if c.end == n.next => Some((n.end, c.next)),
-                    (_, Some(n)) => Some((n.end, n.next)),
-                    (Some(c), None) if c.next < c.end => Some((c.end, c.next)),
-                    _ => None,
+            // A block asked for just before the shutdown is the newest the coordinator
+            // granted: wait (bounded) for it, or the return would not be taken.
+            let deadline = Instant::now() + Duration::from_millis(GIVE_BACK_WAIT_MS);
+            let tail = loop {
+                let changed = s.changed.notified();
+                {
+                    let mut b = s.blocks.lock().expect("namespace mutex");
+                    b.closed = true;
+                    if !b.fetching || Instant::now() >= deadline {
+                        let (cur, next) = (b.current.take(), b.next.take());
+                        break match (cur, next) {
+                            (Some(c), Some(n)) if c.end == n.next => Some((n.end, c.next)),
+                            (_, Some(n)) => Some((n.end, n.next)),
+                            (Some(c), None) if c.next < c.end => Some((c.end, c.next)),
+                            _ => None,
+                        };
+                    }
                 }
+                let _ = tokio::time::timeout_at(deadline, changed).await;
             };
             let (Some((block_end, unused_from)), Some(l)) = (tail, lease) else {
                 continue;
@@ -439,7 +451,8 @@ async fn fetch_block(
         let mut b = stream.blocks.lock().expect("namespace mutex");
         b.fetching = false;
         match outcome {
-            Ok(g) if g.end() > b.newest_end && g.count > 0 && !b.closed => {
+            // Installed even when the node is stopping: the return at shutdown counts it.
+            Ok(g) if g.end() > b.newest_end && g.count > 0 => {
                 b.newest_end = g.end();
                 let c = Cursor::of(&g);
                 if b.current.is_some_and(|c| c.next < c.end) {
