@@ -92,7 +92,7 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 10
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
 
 # The deterministic simulation: the real coordinator, lease keeper and node over a simulated
-# network under seeded faults, 200 seeds (`--seeds N` for more, `--seed S` for one seed's
+# network under seeded faults, 200 seeds on a thread per CPU (`--seeds N` for more, `--seed S` for one seed's
 # trace); exits non-zero on any violation.
 cargo run --release --locked -p shardflake-sim -- --seeds 200
 

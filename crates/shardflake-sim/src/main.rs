@@ -43,6 +43,11 @@ struct Args {
     /// Faults per simulated minute.
     #[arg(long, default_value_t = 60)]
     faults_per_minute: u64,
+    /// Seeds run at once, each on a thread of its own (default: the CPUs available). A seed's
+    /// outcome does not depend on it; `--stop-on-violation` runs one at a time, so that the
+    /// first violation is the lowest seed's.
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -101,29 +106,61 @@ fn main() -> ExitCode {
     let mut violations = 0u64;
     let mut failed = Vec::new();
     let mut recovery_ms_max = 0;
-    for seed in args.first_seed..args.first_seed + args.seeds {
-        let out = run_seed(seed, &options, false);
-        ids += out.report.ids;
-        recovery_ms_max = recovery_ms_max.max(out.report.recovery_ms_max);
-        for (k, v) in out.faults {
-            *faults.entry(k).or_default() += v;
+    let jobs = if args.stop_on_violation {
+        1
+    } else {
+        args.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 64)
+    };
+    let seeds = args.first_seed..args.first_seed + args.seeds;
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (tx, next, options, end) = (tx.clone(), &next, &options, seeds.end);
+            scope.spawn(move || loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                // A send fails only once the receiver stopped early (stop on violation).
+                if tx.send(run_seed(seed, options, false)).is_err() {
+                    return;
+                }
+            });
         }
-        if out.report.violation_count > 0 {
-            violations += out.report.violation_count;
-            eprintln!("seed {seed}: {}", out.report.violations.join("; "));
-            failed.push(seed);
-            if args.stop_on_violation {
-                println!(
-                    "first violation at seed {seed} ({} seeds run): {}",
-                    seed - args.first_seed + 1,
-                    out.report.violations.first().map_or("", String::as_str)
-                );
-                return ExitCode::FAILURE;
+        drop(tx);
+        for out in rx {
+            let seed = out.seed;
+            ids += out.report.ids;
+            recovery_ms_max = recovery_ms_max.max(out.report.recovery_ms_max);
+            for (k, v) in out.faults {
+                *faults.entry(k).or_default() += v;
+            }
+            if out.report.violation_count > 0 {
+                violations += out.report.violation_count;
+                eprintln!("seed {seed}: {}", out.report.violations.join("; "));
+                failed.push(seed);
+                if args.stop_on_violation {
+                    println!(
+                        "first violation at seed {seed} ({} seeds run): {}",
+                        seed - args.first_seed + 1,
+                        out.report.violations.first().map_or("", String::as_str)
+                    );
+                    // The workers stop at their next send.
+                    next.store(seeds.end, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
             }
         }
+    });
+    if args.stop_on_violation && !failed.is_empty() {
+        return ExitCode::FAILURE;
     }
+    failed.sort_unstable();
     println!(
-        "seeds {} ({}..={}), ids checked {ids}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s",
+        "seeds {} ({}..={}), ids checked {ids}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s on {jobs} thread(s)",
         args.seeds,
         args.first_seed,
         args.first_seed + args.seeds - 1,
