@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use shardflake_coordinator::{ServiceConfig, ServiceOptions, BLOCK_MIN_DEFAULT};
-use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
+use shardflake_coordinator::http::RateLimits;
+use shardflake_proto::auth::Scope;
 
+use crate::security::{accepted, legacy_token_set, ServerTlsArgs};
 use crate::service::{init_logging, runtime, shutdown_signal, LogFormat};
 
 /// Options of `shardflake coordinator`.
@@ -82,12 +84,38 @@ pub struct CoordinatorArgs {
     /// SHARDFLAKE_ETCD_PASSWORD.
     #[arg(long, env = "SHARDFLAKE_ETCD_USER")]
     pub etcd_user: Option<String>,
-    /// The cluster token every request must carry as `Authorization: Bearer <token>`.
-    #[arg(long, env = CLUSTER_TOKEN_ENV, hide_env_values = true)]
-    pub cluster_token: Option<String>,
+    /// Node credentials, one per line (`TOKEN` or `NAME TOKEN`; two while rotating),
+    /// reloaded on SIGHUP and change; SHARDFLAKE_NODE_TOKEN adds one (or two,
+    /// comma-separated). Nodes lease, renew, take blocks and return values with it.
+    #[arg(long, env = "SHARDFLAKE_NODE_TOKEN_FILE")]
+    pub node_token_file: Option<PathBuf>,
+    /// Read credentials (SDK clients, `fetch`, `audit`, dashboards, Prometheus), as
+    /// --node-token-file; SHARDFLAKE_READ_TOKEN adds one or two.
+    #[arg(long, env = "SHARDFLAKE_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// Admin credentials (namespaces), as --node-token-file; SHARDFLAKE_ADMIN_TOKEN adds one
+    /// or two.
+    #[arg(long, env = "SHARDFLAKE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Serve without authentication (only on a trusted network).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Requests per second per read credential (0: no limit); over it `429` with
+    /// Retry-After.
+    #[arg(long, env = "SHARDFLAKE_RATE_LIMIT_READ", default_value_t = shardflake_coordinator::http::READ_PER_S_DEFAULT)]
+    pub rate_limit_read: u64,
+    /// Requests per second per node credential (shared by the nodes holding it).
+    #[arg(long, env = "SHARDFLAKE_RATE_LIMIT_NODE", default_value_t = shardflake_coordinator::http::NODE_PER_S_DEFAULT)]
+    pub rate_limit_node: u64,
+    /// Requests per second per admin credential.
+    #[arg(long, env = "SHARDFLAKE_RATE_LIMIT_ADMIN", default_value_t = shardflake_coordinator::http::ADMIN_PER_S_DEFAULT)]
+    pub rate_limit_admin: u64,
+    /// Grants kept in each grant log (per host id, per (host, shard) pair, per namespace)
+    /// for `shardflake audit`.
+    #[arg(long, env = "SHARDFLAKE_AUDIT_WINDOW", default_value_t = shardflake_coordinator::AUDIT_WINDOW_DEFAULT)]
+    pub audit_window: usize,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
     /// Log format on stderr (`RUST_LOG` filters, default `info`).
     #[arg(
         long,
@@ -121,8 +149,23 @@ impl CoordinatorArgs {
             etcd_key: self.etcd_key.clone(),
             etcd_user: self.etcd_user.clone(),
             etcd_password: std::env::var(shardflake_coordinator::ETCD_PASSWORD_ENV).ok(),
-            cluster_token: self.cluster_token.clone(),
+            credentials: [
+                (Scope::Node, &self.node_token_file),
+                (Scope::Read, &self.read_token_file),
+                (Scope::Admin, &self.admin_token_file),
+            ]
+            .into_iter()
+            .flat_map(|(scope, file)| accepted(scope, file.as_ref()))
+            .collect(),
+            legacy_cluster_token: legacy_token_set(),
             insecure_no_auth: self.insecure_no_auth,
+            tls: self.tls.files(),
+            rate_limits: RateLimits {
+                read_per_s: self.rate_limit_read,
+                node_per_s: self.rate_limit_node,
+                admin_per_s: self.rate_limit_admin,
+            },
+            audit_window: self.audit_window,
         }
     }
 }

@@ -11,13 +11,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use shardflake_client::{BlockingIdClient, IdClient};
-use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
+use std::path::PathBuf;
+
+use shardflake_client::{BearerToken, BlockingIdClient, IdClient};
+use shardflake_proto::auth::{CLIENT_TOKEN_ENV, READ_TOKEN_ENV};
 use shardflake_proto::node::IDS_COUNT_MAX;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::generate::{is_broken_pipe, write_chunk, OUT_BUF_BYTES};
 use crate::kind::Format;
+use crate::security::{sent_token, ClientTlsArgs};
 use crate::service::{init_logging_at, LogFormat};
 
 /// Ids written per chunk.
@@ -37,9 +40,16 @@ pub struct FetchArgs {
     /// routing table instead of `--from`.
     #[arg(long, value_name = "URL[,URL...]", conflicts_with = "from")]
     coordinators: Option<String>,
-    /// The cluster token sent to `--coordinators` as `Authorization: Bearer <token>`.
-    #[arg(long, alias = "cluster-token", env = CLUSTER_TOKEN_ENV, hide_env_values = true)]
-    token: Option<String>,
+    /// A file whose first line is the read credential sent to `--coordinators`; else
+    /// SHARDFLAKE_READ_TOKEN. It can read the routing table and nothing else.
+    #[arg(long, env = "SHARDFLAKE_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+    /// A file whose first line is the client credential nodes ask for on their id
+    /// endpoints, if they do; else SHARDFLAKE_CLIENT_TOKEN.
+    #[arg(long, env = "SHARDFLAKE_CLIENT_TOKEN_FILE")]
+    client_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Ids of this namespace (`GET /ns/NAME/ids`) instead of plain ids.
     #[arg(long, value_name = "NAME")]
     ns: Option<String>,
@@ -83,14 +93,18 @@ pub fn run(args: FetchArgs) -> Result<ExitCode> {
     let mut builder = IdClient::builder()
         .prefetch(first, args.batch_max)
         .call_timeout(args.timeout)
-        .request_timeout(args.request_timeout);
+        .request_timeout(args.request_timeout)
+        .tls(args.tls.files());
+    if let Some(t) = sent_token(CLIENT_TOKEN_ENV, args.client_token_file.as_ref())? {
+        builder = builder.node_token(bare(&t));
+    }
     builder = match (&args.from, &args.coordinators) {
         (Some(nodes), None) => builder.nodes([nodes.as_str()]),
         (None, Some(coordinators)) => {
-            let token = args.token.clone().ok_or_else(|| {
-                anyhow!("--coordinators needs the cluster token: --token or {CLUSTER_TOKEN_ENV}")
+            let token = sent_token(READ_TOKEN_ENV, args.read_token_file.as_ref())?.ok_or_else(|| {
+                anyhow!("--coordinators needs the read credential: {READ_TOKEN_ENV} or --read-token-file")
             })?;
-            builder.coordinators([coordinators.as_str()]).token(token)
+            builder.coordinators([coordinators.as_str()]).token(bare(&token))
         }
         _ => bail!("give the nodes with --from or the coordinators with --coordinators"),
     };
@@ -126,6 +140,11 @@ pub fn run(args: FetchArgs) -> Result<ExitCode> {
         return Err(output_error(e.into(), written, args.count));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The token itself, for the SDK's builder.
+fn bare(t: &BearerToken) -> String {
+    t.header().trim_start_matches("Bearer ").to_string()
 }
 
 fn output_error(e: anyhow::Error, written: u64, count: u64) -> anyhow::Error {

@@ -11,12 +11,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod coordinator;
 mod fetch;
 mod generate;
 mod inspect;
 mod kind;
 mod maelstrom;
+mod security;
 mod serve;
 mod service;
 mod text;
@@ -42,6 +44,8 @@ enum Command {
     Bench(shardflake_bench::BenchArgs),
     /// Fetch ids from running nodes (through the client SDK, with failover), one per line.
     Fetch(fetch::FetchArgs),
+    /// Check that no two grants of a coordinator store overlap (exit 1 if any do).
+    Audit(audit::AuditArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             shardflake_bench::run(&args, Vec::new()).map(|()| ExitCode::SUCCESS)
         }
         Command::Fetch(args) => fetch::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Coordinator(args) => coordinator::run(args).map(|()| ExitCode::SUCCESS),
         Command::MaelstromNode(args) => maelstrom::run(args),

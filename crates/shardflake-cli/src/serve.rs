@@ -13,6 +13,11 @@ use shardflake_node::{
     STATE_DIR_DEFAULT,
 };
 
+use shardflake_proto::auth::NODE_TOKEN_ENV;
+
+use crate::security::{
+    client_credentials, env_value, legacy_token_set, ClientTlsArgs, ServerTlsArgs,
+};
 use crate::service::{init_logging, runtime, shutdown_signal, LogFormat};
 
 /// `shardflake serve`: flags, each with its environment variable.
@@ -92,9 +97,29 @@ pub struct ServeArgs {
           default_value = "10s")]
     pub lease_ttl: Duration,
 
-    /// Cluster mode: the cluster token, sent as `Authorization: Bearer <token>`.
-    #[arg(long, env = "SHARDFLAKE_CLUSTER_TOKEN", hide_env_values = true)]
-    pub cluster_token: Option<String>,
+    /// Cluster mode: a file whose first line is the node credential sent to the
+    /// coordinators (re-read when it changes); else SHARDFLAKE_NODE_TOKEN.
+    #[arg(long, env = "SHARDFLAKE_NODE_TOKEN_FILE")]
+    pub node_token_file: Option<PathBuf>,
+
+    /// Require a client credential on the id endpoints: a file of accepted tokens, one per
+    /// line (`TOKEN` or `NAME TOKEN`; two while rotating), reloaded on SIGHUP and change.
+    /// SHARDFLAKE_CLIENT_TOKEN adds one (or two, comma-separated).
+    #[arg(long, env = "SHARDFLAKE_CLIENT_TOKEN_FILE")]
+    pub client_token_file: Option<PathBuf>,
+
+    /// Ids per second per client on the id endpoints (per client credential, else per peer
+    /// address), a second's worth at once; over it `429 rate_limited` with Retry-After.
+    /// 0: no limit.
+    #[arg(long, env = "SHARDFLAKE_CLIENT_IDS_PER_SECOND", default_value_t = 0)]
+    pub client_ids_per_second: u64,
+
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+
+    /// How the node verifies its coordinators (`https://`) and the certificate it shows them.
+    #[command(flatten)]
+    pub coordinator_tls: ClientTlsArgs,
 
     /// Cluster mode: where clients reach this node (published in the coordinators' routing
     /// table for namespaces); default http:// and the listening address.
@@ -135,8 +160,14 @@ impl ServeArgs {
             coordinator: self.coordinator.clone(),
             standby: self.standby,
             lease_ttl: self.lease_ttl,
-            cluster_token: self.cluster_token.clone(),
+            node_token: env_value(NODE_TOKEN_ENV),
+            node_token_file: self.node_token_file.clone(),
+            legacy_cluster_token: legacy_token_set(),
             advertise_url: self.advertise_url.clone(),
+            tls: self.tls.files(),
+            coordinator_tls: self.coordinator_tls.files(),
+            client_credentials: client_credentials(self.client_token_file.as_ref()),
+            client_ids_per_second: self.client_ids_per_second,
         }
     }
 }

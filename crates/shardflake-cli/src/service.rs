@@ -4,8 +4,11 @@
 use std::io::IsTerminal;
 
 use anyhow::{anyhow, Context, Result};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::EnvFilter;
+use shardflake_coordinator::audit::TARGET as AUDIT_TARGET;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 /// `--log-format` of `serve` and `coordinator`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,21 +25,43 @@ pub fn init_logging(format: LogFormat) -> Result<()> {
 }
 
 /// [`init_logging`] with another default level (`fetch` logs only warnings by default).
+///
+/// The coordinator's audit trail (target `shardflake::audit`) is written as JSON lines
+/// whatever the format, so it can be shipped and searched as it is; `RUST_LOG` does not hide
+/// it.
 pub fn init_logging_at(format: LogFormat, default: LevelFilter) -> Result<()> {
     let filter = EnvFilter::builder()
         .with_default_directive(default.into())
         .from_env()
         .map_err(|e| anyhow!("RUST_LOG is invalid: {e}"))?;
+    let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
+    let only_audit = filter_fn(|m| m.target() == AUDIT_TARGET);
     // Colour only on a terminal: escape codes in files and container logs hide the fields.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow!("logging: {e}"))
+    let ansi = std::io::stderr().is_terminal();
+    let main = match format {
+        LogFormat::Text => fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .with_filter(not_audit)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .with_filter(not_audit)
+            .boxed(),
+    };
+    let audit = fmt::layer()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::INFO)
+        .with_filter(only_audit);
+    tracing_subscriber::registry()
+        .with(main)
+        .with(audit)
+        .try_init()
+        .map_err(|e| anyhow!("logging: {e}"))
 }
 
 /// A multi-threaded tokio runtime for a service.

@@ -19,7 +19,8 @@ use shardflake_proto::ns::{
 use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
 
-use crate::transport::{ReqwestTransport, Transport};
+use crate::transport::{ClientTlsFiles, ReqwestTransport, Transport};
+use shardflake_runtime::credentials::BearerToken;
 
 /// Default time limit of one request to one coordinator.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
@@ -104,7 +105,7 @@ impl ClientError {
 pub struct CoordinatorClient {
     transport: Arc<dyn Transport>,
     urls: Vec<String>,
-    auth: Option<String>,
+    auth: Option<BearerToken>,
     preferred: AtomicUsize,
     timeout: Duration,
     pinned: Mutex<Option<String>>,
@@ -152,7 +153,7 @@ impl CoordinatorClient {
         Ok(Self {
             transport: Arc::new(transport),
             urls,
-            auth: token.map(|t| format!("Bearer {t}")),
+            auth: token.map(|t| BearerToken::fixed(&t)),
             preferred: AtomicUsize::new(0),
             timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
             pinned: Mutex::new(None),
@@ -285,6 +286,22 @@ impl CoordinatorClient {
         self
     }
 
+    /// Sends `token` as the bearer credential (its file is re-read when it is reloaded, so a
+    /// rotated credential is picked up without a restart).
+    pub fn with_bearer(mut self, token: BearerToken) -> Self {
+        self.auth = Some(token);
+        self
+    }
+
+    /// Verifies coordinators against `tls.ca_file` (else the system's roots) and presents
+    /// `tls.identity` to coordinators that require client certificates.
+    pub fn with_tls(mut self, tls: &ClientTlsFiles) -> Result<Self, ClientError> {
+        let t = ReqwestTransport::with_tls(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT), tls)
+            .map_err(ClientError::Config)?;
+        self.transport = Arc::new(t);
+        Ok(self)
+    }
+
     /// Sends every request through `transport` instead of the default
     /// [`ReqwestTransport`] (a simulated network, a proxy).
     pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Self {
@@ -399,7 +416,7 @@ impl CoordinatorClient {
     ) -> Result<http::Response<Vec<u8>>, String> {
         let mut rb = http::Request::builder().method(method).uri(url);
         if let Some(a) = &self.auth {
-            rb = rb.header(http::header::AUTHORIZATION, a);
+            rb = rb.header(http::header::AUTHORIZATION, a.header());
         }
         if body.is_some() {
             rb = rb.header(http::header::CONTENT_TYPE, "application/json");
@@ -508,13 +525,19 @@ impl CoordinatorClient {
     }
 
     /// `POST /v1/namespaces/{name}/return`: gives back the unused tail of the caller's
-    /// newest blocks.
+    /// newest block (under its current token and lease secret).
     pub async fn ns_return(
         &self,
         name: &str,
         req: &NsReturnRequest,
     ) -> Result<NsReturnResponse, ClientError> {
         self.post(&format!("/v1/namespaces/{name}/return"), req, self.timeout)
+            .await
+    }
+
+    /// `GET /v1/audit`: the live grants and the grant logs, for `shardflake audit`.
+    pub async fn audit(&self) -> Result<shardflake_proto::audit::AuditReport, ClientError> {
+        self.call::<(), _>(http::Method::GET, "/v1/audit", None, self.timeout)
             .await
     }
 

@@ -40,7 +40,7 @@ use shardflake::{
     Clock, CounterBlock, CounterSupplier, FastRng, GenerateError, Layout, LayoutError, Reservation,
     Reserver, SnowflakeBuilder, SystemClock, TemporalBuilder, TemporalGenerator,
 };
-use shardflake_proto::coord::{BlockGrant, ShardUsage};
+use shardflake_proto::coord::{BlockGrant, LeaseSecret, ShardUsage};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -109,6 +109,10 @@ pub struct KeeperConfig {
     /// Seeds the jitter of every retry loop of the keeper, so that a deterministic simulation
     /// replays it; `None` (the default) seeds it from the operating system.
     pub jitter_seed: Option<u64>,
+    /// Draws lease secrets from a PRNG with this seed instead of the operating system's
+    /// cryptographic source, so that a deterministic simulation replays them. Secrets drawn
+    /// this way are predictable: never set it outside a simulation.
+    pub secret_seed: Option<u64>,
     /// Where clients reach this node, sent with every acquire for the routing table.
     pub url: Option<String>,
     /// Called before every renewal for the node's namespace consumption since the previous
@@ -164,9 +168,25 @@ impl KeeperConfig {
             clock: Arc::new(SystemClock),
             layout: None,
             jitter_seed: None,
+            secret_seed: None,
             url: None,
             ns_usage: None,
         }
+    }
+
+    /// A new lease secret: from the operating system's cryptographic source, or from
+    /// [`KeeperConfig::secret_seed`] and the acquisition's number in a simulation.
+    pub(crate) fn draw_secret(&self, acquisition: u64) -> LeaseSecret {
+        let mut bytes = [0u8; shardflake_proto::secret::LEASE_SECRET_BYTES];
+        match self.secret_seed {
+            Some(seed) => {
+                let mut rng = FastRng::from_seed(seed ^ acquisition.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                bytes.copy_from_slice(&rng.next_u128().to_le_bytes());
+            }
+            None => getrandom::fill(&mut bytes)
+                .expect("the operating system's random source is available"),
+        }
+        LeaseSecret::from_bytes(bytes)
     }
 
     /// The retry schedule of the loop `what`, jittered from [`KeeperConfig::jitter_seed`].
@@ -307,6 +327,8 @@ pub struct ActiveLease {
     pub host_id: u32,
     /// The fencing token.
     pub token: u64,
+    /// The secret this keeper drew for the lease; every call under it presents it.
+    secret: LeaseSecret,
     /// The lease's TTL.
     pub ttl_ms: u64,
     /// Issue only timestamps above this (the previous holders' reserved bound), Unix ms.
@@ -337,6 +359,12 @@ impl std::fmt::Debug for ActiveLease {
 }
 
 impl ActiveLease {
+    /// The lease's secret, for calls made under the lease (namespace blocks and returns).
+    /// Never log it.
+    pub fn secret(&self) -> &LeaseSecret {
+        &self.secret
+    }
+
     /// The reservation bounding this lease's generator; revoked when the lease is lost.
     pub fn reservation(&self) -> &Arc<Reservation> {
         &self.reservation
@@ -511,6 +539,7 @@ impl LeaseKeeper {
             last_host: None,
             promoted: false,
             request_id: None,
+            acquisitions: 0,
         };
         let handle = tokio::spawn(task.run(stop_rx));
         Self {

@@ -5,7 +5,7 @@
 //!   failover between nodes; nodes given as URLs or discovered from the coordinators'
 //!   routing table. [`IdStream`] is its lock-free fast path.
 //! * [`CoordinatorClient`]: the coordinator's HTTP API over a list of coordinator URLs, with
-//!   failover between them and the cluster token as a bearer token.
+//!   failover between them, a scoped credential as a bearer token, and TLS.
 //! * [`LeaseKeeper`]: holds a host-id lease for a generator node: acquires it (or waits as a
 //!   standby), renews it predictively, extends the reservation ahead of need, and fences the
 //!   node itself when the lease may have expired.
@@ -20,7 +20,7 @@
 //!
 //! let client = CoordinatorClient::new(
 //!     CoordinatorClient::split_urls("http://10.0.0.1:7070,http://10.0.0.2:7070"),
-//!     std::env::var("SHARDFLAKE_CLUSTER_TOKEN").ok(),
+//!     std::env::var("SHARDFLAKE_NODE_TOKEN").ok(), // the node credential
 //! )?;
 //! let keeper = LeaseKeeper::start(Arc::new(client), KeeperConfig::new("node-a", 10_000));
 //! let lease = keeper.wait_active().await.expect("keeper running");
@@ -54,4 +54,5 @@ pub use keeper::{
 };
 pub use retry::Retry;
 pub use shardflake_proto::coord as proto;
-pub use transport::{ReqwestTransport, Transport, TransportFuture};
+pub use shardflake_runtime::credentials::BearerToken;
+pub use transport::{ClientTlsFiles, ReqwestTransport, Transport, TransportFuture};

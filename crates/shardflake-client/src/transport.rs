@@ -12,6 +12,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use shardflake_runtime::tls::ClientTlsFiles;
+use shardflake_runtime::tls::client_config;
+
 /// A boxed future, as the transport returns it.
 pub type TransportFuture<'a> =
     Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, String>> + Send + 'a>>;
@@ -26,34 +29,44 @@ pub trait Transport: Send + Sync + Debug + 'static {
     fn send(&self, request: http::Request<Vec<u8>>) -> TransportFuture<'_>;
 }
 
-/// The production transport: `reqwest` with a connection pool, `TCP_NODELAY` and a connect
-/// time limit.
+/// The production transport: `reqwest` with a connection pool, `TCP_NODELAY`, a connect
+/// time limit, and rustls (ring) for `https://` URLs: the system's roots, or the CA file and
+/// client certificate of [`ClientTlsFiles`].
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     http: reqwest::Client,
 }
 
 impl ReqwestTransport {
-    /// A pool whose connection attempts give up after `connect_timeout`.
+    /// A pool whose connection attempts give up after `connect_timeout`, trusting the
+    /// system's roots for `https://`.
     pub fn new(connect_timeout: Duration) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { http })
+        Self::build(connect_timeout, &ClientTlsFiles::default(), true)
     }
 
-    /// [`ReqwestTransport::new`] that hands redirects (`307` and friends) back to the caller
-    /// instead of following them: the id client follows a node's `307` itself, so that a
-    /// redirect to a node that is down fails over like any other unreachable node.
-    pub fn without_redirects(connect_timeout: Duration) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+    /// [`ReqwestTransport::new`] verifying servers against `tls.ca_file` (when given) and
+    /// presenting `tls.identity` for mutual TLS.
+    pub fn with_tls(connect_timeout: Duration, tls: &ClientTlsFiles) -> Result<Self, String> {
+        Self::build(connect_timeout, tls, true)
+    }
+
+    /// [`ReqwestTransport::with_tls`] that hands redirects (`307` and friends) back to the
+    /// caller instead of following them: the id client follows a node's `307` itself, so that
+    /// a redirect to a node that is down fails over like any other unreachable node.
+    pub fn without_redirects(connect_timeout: Duration, tls: &ClientTlsFiles) -> Result<Self, String> {
+        Self::build(connect_timeout, tls, false)
+    }
+
+    fn build(connect_timeout: Duration, tls: &ClientTlsFiles, redirects: bool) -> Result<Self, String> {
+        let config = client_config(tls).map_err(|e| e.to_string())?;
+        let mut b = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+            .tls_backend_preconfigured(config);
+        if !redirects {
+            b = b.redirect(reqwest::redirect::Policy::none());
+        }
+        let http = b.build().map_err(|e| chain(&e))?;
         Ok(Self { http })
     }
 }

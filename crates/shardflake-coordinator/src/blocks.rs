@@ -14,6 +14,7 @@ use shardflake_proto::coord::{BlockGrant, BlockRequest, ShardForecast, ShardUsag
 
 use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
+use crate::fence::Liveness;
 use crate::records::{self, block_key, encode, host_key, BlockRecord, HostRecord, TemporalRecord};
 use crate::store::Txn;
 
@@ -23,6 +24,15 @@ pub(crate) const SHARD_AHEAD_MAX: u64 = 1;
 pub(crate) const REFILL_TARGET_MS_MAX: u64 = 10_000;
 /// Shards of forecast-against-actual history (and of pending forecasts) kept per host.
 const HISTORY_MAX: usize = 8;
+
+/// A block asked for under a lease whose fencing was checked: by a node (`POST /v1/blocks`)
+/// or by its renewal (the next shard's block, prepared ahead).
+struct BlockAsk {
+    host_id: u32,
+    token: u64,
+    shard: u64,
+    after_counter: u64,
+}
 
 /// The block to answer with, and the record to write if it is a new one.
 pub(crate) struct PlannedBlock {
@@ -171,12 +181,19 @@ impl Coordinator {
         &self,
         req: &BlockRequest,
     ) -> Result<Step<'_, BlockGrant>, CoordError> {
-        let (rec, version) = self.current_host(req.host_id).await?;
-        self.check_current(&rec, req.token)?;
+        let (rec, version) = self
+            .fenced(req.host_id, req.token, &req.secret, Liveness::Required)
+            .await?;
         let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
         let now = self.time.wall_ms();
         let size = refill_size(&last.0, self.forecast_of(&rec, now), self.sizing(), now);
-        let planned = self.plan_block(req, last, size, now)?;
+        let ask = BlockAsk {
+            host_id: req.host_id,
+            token: req.token,
+            shard: req.shard,
+            after_counter: req.after_counter,
+        };
+        let planned = self.plan_block(&ask, last, size, now)?;
         let Some(write) = planned.write else {
             return Ok(Step::Answer(planned.grant));
         };
@@ -212,7 +229,7 @@ impl Coordinator {
         }
         let forecast = self.forecast_of(rec, now_ms);
         let size = self.sizing().for_forecast(forecast);
-        let req = BlockRequest {
+        let req = BlockAsk {
             host_id: rec.host_id,
             token,
             shard: usage.shard + 1,
@@ -232,7 +249,7 @@ impl Coordinator {
     /// of `size` values above the high-water mark.
     fn plan_block(
         &self,
-        req: &BlockRequest,
+        req: &BlockAsk,
         (mut last, version): (BlockRecord, u64),
         size: u64,
         now_ms: u64,
@@ -258,7 +275,7 @@ impl Coordinator {
             });
         }
         let end = start.saturating_add(size.max(1)).min(counter_max + 1);
-        last.grant(start, end, req.token, now_ms);
+        last.grant(start, end, req.token, now_ms, self.config.audit_window);
         Ok(PlannedBlock {
             grant: BlockGrant { shard, start, end },
             write: Some(BlockWrite {

@@ -17,6 +17,11 @@ pub const BLOCK_MIN_DEFAULT: u64 = 4_096;
 pub const NS_NODE_CAPACITY_PER_S_DEFAULT: u64 = 2_000_000;
 /// Largest pool, whatever the layout's host bits allow.
 pub const POOL_SIZE_MAX: u32 = 1 << 24;
+/// Grants kept in each grant log (per host id, per (host, shard) pair, per namespace) by
+/// default: what `shardflake audit` checks beyond the live records.
+pub const AUDIT_WINDOW_DEFAULT: usize = 16;
+/// The largest audit window: each log lives in a record that its grants rewrite.
+pub const AUDIT_WINDOW_MAX: usize = 256;
 /// Longest holder or standby name kept, in bytes.
 pub(crate) const NAME_BYTES_MAX: usize = 128;
 
@@ -42,6 +47,8 @@ pub struct CoordinatorConfig {
     /// Namespaces: the rate one node serves of one namespace (ids/s) before the assignment
     /// adds a node to it.
     pub ns_node_capacity_per_s: u64,
+    /// Grants kept in each grant log (`1..=AUDIT_WINDOW_MAX`).
+    pub audit_window: usize,
 }
 
 impl CoordinatorConfig {
@@ -71,6 +78,7 @@ impl CoordinatorConfig {
             block_min: BLOCK_MIN_DEFAULT,
             ns_horizon_ms: shardflake::SEGMENT_HORIZON_MS_DEFAULT,
             ns_node_capacity_per_s: NS_NODE_CAPACITY_PER_S_DEFAULT,
+            audit_window: AUDIT_WINDOW_DEFAULT,
         }
     }
 

@@ -41,6 +41,24 @@ pub enum CoordError {
         /// The caller's token.
         token: u64,
     },
+    /// The lease secret presented is not the lease's: only the holder, who drew the secret
+    /// when it acquired the lease, can act under it.
+    #[error("the lease secret does not match the secret host id {host_id} was granted with under token {token}; only the lease's holder can use it")]
+    SecretMismatch {
+        /// The host id.
+        host_id: u32,
+        /// The caller's token.
+        token: u64,
+    },
+    /// A namespace return outside the rule: it may cover only the caller's newest block,
+    /// granted under its current token, from a value inside that block.
+    #[error("return refused for namespace `{name}`: {rule}; nothing changed")]
+    ReturnRefused {
+        /// The namespace.
+        name: String,
+        /// The rule the return broke, with the numbers.
+        rule: String,
+    },
     /// No lease record exists for the host id.
     #[error("host id {host_id} has never been leased")]
     UnknownHost {
@@ -158,6 +176,8 @@ impl CoordError {
             CoordError::PoolExhausted { .. } => ErrorCode::PoolExhausted,
             CoordError::HostBusy { .. } => ErrorCode::HostBusy,
             CoordError::StaleToken { .. } => ErrorCode::StaleToken,
+            CoordError::SecretMismatch { .. } => ErrorCode::LeaseSecretMismatch,
+            CoordError::ReturnRefused { .. } => ErrorCode::ReturnRefused,
             CoordError::LeaseExpired { .. } => ErrorCode::LeaseExpired,
             CoordError::UnknownHost { .. } => ErrorCode::NotFound,
             CoordError::UnknownNamespace { .. } => ErrorCode::UnknownNamespace,

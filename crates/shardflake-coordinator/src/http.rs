@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,12 +16,19 @@ use shardflake_proto::coord::{
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
 use shardflake_proto::node::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS};
+use shardflake_proto::audit::AuditReport;
+use shardflake_proto::auth::Scope;
 use shardflake_proto::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod auth;
 mod namespaces;
 
+pub use auth::{Auth, RateLimits, ADMIN_PER_S_DEFAULT, NODE_PER_S_DEFAULT, READ_PER_S_DEFAULT};
+pub(crate) use auth::Caller;
+use auth::Limiters;
+use crate::audit;
 use crate::coordinator::Coordinator;
 use crate::metrics::Scrape;
 pub use crate::openapi::openapi;
@@ -39,20 +47,27 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 4_096;
 pub struct AppState {
     coordinator: Arc<Coordinator>,
     store_id: header::HeaderValue,
-    token: Option<Arc<[u8]>>,
+    auth: Auth,
+    limiters: Arc<Limiters>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
-    /// Handlers over `coordinator`, requiring `Authorization: Bearer <token>` when a token is
-    /// given (`None` only with `--insecure-no-auth`).
-    pub fn new(coordinator: Arc<Coordinator>, token: Option<String>) -> Self {
+    /// Handlers over `coordinator`, authenticating by `auth` with the default rate limits.
+    pub fn new(coordinator: Arc<Coordinator>, auth: Auth) -> Self {
+        Self::with_limits(coordinator, auth, RateLimits::default())
+    }
+
+    /// Handlers over `coordinator`, authenticating by `auth`, each credential held to
+    /// `limits`.
+    pub fn with_limits(coordinator: Arc<Coordinator>, auth: Auth, limits: RateLimits) -> Self {
         let store_id = header::HeaderValue::from_str(coordinator.store_id())
             .expect("a store id is a UUID, a valid header value");
         Self {
             coordinator,
             store_id,
-            token: token.map(|t| Arc::from(t.into_bytes().into_boxed_slice())),
+            auth,
+            limiters: Arc::new(Limiters::new(limits)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
         }
     }
@@ -144,34 +159,6 @@ fn parse_host(raw: &str) -> Result<u32, ApiError> {
     })
 }
 
-/// Compares in time that depends only on the lengths, so the token cannot be guessed byte by
-/// byte from response times.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        let ok = given.is_some_and(|g| constant_time_eq(g, expected));
-        if !ok {
-            let message = if given.is_none() {
-                "missing `Authorization: Bearer <token>` header"
-            } else {
-                "wrong cluster token"
-            };
-            return ApiError::new(ErrorCode::Unauthorized, message).into_response();
-        }
-    }
-    next.run(req).await
-}
-
 /// Stamps every response with the store's identity, so that a client can tell two stores
 /// apart and never fail over from one to the other.
 async fn store_id(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -203,7 +190,7 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
     post,
     path = "/v1/leases",
     tag = "leases",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     request_body = AcquireRequest,
     responses(
         (status = 200, description = "The lease, persisted before this answer.", body = LeaseGrant,
@@ -229,9 +216,11 @@ async fn count_errors(State(state): State<AppState>, req: Request, next: Next) -
 )]
 async fn acquire(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<AcquireRequest>,
 ) -> Result<Response, ApiError> {
     let grant = s.coordinator.acquire(&req).await?;
+    audit::lease_granted(&caller, &grant, &req.name, req.host_id.is_some());
     Ok((StatusCode::OK, Json(grant)).into_response())
 }
 
@@ -240,7 +229,7 @@ async fn acquire(
     post,
     path = "/v1/leases/{host_id}/renew",
     tag = "leases",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     params(HostId),
     request_body = RenewRequest,
     responses(
@@ -262,7 +251,7 @@ async fn renew(
     post,
     path = "/v1/leases/{host_id}/reservation",
     tag = "leases",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     params(HostId),
     request_body = ReservationRequest,
     responses(
@@ -283,7 +272,7 @@ async fn reservation(
     post,
     path = "/v1/leases/{host_id}/release",
     tag = "leases",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     params(HostId),
     request_body = ReleaseRequest,
     responses(
@@ -293,10 +282,12 @@ async fn reservation(
 )]
 async fn release(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     HostPath(host_id): HostPath,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
     s.coordinator.release(host_id, &req).await?;
+    audit::lease_released(&caller, host_id, req.token);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -305,7 +296,7 @@ async fn release(
     post,
     path = "/v1/blocks",
     tag = "blocks",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     request_body = BlockRequest,
     responses(
         (status = 200, description = "Counter values `start..end` of the shard, persisted before this answer.", body = BlockGrant),
@@ -314,9 +305,12 @@ async fn release(
 )]
 async fn blocks(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<BlockRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.coordinator.grant_block(&req).await?).into_response())
+    let grant = s.coordinator.grant_block(&req).await?;
+    audit::counter_block(&caller, req.host_id, req.token, &grant);
+    Ok(Json(grant).into_response())
 }
 
 /// Registers a standby and long-polls for a host id whose lease expired without being
@@ -325,7 +319,7 @@ async fn blocks(
     post,
     path = "/v1/standby/wait",
     tag = "standby",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     request_body = StandbyWaitRequest,
     responses(
         (status = 200, description = "A host id to take over, or `null` when the wait timed out.", body = StandbyWaitResponse),
@@ -348,7 +342,7 @@ async fn standby_wait(
     get,
     path = "/v1/hosts",
     tag = "status",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The hosts and standbys.", body = HostsResponse),
         ReadErrors,
@@ -363,7 +357,7 @@ async fn hosts(State(s): State<AppState>) -> Result<Response, ApiError> {
     get,
     path = "/v1/cluster",
     tag = "status",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "Who this coordinator is.", body = ClusterInfo),
         ReadErrors,
@@ -371,6 +365,22 @@ async fn hosts(State(s): State<AppState>) -> Result<Response, ApiError> {
 )]
 async fn cluster(State(s): State<AppState>) -> Response {
     Json(s.coordinator.cluster_info()).into_response()
+}
+
+/// The live grants and the bounded grant logs (the last `window` grants of each host id,
+/// (host, shard) pair and namespace): what `shardflake audit` checks for overlaps.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "status",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The grants in the window.", body = AuditReport),
+        ReadErrors,
+    )
+)]
+async fn audit_report(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.coordinator.audit_report().await?).into_response())
 }
 
 /// Liveness; needs no token.
@@ -393,7 +403,7 @@ async fn healthz() -> &'static str {
     get,
     path = "/metrics",
     tag = "operations",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "Every series, prefixed `shardflake_`.", body = MetricsText,
             content_type = CONTENT_TYPE_METRICS),
@@ -447,26 +457,37 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The routes behind the bearer-token check, each registered with its description
-/// (utoipa-axum's `routes!` reads the path and the method from the handler's
-/// `#[utoipa::path]`, which also names the security requirement). Add routes here or in
-/// [`open_routes`], and only with `routes!`.
+/// The routes a credential of `scope` or stronger may call, each registered with its
+/// description (utoipa-axum's `routes!` reads the path and the method from the handler's
+/// `#[utoipa::path]`, whose `security(("bearer" = ["<scope>"]))` must name the same scope:
+/// a test checks it). Add routes here or in [`open_routes`], and only with `routes!`.
+pub(crate) fn scoped_routes(scope: Scope) -> OpenApiRouter<AppState> {
+    match scope {
+        Scope::Read => OpenApiRouter::new()
+            .routes(routes!(hosts))
+            .routes(routes!(cluster))
+            .routes(routes!(audit_report))
+            .routes(routes!(metrics))
+            .routes(routes!(namespaces::list_namespaces))
+            .routes(routes!(namespaces::routing)),
+        Scope::Node => OpenApiRouter::new()
+            .routes(routes!(acquire))
+            .routes(routes!(renew))
+            .routes(routes!(reservation))
+            .routes(routes!(release))
+            .routes(routes!(blocks))
+            .routes(routes!(standby_wait))
+            .routes(routes!(namespaces::ns_blocks))
+            .routes(routes!(namespaces::ns_return)),
+        Scope::Admin => OpenApiRouter::new().routes(routes!(namespaces::put_namespace)),
+    }
+}
+
+/// Every route behind authentication, for the description.
 pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(acquire))
-        .routes(routes!(renew))
-        .routes(routes!(reservation))
-        .routes(routes!(release))
-        .routes(routes!(blocks))
-        .routes(routes!(standby_wait))
-        .routes(routes!(hosts))
-        .routes(routes!(cluster))
-        .routes(routes!(metrics))
-        .routes(routes!(namespaces::put_namespace))
-        .routes(routes!(namespaces::list_namespaces))
-        .routes(routes!(namespaces::ns_blocks))
-        .routes(routes!(namespaces::ns_return))
-        .routes(routes!(namespaces::routing))
+    Scope::ALL
+        .into_iter()
+        .fold(OpenApiRouter::new(), |r, s| r.merge(scoped_routes(s)))
 }
 
 /// The routes that need no token.
@@ -476,33 +497,27 @@ pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_openapi))
 }
 
-/// The router: every route but `/healthz` and `/openapi.json` behind the bearer-token
-/// check. The routes and the OpenAPI description (`GET /openapi.json`) come from the same
-/// two lists (`protected_routes`, `open_routes`), so neither names a route the other
-/// lacks.
+/// The router: every route but `/healthz` and `/openapi.json` behind authentication, each
+/// group behind the scope it needs. The routes and the OpenAPI description (`GET
+/// /openapi.json`) come from the same lists (`scoped_routes`, `open_routes`), so neither
+/// names a route the other lacks.
 pub fn app(state: AppState) -> Router {
-    let (protected, _) = protected_routes().split_for_parts();
-    let protected = protected
+    let protected = Scope::ALL
+        .into_iter()
+        .fold(Router::new(), |router, scope| {
+            let (routes, _) = scoped_routes(scope).split_for_parts();
+            router.merge(routes.route_layer(middleware::from_fn(auth::require(scope))))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     let (open, _) = open_routes().split_for_parts();
     open.merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(middleware::from_fn_with_state(state.clone(), store_id))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_contents_and_lengths() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret!"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

@@ -1,9 +1,13 @@
 //! Leases on host ids with fencing tokens, and the reservations persisted under them.
 //!
 //! Every grant takes a fencing token larger than every earlier one, and starts above the
-//! reservation of the id's previous holders. A reservation is raised only for the current
-//! token of a live lease ([`Coordinator::check_current`]), and never further ahead of the
+//! reservation of the id's previous holders, and is bound to the secret its holder sent
+//! (stored as a hash). A reservation is raised only for the current token of a live lease,
+//! presented with its secret ([`Coordinator::fenced`]), and never further ahead of the
 //! coordinator's clock than the configured look-ahead ([`Coordinator::raise_reservation`]).
+//!
+//! Every grant appends the previous holder's range to the host id's bounded grant log
+//! (`audit/host/..`), which `GET /v1/audit` shows and `shardflake audit` checks.
 //!
 //! # Expiry
 //!
@@ -22,7 +26,10 @@ use shardflake_proto::coord::{
 use crate::config::truncate_name;
 use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
-use crate::records::{self, encode, encode_token, host_key, HostRecord, TOKEN_KEY};
+use crate::fence::{secret_hash, secret_matches, Liveness};
+use crate::records::{
+    self, encode, encode_token, host_key, host_log_key, HostRecord, TokenRange, TOKEN_KEY,
+};
 use crate::store::Txn;
 
 /// What this process last saw of a lease, and since when on its monotonic clock.
@@ -67,19 +74,6 @@ fn check_url(url: &str) -> Result<(), CoordError> {
     Ok(())
 }
 
-/// The only check `release` needs: the caller's token must be the id's current token. A
-/// holder may give back a lease that has just expired, which only frees the id sooner.
-fn check_token(rec: &HostRecord, token: u64) -> Result<(), CoordError> {
-    if rec.token != token {
-        return Err(CoordError::StaleToken {
-            host_id: rec.host_id,
-            token,
-            current: rec.token,
-        });
-    }
-    Ok(())
-}
-
 impl Coordinator {
     /// Grants a lease on a free host id (or the one asked for) with a new fencing token.
     ///
@@ -103,6 +97,11 @@ impl Coordinator {
                     id.len()
                 )));
             }
+        }
+        if !req.secret.is_valid() {
+            return Err(CoordError::BadRequest(
+                "secret must be 32 lowercase hexadecimal digits (128 random bits drawn by the holder)".into(),
+            ));
         }
         if let Some(url) = &req.url {
             check_url(url)?;
@@ -131,6 +130,14 @@ impl Coordinator {
             })
         });
         if let Some((prev, version)) = repeated {
+            // A retry sends the secret of the request it repeats; another secret is another
+            // caller that learned the request id, and gets nothing.
+            if !secret_matches(prev, &req.secret) {
+                return Err(CoordError::SecretMismatch {
+                    host_id: prev.host_id,
+                    token: prev.token,
+                });
+            }
             let mut rec = prev.clone();
             mark_renewed(&mut rec, now);
             if let Some(ahead_ms) = req.reserve_ahead_ms {
@@ -166,16 +173,27 @@ impl Coordinator {
             request_id: req.request_id.clone(),
             temporal: prev.and_then(|(r, _)| r.temporal.clone()),
             url: req.url.clone(),
+            secret_hash: secret_hash(&req.secret),
         };
         if let Some(ahead_ms) = req.reserve_ahead_ms {
             self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
         }
         let key = host_key(host_id);
-        let txn = Txn::new()
+        let mut txn = Txn::new()
             .compare(&key, prev.map_or(0, |(_, v)| *v))
             .compare(TOKEN_KEY, token_version)
             .put(&key, encode(&rec))
             .put(TOKEN_KEY, encode_token(token));
+        if let Some((p, _)) = prev {
+            // The previous holder's range is final now: only its token could raise it.
+            let (mut log, log_version) =
+                records::load_host_log(self.store.as_ref(), host_id).await?;
+            log.push(TokenRange::of(p), self.config.audit_window);
+            let log_key = host_log_key(host_id);
+            txn = txn
+                .compare(&log_key, log_version)
+                .put(&log_key, encode(&log));
+        }
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
             self.withdraw_offer(host_id);
@@ -212,8 +230,9 @@ impl Coordinator {
         host_id: u32,
         req: &RenewRequest,
     ) -> Result<Step<'_, RenewResponse>, CoordError> {
-        let (mut rec, version) = self.current_host(host_id).await?;
-        self.check_current(&rec, req.token)?;
+        let (mut rec, version) = self
+            .fenced(host_id, req.token, &req.secret, Liveness::Required)
+            .await?;
         let now = self.time.wall_ms();
         let extended = req
             .reserve_until_ms
@@ -270,8 +289,9 @@ impl Coordinator {
         host_id: u32,
         req: &ReservationRequest,
     ) -> Result<Step<'_, ReservationResponse>, CoordError> {
-        let (mut rec, version) = self.current_host(host_id).await?;
-        self.check_current(&rec, req.token)?;
+        let (mut rec, version) = self
+            .fenced(host_id, req.token, &req.secret, Liveness::Required)
+            .await?;
         let raised = self.raise_reservation(&mut rec, req.until_ms, self.time.wall_ms());
         let answer = ReservationResponse {
             reserved_until_ms: rec.reserved_until_ms,
@@ -301,8 +321,9 @@ impl Coordinator {
         host_id: u32,
         req: &ReleaseRequest,
     ) -> Result<Step<'_, ()>, CoordError> {
-        let (mut rec, version) = self.current_host(host_id).await?;
-        check_token(&rec, req.token)?;
+        let (mut rec, version) = self
+            .fenced(host_id, req.token, &req.secret, Liveness::NotRequired)
+            .await?;
         if rec.released {
             return Ok(Step::Answer(()));
         }
@@ -323,19 +344,6 @@ impl Coordinator {
         records::load_host(self.store.as_ref(), host_id)
             .await?
             .ok_or(CoordError::UnknownHost { host_id })
-    }
-
-    /// The check before anything is written under a lease: `token` is the id's current token
-    /// and its lease is live.
-    pub(crate) fn check_current(&self, rec: &HostRecord, token: u64) -> Result<(), CoordError> {
-        check_token(rec, token)?;
-        if self.lease_state(rec, self.time.mono_ms()) != LeaseState::Live {
-            return Err(CoordError::LeaseExpired {
-                host_id: rec.host_id,
-                token,
-            });
-        }
-        Ok(())
     }
 
     /// Raises `rec`'s reservation to `until_ms`, clamped to the look-ahead limit from wall

@@ -17,8 +17,8 @@
 //! (a persisted counter, incremented in the same transaction as the grant). A holder may
 //! issue a timestamp (or a counter value) only at or below a bound the coordinator has
 //! persisted for it, and the coordinator persists a new bound only in a compare-and-swap
-//! transaction that checks the caller's token is still the id's current token and its lease
-//! is live. The next holder of an id starts strictly above the previous holders' persisted
+//! transaction that checks the caller's token is still the id's current token, presented
+//! with the lease's secret that only its holder knows, and that its lease is live. The next holder of an id starts strictly above the previous holders' persisted
 //! bound (counter blocks: above the high-water mark of every block of that shard and host).
 //! So a holder that lost its lease — paused, partitioned, or just slow — can still only issue
 //! below a bound that its successor starts above, and can never raise that bound again:
@@ -34,7 +34,7 @@
 //! use std::sync::Arc;
 //! use shardflake::Layout;
 //! use shardflake_coordinator::{store::MemStore, Coordinator, CoordinatorConfig, ManualTime};
-//! use shardflake_proto::coord::{AcquireRequest, ReservationRequest};
+//! use shardflake_proto::coord::{AcquireRequest, LeaseSecret, ReservationRequest};
 //!
 //! let time = ManualTime::new(1_800_000_000_000);
 //! let c = Coordinator::open(
@@ -44,21 +44,26 @@
 //! )
 //! .await
 //! .unwrap();
-//! let lease = c.acquire(&AcquireRequest { name: "node-a".into(), ..Default::default() }).await.unwrap();
+//! let secret = LeaseSecret::from_bytes([7; 16]); // drawn at random by a real holder
+//! let acquire = AcquireRequest { name: "node-a".into(), secret: secret.clone(), ..Default::default() };
+//! let lease = c.acquire(&acquire).await.unwrap();
 //! assert_eq!((lease.host_id, lease.token, lease.start_above_ms), (0, 1, 0));
-//! let r = c
-//!     .extend_reservation(0, &ReservationRequest { token: 1, until_ms: 1_800_000_002_000 })
-//!     .await
-//!     .unwrap();
+//! let extend = ReservationRequest { token: 1, secret, until_ms: 1_800_000_002_000 };
+//! let r = c.extend_reservation(0, &extend).await.unwrap();
 //! assert_eq!(r.reserved_until_ms, 1_800_000_002_000);
+//! // The host id and the token are public (`GET /v1/hosts`); without the secret they do nothing.
+//! let stolen = ReservationRequest { secret: LeaseSecret::from_bytes([8; 16]), ..extend };
+//! assert!(c.extend_reservation(0, &stolen).await.is_err());
 //! # });
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
 mod blocks;
 mod config;
 mod coordinator;
 mod error;
+mod fence;
 pub mod http;
 mod leases;
 mod meta;
@@ -75,7 +80,7 @@ pub mod testing;
 mod time;
 
 pub use config::{
-    CoordinatorConfig, BLOCK_MIN_DEFAULT, NS_NODE_CAPACITY_PER_S_DEFAULT, POOL_SIZE_MAX,
+    CoordinatorConfig, AUDIT_WINDOW_DEFAULT, AUDIT_WINDOW_MAX, BLOCK_MIN_DEFAULT, NS_NODE_CAPACITY_PER_S_DEFAULT, POOL_SIZE_MAX,
     RESERVATION_AHEAD_MS_MAX_DEFAULT, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
 };
 pub use coordinator::Coordinator;
@@ -86,7 +91,10 @@ pub use namespaces::{
     assign, ASSIGN_INTERVAL_MS, GROW_AT, NAMESPACES_MAX, NS_BLOCK_LIMIT, NS_BLOCK_MAX_DEFAULT,
     NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS, SHRINK_AT,
 };
-pub use records::{BlockRecord, HostRecord, NamespaceRecord, NsBlock, NsUseRecord, TemporalRecord};
+pub use records::{
+    BlockRecord, HostLog, HostRecord, LoggedBlock, LoggedNsBlock, NamespaceRecord, NsBlock,
+    NsReturned, NsUseRecord, TemporalRecord, TokenRange,
+};
 /// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).
 pub use shardflake::forecast;
 pub use standby::STANDBY_WAIT_MS_MAX;

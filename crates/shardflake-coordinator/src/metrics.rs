@@ -18,6 +18,8 @@ use std::sync::atomic::AtomicU64;
 type Labels = [(&'static str, &'static str); 1];
 /// The label of a namespace's series.
 pub type NsLabels = [(&'static str, String); 1];
+/// The label of a credential's series: its name (`credential="node#1"`).
+pub type CredentialLabels = [(&'static str, String); 1];
 
 /// Operation counters for `/metrics`, each in the coordinator's own registry.
 #[derive(Debug)]
@@ -52,6 +54,15 @@ pub struct Metrics {
     pub ns_forecast: Family<NsLabels, Gauge<f64, AtomicU64>>,
     /// Per namespace: the consumption its nodes last reported, ids/s.
     pub ns_actual: Family<NsLabels, Gauge<f64, AtomicU64>>,
+    /// Fenced calls refused because the lease secret did not match.
+    pub secret_mismatches: Counter,
+    /// Requests by credential name (never the credential itself).
+    pub requests: Family<CredentialLabels, Counter>,
+    /// Requests refused by the per-credential rate limit, by credential name.
+    pub rate_limited: Family<CredentialLabels, Counter>,
+    /// Requests refused by authentication or scope, by reason (`missing`, `unknown`,
+    /// `scope`).
+    pub auth_failures: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     registry: Registry,
     scraped: Arc<Mutex<Option<Scrape>>>,
@@ -103,6 +114,10 @@ impl Default for Metrics {
             "Namespace values given back by nodes that stopped cleanly",
         );
         let ns_assignments = counter("ns_assignments", "Changes of a namespace's serving nodes");
+        let secret_mismatches = counter(
+            "secret_mismatches",
+            "Fenced calls refused because the lease secret did not match",
+        );
         let ns_forecast = Family::<NsLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "ns_forecast_ids_per_second",
@@ -114,6 +129,24 @@ impl Default for Metrics {
             "ns_actual_ids_per_second",
             "Consumption a namespace's nodes last reported",
             ns_actual.clone(),
+        );
+        let requests = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Authenticated requests, by credential name",
+            requests.clone(),
+        );
+        let rate_limited = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by the per-credential rate limit, by credential name",
+            rate_limited.clone(),
+        );
+        let auth_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication (missing, unknown) or scope",
+            auth_failures.clone(),
         );
         let errors = Family::<Labels, Counter>::default();
         registry.register("http_errors", "Error responses, by code", errors.clone());
@@ -135,6 +168,10 @@ impl Default for Metrics {
             ns_assignments,
             ns_forecast,
             ns_actual,
+            secret_mismatches,
+            requests,
+            rate_limited,
+            auth_failures,
             errors,
             registry,
             scraped,

@@ -12,12 +12,19 @@
 //! renewals and with its block requests. A block covers `ns_horizon_ms` of the forecast
 //! demand with the forecast headroom, within the namespace's `block_min..=block_max`.
 //!
-//! **Returns.** A node that stops cleanly gives back the values of its newest block(s) it
-//! never issued. That is safe exactly when no block of the namespace was granted after its
-//! newest one (`next` is still that block's end): then `next` goes back down to the first
-//! unused value, and no value anyone issued lies at or above it. Otherwise the values stay
-//! unused. A return is accepted once (it clears the node's record of its blocks), so a
-//! replayed request changes nothing.
+//! **Returns.** A node that stops cleanly gives back the values of its newest block it never
+//! issued. A return is fenced like a grant (the host id's current token and the lease's
+//! secret, [`Coordinator::fenced`]) and covers at most the caller's newest block granted
+//! under that token: `block_end` must be that block's end and `unused_from` a value inside
+//! it, or the return is refused (`return_refused`) and nothing changes. It never reaches
+//! into an earlier block, whose values the caller may have issued. It is taken only while
+//! no block of the namespace was granted after that one (`next` is still its end): then
+//! `next` goes back down to `unused_from`, and no value anyone else holds lies at or above
+//! it; otherwise the values stay unused (`returned: 0`). A return is taken once (it clears
+//! the node's record of its block); a replay of it is answered the same and changes
+//! nothing. So a caller without the secret cannot return anything, and a holder that
+//! misreports its own block can only waste values of that block, never hand out a value
+//! that another holder was granted.
 //!
 //! **Assignment.** [`assign`] decides which live nodes serve a namespace from the sum of
 //! their forecasts, growing at once and shrinking only after a quiet period and well below
@@ -34,8 +41,10 @@ use shardflake_proto::ns::{
 
 use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
+use crate::fence::Liveness;
 use crate::records::{
-    self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsUseRecord,
+    self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsReturned,
+    NsUseRecord,
 };
 use crate::store::Txn;
 
@@ -207,6 +216,7 @@ fn create(name: &str, spec: &NamespaceSpec, now_ms: u64) -> Result<NamespaceReco
         serving: Vec::new(),
         assigned_at_ms: now_ms,
         created_at_ms: now_ms,
+        recent: Vec::new(),
     })
 }
 
@@ -268,6 +278,47 @@ fn status_of(rec: &NamespaceRecord, uses: &[(u32, NsUseRecord)]) -> NamespaceSta
             })
             .collect(),
     }
+}
+
+/// The caller's newest block if `req` may return its tail: the block was granted under the
+/// caller's current token, ends at `req.block_end`, and `req.unused_from` is one of its
+/// values or its end. Anything else is refused, naming the rule.
+fn check_return(
+    name: &str,
+    ns: &NamespaceRecord,
+    u: &NsUseRecord,
+    req: &NsReturnRequest,
+) -> Result<NsBlock, CoordError> {
+    let refuse = |rule: String| CoordError::ReturnRefused {
+        name: name.to_string(),
+        rule,
+    };
+    let Some(last) = u.last else {
+        return Err(refuse(format!(
+            "host id {} holds no unreturned block of it",
+            req.host_id
+        )));
+    };
+    if u.token != req.token {
+        return Err(refuse(format!(
+            "the newest block of host id {} was granted under token {}, not {}: a return covers only a block of the caller's current lease",
+            req.host_id, u.token, req.token
+        )));
+    }
+    if last.end != req.block_end {
+        return Err(refuse(format!(
+            "block_end {} is not the end of the caller's newest block ({}..{}): a return covers only the newest block",
+            req.block_end, last.start, last.end
+        )));
+    }
+    let aligned = req.unused_from == last.end || req.unused_from % ns.step == ns.offset;
+    if req.unused_from < last.start || req.unused_from > last.end || !aligned {
+        return Err(refuse(format!(
+            "unused_from {} is not a value of the caller's newest block {}..{} (step {}): a return never reaches into an earlier block",
+            req.unused_from, last.start, last.end, ns.step
+        )));
+    }
+    Ok(last)
 }
 
 /// Takes a consumption report into a node's record.
@@ -388,8 +439,9 @@ impl Coordinator {
         host_id: u32,
         req: &NsBlockRequest,
     ) -> Result<Step<'_, NsBlockGrant>, CoordError> {
-        let (rec, host_version) = self.current_host(host_id).await?;
-        self.check_current(&rec, req.token)?;
+        let (_, host_version) = self
+            .fenced(host_id, req.token, &req.secret, Liveness::Required)
+            .await?;
         let mut r = self.read_ns(name, host_id, host_version).await?;
         let (ns, u) = (&mut r.ns, &mut r.u);
         // A retry whose answer was lost: the newest block granted under this token lies
@@ -422,7 +474,7 @@ impl Coordinator {
         };
         ns.next = block.end;
         ns.blocks_granted += 1;
-        u.prev = u.last;
+        ns.log_grant(block, host_id, req.token, now, self.config.audit_window);
         u.last = Some(block);
         u.token = req.token;
         u.last_count = count;
@@ -435,7 +487,7 @@ impl Coordinator {
         }))
     }
 
-    /// Takes back the unused tail of the caller's newest block(s) of namespace `name`, if no
+    /// Takes back the unused tail of the caller's newest block of namespace `name`, if no
     /// later block was granted (module docs).
     pub async fn return_ns_block(
         &self,
@@ -455,44 +507,45 @@ impl Coordinator {
         host_id: u32,
         req: &NsReturnRequest,
     ) -> Result<Step<'_, NsReturnResponse>, CoordError> {
-        let nothing = Step::Answer(NsReturnResponse { returned: 0 });
-        let (rec, host_version) = self.current_host(host_id).await?;
-        if rec.token != req.token {
-            return Err(CoordError::StaleToken {
-                host_id,
-                token: req.token,
-                current: rec.token,
-            });
-        }
+        let (_, host_version) = self
+            .fenced(host_id, req.token, &req.secret, Liveness::NotRequired)
+            .await?;
         let mut r = self.read_ns(name, host_id, host_version).await?;
         let (ns, u) = (&mut r.ns, &mut r.u);
-        let Some(last) = u.last else {
-            return Ok(nothing);
-        };
-        if u.token != req.token || last.end != req.block_end || ns.next != last.end {
-            return Ok(nothing);
+        if let Some(done) = u.returned.filter(|d| {
+            u.last.is_none()
+                && (d.token, d.block_end, d.unused_from)
+                    == (req.token, req.block_end, req.unused_from)
+        }) {
+            // A replay of the return taken last (its answer was lost): the same answer.
+            return Ok(Step::Answer(NsReturnResponse {
+                returned: done.returned,
+            }));
         }
-        let from = match u.prev {
-            Some(p) if p.end == last.start => p.start,
-            _ => last.start,
-        };
-        let aligned = req.unused_from >= ns.start && req.unused_from % ns.step == ns.offset;
-        if req.unused_from < from || req.unused_from > last.end || !aligned {
-            return Err(bad(format!(
-                "unused_from {} is not a value of the caller's newest blocks ({from}..{})",
-                req.unused_from, last.end
-            )));
+        let last = check_return(name, ns, u, req)?;
+        if ns.next != last.end {
+            // A later block was granted (to another node): values at or above `unused_from`
+            // may be in it. They stay unused.
+            return Ok(Step::Answer(NsReturnResponse { returned: 0 }));
         }
         let returned = (last.end - req.unused_from).div_ceil(ns.step);
         ns.next = req.unused_from;
         ns.values_returned += returned;
+        ns.log_return(host_id, last, req.unused_from);
         u.last = None;
-        u.prev = None;
+        u.returned = Some(NsReturned {
+            token: req.token,
+            block_end: req.block_end,
+            unused_from: req.unused_from,
+            returned,
+        });
         let txn = r.write();
         let name = name.to_string();
+        let (token, unused_from, block_end) = (req.token, req.unused_from, req.block_end);
         Ok(Step::commit(txn, move || {
             self.metrics.ns_values_returned.inc_by(returned);
-            tracing::info!(namespace = %name, host_id, returned, "unused values given back");
+            tracing::info!(namespace = %name, host_id, token, unused_from, block_end, returned,
+                "unused values given back");
             NsReturnResponse { returned }
         }))
     }

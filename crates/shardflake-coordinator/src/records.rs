@@ -13,7 +13,16 @@
 //! * `ns/{name}`: a namespace ([`NamespaceRecord`]): its parameters, the next value to
 //!   grant (every block starts there and moves it up), and its serving nodes.
 //! * `nsuse/{name}/{host_id:010}`: one node's use of a namespace ([`NsUseRecord`]): the
-//!   forecaster of its rate and its last blocks (for idempotent retries and returns).
+//!   forecaster of its rate and its last block (for idempotent retries and returns).
+//! * `audit/host/{host_id:010}`: the grant log of a host id ([`HostLog`]): the ranges its
+//!   earlier tokens reserved, appended by each grant, at most the audit window long.
+//!
+//! The grant logs that `shardflake audit` checks live in these records and are bounded by
+//! the audit window (`--audit-window`): the last grants of each host id
+//! ([`HostLog`]), of each (host, shard) pair ([`BlockRecord::recent`]) and of each namespace
+//! ([`NamespaceRecord::recent`]). Each is written by the transaction that makes the grant,
+//! so stored state grows with what is live, not with time, and no grant waits on a shared
+//! log key.
 //!
 //! Numbers in keys are zero-padded so that a scan, which is in key order, lists host ids and
 //! shards in numeric order.
@@ -33,6 +42,13 @@ pub(crate) const TOKEN_KEY: &str = "meta/token";
 const HOST_PREFIX: &str = "host/";
 /// The prefix of every namespace record's key.
 pub(crate) const NS_PREFIX: &str = "ns/";
+/// The prefix of every host id's grant log.
+const HOST_LOG_PREFIX: &str = "audit/host/";
+
+/// The key of `host_id`'s [`HostLog`].
+pub(crate) fn host_log_key(host_id: u32) -> String {
+    format!("{HOST_LOG_PREFIX}{host_id:010}")
+}
 
 /// The key of namespace `name`'s [`NamespaceRecord`].
 pub(crate) fn ns_key(name: &str) -> String {
@@ -54,9 +70,12 @@ pub(crate) fn host_key(host_id: u32) -> String {
     format!("host/{host_id:010}")
 }
 
+/// The prefix of every block record's key.
+const BLOCK_PREFIX: &str = "block/";
+
 /// The key of the [`BlockRecord`] of `(host_id, shard)`.
 pub(crate) fn block_key(host_id: u32, shard: u64) -> String {
-    format!("block/{host_id:010}/{shard:020}")
+    format!("{BLOCK_PREFIX}{host_id:010}/{shard:020}")
 }
 
 /// The persisted lease and reservation of one host id.
@@ -94,6 +113,92 @@ pub struct HostRecord {
     /// Where clients reach the holder (its advertised URL), for the routing table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// SHA-256 (hex) of the current lease's secret; only the holder knows the secret.
+    /// Empty in records written before secrets existed: such a lease must be acquired again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_hash: String,
+}
+
+/// Pushes `item` onto `log`, dropping the oldest entries beyond `window` (at least 1).
+fn push_bounded<T>(log: &mut Vec<T>, item: T, window: usize) {
+    log.push(item);
+    let window = window.max(1);
+    if log.len() > window {
+        log.drain(..log.len() - window);
+    }
+}
+
+/// What one token of a host id reserved: it issued only timestamps in
+/// `start_above_ms < t <= reserved_until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRange {
+    /// The token.
+    pub token: u64,
+    /// Its holder's name.
+    pub holder: String,
+    /// The bound it started above, Unix ms.
+    pub start_above_ms: u64,
+    /// The highest bound reserved under it, Unix ms.
+    pub reserved_until_ms: u64,
+    /// Wall time of the grant, Unix ms.
+    pub granted_at_ms: u64,
+}
+
+impl TokenRange {
+    /// The range of `rec`'s current token, as reserved so far.
+    pub fn of(rec: &HostRecord) -> Self {
+        Self {
+            token: rec.token,
+            holder: rec.holder.clone(),
+            start_above_ms: rec.start_above_ms,
+            reserved_until_ms: rec.reserved_until_ms,
+            granted_at_ms: rec.granted_at_ms,
+        }
+    }
+}
+
+/// The grant log of one host id: the ranges of its earlier tokens, oldest first, at most
+/// the audit window long. The current token's range is in its [`HostRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostLog {
+    /// Earlier tokens' ranges.
+    pub ranges: Vec<TokenRange>,
+}
+
+impl HostLog {
+    /// Appends a finished token's range, keeping the last `window`.
+    pub fn push(&mut self, range: TokenRange, window: usize) {
+        push_bounded(&mut self.ranges, range, window);
+    }
+}
+
+/// One temporal counter block in a (host, shard) pair's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedBlock {
+    /// First counter value.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// The token it was granted to.
+    pub token: u64,
+    /// Wall time of the grant, Unix ms.
+    pub at_ms: u64,
+}
+
+/// One namespace block in a namespace's log; `end` is cut back to the first returned value
+/// when the block's tail is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedNsBlock {
+    /// The first value.
+    pub start: u64,
+    /// One step past the last value still counted as granted.
+    pub end: u64,
+    /// The host id it was granted to.
+    pub host_id: u32,
+    /// Under which token.
+    pub token: u64,
+    /// Wall time of the grant, Unix ms.
+    pub at_ms: u64,
 }
 
 /// Usage reports and forecasts of one host id in temporal mode.
@@ -116,7 +221,7 @@ pub struct TemporalRecord {
 }
 
 /// The counter blocks granted for one (host, shard) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BlockRecord {
     /// One past the highest counter value ever granted for the pair.
     pub high_water: u64,
@@ -131,13 +236,16 @@ pub struct BlockRecord {
     /// Wall time of the last grant, Unix ms.
     #[serde(default)]
     pub granted_at_ms: u64,
+    /// The last blocks of the pair (the audit window), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<LoggedBlock>,
 }
 
 impl BlockRecord {
-    /// Records a new block `start..end`. Blocks for a pair only move upwards: a block that
-    /// starts below the high-water mark would hand out counter values twice, so it is a bug
-    /// that stops the coordinator.
-    pub fn grant(&mut self, start: u64, end: u64, token: u64, now_ms: u64) {
+    /// Records a new block `start..end` and logs it, keeping the last `window` blocks.
+    /// Blocks for a pair only move upwards: a block that starts below the high-water mark
+    /// would hand out counter values twice, so it is a bug that stops the coordinator.
+    pub fn grant(&mut self, start: u64, end: u64, token: u64, now_ms: u64, window: usize) {
         assert!(
             start >= self.high_water && end > start,
             "block {start}..{end} is not above the high-water mark {}",
@@ -149,6 +257,13 @@ impl BlockRecord {
         self.token = token;
         self.grants += 1;
         self.granted_at_ms = now_ms;
+        let logged = LoggedBlock {
+            start,
+            end,
+            token,
+            at_ms: now_ms,
+        };
+        push_bounded(&mut self.recent, logged, window);
     }
 }
 
@@ -181,6 +296,36 @@ pub struct NamespaceRecord {
     pub assigned_at_ms: u64,
     /// Wall time of creation, Unix ms.
     pub created_at_ms: u64,
+    /// The last blocks granted (the audit window), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<LoggedNsBlock>,
+}
+
+impl NamespaceRecord {
+    /// Logs a block granted to `host_id` under `token`, keeping the last `window`.
+    pub fn log_grant(&mut self, block: NsBlock, host_id: u32, token: u64, now_ms: u64, window: usize) {
+        let logged = LoggedNsBlock {
+            start: block.start,
+            end: block.end,
+            host_id,
+            token,
+            at_ms: now_ms,
+        };
+        push_bounded(&mut self.recent, logged, window);
+    }
+
+    /// Cuts the logged block `start..end` of `host_id` back to `unused_from`: the values
+    /// from there were given back and may be granted again.
+    pub fn log_return(&mut self, host_id: u32, block: NsBlock, unused_from: u64) {
+        if let Some(b) = self
+            .recent
+            .iter_mut()
+            .rev()
+            .find(|b| b.host_id == host_id && b.start == block.start && b.end == block.end)
+        {
+            b.end = unused_from;
+        }
+    }
 }
 
 /// One block of a namespace, by its values: `start, start + step, ..` below `end`.
@@ -201,12 +346,27 @@ pub struct NsUseRecord {
     pub token: u64,
     /// The last block granted to the node, if it still holds it (cleared when returned).
     pub last: Option<NsBlock>,
-    /// The block before it.
-    pub prev: Option<NsBlock>,
     /// Values in the last block.
     pub last_count: u64,
+    /// The last return taken, so that a replay of it is answered the same way and changes
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned: Option<NsReturned>,
     /// Wall time of the last report or grant, Unix ms.
     pub reported_at_ms: u64,
+}
+
+/// A return that was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsReturned {
+    /// The token it was made under.
+    pub token: u64,
+    /// The returned block's end.
+    pub block_end: u64,
+    /// The first value given back.
+    pub unused_from: u64,
+    /// How many values came back.
+    pub returned: u64,
 }
 
 /// A stored value that does not decode: the store is not what this coordinator wrote.
@@ -316,6 +476,46 @@ pub(crate) async fn load_ns_uses(
     Ok(out)
 }
 
+/// `host_id`'s grant log and its version; an empty log at version 0 if the id was never
+/// granted twice.
+pub(crate) async fn load_host_log(
+    store: &dyn KvStore,
+    host_id: u32,
+) -> Result<(HostLog, u64), StoreError> {
+    let key = host_log_key(host_id);
+    match store.get(&key).await? {
+        Some(v) => Ok((decode(&key, &v.value)?, v.version)),
+        None => Ok((HostLog::default(), 0)),
+    }
+}
+
+/// Every host id's grant log: `(host_id, log)`, by host id.
+pub(crate) async fn load_host_logs(store: &dyn KvStore) -> Result<Vec<(u32, HostLog)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(HOST_LOG_PREFIX).await? {
+        let host = key[HOST_LOG_PREFIX.len()..]
+            .parse::<u32>()
+            .map_err(|_| corrupt(&key, "no host id after the prefix"))?;
+        out.push((host, decode(&key, &v.value)?));
+    }
+    Ok(out)
+}
+
+/// Every temporal block record: `((host_id, shard), record)`, in key order.
+pub(crate) async fn load_blocks(
+    store: &dyn KvStore,
+) -> Result<Vec<((u32, u64), BlockRecord)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(BLOCK_PREFIX).await? {
+        let parsed = key[BLOCK_PREFIX.len()..]
+            .split_once('/')
+            .and_then(|(h, s)| Some((h.parse::<u32>().ok()?, s.parse::<u64>().ok()?)));
+        let pair = parsed.ok_or_else(|| corrupt(&key, "not block/{host}/{shard}"))?;
+        out.push((pair, decode(&key, &v.value)?));
+    }
+    Ok(out)
+}
+
 /// The last fencing token granted and its version; 0 at version 0 in a new store.
 pub(crate) async fn load_token(store: &dyn KvStore) -> Result<(u64, u64), StoreError> {
     match store.get(TOKEN_KEY).await? {
@@ -342,15 +542,49 @@ mod tests {
     #[test]
     fn block_record_refuses_to_move_down() {
         let mut b = BlockRecord::default();
-        b.grant(0, 10, 1, 0);
-        b.grant(10, 20, 1, 0);
+        b.grant(0, 10, 1, 0, 4);
+        b.grant(10, 20, 1, 0, 4);
         let r = std::panic::catch_unwind(move || {
             let mut b = b;
-            b.grant(15, 30, 2, 0)
+            b.grant(15, 30, 2, 0, 4)
         });
         assert!(
             r.is_err(),
             "a block below the high-water mark must not be recorded"
         );
+    }
+
+    #[test]
+    fn grant_logs_keep_the_last_window_entries() {
+        let mut b = BlockRecord::default();
+        for i in 0..10 {
+            b.grant(i * 10, i * 10 + 10, 1, i, 3);
+        }
+        let starts: Vec<u64> = b.recent.iter().map(|l| l.start).collect();
+        assert_eq!(starts, [70, 80, 90]);
+        let mut log = HostLog::default();
+        for t in 1..=5 {
+            let mut rec = HostRecord {
+                host_id: 0,
+                token: t,
+                holder: "n".into(),
+                ttl_ms: 1,
+                granted_at_ms: 0,
+                renewed_at_ms: 0,
+                expires_at_ms: 0,
+                renewals: 0,
+                released: false,
+                reserved_until_ms: t * 100,
+                start_above_ms: (t - 1) * 100,
+                request_id: None,
+                temporal: None,
+                url: None,
+                secret_hash: String::new(),
+            };
+            rec.holder.push_str(&t.to_string());
+            log.push(TokenRange::of(&rec), 2);
+        }
+        let tokens: Vec<u64> = log.ranges.iter().map(|r| r.token).collect();
+        assert_eq!(tokens, [4, 5]);
     }
 }

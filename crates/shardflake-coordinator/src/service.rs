@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardflake::{Clock, Layout, SystemClock};
-use shardflake_proto::coord::CLUSTER_TOKEN_ENV;
+use shardflake_proto::auth::{Scope, LEGACY_CLUSTER_TOKEN_ENV, NODE_TOKEN_ENV};
+use shardflake_runtime::credentials::{CredentialSource, Credentials};
+use shardflake_runtime::reload::{self, Reload, Triggers};
+use shardflake_runtime::tls::{Peer, ServerTls, ServerTlsFiles, ServiceListener};
 use thiserror::Error;
 
-use crate::config::{CoordinatorConfig, TTL_MS_MAX, TTL_MS_MIN};
+use crate::config::{CoordinatorConfig, AUDIT_WINDOW_MAX, TTL_MS_MAX, TTL_MS_MIN};
 use crate::coordinator::Coordinator;
 use crate::error::CoordError;
+use crate::http::{Auth, RateLimits};
 use crate::time::SystemTimeSource;
 use crate::{http, store};
 
@@ -66,10 +70,21 @@ pub struct ServiceOptions {
     pub etcd_user: Option<String>,
     /// `SHARDFLAKE_ETCD_PASSWORD`: that user's password.
     pub etcd_password: Option<String>,
-    /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
-    pub cluster_token: Option<String>,
-    /// `--insecure-no-auth`: serve without a token.
+    /// Where the accepted credentials come from: `SHARDFLAKE_{NODE,READ,ADMIN}_TOKEN` and
+    /// `--{node,read,admin}-token-file`. At least one node credential is needed.
+    pub credentials: Vec<CredentialSource>,
+    /// `SHARDFLAKE_CLUSTER_TOKEN` is set: the single token of earlier versions, refused with
+    /// a message naming the scoped credentials that replace it.
+    pub legacy_cluster_token: bool,
+    /// `--insecure-no-auth`: serve without credentials.
     pub insecure_no_auth: bool,
+    /// `--tls-cert`, `--tls-key`, `--client-ca`, `--client-names`: serve HTTPS (and with a
+    /// client CA, require client certificates).
+    pub tls: Option<ServerTlsFiles>,
+    /// `--rate-limit-{read,node,admin}`: requests per second per credential.
+    pub rate_limits: RateLimits,
+    /// `--audit-window`: grants kept in each grant log.
+    pub audit_window: usize,
 }
 
 /// Shortest `--ns-horizon` (ms): a block should outlast a few coordinator round trips.
@@ -77,16 +92,22 @@ pub const NS_HORIZON_MS_MIN: u64 = 100;
 /// Longest `--ns-horizon` (ms).
 pub const NS_HORIZON_MS_MAX: u64 = 3_600_000;
 
-/// A validated coordinator service: the domain configuration, where the store lives, and
-/// the token requests must carry.
+/// A validated coordinator service: the domain configuration, where the store lives, who
+/// may call it and how it is reached.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Layout, pool and limits.
     pub coordinator: CoordinatorConfig,
     /// Where the state lives.
     pub store: StoreConfig,
-    /// The bearer token; `None` only with `--insecure-no-auth`.
-    pub token: Option<String>,
+    /// The credentials requests must carry (`Off` only with `--insecure-no-auth`).
+    pub auth: Auth,
+    /// HTTPS, when configured.
+    pub tls: Option<ServerTls>,
+    /// Requests per second per credential.
+    pub rate_limits: RateLimits,
+    /// When certificate and credential files are read again.
+    pub reload: Triggers,
 }
 
 /// Where the coordinator keeps its state.
@@ -109,9 +130,18 @@ pub enum StoreConfig {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// No cluster token and no `--insecure-no-auth`.
-    #[error("no cluster token: set {CLUSTER_TOKEN_ENV} (or pass --insecure-no-auth on a trusted network)")]
+    /// No node credential and no `--insecure-no-auth`.
+    #[error("no node credential: set {NODE_TOKEN_ENV} or --node-token-file (and the read and admin credentials the cluster's clients and operators need), or pass --insecure-no-auth on a trusted network")]
     NoToken,
+    /// The single shared token of earlier versions is set.
+    #[error("{LEGACY_CLUSTER_TOKEN_ENV} is no longer read: one token that could both read and lease let every SDK user act as a node. Give nodes SHARDFLAKE_NODE_TOKEN, SDK clients and dashboards SHARDFLAKE_READ_TOKEN, operators SHARDFLAKE_ADMIN_TOKEN (or the --*-token-file flags), and unset {LEGACY_CLUSTER_TOKEN_ENV}")]
+    LegacyToken,
+    /// A credential could not be read.
+    #[error(transparent)]
+    Credentials(#[from] shardflake_runtime::credentials::CredentialsError),
+    /// A certificate or key could not be read.
+    #[error(transparent)]
+    Tls(#[from] shardflake_runtime::tls::TlsError),
     /// An option is out of range.
     #[error("{0}")]
     Config(String),
@@ -138,11 +168,7 @@ impl ServiceConfig {
     /// Validates `o` against the layout and every limit; `now_ms` is the wall clock, to
     /// refuse a layout whose timestamp field has already overflowed.
     pub fn from_options(o: &ServiceOptions, now_ms: u64) -> Result<ServiceConfig, RunError> {
-        let token = match (&o.cluster_token, o.insecure_no_auth) {
-            (Some(t), _) if !t.is_empty() => Some(t.clone()),
-            (_, true) => None,
-            _ => return Err(RunError::NoToken),
-        };
+        let auth = auth_of(o)?;
         let layout = Layout::from_spec_and_granularity(&o.layout, o.shard_granularity.as_deref())?;
         layout.check_time(now_ms)?;
         let mut c = CoordinatorConfig::new(layout);
@@ -181,10 +207,20 @@ impl ServiceConfig {
             ));
         }
         c.ns_node_capacity_per_s = o.ns_node_capacity;
+        if !(1..=AUDIT_WINDOW_MAX).contains(&o.audit_window) {
+            return Err(RunError::Config(format!(
+                "--audit-window {} is out of range 1..={AUDIT_WINDOW_MAX}",
+                o.audit_window
+            )));
+        }
+        c.audit_window = o.audit_window;
         Ok(ServiceConfig {
             coordinator: c,
             store: store_config(o)?,
-            token,
+            auth,
+            tls: o.tls.clone().map(ServerTls::load).transpose()?,
+            rate_limits: o.rate_limits,
+            reload: Triggers::default(),
         })
     }
 
@@ -192,6 +228,22 @@ impl ServiceConfig {
     pub fn from_options_now(o: &ServiceOptions) -> Result<ServiceConfig, RunError> {
         Self::from_options(o, SystemClock.now_ms())
     }
+}
+
+/// The credentials `o` names: refused when the old single token is set, or when no node
+/// credential is given without `--insecure-no-auth`.
+fn auth_of(o: &ServiceOptions) -> Result<Auth, RunError> {
+    if o.legacy_cluster_token {
+        return Err(RunError::LegacyToken);
+    }
+    if o.insecure_no_auth {
+        return Ok(Auth::Off);
+    }
+    let credentials = Credentials::load(o.credentials.clone())?;
+    if !credentials.has_scope(Scope::Node) {
+        return Err(RunError::NoToken);
+    }
+    Ok(Auth::Credentials(credentials))
 }
 
 /// The store `o` names: etcd when `--etcd` is given, else the embedded store.
@@ -273,13 +325,24 @@ async fn assign_namespaces(coordinator: Arc<Coordinator>) {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: ServiceListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Says loudly what an operator must know before the first request: authentication off,
+/// or plain HTTP on an address other machines reach (credentials and grants in clear).
+fn warn_about_exposure(config: &ServiceConfig, local: std::net::SocketAddr) {
+    if matches!(config.auth, Auth::Off) {
+        tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {local} can lease host ids");
+    }
+    if config.tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!("PLAIN HTTP ON {local}, WHICH OTHER MACHINES CAN REACH: credentials, lease secrets and grants cross the network in clear; serve HTTPS with --tls-cert and --tls-key");
+    }
 }
 
 /// Opens the store in `config.data_dir` and serves the coordinator on `listener` until
@@ -293,9 +356,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let io = |context: String| move |source| RunError::Io { context, source };
     let local = listener.local_addr().map_err(io("local address".into()))?;
-    if config.token.is_none() {
-        tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {local} can lease host ids");
-    }
+    warn_about_exposure(&config, local);
     let (store, redb, location): (Arc<dyn store::KvStore>, _, String) = match &config.store {
         StoreConfig::Embedded {
             data_dir,
@@ -337,9 +398,23 @@ pub async fn run(
             .map_err(RunError::Coordinator)?,
     );
     tracing::info!(store_id = %coordinator.store_id(), "store opened");
-    let app = http::app(http::AppState::new(coordinator.clone(), config.token));
+    let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
+    if let Auth::Credentials(c) = &config.auth {
+        reloadable.push(Arc::new(c.clone()));
+    }
+    let listener = match &config.tls {
+        Some(tls) => {
+            reloadable.push(Arc::new(tls.clone()));
+            ServiceListener::tls(listener, tls.clone())
+        }
+        None => ServiceListener::plain(listener),
+    };
+    let reloader = reload::spawn(reloadable, config.reload);
+    let state = http::AppState::with_limits(coordinator.clone(), config.auth, config.rate_limits);
+    let app = http::app(state);
     let assigner = tokio::spawn(assign_namespaces(coordinator.clone()));
-    tracing::info!(addr = %local, "listening");
+    let scheme = if listener.is_tls() { "https" } else { "http" };
+    tracing::info!(addr = %local, scheme, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(serve(listener, app, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -365,6 +440,7 @@ pub async fn run(
         Err(e) => Err(RunError::Config(format!("server task failed: {e}"))),
     };
     assigner.abort();
+    reloader.abort();
     let _ = assigner.await;
     drop(coordinator);
     drop(store);

@@ -1,6 +1,10 @@
 //! What the coordinator shows: the cluster's identity and limits, every host id's lease and
-//! forecast, and the standbys. Read-only views; nothing here writes to the store.
+//! forecast, the standbys, and the grant logs for `shardflake audit`. Read-only views;
+//! nothing here writes to the store.
 
+use shardflake_proto::audit::{
+    AuditReport, CounterBlock, HostGrants, NamespaceGrants, PairBlocks, TokenRange, ValueBlock,
+};
 use shardflake_proto::coord::{
     ClusterInfo, HostStatus, HostsResponse, LeaseState, Role, TemporalStatus,
 };
@@ -67,5 +71,92 @@ impl Coordinator {
             .iter()
             .filter(|(r, _)| self.lease_state(r, now_mono) == LeaseState::Live)
             .count())
+    }
+}
+
+impl Coordinator {
+    /// What `GET /v1/audit` answers: every host id's tokens in the window (the grant log and
+    /// the current token), every (host, shard) pair's logged counter blocks, and every
+    /// namespace's logged blocks and next value. `shardflake audit` checks that none overlap
+    /// (`shardflake_proto::audit::find_overlaps`).
+    pub async fn audit_report(&self) -> Result<AuditReport, CoordError> {
+        let store = self.store.as_ref();
+        let mut logs: std::collections::HashMap<u32, records::HostLog> =
+            records::load_host_logs(store).await?.into_iter().collect();
+        let hosts = records::load_hosts(store)
+            .await?
+            .into_iter()
+            .map(|(rec, _)| {
+                let mut ranges: Vec<TokenRange> = logs
+                    .remove(&rec.host_id)
+                    .unwrap_or_default()
+                    .ranges
+                    .into_iter()
+                    .map(token_range)
+                    .collect();
+                ranges.push(token_range(records::TokenRange::of(&rec)));
+                HostGrants {
+                    host_id: rec.host_id,
+                    ranges,
+                }
+            })
+            .collect();
+        let blocks = records::load_blocks(store)
+            .await?
+            .into_iter()
+            .map(|((host_id, shard), b)| PairBlocks {
+                host_id,
+                shard,
+                high_water: b.high_water,
+                blocks: b
+                    .recent
+                    .iter()
+                    .map(|l| CounterBlock {
+                        start: l.start,
+                        end: l.end,
+                        token: l.token,
+                        at_ms: l.at_ms,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let namespaces = records::load_namespaces(store)
+            .await?
+            .into_iter()
+            .map(|(ns, _)| NamespaceGrants {
+                blocks: ns
+                    .recent
+                    .iter()
+                    .map(|l| ValueBlock {
+                        start: l.start,
+                        end: l.end,
+                        host_id: l.host_id,
+                        token: l.token,
+                        at_ms: l.at_ms,
+                    })
+                    .collect(),
+                name: ns.name,
+                next: ns.next,
+                step: ns.step,
+            })
+            .collect();
+        Ok(AuditReport {
+            store_id: self.cluster.store_id.clone(),
+            layout_spec: self.cluster.layout_spec.clone(),
+            window: self.config.audit_window as u32,
+            hosts,
+            blocks,
+            namespaces,
+        })
+    }
+}
+
+fn token_range(r: records::TokenRange) -> TokenRange {
+    TokenRange {
+        token: r.token,
+        holder: r.holder,
+        start_above_ms: r.start_above_ms,
+        reserved_until_ms: r.reserved_until_ms,
+        granted_at_ms: r.granted_at_ms,
     }
 }

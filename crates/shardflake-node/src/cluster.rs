@@ -37,6 +37,9 @@ pub struct ClusterHooks {
     pub transport: Option<Arc<dyn Transport>>,
     /// Seeds the lease keeper's retry jitter (default: from the operating system).
     pub jitter_seed: Option<u64>,
+    /// Draws the lease secrets from a PRNG with this seed (default: the operating system's
+    /// cryptographic source). Predictable: for a deterministic simulation only.
+    pub secret_seed: Option<u64>,
     /// The holder name shown by the coordinators (default: `$HOSTNAME:port`).
     pub name: Option<String>,
 }
@@ -52,8 +55,12 @@ pub(crate) fn open(
         .cluster
         .as_ref()
         .expect("cluster mode needs a cluster configuration");
-    let mut client = CoordinatorClient::new(cluster.urls.clone(), cluster.token.clone())
+    let mut client = CoordinatorClient::new(cluster.urls.clone(), None)
+        .and_then(|c| c.with_tls(&cluster.tls))
         .map_err(|e| StartError::Cluster(e.to_string()))?;
+    if let Some(token) = &cluster.token {
+        client = client.with_bearer(token.clone());
+    }
     if let Some(t) = hooks.transport {
         client = client.with_transport(t);
     }
@@ -61,6 +68,7 @@ pub(crate) fn open(
     let namespaces = Namespaces::new(client.clone());
     let mut keeper_config = keeper_config(config, cluster, clock);
     keeper_config.jitter_seed = hooks.jitter_seed;
+    keeper_config.secret_seed = hooks.secret_seed;
     if let Some(name) = hooks.name {
         keeper_config.name = name;
     }

@@ -11,8 +11,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shardflake::{format_rfc3339_ms, Layout, LayoutError, NodeId};
+use shardflake_proto::auth::NODE_TOKEN_ENV;
 use shardflake_proto::coord::URL_BYTES_MAX;
+use shardflake_runtime::credentials::{BearerToken, CredentialSource, Credentials};
+use shardflake_runtime::reload::Triggers;
+use shardflake_runtime::tls::{ClientTlsFiles, ServerTls, ServerTlsFiles};
 use thiserror::Error;
+
+pub use crate::gate::{ClientPolicy, CLIENT_IDS_PER_S_LIMIT};
 
 /// The default HTTP port (the seed README's).
 pub const PORT_DEFAULT: u16 = 8080;
@@ -69,11 +75,28 @@ pub struct NodeOptions {
     pub standby: bool,
     /// `--lease-ttl` (`SHARDFLAKE_LEASE_TTL`).
     pub lease_ttl: Duration,
-    /// `--cluster-token` (`SHARDFLAKE_CLUSTER_TOKEN`).
-    pub cluster_token: Option<String>,
+    /// `SHARDFLAKE_NODE_TOKEN`: the node credential sent to the coordinators.
+    pub node_token: Option<String>,
+    /// `--node-token-file` (`SHARDFLAKE_NODE_TOKEN_FILE`): the node credential from a file
+    /// (its first line), re-read when it changes.
+    pub node_token_file: Option<PathBuf>,
+    /// `SHARDFLAKE_CLUSTER_TOKEN` is set: the single token of earlier versions, refused with a
+    /// message naming its replacement.
+    pub legacy_cluster_token: bool,
     /// `--advertise-url` (`SHARDFLAKE_ADVERTISE_URL`): where clients reach this node, for the
     /// coordinators' routing table; cluster mode.
     pub advertise_url: Option<String>,
+    /// `--tls-cert`, `--tls-key`, `--client-ca`, `--client-names`: serve HTTPS.
+    pub tls: Option<ServerTlsFiles>,
+    /// `--ca-file`, `--tls-client-cert`, `--tls-client-key`: how the node verifies the
+    /// coordinators and, for mutual TLS, the certificate it presents to them.
+    pub coordinator_tls: ClientTlsFiles,
+    /// `SHARDFLAKE_CLIENT_TOKEN` and `--client-token-file`: client credentials the id
+    /// endpoints require (none: open).
+    pub client_credentials: Vec<CredentialSource>,
+    /// `--client-ids-per-second` (`SHARDFLAKE_CLIENT_IDS_PER_SECOND`): ids per second per
+    /// client (per credential, else per peer address); 0: no limit.
+    pub client_ids_per_second: u64,
 }
 
 impl Default for NodeOptions {
@@ -94,8 +117,14 @@ impl Default for NodeOptions {
             coordinator: None,
             standby: false,
             lease_ttl: Duration::from_millis(LEASE_TTL_MS_DEFAULT),
-            cluster_token: None,
+            node_token: None,
+            node_token_file: None,
+            legacy_cluster_token: false,
             advertise_url: None,
+            tls: None,
+            coordinator_tls: ClientTlsFiles::default(),
+            client_credentials: Vec::new(),
+            client_ids_per_second: 0,
         }
     }
 }
@@ -184,6 +213,12 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Cluster mode: how to reach the coordinators (`None`: standalone).
     pub cluster: Option<ClusterConfig>,
+    /// HTTPS, when configured.
+    pub tls: Option<ServerTls>,
+    /// Who may take ids, and how fast.
+    pub clients: ClientPolicy,
+    /// When certificate and credential files are read again.
+    pub reload: Triggers,
 }
 
 /// Cluster mode: the node id is leased from coordinators.
@@ -191,8 +226,10 @@ pub struct NodeConfig {
 pub struct ClusterConfig {
     /// Coordinator base URLs.
     pub urls: Vec<String>,
-    /// The cluster token.
-    pub token: Option<String>,
+    /// The node credential (`None`: the coordinators run without authentication).
+    pub token: Option<BearerToken>,
+    /// How the coordinators are verified, and the certificate shown to them.
+    pub tls: ClientTlsFiles,
     /// Start as a standby.
     pub standby: bool,
     /// Lease TTL, ms.
@@ -300,6 +337,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A credential could not be read or is malformed (the message names its variable or
+    /// file, never the token).
+    #[error("{0}")]
+    Credentials(String),
+    /// A certificate, key or CA file could not be used (the message names the file).
+    #[error("{0}")]
+    Tls(String),
+    /// The single token of earlier versions is set.
+    #[error("SHARDFLAKE_CLUSTER_TOKEN is no longer read: give nodes SHARDFLAKE_NODE_TOKEN (or --node-token-file) and SDK clients SHARDFLAKE_READ_TOKEN, then unset SHARDFLAKE_CLUSTER_TOKEN")]
+    LegacyClusterToken,
     /// A duration flag is outside its range.
     #[error("{flag}={value_ms} ms is out of range {min_ms}..={max_ms} ms")]
     DurationOutOfRange {
@@ -351,6 +398,14 @@ impl NodeConfig {
             clock_policy,
             max_connections: args.max_connections,
             cluster,
+            tls: args
+                .tls
+                .clone()
+                .map(ServerTls::load)
+                .transpose()
+                .map_err(|e| ConfigError::Tls(e.to_string()))?,
+            clients: clients_from_args(args)?,
+            reload: Triggers::default(),
         })
     }
 
@@ -383,8 +438,46 @@ impl NodeConfig {
     }
 }
 
+/// The id endpoints' client credentials and rate.
+fn clients_from_args(args: &NodeOptions) -> Result<ClientPolicy, ConfigError> {
+    if args.client_ids_per_second > CLIENT_IDS_PER_S_LIMIT {
+        return Err(ConfigError::OutOfRange {
+            flag: "--client-ids-per-second (SHARDFLAKE_CLIENT_IDS_PER_SECOND)",
+            value: args.client_ids_per_second,
+            min: 0,
+            max: CLIENT_IDS_PER_S_LIMIT,
+        });
+    }
+    let credentials = if args.client_credentials.is_empty() {
+        None
+    } else {
+        Some(
+            Credentials::load(args.client_credentials.clone())
+                .map_err(|e| ConfigError::Credentials(e.to_string()))?,
+        )
+    };
+    Ok(ClientPolicy {
+        credentials,
+        ids_per_second: args.client_ids_per_second,
+    })
+}
+
 fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, ConfigError> {
+    if args.legacy_cluster_token {
+        return Err(ConfigError::LegacyClusterToken);
+    }
     let Some(list) = &args.coordinator else {
+        for (given, flag) in [
+            (args.node_token.is_some() || args.node_token_file.is_some(), "SHARDFLAKE_NODE_TOKEN and --node-token-file"),
+            (args.coordinator_tls != ClientTlsFiles::default(), "--ca-file, --tls-client-cert and --tls-client-key"),
+        ] {
+            if given {
+                return Err(ConfigError::NotApplicable {
+                    flag,
+                    when: "with --coordinator",
+                });
+            }
+        }
         if args.standby {
             return Err(ConfigError::NotApplicable {
                 flag: "--standby (SHARDFLAKE_STANDBY)",
@@ -436,7 +529,13 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
             .collect(),
-        token: args.cluster_token.clone().filter(|t| !t.is_empty()),
+        token: BearerToken::from_env_or_file(
+            NODE_TOKEN_ENV,
+            args.node_token.as_deref(),
+            args.node_token_file.as_deref(),
+        )
+        .map_err(|e| ConfigError::Credentials(e.to_string()))?,
+        tls: args.coordinator_tls.clone(),
         standby: args.standby,
         lease_ttl_ms,
         advertise_url: args.advertise_url.clone(),

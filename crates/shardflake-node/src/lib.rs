@@ -88,6 +88,7 @@
 
 mod cluster;
 mod config;
+mod gate;
 mod http;
 mod issue;
 mod metrics;
@@ -103,12 +104,13 @@ mod state_file;
 
 pub use cluster::ClusterHooks;
 pub use config::{
-    ClockPolicyKind, ClusterConfig, ConfigError, NodeClockPolicy, NodeConfig, NodeField,
+    ClientPolicy, ClockPolicyKind, ClusterConfig, CLIENT_IDS_PER_S_LIMIT, ConfigError, NodeClockPolicy, NodeConfig, NodeField,
     NodeOptions, BORROW_AHEAD_MS_MAX_DEFAULT, BORROW_AHEAD_MS_MAX_LIMIT, CLOCK_WAIT_MS_MAX_DEFAULT,
     CLOCK_WAIT_MS_MAX_LIMIT, LAYOUT_DEFAULT, LEASE_TTL_MS_DEFAULT, LEASE_TTL_MS_MAX,
     LEASE_TTL_MS_MIN, MAX_CONNECTIONS_DEFAULT, MAX_CONNECTIONS_LIMIT, PORT_DEFAULT,
     STATE_DIR_DEFAULT,
 };
+pub use gate::ClientAddr;
 pub use http::{app, parse_ids_query, REQUEST_BODY_BYTES_MAX, REQUEST_TIMEOUT_MS};
 pub use issue::{EXTENSION_POLL_MS, EXTENSION_WAIT_MS_MAX};
 pub use namespaces::{NS_BLOCK_WAIT_MS, NS_STREAMS_MAX, NS_UNKNOWN_TTL_MS, ROUTING_REFRESH_MS};

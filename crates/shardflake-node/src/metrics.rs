@@ -69,6 +69,7 @@ impl Route {
 }
 
 type Labels = [(&'static str, &'static str); 1];
+type ClientLabels = [(&'static str, String); 1];
 
 /// A histogram of request latencies with the node's buckets.
 fn latency_histogram() -> Histogram {
@@ -90,6 +91,11 @@ pub(crate) struct Metrics {
     pub(crate) connections_open: Gauge,
     pub(crate) connections_total: Counter,
     errors: Family<Labels, Counter>,
+    /// Id requests refused by the per-client limit: by credential name, or one series
+    /// (`per-address`) for address-keyed limits.
+    rate_limited: Family<ClientLabels, Counter>,
+    /// Id requests without a valid client credential, by reason.
+    client_auth_failures: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     /// What the scrape-time collector reports; set just before each encoding.
     scraped: Arc<Mutex<Option<Snapshot>>>,
@@ -115,6 +121,8 @@ impl Default for Metrics {
             g
         };
         let errors = Family::<Labels, Counter>::default();
+        let rate_limited = Family::<ClientLabels, Counter>::default();
+        let client_auth_failures = Family::<Labels, Counter>::default();
         let latency: Family<Labels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let scraped = Arc::new(Mutex::new(None));
@@ -163,11 +171,23 @@ impl Default for Metrics {
                 "Client connections accepted",
             ),
             errors: errors.clone(),
+            rate_limited: rate_limited.clone(),
+            client_auth_failures: client_auth_failures.clone(),
             latency: latency.clone(),
             scraped: scraped.clone(),
             registry: Registry::default(),
         };
         registry.register("shardflake_http_errors", "Error responses, by code", errors);
+        registry.register(
+            "shardflake_client_rate_limited",
+            "Id requests refused by the per-client limit, by credential name (or per-address)",
+            rate_limited,
+        );
+        registry.register(
+            "shardflake_client_auth_failures",
+            "Id requests without a valid client credential, by reason",
+            client_auth_failures,
+        );
         registry.register(
             "shardflake_http_request_duration_seconds",
             "Request latency from routing to response, by route",
@@ -191,6 +211,18 @@ impl Metrics {
         if let Some(code) = error {
             self.errors.get_or_create(&[("code", code.as_str())]).inc();
         }
+    }
+
+    /// Counts an id request refused by the per-client limit.
+    pub(crate) fn count_rate_limited(&self, client: String) {
+        self.rate_limited.get_or_create(&[("client", client)]).inc();
+    }
+
+    /// Counts an id request without a valid client credential (`missing`, `unknown`).
+    pub(crate) fn count_client_auth_failure(&self, reason: &'static str) {
+        self.client_auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Encodes every series, with the scrape-time values of `snap`.

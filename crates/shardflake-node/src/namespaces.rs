@@ -11,7 +11,7 @@
 //! Consumption since the last report goes to the coordinator with the next renewal or block
 //! request, whichever comes first (each value counted once), and the coordinator sizes
 //! blocks from its forecast of it. At a clean shutdown the node stops taking values, then
-//! gives back the unused tail of its newest block(s); the coordinator takes it only if no
+//! gives back the unused tail of its newest block; the coordinator takes it only if no
 //! later block was granted meanwhile.
 //!
 //! A background task keeps the coordinators' routing table; a node that is not among a
@@ -29,6 +29,7 @@ use shardflake_client::{ClientError, CoordinatorClient, Retry};
 use shardflake_proto::ns::{
     rendezvous_order, NsBlockGrant, NsBlockRequest, NsReturnRequest, NsUsage, RoutingTable,
 };
+use shardflake_proto::coord::LeaseSecret;
 use shardflake_proto::{ApiError, ErrorCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -212,10 +213,11 @@ fn refusal(name: &str, last_error: Option<(ErrorCode, &str)>) -> ApiError {
 }
 
 /// The lease a namespace request runs under.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct LeaseRef {
     pub(crate) host_id: u32,
     pub(crate) token: u64,
+    pub(crate) secret: LeaseSecret,
 }
 
 /// Every namespace this node serves, the coordinators, and the routing table.
@@ -339,7 +341,7 @@ impl Namespaces {
             .collect()
     }
 
-    /// Stops every namespace and gives back the unused tail of its newest block(s) under
+    /// Stops every namespace and gives back the unused tail of its newest block under
     /// `lease` (clean shutdown).
     pub(crate) async fn give_back(&self, lease: Option<LeaseRef>) {
         self.closed
@@ -365,8 +367,10 @@ impl Namespaces {
                     b.closed = true;
                     if !b.fetching || Instant::now() >= deadline {
                         let (cur, next) = (b.current.take(), b.next.take());
+                        // Only the newest block can be given back: the coordinator takes
+                        // nothing from an earlier one (the values of the current block
+                        // left unissued while a next block waits are wasted).
                         break match (cur, next) {
-                            (Some(c), Some(n)) if c.end == n.next => Some((n.end, c.next)),
                             (_, Some(n)) => Some((n.end, n.next)),
                             (Some(c), None) if c.next < c.end => Some((c.end, c.next)),
                             _ => None,
@@ -375,12 +379,13 @@ impl Namespaces {
                 }
                 let _ = tokio::time::timeout_at(deadline, changed).await;
             };
-            let (Some((block_end, unused_from)), Some(l)) = (tail, lease) else {
+            let (Some((block_end, unused_from)), Some(l)) = (tail, lease.as_ref()) else {
                 continue;
             };
             let req = NsReturnRequest {
                 host_id: u64::from(l.host_id),
                 token: l.token,
+                secret: l.secret.clone(),
                 block_end,
                 unused_from,
             };
@@ -432,6 +437,7 @@ async fn fetch_block(
                 NsBlockRequest {
                     host_id: u64::from(l.host_id),
                     token: l.token,
+                    secret: l.secret.clone(),
                     after: b.newest_end,
                     used,
                     over_ms,

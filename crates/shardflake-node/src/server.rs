@@ -10,15 +10,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::Listener;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use shardflake_runtime::reload::{self, Reload};
+use shardflake_runtime::tls::{ServiceIo, ServiceListener};
 use shardflake::SystemClock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
+use crate::gate::ClientAddr;
 use crate::http::app;
 use crate::state::{AppState, Shared, StartError};
 use crate::state_file::StateError;
@@ -60,16 +64,25 @@ pub enum ServeError {
 /// Accepts connections while fewer than the limit are open; beyond it, new clients wait in
 /// the kernel's accept queue (back-pressure instead of refused connections).
 struct LimitedListener {
-    inner: TcpListener,
+    inner: ServiceListener,
     permits: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
 
 /// A connection holding one of the listener's permits until it closes.
 struct LimitedIo {
-    io: TcpStream,
+    io: ServiceIo,
     _permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
+}
+
+impl Connected<IncomingStream<'_, LimitedListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, LimitedListener>) -> Self {
+        ClientAddr {
+            addr: *stream.remote_addr(),
+            cert_name: stream.io().io.cert_name().map(str::to_string),
+        }
+    }
 }
 
 impl Drop for LimitedIo {
@@ -89,10 +102,10 @@ impl Listener for LimitedListener {
             .acquire_owned()
             .await
             .expect("the connection semaphore is never closed");
-        // axum's listener logs and backs off on accept errors (e.g. EMFILE).
+        // The service listener backs off on accept errors (e.g. EMFILE), finishes TLS
+        // handshakes off the accept loop, and sets TCP_NODELAY (responses are small and
+        // written at once; Nagle would only add latency).
         let (io, addr) = Listener::accept(&mut self.inner).await;
-        // Responses are small and written at once; Nagle would only add latency.
-        let _ = io.set_nodelay(true);
         let m = &self.shared.metrics;
         m.connections_open.inc();
         m.connections_total.inc();
@@ -139,7 +152,7 @@ impl AsyncWrite for LimitedIo {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        AsyncWrite::is_write_vectored(&self.io)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -160,6 +173,11 @@ pub async fn serve_state(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     state.start_keeper();
+    let listener = match &state.config().tls {
+        Some(tls) => ServiceListener::tls(listener, tls.clone()),
+        None => ServiceListener::plain(listener),
+    };
+    let reloader = reload::spawn(reloadable(state.config()), state.config().reload);
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(state.config().max_connections)),
@@ -181,7 +199,8 @@ pub async fn serve_state(
         draining.begin_shutdown();
         let _ = drain_tx.send(());
     };
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(graceful);
+    let service = app(state.clone()).into_make_service_with_connect_info::<ClientAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(graceful);
     let drain_deadline = async move {
         match drain_rx.await {
             Ok(()) => tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await,
@@ -194,11 +213,28 @@ pub async fn serve_state(
             "connections still open {SHUTDOWN_DRAIN_MS} ms after the shutdown signal: closing them"
         ),
     }
+    reloader.abort();
     state.shutdown().await?;
     if let Some(reason) = stopped_by_failure.lock().expect("failure mutex").take() {
         return Err(RunError::Cluster(reason));
     }
     Ok(())
+}
+
+/// What the node reloads on `SIGHUP` or change: its certificate, its client credentials and
+/// the node credential it sends to the coordinators.
+fn reloadable(config: &NodeConfig) -> Vec<Arc<dyn Reload>> {
+    let mut out: Vec<Arc<dyn Reload>> = Vec::new();
+    if let Some(tls) = &config.tls {
+        out.push(Arc::new(tls.clone()));
+    }
+    if let Some(c) = &config.clients.credentials {
+        out.push(Arc::new(c.clone()));
+    }
+    if let Some(t) = config.cluster.as_ref().and_then(|c| c.token.clone()) {
+        out.push(Arc::new(t));
+    }
+    out
 }
 
 /// Resolves with the reason once the lease keeper has stopped for a configuration error
@@ -237,8 +273,12 @@ pub async fn run(
         AppState::open(config)?
     };
     let cfg = state.config();
+    if cfg.tls.is_none() && !local.ip().is_loopback() && cfg.cluster.is_some() {
+        warn!("plain HTTP on {local}, which other machines can reach: ids and client credentials cross the network in clear; serve HTTPS with --tls-cert and --tls-key");
+    }
     info!(
         addr = %local,
+        scheme = if cfg.tls.is_some() { "https" } else { "http" },
         layout = %cfg.layout_label(),
         node = %cfg.node_label(),
         clock_policy = %cfg.clock_policy,

@@ -66,7 +66,7 @@ impl IdSource {
         }
     }
 
-    /// The lease's host id and token, while it is valid (cluster mode).
+    /// The lease's host id, token and secret, while it is valid (cluster mode).
     pub(crate) fn lease_ref(&self) -> Option<crate::namespaces::LeaseRef> {
         self.lease
             .as_ref()
@@ -74,6 +74,7 @@ impl IdSource {
             .map(|l| crate::namespaces::LeaseRef {
                 host_id: l.host_id,
                 token: l.token,
+                secret: l.secret().clone(),
             })
     }
 

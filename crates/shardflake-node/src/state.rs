@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     /// one 1 ms tick for them. Larger ones (and coarse-tick layouts) go to the blocking pool.
     pub(crate) inline_count_max: AtomicU64,
     pub(crate) last_readiness: Mutex<Option<ErrorCode>>,
+    /// The id endpoints' client credentials and rate limit, when configured.
+    pub(crate) gate: Option<crate::gate::Gate>,
     keeper: Mutex<Option<(JoinHandle<()>, watch::Sender<bool>)>>,
     backing: Backing,
 }
@@ -128,7 +130,12 @@ impl Shared {
             let _ = layout.set(l.clone());
         }
         let inline = config.layout.as_ref().map_or(0, inline_count_max);
+        let gate = config
+            .clients
+            .is_active()
+            .then(|| crate::gate::Gate::new(&config.clients));
         Self {
+            gate,
             config,
             clock,
             source: ArcSwapOption::from(source.map(Arc::new)),

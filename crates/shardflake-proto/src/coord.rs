@@ -38,8 +38,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The environment variable that holds the shared cluster token.
-pub const CLUSTER_TOKEN_ENV: &str = "SHARDFLAKE_CLUSTER_TOKEN";
+pub use crate::secret::LeaseSecret;
 
 /// Shortest lease TTL anywhere in shardflake: nodes ask for at least this, coordinators grant
 /// at least this (a coordinator may narrow the range; it states its own in every grant).
@@ -70,6 +69,10 @@ pub enum Role {
 pub struct AcquireRequest {
     /// A name for the holder (host name, address), shown in `/v1/hosts`.
     pub name: String,
+    /// The lease's secret, drawn by the holder for this acquisition (a retry with the same
+    /// `request_id` sends the same one). Every later call under the lease must present it;
+    /// the coordinator stores only its hash.
+    pub secret: LeaseSecret,
     /// The lease's time to live; the coordinator's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
@@ -181,6 +184,8 @@ pub struct ShardUsage {
 pub struct RenewRequest {
     /// The caller's fencing token.
     pub token: u64,
+    /// The lease's secret.
+    pub secret: LeaseSecret,
     /// Also extend the reservation to this bound (Unix ms), in the same commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_until_ms: Option<u64>,
@@ -207,11 +212,13 @@ pub struct RenewResponse {
 }
 
 /// `POST /v1/leases/{host_id}/reservation`: extends the reserved timestamp bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationRequest {
     /// The caller's fencing token.
     pub token: u64,
+    /// The lease's secret.
+    pub secret: LeaseSecret,
     /// The bound wanted, Unix ms, inclusive.
     pub until_ms: u64,
 }
@@ -225,21 +232,25 @@ pub struct ReservationResponse {
 }
 
 /// `POST /v1/leases/{host_id}/release`: gives the host id back before the lease runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRequest {
     /// The caller's fencing token.
     pub token: u64,
+    /// The lease's secret.
+    pub secret: LeaseSecret,
 }
 
 /// `POST /v1/blocks`: a counter block for a (shard, host) pair in temporal mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockRequest {
     /// The caller's host id.
     pub host_id: u32,
     /// The caller's fencing token.
     pub token: u64,
+    /// The lease's secret.
+    pub secret: LeaseSecret,
     /// The shard the block is for.
     pub shard: u64,
     /// The caller's high-water mark in the shard: the block must start above it.

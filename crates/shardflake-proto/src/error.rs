@@ -22,8 +22,8 @@ macro_rules! error_codes {
             #[doc = concat!("| `", $code, "` | ", stringify!($status), " | ", $($doc,)+ " |")]
         )+
         ///
-        /// Every 503 except `layout_expired` and `cluster_misconfigured` carries `Retry-After`
-        /// in whole seconds (at least 1).
+        /// Every 503 except `layout_expired` and `cluster_misconfigured`, and every 429, carries
+        /// `Retry-After` in whole seconds (at least 1).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[non_exhaustive]
         pub enum ErrorCode {
@@ -78,8 +78,12 @@ error_codes! {
     InvalidId = "invalid_id", 400;
     /// Coordinator: counter blocks asked of a coordinator whose layout is not temporal.
     NotTemporal = "not_temporal", 400;
-    /// Coordinator: the `Authorization` header is missing or holds the wrong token.
+    /// The `Authorization` header is missing or holds no credential this service accepts.
     Unauthorized = "unauthorized", 401;
+    /// Coordinator: the credential is valid, but its scope (read, node, admin) does not allow this request.
+    Forbidden = "forbidden", 403;
+    /// Coordinator: the lease secret is not the one the lease was granted with; only the lease's holder can use it.
+    LeaseSecretMismatch = "lease_secret_mismatch", 403;
     /// No such endpoint (coordinator: also no lease record for the host id).
     NotFound = "not_found", 404;
     /// A namespace that was never created (`PUT /v1/namespaces/{name}` on the coordinator creates one).
@@ -104,8 +108,12 @@ error_codes! {
     NamespaceConflict = "namespace_conflict", 409;
     /// Coordinator: the namespace has granted every value up to the largest `u64`.
     NamespaceExhausted = "namespace_exhausted", 409;
+    /// Coordinator: a namespace return that is not inside the caller's newest block under its current token; nothing changed.
+    ReturnRefused = "return_refused", 409;
     /// A request body over the service's limit (node: 1 KiB; its endpoints read none).
     PayloadTooLarge = "payload_too_large", 413;
+    /// The caller is over its request (coordinator, per credential) or id (node, per client) rate; retry after `Retry-After`.
+    RateLimited = "rate_limited", 429;
     /// Node: the wall clock is behind the issued or reserved bound by more than the clock policy allows.
     ClockBehind = "clock_behind", 503;
     /// Node: the wall clock reads a time before the layout's epoch.
@@ -137,11 +145,14 @@ error_codes! {
 impl ErrorCode {
     /// True when the same request may succeed later, on this node or another one.
     pub fn is_retryable(self) -> bool {
-        self.http_status() == 503
-            && !matches!(
+        match self.http_status() {
+            503 => !matches!(
                 self,
                 ErrorCode::LayoutExpired | ErrorCode::ClusterMisconfigured
-            )
+            ),
+            429 => true,
+            _ => false,
+        }
     }
 
     /// The code for a generator error.
@@ -282,5 +293,7 @@ mod tests {
         assert!(ErrorCode::NoCounterBlock.is_retryable());
         assert!(ErrorCode::LeaseLost.is_retryable());
         assert!(!ErrorCode::BadRequest.is_retryable());
+        assert!(ErrorCode::RateLimited.is_retryable());
+        assert!(!ErrorCode::Forbidden.is_retryable());
     }
 }

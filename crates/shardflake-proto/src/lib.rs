@@ -1,8 +1,11 @@
 //! Wire types of shardflake: the only place its HTTP formats are defined.
 //!
 //! * [`node`]: what a generator node (`shardflake serve`) answers.
+//! * [`auth`]: credential scopes (read, node, admin) and where credentials come from.
+//! * [`audit`]: the grant logs of `GET /v1/audit` and the check that no two grants overlap.
 //! * [`coord`]: the coordinator's API (leases, reservations, counter blocks, standbys).
 //! * [`ns`]: namespaces (segment mode), the routing table and the rendezvous order.
+//! * [`secret`]: [`secret::LeaseSecret`], what authorises every call under a lease.
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
 //!   [`ErrorCode`]s every service uses: one registry for the node and the coordinator.
 //! * `ApiError` (feature `axum`): the one error response of every service.
@@ -25,10 +28,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod auth;
 pub mod coord;
 pub mod error;
 pub mod node;
 pub mod ns;
+pub mod secret;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "axum")]

@@ -174,6 +174,8 @@ pub struct NsBlockRequest {
     pub host_id: u64,
     /// The caller's fencing token.
     pub token: u64,
+    /// The lease's secret.
+    pub secret: crate::secret::LeaseSecret,
     /// The end (exclusive, a value) of the newest block the caller holds, 0 for none: a retry
     /// whose answer was lost gets the same block again instead of a second one.
     #[serde(default)]
@@ -216,10 +218,13 @@ pub struct NsReturnRequest {
     pub host_id: u64,
     /// The caller's fencing token.
     pub token: u64,
-    /// The end (exclusive) of the newest block the caller holds.
+    /// The lease's secret.
+    pub secret: crate::secret::LeaseSecret,
+    /// The end (exclusive) of the caller's newest block, granted under `token`.
     pub block_end: u64,
-    /// The first value the caller did not issue; every value from here to `block_end` is
-    /// unused.
+    /// The first value of that block the caller did not issue; every value from here to
+    /// `block_end` is unused. It must lie inside the block: a return never reaches into an
+    /// earlier block.
     pub unused_from: u64,
 }
 

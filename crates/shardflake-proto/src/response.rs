@@ -25,6 +25,8 @@ pub const RETRY_AFTER_MS_DEFAULT: u64 = 1_000;
 /// assert_eq!(r.headers()["retry-after"], "3");
 /// let r = ApiError::new(ErrorCode::LayoutExpired, "over").into_response();
 /// assert!(r.headers().get("retry-after").is_none());
+/// let r = ApiError::new(ErrorCode::RateLimited, "slow down").retry_after_ms(Some(200)).into_response();
+/// assert_eq!((r.status().as_u16(), &r.headers()["retry-after"]), (429, &"1".parse::<axum::http::HeaderValue>().unwrap()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -32,7 +34,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What happened, for people.
     pub message: String,
-    /// For 503s: how long to wait before retrying, if known.
+    /// For retryable errors (503s, 429): how long to wait before retrying, if known.
     pub retry_after_ms: Option<u64>,
 }
 
@@ -71,7 +73,7 @@ impl IntoResponse for ApiError {
         *r.status_mut() = status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE && self.code.is_retryable() {
+        if self.code.is_retryable() {
             let ms = self.retry_after_ms.unwrap_or(RETRY_AFTER_MS_DEFAULT);
             r.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(ms)));

@@ -14,6 +14,7 @@ use super::{
     NODE_REQUEST_TIMEOUT_MS_DEFAULT, PREFETCH_HORIZON_MS_DEFAULT, PREFETCH_MAX_DEFAULT,
     PREFETCH_MIN_DEFAULT, ROUTING_REFRESH_MS_DEFAULT, TIMEOUT_MS_MAX,
 };
+use crate::transport::ClientTlsFiles;
 use crate::{CoordinatorClient, ReqwestTransport, Retry, Transport};
 
 /// Builds an [`IdClient`]; see each setting for its default and range.
@@ -33,6 +34,8 @@ pub struct IdClientBuilder {
     nodes: Vec<String>,
     coordinators: Vec<String>,
     token: Option<String>,
+    node_token: Option<String>,
+    tls: ClientTlsFiles,
     request_timeout: Duration,
     call_timeout: Duration,
     prefetch_min: usize,
@@ -49,6 +52,8 @@ impl Default for IdClientBuilder {
             nodes: Vec::new(),
             coordinators: Vec::new(),
             token: None,
+            node_token: None,
+            tls: ClientTlsFiles::default(),
             request_timeout: Duration::from_millis(NODE_REQUEST_TIMEOUT_MS_DEFAULT),
             call_timeout: Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT),
             prefetch_min: PREFETCH_MIN_DEFAULT,
@@ -93,9 +98,24 @@ impl IdClientBuilder {
         self
     }
 
-    /// The cluster token, sent to the coordinators as `Authorization: Bearer <token>`.
+    /// The read credential (`SHARDFLAKE_READ_TOKEN`), sent to the coordinators as
+    /// `Authorization: Bearer <token>`: it reads the routing table and can do nothing else.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// The client credential (`SHARDFLAKE_CLIENT_TOKEN`) of nodes whose id endpoints need
+    /// one, sent to the nodes as `Authorization: Bearer <token>`.
+    pub fn node_token(mut self, token: impl Into<String>) -> Self {
+        self.node_token = Some(token.into());
+        self
+    }
+
+    /// Verifies `https://` nodes and coordinators against `tls.ca_file` (else the system's
+    /// roots) and presents `tls.identity` where a client certificate is required.
+    pub fn tls(mut self, tls: ClientTlsFiles) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -224,7 +244,9 @@ impl IdClientBuilder {
             ));
         }
         if self.token.is_some() && self.coordinators.is_empty() {
-            return config("a token is sent to coordinators only; nodes take none".into());
+            return config(
+                "the read token is sent to coordinators only; a node's client credential is node_token".into(),
+            );
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             IdError::Config(
@@ -236,7 +258,7 @@ impl IdClientBuilder {
         let transport: Arc<dyn Transport> = match self.transport {
             Some(t) => t,
             None => Arc::new(
-                ReqwestTransport::without_redirects(self.request_timeout)
+                ReqwestTransport::without_redirects(self.request_timeout, &self.tls)
                     .map_err(IdError::Config)?,
             ),
         };
@@ -244,6 +266,7 @@ impl IdClientBuilder {
             Source::Nodes
         } else {
             let c = CoordinatorClient::new(self.coordinators.clone(), self.token.clone())
+                .and_then(|c| c.with_tls(&self.tls))
                 .map_err(|e| IdError::Config(e.to_string()))?
                 .with_timeout(self.request_timeout);
             Source::Coordinators(c)
@@ -255,7 +278,8 @@ impl IdClientBuilder {
             self.nodes,
             client_key,
             self.request_timeout,
-        ));
+        )
+        .with_node_token(self.node_token));
         let prefetch = Prefetch {
             min: self.prefetch_min,
             max: self.prefetch_max,

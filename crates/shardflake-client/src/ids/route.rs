@@ -77,6 +77,8 @@ enum Attempt {
 #[derive(Debug)]
 pub(crate) struct Router {
     transport: Arc<dyn Transport>,
+    /// `Authorization` for nodes whose id endpoints need a client credential.
+    node_auth: Option<String>,
     source: Source,
     client_key: String,
     request_timeout: Duration,
@@ -112,6 +114,7 @@ impl Router {
         };
         Self {
             transport,
+            node_auth: None,
             source,
             client_key,
             request_timeout,
@@ -124,6 +127,12 @@ impl Router {
                 NODE_RETRY_MAX,
             )),
         }
+    }
+
+    /// Sends `token` to the nodes as their client credential.
+    pub fn with_node_token(mut self, token: Option<String>) -> Self {
+        self.node_auth = token.map(|t| format!("Bearer {}", t.trim()));
+        self
     }
 
     pub fn coordinators(&self) -> Option<&CoordinatorClient> {
@@ -392,7 +401,10 @@ impl Router {
                     tracing::debug!(from = %url, to = %next, "following a node's redirect");
                     url = next;
                 }
-                500..=599 => {
+                // A node over its per-client rate (429) is busy for this client, like a
+                // node that is down: the next one serves, and this one is asked again after
+                // its `Retry-After`.
+                429 | 500..=599 => {
                     let retry_after = resp
                         .headers()
                         .get(http::header::RETRY_AFTER)
@@ -434,8 +446,11 @@ impl Router {
     }
 
     async fn get(&self, url: &str, timeout: Duration) -> Result<http::Response<Vec<u8>>, Attempt> {
-        let request = http::Request::get(url)
-            .header(http::header::ACCEPT, CONTENT_TYPE_JSON)
+        let mut request = http::Request::get(url).header(http::header::ACCEPT, CONTENT_TYPE_JSON);
+        if let Some(a) = &self.node_auth {
+            request = request.header(http::header::AUTHORIZATION, a);
+        }
+        let request = request
             .body(Vec::new())
             .map_err(|e| failed(format!("bad request to {url}: {e}"), "bad_request"))?;
         match tokio::time::timeout(timeout, self.transport.send(request)).await {

@@ -59,6 +59,7 @@ async fn supply_once(
         let until_ms = needed.max(clock.now_ms() + reserve_ahead_ms);
         let req = ReservationRequest {
             token: lease.token,
+            secret: lease.secret().clone(),
             until_ms,
         };
         let r = client.extend_reservation(lease.host_id, &req).await?;
@@ -82,6 +83,7 @@ async fn supply_once(
         let req = BlockRequest {
             host_id: lease.host_id,
             token: lease.token,
+            secret: lease.secret().clone(),
             shard,
             after_counter,
         };

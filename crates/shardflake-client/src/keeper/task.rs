@@ -52,8 +52,11 @@ pub(super) struct Task {
     pub(super) generation: u64,
     pub(super) last_host: Option<u32>,
     pub(super) promoted: bool,
-    /// The idempotency key of the acquisition in progress, kept across its retries.
-    pub(super) request_id: Option<String>,
+    /// The idempotency key of the acquisition in progress and the secret drawn for it, kept
+    /// across its retries (a retry must present the same secret to get the same grant).
+    pub(super) request_id: Option<(String, LeaseSecret)>,
+    /// Acquisitions started, for drawing each its own secret.
+    pub(super) acquisitions: u64,
 }
 
 /// Errors after which the lease cannot be used any more: another holder has the id, the
@@ -63,7 +66,12 @@ pub(super) struct Task {
 pub(super) fn fatal_for_lease(e: &ClientError) -> bool {
     matches!(
         e.code(),
-        Some(ErrorCode::StaleToken | ErrorCode::LeaseExpired | ErrorCode::NotFound)
+        Some(
+            ErrorCode::StaleToken
+                | ErrorCode::LeaseExpired
+                | ErrorCode::NotFound
+                | ErrorCode::LeaseSecretMismatch
+        )
     )
 }
 
@@ -127,9 +135,9 @@ impl Task {
                 return self.stopped();
             };
             let e = match obtained {
-                Ok((grant, sent)) => {
+                Ok((grant, secret, sent)) => {
                     retry.succeeded();
-                    match self.hold(grant, sent, &mut stop).await {
+                    match self.hold(grant, secret, sent, &mut stop).await {
                         Held::Lost => continue,
                         Held::Shutdown => return,
                         Held::Failed(reason) => return self.failed(reason),
@@ -208,13 +216,15 @@ impl Task {
 
     /// Acquires a lease (as a standby: waits for a failed host first). Returns the grant
     /// and the time the granting request was sent.
-    async fn obtain(&mut self) -> Result<(LeaseGrant, Instant), ClientError> {
-        // One idempotency key per acquisition, kept across retries: a grant whose answer was
-        // lost is answered again instead of leaving a ghost lease behind.
-        let request_id = self
-            .request_id
-            .get_or_insert_with(|| shardflake::uuid7::next().to_string())
-            .clone();
+    async fn obtain(&mut self) -> Result<(LeaseGrant, LeaseSecret, Instant), ClientError> {
+        // One idempotency key and secret per acquisition, kept across retries: a grant whose
+        // answer was lost is answered again instead of leaving a ghost lease behind.
+        if self.request_id.is_none() {
+            self.acquisitions += 1;
+            let secret = self.config.draw_secret(self.acquisitions);
+            self.request_id = Some((shardflake::uuid7::next().to_string(), secret));
+        }
+        let (request_id, secret) = self.request_id.clone().expect("set above");
         let c = &self.config;
         if c.standby && !self.promoted {
             self.tx.send_replace(MemberState::Standby);
@@ -239,6 +249,7 @@ impl Task {
                     .client
                     .acquire(&AcquireRequest {
                         name: c.name.clone(),
+                        secret: secret.clone(),
                         ttl_ms: Some(self.ttl_ms),
                         host_id: Some(host_id),
                         prefer_host_id: None,
@@ -252,7 +263,7 @@ impl Task {
                         self.promoted = true;
                         self.request_id = None;
                         tracing::info!(host_id, token = g.token, "standby took over host id");
-                        return Ok((g, sent));
+                        return Ok((g, secret, sent));
                     }
                     Err(e) if e.code() == Some(ErrorCode::HostBusy) => {
                         // Another standby took it first: wait for the next failure.
@@ -270,6 +281,7 @@ impl Task {
             .client
             .acquire(&AcquireRequest {
                 name: c.name.clone(),
+                secret: secret.clone(),
                 ttl_ms: Some(self.ttl_ms),
                 host_id: None,
                 prefer_host_id: self.last_host.or(c.prefer_host_id),
@@ -279,7 +291,7 @@ impl Task {
             })
             .await?;
         self.request_id = None;
-        Ok((g, sent))
+        Ok((g, secret, sent))
     }
 
     fn p99(&self) -> Duration {
@@ -323,7 +335,7 @@ impl Task {
 
     /// Checks a grant against the cluster this keeper resolved: the layout's fingerprint and
     /// the store. A grant that fails is given back and never used.
-    async fn check_grant(&self, grant: &LeaseGrant) -> Result<Layout, String> {
+    async fn check_grant(&self, grant: &LeaseGrant, secret: &LeaseSecret) -> Result<Layout, String> {
         let expected = self.layout.get().expect("resolved before acquiring");
         let problem = match Layout::from_spec(&grant.layout_spec) {
             Ok(l) if l == *expected => None,
@@ -352,7 +364,10 @@ impl Task {
         match problem {
             None => Ok(expected.clone()),
             Some(p) => {
-                let req = ReleaseRequest { token: grant.token };
+                let req = ReleaseRequest {
+                    token: grant.token,
+                    secret: secret.clone(),
+                };
                 let release = self.client.release(grant.host_id, &req);
                 let _ =
                     tokio::time::timeout(Duration::from_millis(RELEASE_TIMEOUT_MS), release).await;
@@ -364,10 +379,11 @@ impl Task {
     async fn hold(
         &mut self,
         grant: LeaseGrant,
+        secret: LeaseSecret,
         sent: Instant,
         stop: &mut oneshot::Receiver<()>,
     ) -> Held {
-        let layout = match self.check_grant(&grant).await {
+        let layout = match self.check_grant(&grant, &secret).await {
             Ok(l) => l,
             Err(reason) => return Held::Failed(reason),
         };
@@ -384,6 +400,7 @@ impl Task {
         let lease = Arc::new(ActiveLease {
             host_id: grant.host_id,
             token: grant.token,
+            secret,
             ttl_ms: grant.ttl_ms,
             start_above_ms: grant.start_above_ms,
             layout,
@@ -441,7 +458,10 @@ impl Task {
                 _ = &mut *stop => {
                     reservation.revoke();
                     lease.guard.clear();
-                    let req = ReleaseRequest { token: lease.token };
+                    let req = ReleaseRequest {
+                        token: lease.token,
+                        secret: lease.secret.clone(),
+                    };
                     let release = self.client.release(lease.host_id, &req);
                     match tokio::time::timeout(Duration::from_millis(RELEASE_TIMEOUT_MS), release).await {
                         Ok(Ok(())) => tracing::info!(host_id = lease.host_id, "lease released"),
@@ -494,6 +514,7 @@ impl Task {
         let sent = Instant::now();
         let req = RenewRequest {
             token: lease.token,
+            secret: lease.secret.clone(),
             reserve_until_ms: Some(self.config.clock.now_ms() + self.reserve_ahead_ms),
             usage: lease.temporal.get().and_then(|t| t.usage()),
             namespaces: self.config.ns_usage.as_ref().map_or_else(Vec::new, |f| f()),

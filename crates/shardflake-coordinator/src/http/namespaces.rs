@@ -2,6 +2,7 @@
 //! routing table (`GET /v1/routing`). The rules are in `crate::namespaces`.
 
 use axum::extract::State;
+use axum::Extension;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use shardflake_proto::ns::{
@@ -10,7 +11,8 @@ use shardflake_proto::ns::{
 };
 use shardflake_proto::{ApiError, NamePath};
 
-use super::{ApiJson, AppState};
+use super::{ApiJson, AppState, Caller};
+use crate::audit;
 use crate::openapi::{NsBlockErrors, NsName, NsPutErrors, NsReturnErrors, ReadErrors};
 
 /// Creates a namespace, or updates its block bounds (`start`, `step` and `offset` are fixed
@@ -20,7 +22,7 @@ use crate::openapi::{NsBlockErrors, NsName, NsPutErrors, NsReturnErrors, ReadErr
     path = "/v1/namespaces/{name}",
     operation_id = "put_namespace",
     tag = "namespaces",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     params(NsName),
     request_body = NamespaceSpec,
     responses(
@@ -30,10 +32,13 @@ use crate::openapi::{NsBlockErrors, NsName, NsPutErrors, NsReturnErrors, ReadErr
 )]
 pub(super) async fn put_namespace(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     NamePath(name): NamePath,
     ApiJson(spec): ApiJson<NamespaceSpec>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.coordinator.put_namespace(&name, &spec).await?).into_response())
+    let status = s.coordinator.put_namespace(&name, &spec).await?;
+    audit::namespace_written(&caller, &name, status.block_min, status.block_max);
+    Ok(Json(status).into_response())
 }
 
 /// Every namespace with its state: the next value to grant, the serving nodes, and per node
@@ -43,7 +48,7 @@ pub(super) async fn put_namespace(
     path = "/v1/namespaces",
     operation_id = "list_namespaces",
     tag = "namespaces",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The namespaces, by name.", body = NamespaceList),
         ReadErrors,
@@ -60,7 +65,7 @@ pub(super) async fn list_namespaces(State(s): State<AppState>) -> Result<Respons
     path = "/v1/namespaces/{name}/blocks",
     operation_id = "ns_blocks",
     tag = "namespaces",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     params(NsName),
     request_body = NsBlockRequest,
     responses(
@@ -70,20 +75,24 @@ pub(super) async fn list_namespaces(State(s): State<AppState>) -> Result<Respons
 )]
 pub(super) async fn ns_blocks(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     NamePath(name): NamePath,
     ApiJson(req): ApiJson<NsBlockRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.coordinator.grant_ns_block(&name, &req).await?).into_response())
+    let grant = s.coordinator.grant_ns_block(&name, &req).await?;
+    audit::namespace_block(&caller, &name, req.host_id, req.token, &grant);
+    Ok(Json(grant).into_response())
 }
 
-/// A node that stops gives back the values of its newest blocks it never issued; they are
-/// taken back only if no later block of the namespace was granted.
+/// A node that stops gives back the values of its newest block it never issued, under its
+/// current token and lease secret; they are taken back only if no later block of the
+/// namespace was granted. A return outside that block is `409 return_refused`.
 #[utoipa::path(
     post,
     path = "/v1/namespaces/{name}/return",
     operation_id = "ns_return",
     tag = "namespaces",
-    security(("bearer" = [])),
+    security(("bearer" = ["node"])),
     params(NsName),
     request_body = NsReturnRequest,
     responses(
@@ -93,10 +102,14 @@ pub(super) async fn ns_blocks(
 )]
 pub(super) async fn ns_return(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     NamePath(name): NamePath,
     ApiJson(req): ApiJson<NsReturnRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.coordinator.return_ns_block(&name, &req).await?).into_response())
+    let answer = s.coordinator.return_ns_block(&name, &req).await?;
+    let range = (req.unused_from, req.block_end);
+    audit::namespace_return(&caller, &name, req.host_id, req.token, range, answer.returned);
+    Ok(Json(answer).into_response())
 }
 
 /// The live nodes (with their advertised URLs) and each namespace's serving nodes: what
@@ -106,7 +119,7 @@ pub(super) async fn ns_return(
     path = "/v1/routing",
     operation_id = "routing",
     tag = "namespaces",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The routing table.", body = RoutingTable),
         ReadErrors,
