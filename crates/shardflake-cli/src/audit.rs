@@ -39,9 +39,10 @@ pub struct AuditArgs {
 /// Runs `shardflake audit`: exit 0 when no grants overlap, 1 when some do.
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let token = sent_token(READ_TOKEN_ENV, args.read_token_file.as_ref())?;
-    let mut client = CoordinatorClient::new(CoordinatorClient::split_urls(&args.coordinator), None)?
-        .with_tls(&args.tls.files())?
-        .with_timeout(args.timeout);
+    let mut client =
+        CoordinatorClient::new(CoordinatorClient::split_urls(&args.coordinator), None)?
+            .with_tls(&args.tls.files())?
+            .with_timeout(args.timeout);
     if let Some(t) = token {
         client = client.with_bearer(t);
     }

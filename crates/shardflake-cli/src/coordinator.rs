@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use shardflake_coordinator::{ServiceConfig, ServiceOptions, BLOCK_MIN_DEFAULT};
 use shardflake_coordinator::http::RateLimits;
+use shardflake_coordinator::{ServiceConfig, ServiceOptions, BLOCK_MIN_DEFAULT};
 use shardflake_proto::auth::Scope;
 
 use crate::security::{accepted, legacy_token_set, ServerTlsArgs};

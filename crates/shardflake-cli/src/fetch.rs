@@ -104,7 +104,9 @@ pub fn run(args: FetchArgs) -> Result<ExitCode> {
             let token = sent_token(READ_TOKEN_ENV, args.read_token_file.as_ref())?.ok_or_else(|| {
                 anyhow!("--coordinators needs the read credential: {READ_TOKEN_ENV} or --read-token-file")
             })?;
-            builder.coordinators([coordinators.as_str()]).token(bare(&token))
+            builder
+                .coordinators([coordinators.as_str()])
+                .token(bare(&token))
         }
         _ => bail!("give the nodes with --from or the coordinators with --coordinators"),
     };

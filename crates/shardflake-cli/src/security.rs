@@ -25,7 +25,12 @@ pub struct ServerTlsArgs {
     pub client_ca: Option<PathBuf>,
     /// Mutual TLS: accept only client certificates valid for one of these DNS names
     /// (comma-separated; needs --client-ca).
-    #[arg(long, env = "SHARDFLAKE_CLIENT_NAMES", value_delimiter = ',', requires = "client_ca")]
+    #[arg(
+        long,
+        env = "SHARDFLAKE_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca"
+    )]
     pub client_names: Vec<String>,
 }
 
@@ -63,7 +68,10 @@ impl ClientTlsArgs {
     pub fn files(&self) -> ClientTlsFiles {
         ClientTlsFiles {
             ca_file: self.ca_file.clone(),
-            identity: self.tls_client_cert.clone().zip(self.tls_client_key.clone()),
+            identity: self
+                .tls_client_cert
+                .clone()
+                .zip(self.tls_client_key.clone()),
         }
     }
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use shardflake::{ClockPolicy, Layout};
 use shardflake_client::{CoordinatorClient, KeeperConfig, LeaseKeeper};
-use shardflake_coordinator::http::{app, AppState};
+use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::{RedbOptions, RedbStore};
 use shardflake_coordinator::{serve, Coordinator, CoordinatorConfig, SystemTimeSource};
+use shardflake_proto::auth::Scope;
 
-const TOKEN: &str = "failover-bench";
+const TOKEN: &str = "failover-bench-node-token";
 
 async fn first_id_after(lease: &shardflake_client::ActiveLease, policy: ClockPolicy) {
     let g = lease.snowflake().unwrap().policy(policy).build().unwrap();
@@ -50,7 +51,10 @@ async fn main() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(
         listener,
-        app(AppState::new(c, Some(TOKEN.into()))),
+        app(AppState::new(
+            c,
+            Auth::tokens(&[(Scope::Node, TOKEN)]).expect("a well-formed token"),
+        )),
         std::future::pending(),
     ));
     let client = Arc::new(CoordinatorClient::new([url], Some(TOKEN.into())).unwrap());

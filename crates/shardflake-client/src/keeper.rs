@@ -180,7 +180,8 @@ impl KeeperConfig {
         let mut bytes = [0u8; shardflake_proto::secret::LEASE_SECRET_BYTES];
         match self.secret_seed {
             Some(seed) => {
-                let mut rng = FastRng::from_seed(seed ^ acquisition.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng =
+                    FastRng::from_seed(seed ^ acquisition.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 bytes.copy_from_slice(&rng.next_u128().to_le_bytes());
             }
             None => getrandom::fill(&mut bytes)

@@ -55,4 +55,6 @@ pub use keeper::{
 pub use retry::Retry;
 pub use shardflake_proto::coord as proto;
 pub use shardflake_runtime::credentials::BearerToken;
-pub use transport::{ClientTlsFiles, ReqwestTransport, Transport, TransportFuture};
+pub use transport::{
+    install_default_provider, ClientTlsFiles, ReqwestTransport, Transport, TransportFuture,
+};

@@ -12,8 +12,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use shardflake_runtime::tls::ClientTlsFiles;
 use shardflake_runtime::tls::client_config;
+pub use shardflake_runtime::tls::install_default_provider;
+pub use shardflake_runtime::tls::ClientTlsFiles;
 
 /// A boxed future, as the transport returns it.
 pub type TransportFuture<'a> =
@@ -53,11 +54,21 @@ impl ReqwestTransport {
     /// [`ReqwestTransport::with_tls`] that hands redirects (`307` and friends) back to the
     /// caller instead of following them: the id client follows a node's `307` itself, so that
     /// a redirect to a node that is down fails over like any other unreachable node.
-    pub fn without_redirects(connect_timeout: Duration, tls: &ClientTlsFiles) -> Result<Self, String> {
+    pub fn without_redirects(
+        connect_timeout: Duration,
+        tls: &ClientTlsFiles,
+    ) -> Result<Self, String> {
         Self::build(connect_timeout, tls, false)
     }
 
-    fn build(connect_timeout: Duration, tls: &ClientTlsFiles, redirects: bool) -> Result<Self, String> {
+    fn build(
+        connect_timeout: Duration,
+        tls: &ClientTlsFiles,
+        redirects: bool,
+    ) -> Result<Self, String> {
+        // Ours name their provider; this makes reqwest clients that others build in this
+        // process (with the workspace's `rustls-no-provider`) work too.
+        install_default_provider();
         let config = client_config(tls).map_err(|e| e.to_string())?;
         let mut b = reqwest::Client::builder()
             .connect_timeout(connect_timeout)

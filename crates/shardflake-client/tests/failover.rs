@@ -48,6 +48,7 @@ async fn a_silent_coordinator_costs_a_share_of_the_time_limit_not_all_of_it() {
     let grant = tokio::time::timeout(
         limit,
         client.acquire(&AcquireRequest {
+            secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
             name: "n".into(),
             ttl_ms: Some(5_000),
             ..AcquireRequest::default()
@@ -60,6 +61,7 @@ async fn a_silent_coordinator_costs_a_share_of_the_time_limit_not_all_of_it() {
     // until the lease deadline as its limit.
     let client = CoordinatorClient::new([silent, c.url.clone()], Some(TOKEN.into())).unwrap();
     let request = RenewRequest {
+        secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
         token: grant.token,
         reserve_until_ms: None,
         usage: None,

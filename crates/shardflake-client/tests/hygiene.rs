@@ -199,6 +199,9 @@ async fn a_shard_ahead_of_the_coordinator_clock_is_waited_out_with_the_lease_kep
 }
 
 async fn http_errors(url: &str) -> Vec<String> {
+    // reqwest is built here without a TLS provider of its own (rustls on ring is chosen by
+    // the SDK): install it, as an application that builds its own reqwest clients would.
+    shardflake_client::install_default_provider();
     let text = reqwest::Client::new()
         .get(format!("{url}/metrics"))
         .bearer_auth(TOKEN)

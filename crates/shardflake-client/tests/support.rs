@@ -10,9 +10,10 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shardflake::Layout;
-use shardflake_coordinator::http::{app, AppState};
+use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::{KvStore, MemStore};
 use shardflake_coordinator::{serve, Coordinator, CoordinatorConfig, SystemTimeSource};
+use shardflake_proto::auth::Scope;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -67,8 +68,9 @@ impl TestCoordinator {
         let lost = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(HashMap::new()));
         let counts = requests.clone();
-        let router = app(AppState::new(c.clone(), Some(TOKEN.into()))).layer(
-            axum::middleware::from_fn(move |req: Request, next: Next| {
+        let auth = Auth::tokens(&[(Scope::Node, TOKEN)]).expect("a well-formed token");
+        let router = app(AppState::new(c.clone(), auth)).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
                 let faults = faults.clone();
                 let lost = lost.clone();
                 let counts = counts.clone();
@@ -93,8 +95,8 @@ impl TestCoordinator {
                     }
                     resp
                 }
-            }),
-        );
+            },
+        ));
         let task = tokio::spawn(async move {
             serve(listener, router, async {
                 let _ = rx.await;

@@ -137,6 +137,7 @@ async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
     for i in 0..clients {
         let g = c
             .acquire(&AcquireRequest {
+                secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
                 name: format!("bench-{i}"),
                 ttl_ms: Some(600_000),
                 ..Default::default()
@@ -167,6 +168,9 @@ async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
                         c.renew(
                             g.host_id,
                             &RenewRequest {
+                                secret: shardflake_proto::coord::LeaseSecret::from_bytes(
+                                    [0x5e; 16],
+                                ),
                                 token: g.token,
                                 reserve_until_ms: None,
                                 usage: None,
@@ -181,6 +185,9 @@ async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
                         c.extend_reservation(
                             g.host_id,
                             &ReservationRequest {
+                                secret: shardflake_proto::coord::LeaseSecret::from_bytes(
+                                    [0x5e; 16],
+                                ),
                                 token: g.token,
                                 until_ms: until,
                             },
@@ -194,6 +201,7 @@ async fn run(op: Op, backend: &Backend, clients: u32, secs: u64) -> (f64, f64) {
                         // and the counter space never runs out however long the run.
                         let shard = layout.tick_of(time.wall_ms()).unwrap() - after;
                         c.grant_block(&BlockRequest {
+                            secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
                             host_id: g.host_id,
                             token: g.token,
                             shard,
@@ -257,6 +265,7 @@ async fn failover_ms(backend: &Backend, ttl_ms: u64) -> f64 {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held = a
         .acquire(&AcquireRequest {
+            secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
             name: "holder".into(),
             ttl_ms: Some(ttl_ms),
             ..Default::default()
@@ -267,6 +276,7 @@ async fn failover_ms(backend: &Backend, ttl_ms: u64) -> f64 {
     let offered = waiter.await.unwrap().unwrap().expect("an offer");
     assert_eq!(offered, held.host_id);
     b.acquire(&AcquireRequest {
+        secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
         name: "standby".into(),
         host_id: Some(offered),
         ttl_ms: Some(ttl_ms),

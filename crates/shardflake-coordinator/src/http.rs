@@ -4,20 +4,20 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use shardflake_proto::audit::AuditReport;
+use shardflake_proto::auth::Scope;
 use shardflake_proto::coord::{
     AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, HostsResponse, LeaseGrant,
     ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
     StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
 use shardflake_proto::node::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS};
-use shardflake_proto::audit::AuditReport;
-use shardflake_proto::auth::Scope;
 use shardflake_proto::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,9 +25,6 @@ use utoipa_axum::routes;
 mod auth;
 mod namespaces;
 
-pub use auth::{Auth, RateLimits, ADMIN_PER_S_DEFAULT, NODE_PER_S_DEFAULT, READ_PER_S_DEFAULT};
-pub(crate) use auth::Caller;
-use auth::Limiters;
 use crate::audit;
 use crate::coordinator::Coordinator;
 use crate::metrics::Scrape;
@@ -36,6 +33,9 @@ use crate::openapi::{
     openapi_json, AcquireErrors, BlockErrors, HealthText, HostId, LeaseErrors, MetricsText,
     OpenErrors, ReadErrors, ReleaseErrors, RenewErrors, StandbyErrors,
 };
+pub(crate) use auth::Caller;
+use auth::Limiters;
+pub use auth::{Auth, RateLimits, ADMIN_PER_S_DEFAULT, NODE_PER_S_DEFAULT, READ_PER_S_DEFAULT};
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;

@@ -43,8 +43,7 @@ use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
 use crate::fence::Liveness;
 use crate::records::{
-    self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsReturned,
-    NsUseRecord,
+    self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsReturned, NsUseRecord,
 };
 use crate::store::Txn;
 

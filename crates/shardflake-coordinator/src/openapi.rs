@@ -30,7 +30,11 @@ const BEARER: &str = "bearer";
         description = "Leases host ids to generator nodes with fencing tokens, persists their \
             reservations before they may use them, hands out counter blocks for temporal \
             shards and promotes standbys (`shardflake coordinator`). Every route but \
-            `/healthz` and `/openapi.json` needs `Authorization: Bearer <cluster token>`. \
+            `/healthz` and `/openapi.json` needs `Authorization: Bearer <credential>`, whose \
+            scope (`read`, `node` or `admin`, named in each operation's security \
+            requirement) must allow it: every credential reads, only node credentials lease \
+            and take blocks, only admin credentials change namespaces. Every call under a \
+            lease presents the lease's secret. \
             Every response carries the store's identity in `shardflake-store-id`; every \
             error is `{\"error\": {\"code\", \"message\"}}` with a stable code (schema \
             `ErrorCode`).",
@@ -56,8 +60,10 @@ impl Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.description = Some(
-            "The cluster token (`SHARDFLAKE_CLUSTER_TOKEN`), shared by the coordinators and \
-             their nodes."
+            "A scoped credential: read (`SHARDFLAKE_READ_TOKEN`: SDK clients, dashboards), \
+             node (`SHARDFLAKE_NODE_TOKEN`: generator nodes) or admin \
+             (`SHARDFLAKE_ADMIN_TOKEN`: operators). The security requirement of each \
+             operation names the scope it needs; read operations accept every scope."
                 .into(),
         );
         openapi
@@ -72,7 +78,7 @@ impl Modify for BearerScheme {
 /// ```
 /// let doc = shardflake_coordinator::http::openapi();
 /// assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
-/// assert_eq!(doc["paths"]["/v1/leases"]["post"]["security"][0]["bearer"], serde_json::json!([]));
+/// assert_eq!(doc["paths"]["/v1/leases"]["post"]["security"][0]["bearer"], serde_json::json!(["node"]));
 /// assert_eq!(
 ///     doc["paths"]["/healthz"]["get"]["responses"]["200"]["headers"]["shardflake-store-id"]["required"],
 ///     true
@@ -144,64 +150,70 @@ impl ToSchema for HealthText {}
 pub(crate) use shardflake_proto::openapi::MetricsText;
 
 shardflake_proto::api_errors!(
-    /// `POST /v1/leases`.
-    pub(crate) struct AcquireErrors: BadRequest, Unauthorized, PoolExhausted, HostBusy,
-        PayloadTooLarge, StoreUnavailable
+    /// `POST /v1/leases`: a request id already granted under another secret is
+    /// `lease_secret_mismatch`.
+    pub(crate) struct AcquireErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
+        PoolExhausted, HostBusy, PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases/{host_id}/renew`: a lease's errors, and (temporal) those of the next
     /// shard's block.
-    pub(crate) struct RenewErrors: BadRequest, NotTemporal, Unauthorized, NotFound,
-        StaleToken, LeaseExpired, CounterSpaceExhausted, PayloadTooLarge, StoreUnavailable
+    pub(crate) struct RenewErrors: BadRequest, NotTemporal, Unauthorized, Forbidden,
+        LeaseSecretMismatch, NotFound, StaleToken, LeaseExpired, CounterSpaceExhausted,
+        PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases/{host_id}/reservation`.
-    pub(crate) struct LeaseErrors: BadRequest, Unauthorized, NotFound, StaleToken,
-        LeaseExpired, PayloadTooLarge, StoreUnavailable
+    pub(crate) struct LeaseErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
+        NotFound, StaleToken, LeaseExpired, PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
-    /// `POST /v1/leases/{host_id}/release`: the token is checked, not the lease's expiry.
-    pub(crate) struct ReleaseErrors: BadRequest, Unauthorized, NotFound, StaleToken,
-        PayloadTooLarge, StoreUnavailable
+    /// `POST /v1/leases/{host_id}/release`: the token and the secret are checked, not the
+    /// lease's expiry.
+    pub(crate) struct ReleaseErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
+        NotFound, StaleToken, PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/blocks`.
-    pub(crate) struct BlockErrors: BadRequest, NotTemporal, Unauthorized, NotFound,
-        StaleToken, LeaseExpired, ShardTooFarAhead, CounterSpaceExhausted, PayloadTooLarge,
-        StoreUnavailable
+    pub(crate) struct BlockErrors: BadRequest, NotTemporal, Unauthorized, Forbidden,
+        LeaseSecretMismatch, NotFound, StaleToken, LeaseExpired, ShardTooFarAhead,
+        CounterSpaceExhausted, PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/standby/wait`.
-    pub(crate) struct StandbyErrors: BadRequest, Unauthorized, PayloadTooLarge,
-        StoreUnavailable
+    pub(crate) struct StandbyErrors: BadRequest, Unauthorized, Forbidden, PayloadTooLarge,
+        RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `PUT /v1/namespaces/{name}`.
-    pub(crate) struct NsPutErrors: BadRequest, Unauthorized, NamespaceConflict,
-        PayloadTooLarge, StoreUnavailable
+    pub(crate) struct NsPutErrors: BadRequest, Unauthorized, Forbidden, NamespaceConflict,
+        PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/namespaces/{name}/blocks`.
-    pub(crate) struct NsBlockErrors: BadRequest, Unauthorized, NotFound, UnknownNamespace,
-        StaleToken, LeaseExpired, NamespaceExhausted, PayloadTooLarge, StoreUnavailable
+    pub(crate) struct NsBlockErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
+        NotFound, UnknownNamespace, StaleToken, LeaseExpired, NamespaceExhausted,
+        PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
-    /// `POST /v1/namespaces/{name}/return`: the token is checked, not the lease's expiry.
-    pub(crate) struct NsReturnErrors: BadRequest, Unauthorized, NotFound, UnknownNamespace,
-        StaleToken, PayloadTooLarge, StoreUnavailable
+    /// `POST /v1/namespaces/{name}/return`: the token and the secret are checked, not the
+    /// lease's expiry; a return outside the caller's newest block is `return_refused`.
+    pub(crate) struct NsReturnErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
+        NotFound, UnknownNamespace, StaleToken, ReturnRefused, PayloadTooLarge, RateLimited,
+        StoreUnavailable
 );
 
 shardflake_proto::api_errors!(
-    /// The protected `GET` routes.
-    pub(crate) struct ReadErrors: Unauthorized, StoreUnavailable
+    /// The protected `GET` routes: every credential reads.
+    pub(crate) struct ReadErrors: Unauthorized, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(

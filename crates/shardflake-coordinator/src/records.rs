@@ -303,7 +303,14 @@ pub struct NamespaceRecord {
 
 impl NamespaceRecord {
     /// Logs a block granted to `host_id` under `token`, keeping the last `window`.
-    pub fn log_grant(&mut self, block: NsBlock, host_id: u32, token: u64, now_ms: u64, window: usize) {
+    pub fn log_grant(
+        &mut self,
+        block: NsBlock,
+        host_id: u32,
+        token: u64,
+        now_ms: u64,
+        window: usize,
+    ) {
         let logged = LoggedNsBlock {
             start: block.start,
             end: block.end,

@@ -323,15 +323,19 @@ async fn assign_namespaces(coordinator: Arc<Coordinator>) {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then waits for in-flight requests.
+/// Serves `app` on `listener` (plain TCP, or [`ServiceListener::tls`]) until `shutdown`
+/// resolves, then waits for in-flight requests.
 pub async fn serve(
-    listener: ServiceListener,
+    listener: impl Into<ServiceListener>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener.into(),
+        app.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Says loudly what an operator must know before the first request: authentication off,

@@ -6,14 +6,27 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use shardflake::Layout;
-use shardflake_coordinator::http::{app, AppState, BODY_BYTES_MAX};
+use shardflake_coordinator::http::{app, AppState, Auth, BODY_BYTES_MAX};
 use shardflake_coordinator::store::MemStore;
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime};
+use shardflake_proto::auth::Scope;
 use shardflake_proto::coord::{HostsResponse, LeaseGrant, RenewResponse};
 use shardflake_proto::ErrorBody;
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-cluster-token";
+const READ_TOKEN: &str = "read-only-token-0123";
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// The credentials of these tests: a node, a read and an admin credential.
+fn auth() -> Auth {
+    Auth::tokens(&[
+        (Scope::Node, TOKEN),
+        (Scope::Read, READ_TOKEN),
+        (Scope::Admin, ADMIN_TOKEN),
+    ])
+    .unwrap()
+}
 
 async fn router(pool: u32) -> (axum::Router, ManualTime) {
     let time = ManualTime::new(1_800_000_000_000);
@@ -24,7 +37,7 @@ async fn router(pool: u32) -> (axum::Router, ManualTime) {
             .await
             .unwrap(),
     );
-    (app(AppState::new(c, Some(TOKEN.into()))), time)
+    (app(AppState::new(c, auth())), time)
 }
 
 async fn call(
@@ -72,7 +85,11 @@ async fn healthz_needs_no_token_and_everything_else_does() {
     let (s, b) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
     for (method, uri, body) in [
-        ("POST", "/v1/leases", Some(r#"{"name":"a"}"#)),
+        (
+            "POST",
+            "/v1/leases",
+            Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"a"}"#),
+        ),
         ("GET", "/v1/hosts", None),
         ("GET", "/metrics", None),
         ("POST", "/v1/blocks", Some("{}")),
@@ -95,7 +112,7 @@ async fn lease_lifecycle_over_http() {
         "POST",
         "/v1/leases",
         Some(TOKEN),
-        Some(r#"{"name":"a","ttl_ms":1000,"reserve_ahead_ms":2000}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"a","ttl_ms":1000,"reserve_ahead_ms":2000}"#),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
@@ -106,7 +123,7 @@ async fn lease_lifecycle_over_http() {
     );
     assert_eq!(a.reserved_until_ms, time_now(&time) + 2_000);
     let renew = format!(
-        r#"{{"token":{},"reserve_until_ms":{}}}"#,
+        r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":{},"reserve_until_ms":{}}}"#,
         a.token,
         time_now(&time) + 3_000
     );
@@ -127,7 +144,7 @@ async fn lease_lifecycle_over_http() {
         "POST",
         "/v1/leases",
         Some(TOKEN),
-        Some(r#"{"name":"b"}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"b"}"#),
     )
     .await;
     let (s, b) = call(
@@ -135,7 +152,7 @@ async fn lease_lifecycle_over_http() {
         "POST",
         "/v1/leases",
         Some(TOKEN),
-        Some(r#"{"name":"c"}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"c"}"#),
     )
     .await;
     assert_eq!(
@@ -148,7 +165,7 @@ async fn lease_lifecycle_over_http() {
         "POST",
         "/v1/leases/0/reservation",
         Some(TOKEN),
-        Some(r#"{"token":999,"until_ms":1}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":999,"until_ms":1}"#),
     )
     .await;
     assert_eq!(
@@ -157,7 +174,7 @@ async fn lease_lifecycle_over_http() {
     );
     // Too far ahead: clamped to the stated limit, not refused.
     let far = format!(
-        r#"{{"token":{},"until_ms":{}}}"#,
+        r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":{},"until_ms":{}}}"#,
         a.token,
         time_now(&time) + 3_600_000
     );
@@ -194,7 +211,7 @@ async fn lease_lifecycle_over_http() {
         "POST",
         "/v1/leases",
         Some(TOKEN),
-        Some(r#"{"name":"s","host_id":0}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"s","host_id":0}"#),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -212,7 +229,10 @@ async fn lease_lifecycle_over_http() {
     assert_eq!(hosts.hosts.len(), 2);
     assert_eq!(hosts.hosts[0].holder, "s");
     // Release, then blocks are refused on a non-temporal layout.
-    let rel = format!(r#"{{"token":{}}}"#, s2.token);
+    let rel = format!(
+        r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":{}}}"#,
+        s2.token
+    );
     let (s, _) = call(
         &app,
         "POST",
@@ -222,7 +242,7 @@ async fn lease_lifecycle_over_http() {
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let blk = r#"{"host_id":0,"token":1,"shard":0,"after_counter":0}"#;
+    let blk = r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","host_id":0,"token":1,"shard":0,"after_counter":0}"#;
     let (s, b) = call(&app, "POST", "/v1/blocks", Some(TOKEN), Some(blk)).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
@@ -264,7 +284,9 @@ async fn malformed_requests_get_json_errors() {
         (
             "POST",
             "/v1/blocks",
-            Some(r#"{"host_id":5,"token":1,"shard":1,"after_counter":0,"token":2}"#),
+            Some(
+                r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","host_id":5,"token":1,"shard":1,"after_counter":0,"token":2}"#,
+            ),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
@@ -294,7 +316,7 @@ async fn malformed_requests_get_json_errors() {
         (
             "POST",
             "/v1/namespaces/nope/blocks",
-            Some(r#"{"host_id":0,"token":1}"#),
+            Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","host_id":0,"token":1}"#),
             StatusCode::NOT_FOUND,
             "not_found",
         ),
@@ -308,21 +330,21 @@ async fn malformed_requests_get_json_errors() {
         (
             "POST",
             "/v1/leases",
-            Some(r#"{"name":"a","ttl_ms":5}"#),
+            Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"a","ttl_ms":5}"#),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
         (
             "POST",
             "/v1/leases/x/renew",
-            Some(r#"{"token":1}"#),
+            Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":1}"#),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
         (
             "POST",
             "/v1/leases/3/renew",
-            Some(r#"{"token":1}"#),
+            Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":1}"#),
             StatusCode::NOT_FOUND,
             "not_found",
         ),
@@ -342,14 +364,19 @@ async fn malformed_requests_get_json_errors() {
         ),
     ];
     for (method, uri, body, status, code) in cases {
-        let (s, b) = call(&app, method, uri, Some(TOKEN), body).await;
+        // Namespaces are created with the admin credential, everything else here is a node's.
+        let token = if method == "PUT" { ADMIN_TOKEN } else { TOKEN };
+        let (s, b) = call(&app, method, uri, Some(token), body).await;
         assert_eq!(
             (s, error_code(&b).as_str()),
             (status, code),
             "{method} {uri}"
         );
     }
-    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(BODY_BYTES_MAX));
+    let big = format!(
+        r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"{}"}}"#,
+        "x".repeat(BODY_BYTES_MAX)
+    );
     let (s, b) = call(&app, "POST", "/v1/leases", Some(TOKEN), Some(&big)).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
@@ -411,20 +438,20 @@ async fn a_usage_report_beyond_the_layout_is_refused_not_an_overflow() {
     let c = Coordinator::open(Arc::new(MemStore::new()), Arc::new(time.clone()), config)
         .await
         .unwrap();
-    let app = app(AppState::new(Arc::new(c), Some(TOKEN.into())));
+    let app = app(AppState::new(Arc::new(c), auth()));
     let (s, b) = call(
         &app,
         "POST",
         "/v1/leases",
         Some(TOKEN),
-        Some(r#"{"name":"t"}"#),
+        Some(r#"{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","name":"t"}"#),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
     let grant: LeaseGrant = serde_json::from_slice(&b).unwrap();
     let renew = |shard: u64| {
         format!(
-            r#"{{"token":{},"usage":{{"shard":{shard},"used_in_shard":0,"predicted_next":0}}}}"#,
+            r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":{},"usage":{{"shard":{shard},"used_in_shard":0,"predicted_next":0}}}}"#,
             grant.token
         )
     };

@@ -107,6 +107,7 @@ async fn fencing_tokens_increase_across_coordinator_restarts() {
         .unwrap();
         let g = c
             .acquire(&AcquireRequest {
+                secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x5e; 16]),
                 name: "n".into(),
                 ..Default::default()
             })

@@ -468,8 +468,14 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
     }
     let Some(list) = &args.coordinator else {
         for (given, flag) in [
-            (args.node_token.is_some() || args.node_token_file.is_some(), "SHARDFLAKE_NODE_TOKEN and --node-token-file"),
-            (args.coordinator_tls != ClientTlsFiles::default(), "--ca-file, --tls-client-cert and --tls-client-key"),
+            (
+                args.node_token.is_some() || args.node_token_file.is_some(),
+                "SHARDFLAKE_NODE_TOKEN and --node-token-file",
+            ),
+            (
+                args.coordinator_tls != ClientTlsFiles::default(),
+                "--ca-file, --tls-client-cert and --tls-client-key",
+            ),
         ] {
             if given {
                 return Err(ConfigError::NotApplicable {

@@ -18,6 +18,7 @@ use shardflake_proto::{ApiError, ErrorCode};
 use shardflake_runtime::credentials::{AuthFailure, Credentials};
 use shardflake_runtime::limit::{Decision, RateLimiter};
 
+use crate::metrics::Route;
 use crate::state::AppState;
 
 /// The largest `--client-ids-per-second`.
@@ -89,10 +90,20 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
     let Some(gate) = state.shared.gate.as_ref() else {
         return next.run(req).await;
     };
+    // Probes, metrics, the description and `/inspect` are never gated.
+    if !matches!(
+        Route::of(req.uri().path()),
+        Route::Id | Route::Ids | Route::Namespace
+    ) {
+        return next.run(req).await;
+    }
     let metrics = &state.shared.metrics;
     let key = match &gate.credentials {
         Some(creds) => {
-            let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let header = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
             match creds.authenticate(header) {
                 Ok(c) => c.name,
                 Err(failure) => {
@@ -115,13 +126,21 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
         {
             // Per credential name, or one series for all peer addresses: addresses are
             // chosen by the peers, a label per address would grow without bound.
-            let label = if gate.credentials.is_some() { key.clone() } else { "per-address".to_string() };
+            let label = if gate.credentials.is_some() {
+                key.clone()
+            } else {
+                "per-address".to_string()
+            };
             metrics.count_rate_limited(label);
             return ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "over this node's limit of ids per second per client (`{}`); retry later",
-                    if gate.credentials.is_some() { key.as_str() } else { "by address" }
+                    if gate.credentials.is_some() {
+                        key.as_str()
+                    } else {
+                        "by address"
+                    }
                 ),
             )
             .retry_after_ms(Some(retry_after_ms))

@@ -41,18 +41,18 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 1_024;
 /// times every request, refuses request bodies over [`REQUEST_BODY_BYTES_MAX`] and bounds
 /// every request by [`REQUEST_TIMEOUT_MS`].
 pub fn app(state: AppState) -> Router {
-    let (ids, _) = id_routes().split_for_parts();
-    let ids = if state.shared.gate.is_some() {
-        ids.route_layer(axum::middleware::from_fn_with_state(
+    let (router, _) = routes().split_for_parts();
+    let router = if state.shared.gate.is_some() {
+        // Only the id endpoints are gated (`gate` lets the others through).
+        router.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::gate::gate,
         ))
     } else {
-        // No client credential and no limit: the id routes pay nothing for the gate.
-        ids
+        // No client credential and no limit: requests pay nothing for the gate.
+        router
     };
-    let (rest, _) = other_routes().split_for_parts();
-    ids.merge(rest)
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(ObserveLayer {
@@ -68,27 +68,15 @@ pub fn app(state: AppState) -> Router {
 /// lacks. Add routes here, and only with `routes!`.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<NodeApi as utoipa::OpenApi>::openapi())
-        .merge(id_routes())
-        .merge(other_routes())
-}
-
-/// The routes that hand out ids: behind the client gate when one is configured.
-fn id_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
         .routes(routes!(get_id))
         .routes(routes!(get_ids))
-        .routes(routes!(namespaces::get_ns_id))
-        .routes(routes!(namespaces::get_ns_ids))
-}
-
-/// Probes, metrics, the description and `/inspect`: never behind the gate.
-fn other_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
         .routes(routes!(get_inspect))
         .routes(routes!(get_healthz))
         .routes(routes!(get_readyz))
         .routes(routes!(get_metrics))
         .routes(routes!(get_openapi))
+        .routes(routes!(namespaces::get_ns_id))
+        .routes(routes!(namespaces::get_ns_ids))
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {

@@ -26,10 +26,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use shardflake::SEGMENT_PREFETCH_FRACTION;
 use shardflake_client::{ClientError, CoordinatorClient, Retry};
+use shardflake_proto::coord::LeaseSecret;
 use shardflake_proto::ns::{
     rendezvous_order, NsBlockGrant, NsBlockRequest, NsReturnRequest, NsUsage, RoutingTable,
 };
-use shardflake_proto::coord::LeaseSecret;
 use shardflake_proto::{ApiError, ErrorCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use shardflake::SystemClock;
 use shardflake_runtime::reload::{self, Reload};
 use shardflake_runtime::tls::{ServiceIo, ServiceListener};
-use shardflake::SystemClock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;

@@ -172,7 +172,13 @@ pub struct Overlap {
 
 impl std::fmt::Display for Overlap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.kind.as_str(), self.subject, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.kind.as_str(),
+            self.subject,
+            self.detail
+        )
     }
 }
 
@@ -349,9 +355,7 @@ mod tests {
         r.namespaces[0].blocks.push(vb(1, 500, 1));
         let found = find_overlaps(&r);
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found
-            .iter()
-            .all(|o| o.kind == OverlapKind::NamespaceBlock));
+        assert!(found.iter().all(|o| o.kind == OverlapKind::NamespaceBlock));
         // An empty block (a tail returned from its start) shares nothing.
         let mut r = report();
         r.namespaces.push(NamespaceGrants {

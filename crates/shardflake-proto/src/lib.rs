@@ -34,11 +34,11 @@ pub mod coord;
 pub mod error;
 pub mod node;
 pub mod ns;
-pub mod secret;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "axum")]
 mod response;
+pub mod secret;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 #[cfg(feature = "axum")]

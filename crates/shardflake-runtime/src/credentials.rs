@@ -566,7 +566,10 @@ mod tests {
         let source = CredentialSource::value(Scope::Node, "SHARDFLAKE_NODE_TOKEN", NODE);
         let c = Credentials::load(vec![source.clone()]).unwrap();
         let shown = format!("{source:?} {c:?}");
-        assert!(shown.contains("SHARDFLAKE_NODE_TOKEN") && shown.contains("node#1"), "{shown}");
+        assert!(
+            shown.contains("SHARDFLAKE_NODE_TOKEN") && shown.contains("node#1"),
+            "{shown}"
+        );
         assert!(!shown.contains(NODE), "{shown}");
     }
 

@@ -43,7 +43,9 @@ impl Reload for crate::credentials::BearerToken {
         "client token".to_string()
     }
     fn files(&self) -> Vec<PathBuf> {
-        self.file().map(|f| vec![f.to_path_buf()]).unwrap_or_default()
+        self.file()
+            .map(|f| vec![f.to_path_buf()])
+            .unwrap_or_default()
     }
     fn reload(&self) -> Result<(), String> {
         crate::credentials::BearerToken::reload(self).map_err(|e| e.to_string())
@@ -213,7 +215,10 @@ mod tests {
         let ok = |t: &str| c.authenticate(Some(&format!("Bearer {t}"))).is_ok();
         std::fs::write(&path, "second-token-0123456789 and more\n").unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(ok("first-token-0123456789"), "a broken file changes nothing");
+        assert!(
+            ok("first-token-0123456789"),
+            "a broken file changes nothing"
+        );
         std::fs::write(&path, "second-token-0123456789\n").unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !ok("second-token-0123456789") {

@@ -227,9 +227,15 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
                 let time = Arc::new(SimTime::new(clock));
                 let coordinator = Arc::new(Coordinator::open(store, time, config).await?);
                 trace.event(&host, "coordinator started");
-                let app = shardflake_coordinator::http::app(
-                    shardflake_coordinator::http::AppState::new(coordinator, Some(TOKEN.into())),
-                );
+                let app =
+                    shardflake_coordinator::http::app(shardflake_coordinator::http::AppState::new(
+                        coordinator,
+                        shardflake_coordinator::http::Auth::tokens(&[(
+                            shardflake_proto::auth::Scope::Node,
+                            TOKEN,
+                        )])
+                        .expect("the simulation's token is well formed"),
+                    ));
                 let listener =
                     turmoil::net::TcpListener::bind(("0.0.0.0", COORDINATOR_PORT)).await?;
                 axum::serve(SimListener(listener), app).await?;

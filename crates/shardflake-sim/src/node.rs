@@ -93,7 +93,7 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
     let holder = format!("{}#{incarnation}", ctx.name);
     let options = NodeOptions {
         coordinator: Some(ctx.urls.join(",")),
-        cluster_token: Some(ctx.token.clone()),
+        node_token: Some(ctx.token.clone()),
         standby: ctx.standby,
         clock_policy: ctx.clock_policy,
         lease_ttl: Duration::from_millis(ctx.ttl_ms),
@@ -108,6 +108,8 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
             ctx.trace.clone(),
         ))),
         jitter_seed: Some(ctx.seed ^ incarnation),
+        // Lease secrets replay with the seed too (they never reach the trace).
+        secret_seed: Some(ctx.seed ^ incarnation ^ 0x5ec2_e75e_c2e7_5ec2),
         name: Some(holder.clone()),
     };
     let state = AppState::open_cluster_with(config, ctx.clock.clone(), hooks)?;

@@ -272,14 +272,16 @@ impl IdClientBuilder {
             Source::Coordinators(c)
         };
         let client_key = format!("client-{:016x}", FastRng::from_os().next_u64());
-        let router = Arc::new(Router::new(
-            transport,
-            source,
-            self.nodes,
-            client_key,
-            self.request_timeout,
-        )
-        .with_node_token(self.node_token));
+        let router = Arc::new(
+            Router::new(
+                transport,
+                source,
+                self.nodes,
+                client_key,
+                self.request_timeout,
+            )
+            .with_node_token(self.node_token),
+        );
         let prefetch = Prefetch {
             min: self.prefetch_min,
             max: self.prefetch_max,

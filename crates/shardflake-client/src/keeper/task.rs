@@ -335,7 +335,11 @@ impl Task {
 
     /// Checks a grant against the cluster this keeper resolved: the layout's fingerprint and
     /// the store. A grant that fails is given back and never used.
-    async fn check_grant(&self, grant: &LeaseGrant, secret: &LeaseSecret) -> Result<Layout, String> {
+    async fn check_grant(
+        &self,
+        grant: &LeaseGrant,
+        secret: &LeaseSecret,
+    ) -> Result<Layout, String> {
         let expected = self.layout.get().expect("resolved before acquiring");
         let problem = match Layout::from_spec(&grant.layout_spec) {
             Ok(l) if l == *expected => None,

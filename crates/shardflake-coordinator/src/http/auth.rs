@@ -126,7 +126,8 @@ impl Caller {
     fn of(req: &Request, credential: Option<&Credential>) -> Self {
         let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| &c.0);
         Self {
-            credential: credential.map_or_else(|| "insecure-no-auth".to_string(), |c| c.name.clone()),
+            credential: credential
+                .map_or_else(|| "insecure-no-auth".to_string(), |c| c.name.clone()),
             scope: credential.map(|c| c.scope),
             peer: peer.map(|p| p.addr),
             cert_name: peer.and_then(|p| p.cert_name.clone()),
@@ -162,7 +163,10 @@ pub(super) async fn authenticate(
                 Err(failure) => {
                     let caller = Caller::of(&req, None);
                     let metrics = state.coordinator.metrics();
-                    metrics.auth_failures.get_or_create(&[("reason", failure.as_str())]).inc();
+                    metrics
+                        .auth_failures
+                        .get_or_create(&[("reason", failure.as_str())])
+                        .inc();
                     audit::auth_failed(&caller, failure.as_str(), req.method(), req.uri().path());
                     let message = match failure {
                         shardflake_runtime::credentials::AuthFailure::Missing => {

@@ -2,8 +2,8 @@
 //! routing table (`GET /v1/routing`). The rules are in `crate::namespaces`.
 
 use axum::extract::State;
-use axum::Extension;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use shardflake_proto::ns::{
     NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest, NsReturnRequest,
@@ -108,7 +108,14 @@ pub(super) async fn ns_return(
 ) -> Result<Response, ApiError> {
     let answer = s.coordinator.return_ns_block(&name, &req).await?;
     let range = (req.unused_from, req.block_end);
-    audit::namespace_return(&caller, &name, req.host_id, req.token, range, answer.returned);
+    audit::namespace_return(
+        &caller,
+        &name,
+        req.host_id,
+        req.token,
+        range,
+        answer.returned,
+    );
     Ok(Json(answer).into_response())
 }
 

@@ -12,11 +12,22 @@ use shardflake_proto::coord::STORE_ID_HEADER;
 use shardflake_proto::ErrorBody;
 use tower::ServiceExt;
 
-use crate::http::{app, open_routes, protected_routes, AppState};
+use shardflake_proto::auth::Scope;
+
+use crate::http::{app, open_routes, protected_routes, scoped_routes, AppState, Auth};
 use crate::store::MemStore;
 use crate::{Coordinator, CoordinatorConfig, ManualTime};
 
-const TOKEN: &str = "openapi-test-token";
+/// One credential per scope.
+const TOKENS: [(Scope, &str); 3] = [
+    (Scope::Read, "openapi-read-token"),
+    (Scope::Node, "openapi-node-token"),
+    (Scope::Admin, "openapi-admin-token"),
+];
+
+fn token_of(scope: Scope) -> &'static str {
+    TOKENS.iter().find(|(s, _)| *s == scope).unwrap().1
+}
 
 async fn router() -> axum::Router {
     let time = ManualTime::new(1_800_000_000_000);
@@ -24,7 +35,13 @@ async fn router() -> axum::Router {
     let c = Coordinator::open(Arc::new(MemStore::new()), Arc::new(time), config)
         .await
         .unwrap();
-    app(AppState::new(Arc::new(c), Some(TOKEN.into())))
+    app(AppState::new(Arc::new(c), Auth::tokens(&TOKENS).unwrap()))
+}
+
+/// The scope an operation's security requirement names.
+fn scope_of(op: &Value) -> Option<Scope> {
+    let name = op["security"][0]["bearer"][0].as_str()?;
+    Scope::ALL.into_iter().find(|s| s.as_str() == name)
 }
 
 struct Answer {
@@ -34,10 +51,10 @@ struct Answer {
     body: Vec<u8>,
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, token: bool) -> Answer {
+async fn call(app: &axum::Router, method: &str, uri: &str, token: Option<&str>) -> Answer {
     let mut b = Request::builder().method(method).uri(uri);
-    if token {
-        b = b.header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
     }
     let req = if method == "POST" {
         b.header("content-type", "application/json")
@@ -86,7 +103,7 @@ fn operations(doc: &Value) -> BTreeSet<(String, String)> {
 #[tokio::test]
 async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
     let app = router().await;
-    let a = call(&app, "GET", "/openapi.json", false).await;
+    let a = call(&app, "GET", "/openapi.json", None).await;
     assert_eq!(a.status, StatusCode::OK, "served without a token");
     assert_eq!(a.content_type.as_deref(), Some("application/json"));
     assert!(a.store_id);
@@ -107,6 +124,7 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
         ("POST", "/v1/standby/wait"),
         ("GET", "/v1/hosts"),
         ("GET", "/v1/cluster"),
+        ("GET", "/v1/audit"),
         ("GET", "/metrics"),
         ("GET", "/healthz"),
         ("GET", "/openapi.json"),
@@ -121,13 +139,16 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
     .collect();
     assert_eq!(operations(&served), expected);
 
-    // Every described operation reaches its handler (not the fallback), answers with a
-    // status it lists, carries the store id, and needs the token exactly when it says so.
+    // Every described operation reaches its handler (not the fallback) with a credential of
+    // the scope it names, answers with a status it lists, carries the store id, needs a
+    // credential exactly when it says so, and refuses the other scopes when it writes.
     for (method, path) in operations(&served) {
         let uri = path.replace("{host_id}", "0");
         let op = &served["paths"][&path][method.to_lowercase()];
         let secured = op.get("security").is_some();
-        let a = call(&app, &method, &uri, true).await;
+        let scope = scope_of(op);
+        assert_eq!(secured, scope.is_some(), "{method} {path} names no scope");
+        let a = call(&app, &method, &uri, scope.map(token_of)).await;
         assert!(a.store_id, "{method} {uri}");
         assert!(
             op["responses"].get(a.status.as_str()).is_some(),
@@ -140,7 +161,20 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
             assert_ne!(body.error.message, "no such route", "{method} {uri}");
             assert_ne!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
         }
-        let without = call(&app, &method, &uri, false).await;
+        for other in Scope::ALL {
+            let Some(needed) = scope else { break };
+            let b = call(&app, &method, &uri, Some(token_of(other))).await;
+            assert_eq!(
+                b.status == StatusCode::FORBIDDEN,
+                !other.allows(needed),
+                "{method} {uri} with the {other} credential answered {}",
+                b.status
+            );
+            if !other.allows(needed) {
+                assert!(op["responses"]["403"].is_object(), "{method} {uri}");
+            }
+        }
+        let without = call(&app, &method, &uri, None).await;
         assert_eq!(
             without.status == StatusCode::UNAUTHORIZED,
             secured,
@@ -154,6 +188,19 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
     let schemes = &served["components"]["securitySchemes"]["bearer"];
     assert_eq!(schemes["type"], "http");
     assert_eq!(schemes["scheme"], "bearer");
+}
+
+/// Each route group's handlers name, in their security requirement, the scope the group is
+/// guarded by: the description tells the truth about who may call what.
+#[test]
+fn every_route_names_the_scope_that_guards_it() {
+    for scope in Scope::ALL {
+        let doc = serde_json::to_value(scoped_routes(scope).into_openapi()).unwrap();
+        for (method, path) in operations(&doc) {
+            let op = &doc["paths"][&path][method.to_lowercase()];
+            assert_eq!(scope_of(op), Some(scope), "{method} {path}");
+        }
+    }
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .renew(
             0,
             &RenewRequest {
+                secret: super::secret(),
                 token: a.token,
                 reserve_until_ms: Some(T0 + 5_000),
                 usage: None,
@@ -47,6 +48,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
     c.renew(
         0,
         &RenewRequest {
+            secret: super::secret(),
             token: a.token,
             reserve_until_ms: None,
             usage: None,
@@ -57,6 +59,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
     .unwrap();
     let busy = c
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             host_id: Some(1),
             ..req("s", 1_000)
         })
@@ -71,6 +74,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .renew(
             1,
             &RenewRequest {
+                secret: super::secret(),
                 token: b.token,
                 reserve_until_ms: None,
                 usage: None,
@@ -84,6 +88,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .extend_reservation(
             1,
             &ReservationRequest {
+                secret: super::secret(),
                 token: b.token,
                 until_ms: T0 + 9_000,
             },
@@ -94,6 +99,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
     // A standby takes over B's id, strictly above B's bound.
     let b2 = c
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             host_id: Some(1),
             ..req("s", 10_000)
         })
@@ -106,6 +112,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .renew(
             1,
             &RenewRequest {
+                secret: super::secret(),
                 token: b.token,
                 reserve_until_ms: None,
                 usage: None,
@@ -119,6 +126,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
     time.advance_ms(2_000);
     let a2 = c
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             prefer_host_id: Some(0),
             ..req("a2", 1_000)
         })
@@ -133,6 +141,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .extend_reservation(
             0,
             &ReservationRequest {
+                secret: super::secret(),
                 token: a2.token,
                 until_ms: time.wall_ms() + ahead_max + 1_000,
             },
@@ -144,6 +153,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
         .renew(
             0,
             &RenewRequest {
+                secret: super::secret(),
                 token: a2.token,
                 reserve_until_ms: Some(time.wall_ms() + 10 * ahead_max),
                 usage: None,
@@ -164,9 +174,15 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
     // A release frees an id at once; the reservation carries over.
     let held = c.hosts().await.unwrap();
     let h3 = held.hosts.iter().find(|h| h.host_id == 3).unwrap();
-    c.release(3, &ReleaseRequest { token: h3.token })
-        .await
-        .unwrap();
+    c.release(
+        3,
+        &ReleaseRequest {
+            token: h3.token,
+            secret: super::secret(),
+        },
+    )
+    .await
+    .unwrap();
     let e = c.acquire(&req("e", 1_000)).await.unwrap();
     assert_eq!(e.host_id, 3);
 }
@@ -177,6 +193,7 @@ pub async fn grant_renew_expire_takeover(store: Arc<dyn KvStore>) {
 pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
     let (c, time) = coordinator(store, Layout::preset("default").unwrap()).await;
     let first = AcquireRequest {
+        secret: super::secret(),
         request_id: Some("node-a-1".into()),
         ..req("a", 1_000)
     };
@@ -190,6 +207,7 @@ pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
     // The repeated answer renewed the lease: it runs a full TTL from the repeat.
     time.advance_ms(900);
     let take = AcquireRequest {
+        secret: super::secret(),
         host_id: Some(a.host_id),
         ..req("standby", 1_000)
     };
@@ -199,6 +217,7 @@ pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
     );
     // Another holder's request id does not match; an empty or long one is refused.
     let other = AcquireRequest {
+        secret: super::secret(),
         request_id: Some("node-a-1".into()),
         ..req("someone-else", 1_000)
     };
@@ -206,6 +225,7 @@ pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
     for bad in [String::new(), "x".repeat(65)] {
         let e = c
             .acquire(&AcquireRequest {
+                secret: super::secret(),
                 request_id: Some(bad),
                 ..req("a", 1_000)
             })
@@ -214,9 +234,15 @@ pub async fn repeated_acquire_answers_the_same_grant(store: Arc<dyn KvStore>) {
         assert_eq!(e.code().as_str(), "bad_request");
     }
     // After a release, the same request id starts a new lease.
-    c.release(a.host_id, &ReleaseRequest { token: a.token })
-        .await
-        .unwrap();
+    c.release(
+        a.host_id,
+        &ReleaseRequest {
+            token: a.token,
+            secret: super::secret(),
+        },
+    )
+    .await
+    .unwrap();
     let fresh = c.acquire(&first).await.unwrap();
     assert!(fresh.token > a.token);
 }
@@ -232,6 +258,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     for _ in 0..4 {
         let g = c
             .grant_block(&BlockRequest {
+                secret: super::secret(),
                 host_id: a.host_id,
                 token: a.token,
                 shard,
@@ -242,6 +269,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
         // Asking again with the same high-water mark returns the same block.
         let again = c
             .grant_block(&BlockRequest {
+                secret: super::secret(),
                 host_id: a.host_id,
                 token: a.token,
                 shard,
@@ -257,6 +285,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     time.advance_ms(1_500);
     let b = c
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             host_id: Some(a.host_id),
             ..req("b", 10_000)
         })
@@ -264,6 +293,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
         .unwrap();
     let stale = c
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: a.host_id,
             token: a.token,
             shard,
@@ -274,6 +304,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     assert_eq!(stale.code().as_str(), "stale_token");
     let g = c
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: b.host_id,
             token: b.token,
             shard,
@@ -288,6 +319,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     let last = *seen.last().unwrap();
     let same = c2
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: b.host_id,
             token: b.token,
             shard,
@@ -303,6 +335,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     // token as current, so once B has used its block it grants above the high-water mark.
     let g = c2
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: b.host_id,
             token: b.token,
             shard,
@@ -335,6 +368,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
         .renew(
             b.host_id,
             &RenewRequest {
+                secret: super::secret(),
                 token: b.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
@@ -353,6 +387,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
         .renew(
             b.host_id,
             &RenewRequest {
+                secret: super::secret(),
                 token: b.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
@@ -365,6 +400,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     // A shard the layout cannot hold gets no block: its lifetime is over there.
     let beyond = c2
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: b.host_id,
             token: b.token,
             shard: layout.timestamp_field().max() + 1,
@@ -385,6 +421,7 @@ pub async fn blocks_only_move_upwards(store: Arc<dyn KvStore>) {
     .await;
     let err = plain
         .grant_block(&BlockRequest {
+            secret: super::secret(),
             host_id: 0,
             token: 1,
             shard: 0,
@@ -409,6 +446,7 @@ pub async fn two_coordinators_grant_a_host_id_once(a: Arc<dyn KvStore>, b: Arc<d
     for round in 0..4u32 {
         let ask = |c: Arc<Coordinator>, who: &str| {
             let r = AcquireRequest {
+                secret: super::secret(),
                 host_id: Some(round),
                 ..req(&format!("{who}-{round}"), 60_000)
             };
@@ -456,6 +494,7 @@ pub async fn standby_on_one_coordinator_takes_over_from_another(
         .renew(
             held.host_id,
             &RenewRequest {
+                secret: super::secret(),
                 token: held.token,
                 reserve_until_ms: Some(T0 + 7_000),
                 usage: None,
@@ -488,6 +527,7 @@ pub async fn standby_on_one_coordinator_takes_over_from_another(
     assert_eq!(offered, Some(held.host_id), "{check}");
     let took = cb
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             host_id: Some(held.host_id),
             ..req("standby", 10_000)
         })
@@ -515,6 +555,7 @@ pub async fn restarted_coordinator_treats_every_lease_as_live_for_one_ttl(store:
     let (c2, time) = with_time(store, Layout::preset("default").unwrap()).await;
     time.step_wall_forward_ms(3_600_000);
     let take = AcquireRequest {
+        secret: super::secret(),
         host_id: Some(a.host_id),
         ..req("b", 1_000)
     };
@@ -536,6 +577,7 @@ pub async fn wall_clock_steps_neither_expire_nor_extend_a_lease(store: Arc<dyn K
     let (c, time) = with_time(store, Layout::preset("default").unwrap()).await;
     let a = c.acquire(&req("a", 1_000)).await.unwrap();
     let take = AcquireRequest {
+        secret: super::secret(),
         host_id: Some(a.host_id),
         ..req("b", 1_000)
     };
@@ -560,6 +602,7 @@ pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
     );
     let e = c
         .acquire(&AcquireRequest {
+            secret: super::secret(),
             host_id: Some(1024),
             ..req("a", 1_000)
         })
@@ -576,6 +619,7 @@ pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
         .renew(
             5,
             &RenewRequest {
+                secret: super::secret(),
                 token: 1,
                 reserve_until_ms: None,
                 usage: None,
@@ -595,6 +639,7 @@ pub async fn ttl_and_host_limits_are_enforced(store: Arc<dyn KvStore>) {
         .renew(
             a.host_id,
             &RenewRequest {
+                secret: super::secret(),
                 token: a.token,
                 reserve_until_ms: None,
                 usage: Some(usage),
@@ -632,6 +677,7 @@ pub async fn forecasts_follow_usage_and_history_records_predicted_against_actual
                 .renew(
                     a.host_id,
                     &RenewRequest {
+                        secret: super::secret(),
                         token: a.token,
                         reserve_until_ms: None,
                         usage: Some(usage),

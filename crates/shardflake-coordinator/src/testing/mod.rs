@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use shardflake_proto::coord::AcquireRequest;
+use shardflake_proto::coord::{AcquireRequest, LeaseSecret};
 
 use crate::store::KvStore;
 use crate::{Coordinator, CoordinatorConfig, ManualTime};
@@ -39,9 +39,16 @@ pub(crate) async fn manual_coordinator(
     (c, time)
 }
 
+/// The secret the suites' holders present. One secret for every holder keeps the checks
+/// about tokens about tokens; the checks about secrets use others.
+pub fn secret() -> LeaseSecret {
+    LeaseSecret::from_bytes([0x5e; 16])
+}
+
 /// An acquire by `name` for a lease of `ttl_ms`.
 pub(crate) fn acquire_req(name: &str, ttl_ms: u64) -> AcquireRequest {
     AcquireRequest {
+        secret: secret(),
         name: name.into(),
         ttl_ms: Some(ttl_ms),
         ..Default::default()

@@ -87,6 +87,13 @@ impl HandshakeFailures {
     }
 }
 
+impl From<TcpListener> for ServiceListener {
+    /// Plain HTTP on `tcp`.
+    fn from(tcp: TcpListener) -> Self {
+        Self::plain(tcp)
+    }
+}
+
 impl ServiceListener {
     /// Serves plain HTTP on `tcp`.
     pub fn plain(tcp: TcpListener) -> Self {
