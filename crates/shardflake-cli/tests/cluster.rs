@@ -12,7 +12,27 @@ use serde_json::{json, Value};
 
 use crate::process::Process;
 
+/// The node credential (the coordinators accept it, the nodes send it).
 pub(crate) const TOKEN: &str = "cluster-test-token-0123456789";
+/// The read credential (SDK clients, `fetch`, `audit`).
+pub(crate) const READ_TOKEN: &str = "cluster-test-read-token-0123";
+/// The admin credential (namespaces).
+pub(crate) const ADMIN_TOKEN: &str = "cluster-test-admin-token-0123";
+/// The lease secret of every lease these tests hold themselves over raw HTTP.
+pub(crate) const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+/// Every variable a credential can come from: scrubbed from every process the tests start,
+/// so that the caller's environment never leaks in.
+pub(crate) const CREDENTIAL_VARS: [&str; 9] = [
+    "SHARDFLAKE_CLUSTER_TOKEN",
+    "SHARDFLAKE_NODE_TOKEN",
+    "SHARDFLAKE_READ_TOKEN",
+    "SHARDFLAKE_ADMIN_TOKEN",
+    "SHARDFLAKE_CLIENT_TOKEN",
+    "SHARDFLAKE_NODE_TOKEN_FILE",
+    "SHARDFLAKE_READ_TOKEN_FILE",
+    "SHARDFLAKE_ADMIN_TOKEN_FILE",
+    "SHARDFLAKE_CLIENT_TOKEN_FILE",
+];
 /// Every wait in these tests ends by this deadline.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -31,14 +51,18 @@ fn coordinator_command_on(
         .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(flags)
-        .env_remove("SHARDFLAKE_CLUSTER_TOKEN")
         .env_remove("SHARDFLAKE_LOG_FORMAT")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    for var in CREDENTIAL_VARS {
+        c.env_remove(var);
+    }
     if let Some(t) = token {
-        c.env("SHARDFLAKE_CLUSTER_TOKEN", t);
+        c.env("SHARDFLAKE_NODE_TOKEN", t)
+            .env("SHARDFLAKE_READ_TOKEN", READ_TOKEN)
+            .env("SHARDFLAKE_ADMIN_TOKEN", ADMIN_TOKEN);
     }
     c
 }
@@ -73,7 +97,12 @@ pub(crate) fn http(
     (status, body.to_string())
 }
 
-fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+/// A node's call: with the node credential, and the test's lease secret in the body unless
+/// the body names one (every lease these tests take over raw HTTP is drawn with [`SECRET`]).
+fn post(addr: SocketAddr, path: &str, mut body: Value) -> (u16, Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.entry("secret").or_insert(json!(SECRET));
+    }
     let (status, text) = http(addr, "POST", path, Some(TOKEN), Some(&body));
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -86,11 +115,35 @@ fn coordinator_refuses_to_start_without_a_cluster_token() {
         .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SHARDFLAKE_CLUSTER_TOKEN"), "{err}");
+    assert!(err.contains("SHARDFLAKE_NODE_TOKEN"), "{err}");
     assert!(
         !dir.path().join("coordinator.redb").exists(),
         "nothing opened"
     );
+}
+
+/// The single token of earlier versions is refused by name, with what replaces it, by the
+/// coordinator and the node alike: a deployment that still sets it learns what to set.
+#[test]
+fn the_old_single_cluster_token_is_refused_with_its_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = coordinator_command(dir.path(), &[], Some(TOKEN))
+        .env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in ["SHARDFLAKE_CLUSTER_TOKEN", "SHARDFLAKE_READ_TOKEN", "SHARDFLAKE_ADMIN_TOKEN"] {
+        assert!(err.contains(name), "{name}: {err}");
+    }
+    assert!(!err.contains(TOKEN), "the token itself is never printed: {err}");
+    let out = node_command_urls("http://127.0.0.1:9", false, &[])
+        .env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SHARDFLAKE_NODE_TOKEN"), "{err}");
 }
 
 #[test]
@@ -271,10 +324,13 @@ pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]
         "SHARDFLAKE_LOG_FORMAT",
         "LD_PRELOAD",
         "FAKETIME",
-    ] {
+    ]
+    .into_iter()
+    .chain(CREDENTIAL_VARS)
+    {
         c.env_remove(var);
     }
-    c.env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+    c.env("SHARDFLAKE_NODE_TOKEN", TOKEN)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -26,8 +26,10 @@ fn node(state_dir: &Path, machine_id: u32) -> Process {
         "SHARDFLAKE_STATE_DIR",
         "SHARDFLAKE_CLOCK_POLICY",
         "SHARDFLAKE_LOG_FORMAT",
-        "SHARDFLAKE_CLUSTER_TOKEN",
-    ] {
+    ]
+    .into_iter()
+    .chain(crate::cluster::CREDENTIAL_VARS)
+    {
         c.env_remove(var);
     }
     c.env("RUST_LOG", "info")
@@ -40,8 +42,10 @@ fn node(state_dir: &Path, machine_id: u32) -> Process {
 fn fetch(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("fetch").args(args);
-    c.env_remove("SHARDFLAKE_CLUSTER_TOKEN")
-        .env_remove("SHARDFLAKE_LOG_FORMAT")
+    for var in crate::cluster::CREDENTIAL_VARS {
+        c.env_remove(var);
+    }
+    c.env_remove("SHARDFLAKE_LOG_FORMAT")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     c

@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 
-use crate::cluster::{coordinator_command, http, node_command_urls, ready, wait_until, TOKEN};
+use crate::cluster::{
+    coordinator_command, http, node_command_urls, ready, wait_until, ADMIN_TOKEN, READ_TOKEN,
+    TOKEN,
+};
 use crate::process::Process;
 
 /// `GET /ns/{name}/ids?count=N&hop=1` on `addr` (served there, never redirected).
@@ -65,7 +68,7 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
         c.addr,
         "PUT",
         "/v1/namespaces/orders",
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
         Some(&spec),
     );
     assert_eq!(status, 200, "{body}");
@@ -79,7 +82,7 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
         c.addr,
         "PUT",
         "/v1/namespaces/Orders!",
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
         Some(&spec),
     );
     assert_eq!(status, 400, "{body}");
@@ -87,7 +90,7 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
         c.addr,
         "PUT",
         "/v1/namespaces/orders",
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
         Some(&json!({"step": 2})),
     );
     assert_eq!(status, 409, "{body}");
@@ -198,7 +201,7 @@ fn fetch_streams_a_namespace_while_its_serving_node_is_killed() {
         c.addr,
         "PUT",
         "/v1/namespaces/orders",
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
         Some(&spec),
     );
     assert_eq!(status, 200, "{body}");
@@ -235,7 +238,7 @@ fn fetch_streams_a_namespace_while_its_serving_node_is_killed() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardflake"))
         .args(["fetch", "--coordinators", &url, "--ns", "orders"])
         .args(["--count", &N.to_string(), "--batch-max", "1000"])
-        .env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
+        .env("SHARDFLAKE_READ_TOKEN", READ_TOKEN)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,4 +3,5 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 mod http;
+mod returns;
 mod store;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{KvStore, StoreError, Txn, TxnOutcome, VALUE_BYTES_MAX};
-use crate::testing::{domain, namespaces};
+use crate::testing::{adversary, domain, namespaces};
 
 /// Runs every check, each on a store from `make_store`.
 pub async fn run_all<S, F, Fut>(mut make_store: F)
@@ -51,7 +51,17 @@ where
     namespaces::returns_take_back_only_an_unused_tail_once(Arc::new(make_store().await)).await;
     namespaces::usage_reports_size_blocks_from_the_forecast(Arc::new(make_store().await)).await;
     namespaces::routing_follows_live_nodes_and_the_assignment(Arc::new(make_store().await)).await;
+    // The property test runs random sequences on the in-memory store; every backend runs
+    // the same seeded ones.
+    for seed in 0..ADVERSARY_SEEDS {
+        let ops = adversary::seeded_ops(seed, ADVERSARY_OPS);
+        adversary::no_value_is_granted_twice(Arc::new(make_store().await), &ops).await;
+    }
 }
+
+/// Seeded adversarial sequences every backend runs, and their length.
+const ADVERSARY_SEEDS: u64 = 3;
+const ADVERSARY_OPS: usize = 120;
 
 /// The checks that need two handles on one store's state, as two coordinator processes
 /// sharing it have: `make_pair` returns two handles on a fresh, empty state (the same

@@ -5,6 +5,8 @@
 //!   `run_all` also runs [`domain`] on the backend.
 //! * [`domain`]: the coordinator's lease, reservation and block rules over any store.
 //! * [`namespaces`]: the namespace rules (blocks, returns, forecasts, routing) over any store.
+//! * [`adversary`]: grants and returns interleaved with callers that are not the holder and
+//!   holders that misreport their block: no value is granted twice.
 //!
 //! A backend outside this crate enables the feature in its dev-dependencies:
 //!
@@ -20,6 +22,7 @@ use shardflake_proto::coord::{AcquireRequest, LeaseSecret};
 use crate::store::KvStore;
 use crate::{Coordinator, CoordinatorConfig, ManualTime};
 
+pub mod adversary;
 pub mod domain;
 pub mod namespaces;
 
