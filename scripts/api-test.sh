@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Property-based tests of the HTTP APIs against their OpenAPI descriptions: starts live
 # nodes (`shardflake serve`, state in a temporary directory) and live coordinators
-# (`shardflake coordinator` with a cluster token, data in a temporary directory) on
-# loopback, of a timestamp layout and of the temporal one, and runs schemathesis against
-# each from the description it serves at /openapi.json. No response may be a 5xx, and
-# every one must conform: status codes, content types, headers and bodies as described.
-# Stops the services on exit and exits non-zero on any failure.
+# (`shardflake coordinator` with three distinct random credentials, node, read and admin,
+# data in a temporary directory) on loopback, of a timestamp layout and of the temporal
+# one, and runs schemathesis against each from the description it serves at /openapi.json.
+# scripts/api-test-hooks.py sends each operation the credential of the scope its security
+# requirement names. No response may be a 5xx, and every one must conform: status codes,
+# content types, headers and bodies as described. Stops the services on exit and exits
+# non-zero on any failure.
 #
 # Installs schemathesis (pip, the version pinned below) when missing. Uses SHARDFLAKE_BIN
 # if set (scripts/test.sh passes the binary its tests built), else builds the debug binary;
@@ -74,7 +76,14 @@ wait_for() {
   exit 1
 }
 
-token="api-test-$RANDOM$RANDOM"
+# One random credential per scope (16..=512 printable bytes); the coordinators read them
+# from SHARDFLAKE_{NODE,READ,ADMIN}_TOKEN, the hooks from API_TEST_{NODE,READ,ADMIN}_TOKEN.
+random_token() {
+  python3 -c 'import secrets, sys; print(sys.argv[1] + "-" + secrets.token_hex(16))' "$1"
+}
+node_token=$(random_token node)
+read_token=$(random_token read)
+admin_token=$(random_token admin)
 
 # Starts a service on a free loopback port and sets $url once it answers: NAME then the
 # shardflake command and its flags (without the address).
@@ -85,8 +94,9 @@ start() {
   case "$kind" in
     serve) "$bin" serve --bind 127.0.0.1 --port "$port" --state-dir "$work/$name" "$@" \
              >"$work/$name.log" 2>&1 & ;;
-    coordinator) SHARDFLAKE_CLUSTER_TOKEN=$token "$bin" coordinator \
-             --listen "127.0.0.1:$port" --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 & ;;
+    coordinator) SHARDFLAKE_NODE_TOKEN=$node_token SHARDFLAKE_READ_TOKEN=$read_token \
+             SHARDFLAKE_ADMIN_TOKEN=$admin_token "$bin" coordinator --listen "127.0.0.1:$port" \
+             --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 & ;;
   esac
   pids+=($!)
   url="http://127.0.0.1:$port"
@@ -107,7 +117,9 @@ run() {
   echo "== schemathesis: $name ($url/openapi.json)"
   # From the temporary directory, where schemathesis leaves its cache. One worker: with
   # several, Python 3.11's parser fails in schemathesis's coverage phase now and then.
-  (cd "$work" && SCHEMATHESIS_HOOKS="$hooks" PYTHONDONTWRITEBYTECODE=1 "$st" run "$url/openapi.json" \
+  (cd "$work" && SCHEMATHESIS_HOOKS="$hooks" PYTHONDONTWRITEBYTECODE=1 \
+    API_TEST_NODE_TOKEN=$node_token API_TEST_READ_TOKEN=$read_token \
+    API_TEST_ADMIN_TOKEN=$admin_token "$st" run "$url/openapi.json" \
     "${checks[@]}" --max-examples "$examples" --seed 1 --workers 1 \
     --request-timeout 10 --generation-database none --no-color "$@")
 }
@@ -126,7 +138,7 @@ run node "$url" || failed node
 start node-temporal serve --machine-id 1 --layout temporal:granularity=2s
 run node-temporal "$url" || failed node-temporal
 start coordinator coordinator
-run coordinator "$url" -H "Authorization: Bearer $token" || failed coordinator
+run coordinator "$url" || failed coordinator
 start coordinator-temporal coordinator --layout temporal:granularity=2s
-run coordinator-temporal "$url" -H "Authorization: Bearer $token" || failed coordinator-temporal
+run coordinator-temporal "$url" || failed coordinator-temporal
 exit "$status"

@@ -133,10 +133,17 @@ fn the_old_single_cluster_token_is_refused_with_its_replacements() {
         .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for name in ["SHARDFLAKE_CLUSTER_TOKEN", "SHARDFLAKE_READ_TOKEN", "SHARDFLAKE_ADMIN_TOKEN"] {
+    for name in [
+        "SHARDFLAKE_CLUSTER_TOKEN",
+        "SHARDFLAKE_READ_TOKEN",
+        "SHARDFLAKE_ADMIN_TOKEN",
+    ] {
         assert!(err.contains(name), "{name}: {err}");
     }
-    assert!(!err.contains(TOKEN), "the token itself is never printed: {err}");
+    assert!(
+        !err.contains(TOKEN),
+        "the token itself is never printed: {err}"
+    );
     let out = node_command_urls("http://127.0.0.1:9", false, &[])
         .env("SHARDFLAKE_CLUSTER_TOKEN", TOKEN)
         .output()
@@ -336,6 +343,36 @@ pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// `shardflake audit --coordinator` with the read credential: its exit status and output.
+pub(crate) fn audit(coordinator: SocketAddr) -> (i32, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
+    c.args(["audit", "--coordinator", &format!("http://{coordinator}")]);
+    for var in CREDENTIAL_VARS {
+        c.env_remove(var);
+    }
+    let out = c
+        .env("SHARDFLAKE_READ_TOKEN", READ_TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("audit runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The end of every real-process test with a coordinator: no two grants overlap.
+pub(crate) fn assert_audit_clean(coordinator: SocketAddr) {
+    let (status, out) = audit(coordinator);
+    assert_eq!(
+        status, 0,
+        "shardflake audit found overlaps or failed:\n{out}"
+    );
+    assert!(out.contains("no two grants overlap"), "{out}");
 }
 
 /// `(host id, timestamp ms)` of a twitter-layout id.

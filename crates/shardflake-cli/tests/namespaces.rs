@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use crate::cluster::{
-    coordinator_command, http, node_command_urls, ready, wait_until, ADMIN_TOKEN, READ_TOKEN,
-    TOKEN,
+    coordinator_command, http, node_command_urls, ready, wait_until, ADMIN_TOKEN, READ_TOKEN, TOKEN,
 };
 use crate::process::Process;
 

@@ -9,3 +9,4 @@ mod maelstrom;
 mod namespaces;
 mod node;
 mod process;
+mod security;

@@ -10,4 +10,6 @@
 pub mod credentials;
 pub mod limit;
 pub mod reload;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;

@@ -3,23 +3,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
+use shardflake_runtime::testing::{server_files, Pki};
 use shardflake_runtime::tls::{
     client_config, install_default_provider, ClientTlsFiles, HandshakeFailures, Peer, ServerTls,
     ServerTlsFiles, ServiceListener, TlsError,
 };
-use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -32,97 +28,6 @@ const POLL_ATTEMPTS_MAX: u32 = 500;
 const POLL_MS: u64 = 10;
 
 const PLAIN_HTTP_BODY: &str = r#"{"error":{"code":"bad_request","message":"this port speaks HTTPS (TLS): use an https:// URL"}}"#;
-
-/// A throwaway CA and the PEM files it signs, in a temporary directory.
-struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Signs a certificate for `names`, writes `{stem}.pem` and `{stem}.key`, and returns the
-    /// two paths and the certificate.
-    fn issue(
-        &self,
-        stem: &str,
-        common_name: &str,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-    ) -> Issued {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let issued = Issued {
-            cert: self.path(&format!("{stem}.pem")),
-            key: self.path(&format!("{stem}.key")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-
-    fn server(&self, stem: &str, common_name: &str) -> Issued {
-        let names = ["localhost", "127.0.0.1"];
-        self.issue(
-            stem,
-            common_name,
-            &names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    fn client(&self, name: &str) -> Issued {
-        self.issue(name, name, &[name], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    fn client_files(&self, identity: Option<&Issued>) -> ClientTlsFiles {
-        ClientTlsFiles {
-            ca_file: Some(self.path("ca.pem")),
-            identity: identity.map(|i| (i.cert.clone(), i.key.clone())),
-        }
-    }
-}
-
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-fn server_files(server: &Issued) -> ServerTlsFiles {
-    ServerTlsFiles {
-        cert: server.cert.clone(),
-        key: server.key.clone(),
-        client_ca: None,
-        client_names: vec![],
-    }
-}
 
 /// A running server whose `GET /who` answers `"{peer addr} {cert name or -}"`.
 struct Server {

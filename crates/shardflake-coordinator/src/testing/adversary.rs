@@ -114,8 +114,20 @@ pub fn seeded_ops(seed: u64, len: usize) -> Vec<Op> {
                 5..=9 => Op::Issue(n, ((r >> 16) % 12) as u8),
                 10 => Op::Stop(n),
                 11 => Op::Crash(n),
-                12 => Op::Foreign(n, [Foreign::GuessedSecret, Foreign::StaleLease, Foreign::Replay][((r >> 24) % 3) as usize]),
-                _ => Op::Lie(n, [Lie::OlderBlockEnd, Lie::BelowBlock, Lie::PastBlock, Lie::Waste(((r >> 32) % 5) as u8)][((r >> 24) % 4) as usize]),
+                12 => Op::Foreign(
+                    n,
+                    [Foreign::GuessedSecret, Foreign::StaleLease, Foreign::Replay]
+                        [((r >> 24) % 3) as usize],
+                ),
+                _ => Op::Lie(
+                    n,
+                    [
+                        Lie::OlderBlockEnd,
+                        Lie::BelowBlock,
+                        Lie::PastBlock,
+                        Lie::Waste(((r >> 32) % 5) as u8),
+                    ][((r >> 24) % 4) as usize],
+                ),
             }
         })
         .collect()
@@ -147,7 +159,9 @@ pub async fn no_value_is_granted_twice(store: Arc<dyn KvStore>, ops: &[Op]) {
         w.nodes.push(h);
     }
     for (step, op) in ops.iter().enumerate() {
-        w.run(*op).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
+        w.run(*op)
+            .await
+            .unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
     }
     shardflake::check::check_ids(&w.issued).assert_unique();
     let report = w.c.audit_report().await.unwrap();
@@ -317,7 +331,9 @@ impl World {
             (Foreign::Replay, _) => Ok(()),
             (_, Ok(r)) => Err(format!("a foreign return ({how:?}) was answered {r:?}")),
             (_, Err(CoordError::SecretMismatch { .. } | CoordError::StaleToken { .. })) => Ok(()),
-            (_, Err(e)) => Err(format!("a foreign return ({how:?}) failed for another reason: {e}")),
+            (_, Err(e)) => Err(format!(
+                "a foreign return ({how:?}) failed for another reason: {e}"
+            )),
         }
     }
 
