@@ -72,9 +72,12 @@ PIDS+=("$!")
 "${SERVER_CPU[@]}" "$CEILING" "$CEILING_PORT" 2>"$WORK/ceiling.log" &
 PIDS+=("$!")
 # Cluster mode: a coordinator and a node that leases its id from it, to compare the hot path
-# with the standalone node's.
-export SHARDFLAKE_CLUSTER_TOKEN="bench-$RANDOM$RANDOM$RANDOM"
-RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" coordinator --listen "127.0.0.1:$COORDINATOR_PORT" \
+# with the standalone node's. Random credentials: the node credential (coordinator and
+# node) and the admin credential that creates the namespace below.
+NODE_TOKEN="bench-node-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+ADMIN_TOKEN="bench-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+SHARDFLAKE_NODE_TOKEN=$NODE_TOKEN SHARDFLAKE_ADMIN_TOKEN=$ADMIN_TOKEN RUST_LOG=warn \
+    "${SERVER_CPU[@]}" "$BIN" coordinator --listen "127.0.0.1:$COORDINATOR_PORT" \
     --data-dir "$WORK/coordinator" 2>"$WORK/coordinator.log" &
 PIDS+=("$!")
 
@@ -97,8 +100,9 @@ wait_200 "$TEMPORAL_PORT" /readyz
 wait_200 "$BORROW_PORT" /readyz
 wait_200 "$CEILING_PORT" /id
 wait_200 "$COORDINATOR_PORT" /healthz
-RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve --bind 127.0.0.1 --port "$CLUSTER_PORT" \
-    --coordinator "http://127.0.0.1:$COORDINATOR_PORT" 2>"$WORK/cluster.log" &
+SHARDFLAKE_NODE_TOKEN=$NODE_TOKEN RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN" serve \
+    --bind 127.0.0.1 --port "$CLUSTER_PORT" --coordinator "http://127.0.0.1:$COORDINATOR_PORT" \
+    2>"$WORK/cluster.log" &
 PIDS+=("$!")
 wait_200 "$CLUSTER_PORT" /readyz
 # A namespace for the cluster node's rows (hop=1: served where it arrives, no redirect).
@@ -106,7 +110,7 @@ wait_200 "$CLUSTER_PORT" /readyz
     exec 3<>"/dev/tcp/127.0.0.1/$COORDINATOR_PORT"
     body='{"block_max": 10000000}'
     printf 'PUT /v1/namespaces/bench HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
-        "$SHARDFLAKE_CLUSTER_TOKEN" "${#body}" "$body" >&3
+        "$ADMIN_TOKEN" "${#body}" "$body" >&3
     head -1 <&3 | grep -q " 200" || { echo "PUT /v1/namespaces/bench failed" >&2; exit 1; }
     exec 3<&-
 }

@@ -25,9 +25,16 @@ What is checked, with `shardflake verify` (the one id checker):
     another (a new holder starts strictly above the bound its predecessor persisted, and a
     predecessor stops before its successor starts) and each slot has one request in
     flight, so a response sent later was served later.
+  * the coordinators' own grants, once the load stopped and before they are stopped:
+    `shardflake audit` (with the read credential) proves that no two grants of the store
+    overlap; its table is printed, and a non-zero exit fails the run.
 A response whose ids carry two host ids, or fewer ids than asked, is counted as well.
 Exit status: 0 when every check passes and at least --ids ids were acknowledged, 1 when a
 check fails or too few ids were acknowledged, 2 when the cluster could not be run.
+
+Credentials: the coordinators accept a random node credential (SHARDFLAKE_NODE_TOKEN, which
+the nodes send) and a random read credential (SHARDFLAKE_READ_TOKEN, which `shardflake
+audit` sends); nothing here creates namespaces, so there is no admin credential.
 """
 
 import argparse
@@ -236,7 +243,8 @@ class Cluster:
         self.work = args.work
         self.log_dir = os.path.join(self.work, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
-        self.token = os.urandom(18).hex()
+        self.node_token = "node-" + os.urandom(16).hex()
+        self.read_token = "read-" + os.urandom(16).hex()
         self.events = []
         self.events_lock = threading.Lock()
         self.coord_ns, self.coord_ip = args.coordinator.split("=")
@@ -313,7 +321,8 @@ class Cluster:
             return int(f.read().strip())
 
     def start_infrastructure(self):
-        env = [f"SHARDFLAKE_CLUSTER_TOKEN={self.token}", "RUST_LOG=info"]
+        env = [f"SHARDFLAKE_NODE_TOKEN={self.node_token}",
+               f"SHARDFLAKE_READ_TOKEN={self.read_token}", "RUST_LOG=info"]
         if self.args.etcd:
             out = self.etcd_script("start", self.etcd_dir)
             self.etcd_endpoints = out.stdout.strip()
@@ -358,7 +367,7 @@ class Cluster:
         argv = self.node_argv(slot, standby)
         if slot.service is None:
             env = [
-                f"SHARDFLAKE_CLUSTER_TOKEN={self.token}", "RUST_LOG=info",
+                f"SHARDFLAKE_NODE_TOKEN={self.node_token}", "RUST_LOG=info",
                 f"HOSTNAME={slot.name}",
                 f"LD_PRELOAD={self.args.libfaketime}",
                 f"FAKETIME_TIMESTAMP_FILE={slot.clock_file}",
@@ -904,6 +913,22 @@ def verify(binary, paths):
     return report
 
 
+AUDIT_TIMEOUT_S = 30
+
+
+def audit(binary, urls, read_token):
+    """`shardflake audit` against the running coordinators: (exit status, its output)."""
+    env = dict(os.environ, SHARDFLAKE_READ_TOKEN=read_token)
+    try:
+        out = subprocess.run([binary, "audit", "--coordinator", urls,
+                              "--timeout", f"{AUDIT_TIMEOUT_S}s"],
+                             env=env, capture_output=True, text=True,
+                             timeout=AUDIT_TIMEOUT_S + 5)
+    except subprocess.TimeoutExpired:
+        return None, f"shardflake audit did not finish within {AUDIT_TIMEOUT_S + 5} s"
+    return out.returncode, (out.stdout + out.stderr).rstrip("\n")
+
+
 def fmt_int(n):
     return f"{n:,}".replace(",", " ")
 
@@ -913,9 +938,10 @@ def pct(ok, total):
 
 
 class Report:
-    def __init__(self, args, cluster, load, nemesis, t_start, t_stop):
+    def __init__(self, args, cluster, load, nemesis, t_start, t_stop, audited):
         self.args, self.cluster, self.load, self.nemesis = args, cluster, load, nemesis
         self.t_start, self.t_stop = t_start, t_stop
+        self.audit_status, self.audit_output = audited
         self.responses = sorted(load.responses, key=lambda r: r.t_send)
         self.failures = sorted(load.failures, key=lambda f: f.t_send)
         self.events = sorted(cluster.events, key=lambda e: e.t)
@@ -967,6 +993,11 @@ class Report:
         if self.acked < self.args.ids:
             self.problems.append(f"only {self.acked} ids acknowledged, {self.args.ids} "
                                  f"requested")
+        if self.audit_status != 0:
+            self.problems.append(
+                "shardflake audit found overlapping grants" if self.audit_status == 1
+                else "shardflake audit failed" + (f" (exit {self.audit_status})"
+                                                  if self.audit_status is not None else ""))
 
     # -- where a bad id came from ---------------------------------------------------------
 
@@ -1228,6 +1259,8 @@ class Report:
                    f"({fmt_int(ok)} / {fmt_int(ok + failed)}) |")
         out.append(f"| seconds with a failed request / with ids served | "
                    f"{len(failing_seconds)} / {len(serving_seconds)} of {windows} |")
+        out.append(f"| `shardflake audit` of the coordinators' grants (exit status) | "
+                   f"{self.audit_status if self.audit_status is not None else 'timed out'} |")
         out.append(f"| faults applied | {len(self.nemesis.faults)} |")
         out.append(f"| standby takeovers (median time from the fault to serving) | "
                    f"{len(takeovers)} ({median(x['after_fault'] for x in takeovers)}) |")
@@ -1313,6 +1346,13 @@ class Report:
             out.append("")
             out.append("not applied (the run is too short for them): "
                        + ", ".join(self.nemesis.skipped))
+        out.append("")
+        out.append(f"`shardflake audit --coordinator {self.cluster.coordinator_urls()}` "
+                   f"after the load:")
+        out.append("")
+        out.append("```")
+        out.append(self.audit_output)
+        out.append("```")
         text = "\n".join(out)
         print()
         print(text)
@@ -1329,7 +1369,8 @@ class Report:
                   f"{' --etcd' if self.args.etcd else ''} --seed {self.args.seed}")
         else:
             print()
-            print("PASSED: every acknowledged id is unique, ids increase per host id")
+            print("PASSED: every acknowledged id is unique, ids increase per host id, "
+                  "no two grants of the coordinators overlap")
 
 
 def main():
@@ -1375,6 +1416,10 @@ def main():
         t_stop = now()
         load.finish()
         say(f"load stopped: {sum(r.count for r in load.responses)} ids acknowledged")
+        # Every fault has healed (the schedule restarts what it killed before it returns);
+        # the grants are read while the coordinators still run.
+        audited = audit(args.bin, cluster.coordinator_urls(), cluster.read_token)
+        say(f"shardflake audit: exit {audited[0]}")
     except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
         say(f"the cluster could not be run: {e}")
         if load:
@@ -1384,7 +1429,7 @@ def main():
         if nemesis:
             nemesis.stop.set()
         cluster.stop_all()
-    report = Report(args, cluster, load, nemesis, t_start, t_stop)
+    report = Report(args, cluster, load, nemesis, t_start, t_stop, audited)
     report.write_ids()
     report.check()
     report.print()

@@ -22,9 +22,15 @@
 # etcd leader and its restart, and a partition from one of the two coordinators. --seed
 # replays the schedule's choices (not its timing).
 #
+# Credentials: the coordinators get a random node credential (SHARDFLAKE_NODE_TOKEN, also
+# given to the nodes) and a random read credential (SHARDFLAKE_READ_TOKEN), with which
+# `shardflake audit --coordinator URLS` checks, once the load stopped, that no two grants of
+# the store overlap.
+#
 # Prints Markdown tables (ids, duplicates, order violations per host id, availability per
-# node, faults, failovers and how long each took) and exits 1 on any duplicate, order
-# violation or mixed response, or when fewer than N ids were acknowledged; 2 when the
+# node, faults, failovers and how long each took) and the audit's table, and exits 1 on any
+# duplicate, order violation or mixed response, when fewer than N ids were acknowledged, or
+# when `shardflake audit` exits non-zero (overlapping grants, or no answer); 2 when the
 # cluster could not be run. Namespaces, links and processes are removed on exit, whatever
 # happens; the work directory (ids per host id, responses.csv, availability.csv, report.md,
 # every process's log) is removed after a passing run unless --keep is given, and kept

@@ -8,8 +8,9 @@
 # Installs the system packages the tests use when they are missing (Debian; needs root):
 # faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill), etcd-server and
 # etcd-client (a 3-member etcd cluster on loopback for the etcd backend's tests, started here
-# and torn down on exit), protobuf-compiler (protoc, which the etcd client's build needs) and
-# openssl (certificates for the etcd TLS test).
+# and torn down on exit), protobuf-compiler (protoc, which the etcd client's build needs),
+# openssl (certificates for the etcd TLS test; `openssl s_client` checks the services' TLS)
+# and curl (the services' HTTPS, from the system's client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -4,14 +4,20 @@
 //!
 //! ```text
 //! layout temporal:granularity=2s      (optional, first line: the coordinator's layout)
-//! acquire {"name":"a","ttl_ms":1000}
-//! renew 0 {"token":1,"usage":{"shard":3,"used_in_shard":10}}
-//! reservation 0 {"token":1,"until_ms":1800000001000}
-//! release 0 {"token":1}
-//! blocks {"host_id":0,"token":1,"shard":0,"after_counter":0}
+//! acquire {"name":"a","ttl_ms":1000,"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"}
+//! renew 0 {"token":1,"secret":"5e5e...","usage":{"shard":3,"used_in_shard":10}}
+//! reservation 0 {"token":1,"secret":"5e5e...","until_ms":1800000001000}
+//! release 0 {"token":1,"secret":"5e5e..."}
+//! blocks {"host_id":0,"token":1,"secret":"5e5e...","shard":0,"after_counter":0}
 //! standby {"name":"s","timeout_ms":100}
+//! ns-put orders {"block_min":10,"block_max":10}          (with the admin credential)
+//! ns-blocks orders {"host_id":0,"token":1,"secret":"5e5e...","after":0}
+//! ns-return orders {"host_id":0,"token":1,"secret":"5e5e...","block_end":11,"unused_from":5}
 //! advance 5000                        (moves the coordinator's clocks, ms)
 //! ```
+//!
+//! Every lease route is sent with the node credential, `ns-put` with the admin credential,
+//! as a node and an operator would.
 //!
 //! Properties: no panic and no 5xx (the in-memory store does not fail); every answer is a
 //! status the OpenAPI description lists for the route, carries the store id, and an error's
@@ -31,17 +37,20 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use shardflake::Layout;
-use shardflake_coordinator::http::{app, AppState};
+use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::MemStore;
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, TimeSource};
 use shardflake_proto::coord::{
     AcquireRequest, BlockRequest, ReleaseRequest, RenewRequest, ReservationRequest,
     StandbyWaitRequest, STORE_ID_HEADER,
 };
+use shardflake_proto::auth::Scope;
+use shardflake_proto::ns::{NamespaceSpec, NsBlockRequest, NsReturnRequest};
 use shardflake_proto::{ErrorBody, ErrorCode};
 use tower::ServiceExt;
 
-const TOKEN: &str = "fuzz-token";
+const TOKEN: &str = "fuzz-node-token-0123";
+const ADMIN_TOKEN: &str = "fuzz-admin-token-0123";
 const WALL_START_MS: u64 = 1_800_000_000_000;
 const LINES_MAX: usize = 32;
 const ADVANCE_MS_MAX: u64 = 7 * 24 * 3_600_000;
@@ -111,7 +120,9 @@ fuzz_target!(|data: &[u8]| {
         else {
             return;
         };
-        let router = app(AppState::new(Arc::new(c), Some(TOKEN.into())));
+        let auth = Auth::tokens(&[(Scope::Node, TOKEN), (Scope::Admin, ADMIN_TOKEN)])
+            .expect("well-formed tokens");
+        let router = app(AppState::new(Arc::new(c), auth));
         for line in lines {
             let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
             // Whether the path names the route for sure: a host segment of digits only.
@@ -125,6 +136,23 @@ fuzz_target!(|data: &[u8]| {
                 "acquire" => ("/v1/leases", "/v1/leases".to_string(), rest),
                 "blocks" => ("/v1/blocks", "/v1/blocks".to_string(), rest),
                 "standby" => ("/v1/standby/wait", "/v1/standby/wait".to_string(), rest),
+                "ns-put" | "ns-blocks" | "ns-return" => {
+                    let (name, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                    plain_path = shardflake_proto::ns::validate_name(name).is_ok();
+                    match verb {
+                        "ns-put" => ("/v1/namespaces/{name}", format!("/v1/namespaces/{name}"), body),
+                        "ns-blocks" => (
+                            "/v1/namespaces/{name}/blocks",
+                            format!("/v1/namespaces/{name}/blocks"),
+                            body,
+                        ),
+                        _ => (
+                            "/v1/namespaces/{name}/return",
+                            format!("/v1/namespaces/{name}/return"),
+                            body,
+                        ),
+                    }
+                }
                 "renew" | "reservation" | "release" => {
                     let (host, body) = rest.split_once(' ').unwrap_or((rest, ""));
                     plain_path = !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit());
@@ -146,10 +174,19 @@ fuzz_target!(|data: &[u8]| {
                 "standby" => round_trip::<StandbyWaitRequest>(body.as_bytes()),
                 "renew" => round_trip::<RenewRequest>(body.as_bytes()),
                 "reservation" => round_trip::<ReservationRequest>(body.as_bytes()),
+                "ns-put" => round_trip::<NamespaceSpec>(body.as_bytes()),
+                "ns-blocks" => round_trip::<NsBlockRequest>(body.as_bytes()),
+                "ns-return" => round_trip::<NsReturnRequest>(body.as_bytes()),
                 _ => round_trip::<ReleaseRequest>(body.as_bytes()),
             };
-            let Ok(req) = Request::post(&uri)
-                .header("authorization", format!("Bearer {TOKEN}"))
+            let (method, token) = match verb {
+                "ns-put" => ("PUT", ADMIN_TOKEN),
+                _ => ("POST", TOKEN),
+            };
+            let Ok(req) = Request::builder()
+                .method(method)
+                .uri(&uri)
+                .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
                 .body(Body::from(body.to_string()))
             else {
@@ -160,7 +197,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(status.as_u16() < 500, "{status} for {line:?}");
             assert!(resp.headers().contains_key(STORE_ID_HEADER));
             let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
-            let described = &description()["paths"][template]["post"]["responses"][status.as_str()];
+            let described = &description()["paths"][template][method.to_lowercase()]["responses"]
+                [status.as_str()];
             assert!(
                 described.is_object(),
                 "{status} for {line:?} is not in the description"

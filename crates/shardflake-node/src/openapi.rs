@@ -157,15 +157,17 @@ impl ToSchema for TextIds {}
 pub(crate) use shardflake_proto::openapi::MetricsText;
 
 shardflake_proto::api_errors!(
-    /// `GET /id`: why no id was issued, and the middleware's refusals.
-    pub(crate) struct IdErrors: ClockBehind, EpochInFuture, ReservationExhausted, LeaseLost,
+    /// `GET /id`: why no id was issued, and the middleware's refusals (the client gate's
+    /// `unauthorized` and `rate_limited` only on a node that has one).
+    pub(crate) struct IdErrors: Unauthorized, RateLimited, ClockBehind, EpochInFuture, ReservationExhausted, LeaseLost,
         CounterExhausted, NoCounterBlock, ClusterMisconfigured, LayoutExpired, ShuttingDown,
         RequestTimeout, PayloadTooLarge, Internal
 );
 
 shardflake_proto::api_errors!(
     /// `GET /ids`: the query, the representation, and everything `GET /id` may answer.
-    pub(crate) struct IdsErrors: BadRequest, CountOutOfRange, NotAcceptable, ClockBehind,
+    pub(crate) struct IdsErrors: BadRequest, Unauthorized, RateLimited, CountOutOfRange,
+        NotAcceptable, ClockBehind,
         EpochInFuture, ReservationExhausted, LeaseLost, CounterExhausted, NoCounterBlock,
         ClusterMisconfigured, LayoutExpired, ShuttingDown, RequestTimeout, PayloadTooLarge,
         Internal
@@ -173,13 +175,15 @@ shardflake_proto::api_errors!(
 
 shardflake_proto::api_errors!(
     /// `GET /ns/{name}/id`: the name, the namespace, its blocks, and the middleware's refusals.
-    pub(crate) struct NsIdErrors: BadRequest, UnknownNamespace, NoNamespaceBlock, LeaseLost,
+    pub(crate) struct NsIdErrors: BadRequest, Unauthorized, RateLimited, UnknownNamespace,
+        NoNamespaceBlock, LeaseLost,
         ShuttingDown, RequestTimeout, PayloadTooLarge, Internal
 );
 
 shardflake_proto::api_errors!(
     /// `GET /ns/{name}/ids`: the query and the representation, and what `/ns/{name}/id` may answer.
-    pub(crate) struct NsIdsErrors: BadRequest, CountOutOfRange, NotAcceptable, UnknownNamespace,
+    pub(crate) struct NsIdsErrors: BadRequest, Unauthorized, RateLimited, CountOutOfRange,
+        NotAcceptable, UnknownNamespace,
         NoNamespaceBlock, LeaseLost, ShuttingDown, RequestTimeout, PayloadTooLarge, Internal
 );
 

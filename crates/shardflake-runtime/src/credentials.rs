@@ -209,14 +209,25 @@ fn check_token(token: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A name must be short and plain. The error never repeats the name: a line written the
+/// wrong way round (`TOKEN NAME`) would put the token there.
 fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '#');
     if name.is_empty() || name.len() > TOKEN_NAME_BYTES_MAX || !name.chars().all(ok_char) {
         return Err(format!(
-            "a credential name is 1..={TOKEN_NAME_BYTES_MAX} characters from [A-Za-z0-9._#-], got {name:?}"
+            "the line's first word is not a credential name (1..={TOKEN_NAME_BYTES_MAX} characters from [A-Za-z0-9._#-]); a line is `TOKEN` or `NAME TOKEN`"
         ));
     }
     Ok(())
+}
+
+/// The credentials a credential file's `text` holds, by name (what the services read from
+/// `path`; public for the fuzz target). Errors name the file and line, never a token.
+pub fn parse_text(prefix: &str, path: &Path, text: &str) -> Result<Vec<String>, CredentialsError> {
+    Ok(parse_file(prefix, path, text)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
 }
 
 /// Parses a credential file: `TOKEN` or `NAME TOKEN` per line; unnamed ones are called
@@ -559,6 +570,15 @@ mod tests {
         assert!(
             Credentials::load(vec![CredentialSource::value(Scope::Node, "A", with_space)]).is_err()
         );
+    }
+
+    #[test]
+    fn a_line_the_wrong_way_round_is_refused_without_echoing_the_token() {
+        let e = parse_text("read", Path::new("r.tokens"), "a-secret-token-0123456789 dashboards!")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.tokens line 1"), "{e}");
+        assert!(!e.contains("a-secret-token"), "{e}");
     }
 
     #[test]
