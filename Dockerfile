@@ -4,6 +4,10 @@
 # Run: `docker run -p 8080:8080 -e MACHINE_ID=1 -v shardflake-state:/var/lib/shardflake shardflake`
 # The state volume keeps the node's reservation across container restarts: without it a
 # restarted container starts from an empty state directory (see README, restart safety).
+# Cluster mode (deploy/ha/docker-compose.yml): credentials come from the environment, never
+# from flags: a coordinator takes SHARDFLAKE_NODE_TOKEN, SHARDFLAKE_READ_TOKEN and
+# SHARDFLAKE_ADMIN_TOKEN, a node `serve --coordinator URLS` SHARDFLAKE_NODE_TOKEN
+# (docs/security.md).
 
 FROM rust:1-bookworm AS build
 # protoc: the etcd backend's client is generated from etcd's protobuf definitions.

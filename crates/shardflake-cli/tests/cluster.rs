@@ -40,7 +40,7 @@ pub(crate) fn coordinator_command(data_dir: &Path, flags: &[&str], token: Option
     coordinator_command_on("127.0.0.1:0", data_dir, flags, token)
 }
 
-fn coordinator_command_on(
+pub(crate) fn coordinator_command_on(
     listen: &str,
     data_dir: &Path,
     flags: &[&str],
@@ -570,6 +570,7 @@ fn cluster_survives_a_crash_a_pause_and_a_coordinator_restart_without_repeating_
     // Every id collected anywhere is unique.
     shardflake::check::check_ids(&all).assert_unique();
     assert!(all.len() > 5_000, "{} ids", all.len());
+    assert_audit_clean(coordinator.addr);
 }
 
 /// Temporal mode with 2-second shards: the node crosses several shard boundaries while
@@ -620,6 +621,7 @@ fn temporal_cluster_crosses_shard_boundaries_without_repeating_ids() {
     let record = host_record(coord.addr, host);
     assert_eq!(record["role"].as_str(), Some("primary"), "{record}");
     shardflake::check::check_ids(&ids).assert_unique();
+    assert_audit_clean(coord.addr);
 }
 
 /// The store id and layout spec a coordinator reports.
@@ -664,6 +666,7 @@ fn js_safe_cluster_serves_ids_below_two_to_the_53() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), n, "no id twice");
+    assert_audit_clean(coord.addr);
 }
 
 pub(crate) fn cluster_info(coordinator: SocketAddr) -> (String, String) {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{
-    cluster_info, coordinator_command, fetch_ids, host_and_time, host_record, http,
-    node_command_urls, ready, wait_until, TOKEN,
+    assert_audit_clean, cluster_info, coordinator_command, fetch_ids, host_and_time, host_record,
+    http, node_command_urls, ready, wait_until, TOKEN,
 };
 use crate::process::Process;
 
@@ -285,6 +285,7 @@ fn two_coordinators_over_etcd_share_a_cluster_fail_over_and_hand_standbys_across
     all.extend(fetch_ids(standby.addr, 1000).unwrap());
     all.extend(fetch_ids(b.addr, 1000).unwrap());
     assert_unique(all, 3_000);
+    assert_audit_clean(c2.addr);
 }
 
 #[test]
@@ -370,6 +371,7 @@ fn etcd_leader_loss_and_majority_loss_cost_availability_only() {
     );
     all.extend(fetch_ids(node.addr, 1000).unwrap());
     assert_unique(all, 1_000);
+    assert_audit_clean(c.addr);
 }
 
 /// A misconfigured `--etcd` stops the coordinator at start with an error naming the problem.

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use crate::cluster::{
-    coordinator_command, http, node_command_urls, ready, wait_until, ADMIN_TOKEN, READ_TOKEN, TOKEN,
+    assert_audit_clean, coordinator_command, http, node_command_urls, ready, wait_until,
+    ADMIN_TOKEN, READ_TOKEN, TOKEN,
 };
 use crate::process::Process;
 
@@ -182,6 +183,7 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
     );
     all.extend(more);
     shardflake::check::check_ids(&all).assert_unique();
+    assert_audit_clean(c.addr);
 }
 
 /// `shardflake fetch --coordinators .. --ns` streams a namespace from a cluster of three nodes
@@ -266,4 +268,5 @@ fn fetch_streams_a_namespace_while_its_serving_node_is_killed() {
     shardflake::check::check_ids(&values).assert_unique();
     // Until the kill, one node served: the values rose.
     assert!(rising(&values[..10_000]));
+    assert_audit_clean(c.addr);
 }

@@ -356,6 +356,35 @@ fn the_node_serves_https_and_reloads_its_certificate_on_sighup() {
     });
     let out = curl(&["--cacert", ca.to_str().unwrap(), &url]);
     assert!(out.status.success(), "served after the reload");
+    // The SDK over HTTPS: `fetch` verifies the node against --ca-file.
+    let from = format!("https://localhost:{}", node.addr.port());
+    let out = Command::new(env!("CARGO_BIN_EXE_shardflake"))
+        .args(["fetch", "--from", &from, "--count", "1000", "--ca-file"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1000);
+    let out = Command::new(env!("CARGO_BIN_EXE_shardflake"))
+        .args(["fetch", "--from", &from, "--count", "1", "--timeout", "2s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an untrusted certificate is refused");
+}
+
+/// A coordinator listening where other machines reach it, without TLS, says so loudly.
+#[test]
+fn a_coordinator_reachable_in_clear_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = crate::cluster::coordinator_command_on("0.0.0.0:0", dir.path(), &[], Some(TOKEN));
+    let p = Process::start(c);
+    assert!(p.log().contains("PLAIN HTTP ON 0.0.0.0"), "{}", p.log());
+    let quiet = Process::start(coordinator_command(&dir.path().join("b"), &[], Some(TOKEN)));
+    assert!(!quiet.log().contains("PLAIN HTTP"), "{}", quiet.log());
 }
 
 /// A coordinator with `--client-ca` and an allow-list: a node without a client certificate,

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use shardflake::Layout;
-use shardflake_coordinator::http::{app, AppState, Auth, BODY_BYTES_MAX};
+use shardflake_coordinator::http::{app, AppState, Auth, RateLimits, BODY_BYTES_MAX};
 use shardflake_coordinator::store::MemStore;
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime};
 use shardflake_proto::auth::Scope;
@@ -487,4 +487,60 @@ async fn a_host_id_that_is_not_utf8_gets_a_json_error() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{action}");
         assert_eq!(error_code(&body), "bad_request", "{action}");
     }
+}
+
+/// A credential over its request rate gets `429 rate_limited` with `Retry-After`; another
+/// credential is served meanwhile, and the refusals are counted by credential name.
+#[tokio::test]
+async fn a_credential_over_its_rate_is_told_to_wait_while_others_are_served() {
+    let time = ManualTime::new(1_800_000_000_000);
+    let c = Coordinator::open(
+        Arc::new(MemStore::new()),
+        Arc::new(time),
+        CoordinatorConfig::new(Layout::preset("twitter").unwrap()),
+    )
+    .await
+    .unwrap();
+    let limits = RateLimits {
+        read_per_s: 3,
+        node_per_s: 0,
+        admin_per_s: 0,
+    };
+    let app = app(AppState::with_limits(Arc::new(c), auth(), limits));
+    for _ in 0..3 {
+        assert_eq!(
+            call(&app, "GET", "/v1/hosts", Some(READ_TOKEN), None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    let req = Request::get("/v1/hosts")
+        .header("authorization", format!("Bearer {READ_TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(error_code(&body), "rate_limited");
+    // The node credential has no limit here: it is served.
+    for _ in 0..10 {
+        assert_eq!(
+            call(&app, "GET", "/v1/hosts", Some(TOKEN), None).await.0,
+            StatusCode::OK
+        );
+    }
+    let (_, metrics) = call(&app, "GET", "/metrics", Some(TOKEN), None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(r#"shardflake_coordinator_rate_limited_total{credential="read#1"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(READ_TOKEN));
 }

@@ -574,9 +574,13 @@ mod tests {
 
     #[test]
     fn a_line_the_wrong_way_round_is_refused_without_echoing_the_token() {
-        let e = parse_text("read", Path::new("r.tokens"), "a-secret-token-0123456789 dashboards!")
-            .unwrap_err()
-            .to_string();
+        let e = parse_text(
+            "read",
+            Path::new("r.tokens"),
+            "a-secret-token-0123456789 dashboards!",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("r.tokens line 1"), "{e}");
         assert!(!e.contains("a-secret-token"), "{e}");
     }
