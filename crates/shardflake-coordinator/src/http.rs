@@ -239,10 +239,15 @@ async fn acquire(
 )]
 async fn renew(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     HostPath(host_id): HostPath,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.coordinator.renew(host_id, &req).await?).into_response())
+    let (answer, granted) = s.coordinator.renew_granting(host_id, &req).await?;
+    if let Some(b) = answer.next_block.filter(|_| granted) {
+        audit::counter_block(&caller, host_id, req.token, &b);
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// Raises the reserved timestamp bound of a lease (clamped to the look-ahead limit; never

@@ -209,6 +209,16 @@ impl Coordinator {
         host_id: u32,
         req: &RenewRequest,
     ) -> Result<RenewResponse, CoordError> {
+        self.renew_granting(host_id, req).await.map(|(r, _)| r)
+    }
+
+    /// [`Self::renew`], and whether the renewal granted the next shard's counter block (as
+    /// opposed to answering one granted before): the audit trail logs each grant once.
+    pub async fn renew_granting(
+        &self,
+        host_id: u32,
+        req: &RenewRequest,
+    ) -> Result<(RenewResponse, bool), CoordError> {
         self.check_host(host_id)?;
         if let Some(usage) = req.usage {
             if !self.config.is_temporal() {
@@ -229,7 +239,7 @@ impl Coordinator {
         &self,
         host_id: u32,
         req: &RenewRequest,
-    ) -> Result<Step<'_, RenewResponse>, CoordError> {
+    ) -> Result<Step<'_, (RenewResponse, bool)>, CoordError> {
         let (mut rec, version) = self
             .fenced(host_id, req.token, &req.secret, Liveness::Required)
             .await?;
@@ -264,11 +274,12 @@ impl Coordinator {
             if prepared {
                 self.metrics.blocks_prepared.inc();
             }
-            RenewResponse {
+            let response = RenewResponse {
                 ttl_ms: rec.ttl_ms,
                 reserved_until_ms: rec.reserved_until_ms,
                 next_block: next.map(|n| n.grant),
-            }
+            };
+            (response, prepared)
         }))
     }
 

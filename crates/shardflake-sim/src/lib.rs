@@ -298,10 +298,18 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     }
     let names: Vec<String> = primaries;
     drop(sim);
-    let checker = Arc::try_unwrap(checker)
+    let mut checker = Arc::try_unwrap(checker)
         .map_err(|_| anyhow::anyhow!("a host still holds the checker"))?
         .into_inner()
         .expect("checker");
+    // What `shardflake audit` checks after every fault test: no two grants in the store's
+    // grant logs overlap.
+    let report = tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(reader.audit_report())?;
+    for overlap in shardflake_proto::audit::find_overlaps(&report) {
+        checker.violation(format!("audit: {overlap}"));
+    }
     Ok(checker.finish(&names, o.liveness_bound_ms(), o.duration_ms))
 }
 

@@ -36,6 +36,7 @@ where
     concurrent_increments_lose_nothing(Arc::new(make_store().await)).await;
     domain::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
     domain::repeated_acquire_answers_the_same_grant(Arc::new(make_store().await)).await;
+    domain::every_call_under_a_lease_needs_its_secret(Arc::new(make_store().await)).await;
     domain::blocks_only_move_upwards(Arc::new(make_store().await)).await;
     domain::restarted_coordinator_treats_every_lease_as_live_for_one_ttl(Arc::new(
         make_store().await,

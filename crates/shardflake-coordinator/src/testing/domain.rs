@@ -721,3 +721,87 @@ mod tests {
         blocks_only_move_upwards(Arc::new(MemStore::new())).await;
     }
 }
+
+/// Only the holder can use a lease: every call under it with another secret is refused
+/// (`SecretMismatch`) and changes nothing, a repeated acquire with another secret gets no
+/// grant, and the store keeps the secret's hash, never the secret.
+pub async fn every_call_under_a_lease_needs_its_secret(store: Arc<dyn KvStore>) {
+    let check = "every_call_under_a_lease_needs_its_secret";
+    let (c, _) = coordinator(store.clone(), Layout::preset("default").unwrap()).await;
+    let mine = shardflake_proto::coord::LeaseSecret::from_bytes([0x3c; 16]);
+    let other = shardflake_proto::coord::LeaseSecret::from_bytes([0xc3; 16]);
+    let first = AcquireRequest {
+        secret: mine.clone(),
+        request_id: Some("holder-1".into()),
+        reserve_ahead_ms: Some(1_000),
+        ..req("holder", 10_000)
+    };
+    let g = c.acquire(&first).await.unwrap();
+    let mismatch = |e: CoordError| matches!(e, CoordError::SecretMismatch { .. });
+    let retry_by_another = AcquireRequest {
+        secret: other.clone(),
+        ..first.clone()
+    };
+    let e = c.acquire(&retry_by_another).await.unwrap_err();
+    assert!(
+        mismatch(e),
+        "{check}: a repeated acquire with another secret"
+    );
+    assert_eq!(
+        c.acquire(&first).await.unwrap(),
+        g,
+        "{check}: the holder's retry"
+    );
+    let renew = RenewRequest {
+        token: g.token,
+        secret: other.clone(),
+        reserve_until_ms: Some(T0 + 5_000),
+        ..Default::default()
+    };
+    assert!(
+        mismatch(c.renew(g.host_id, &renew).await.unwrap_err()),
+        "{check}: renew"
+    );
+    let extend = ReservationRequest {
+        token: g.token,
+        secret: other.clone(),
+        until_ms: T0 + 5_000,
+    };
+    let e = c.extend_reservation(g.host_id, &extend).await.unwrap_err();
+    assert!(mismatch(e), "{check}: reservation");
+    let release = ReleaseRequest {
+        token: g.token,
+        secret: other,
+    };
+    assert!(
+        mismatch(c.release(g.host_id, &release).await.unwrap_err()),
+        "{check}: release"
+    );
+    let hosts = c.hosts().await.unwrap();
+    assert_eq!(
+        hosts.hosts[0].reserved_until_ms, g.reserved_until_ms,
+        "{check}: nothing changed"
+    );
+    assert_eq!(
+        hosts.hosts[0].state,
+        shardflake_proto::coord::LeaseState::Live,
+        "{check}"
+    );
+    // The holder's own calls go through.
+    let ok = ReservationRequest {
+        secret: mine.clone(),
+        ..extend
+    };
+    assert!(
+        c.extend_reservation(g.host_id, &ok).await.is_ok(),
+        "{check}"
+    );
+    // The store holds a hash of the secret, not the secret.
+    for (key, v) in store.scan("").await.unwrap() {
+        let text = String::from_utf8_lossy(&v.value);
+        assert!(
+            !text.contains(mine.expose()),
+            "{check}: the secret is stored under {key}"
+        );
+    }
+}
