@@ -1,7 +1,10 @@
 //! The coordinator's HTTP API: request and response bodies, and its stable error codes.
 //!
-//! Every endpoint except `GET /healthz` requires `Authorization: Bearer <token>`, where the
-//! token is the cluster token from [`CLUSTER_TOKEN_ENV`]. All bodies are JSON.
+//! Every endpoint except `GET /healthz` and `GET /openapi.json` requires `Authorization:
+//! Bearer <token>` with a credential whose scope allows it ([`crate::auth::Scope`]: every
+//! credential reads, the node credential leases and takes blocks, the admin credential
+//! changes namespaces), and every call under a lease carries the lease's secret
+//! ([`LeaseSecret`]), which only the holder drew. All bodies are JSON.
 //!
 //! | method and path | request | response |
 //! |---|---|---|
@@ -13,6 +16,7 @@
 //! | `POST /v1/standby/wait` | [`StandbyWaitRequest`] | [`StandbyWaitResponse`] |
 //! | `GET /v1/hosts` | | [`HostsResponse`] |
 //! | `GET /v1/cluster` | | [`ClusterInfo`] |
+//! | `GET /v1/audit` | | [`crate::audit::AuditReport`] |
 //! | `GET /healthz` | | `200 ok` |
 //! | `GET /metrics` | | Prometheus text |
 //!

@@ -709,19 +709,6 @@ pub async fn forecasts_follow_usage_and_history_records_predicted_against_actual
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemStore;
-
-    #[tokio::test]
-    async fn domain_rules_hold_on_the_memory_store() {
-        grant_renew_expire_takeover(Arc::new(MemStore::new())).await;
-        repeated_acquire_answers_the_same_grant(Arc::new(MemStore::new())).await;
-        blocks_only_move_upwards(Arc::new(MemStore::new())).await;
-    }
-}
-
 /// Only the holder can use a lease: every call under it with another secret is refused
 /// (`SecretMismatch`) and changes nothing, a repeated acquire with another secret gets no
 /// grant, and the store keeps the secret's hash, never the secret.
@@ -803,5 +790,18 @@ pub async fn every_call_under_a_lease_needs_its_secret(store: Arc<dyn KvStore>) 
             !text.contains(mine.expose()),
             "{check}: the secret is stored under {key}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    #[tokio::test]
+    async fn domain_rules_hold_on_the_memory_store() {
+        grant_renew_expire_takeover(Arc::new(MemStore::new())).await;
+        repeated_acquire_answers_the_same_grant(Arc::new(MemStore::new())).await;
+        blocks_only_move_upwards(Arc::new(MemStore::new())).await;
     }
 }
