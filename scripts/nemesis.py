@@ -994,10 +994,15 @@ class Report:
             self.problems.append(f"only {self.acked} ids acknowledged, {self.args.ids} "
                                  f"requested")
         if self.audit_status != 0:
-            self.problems.append(
-                "shardflake audit found overlapping grants" if self.audit_status == 1
-                else "shardflake audit failed" + (f" (exit {self.audit_status})"
-                                                  if self.audit_status is not None else ""))
+            # Exit 1 is also how the command reports an error (no coordinator answered, a
+            # refused credential): the table's last line tells the two apart.
+            if "OVERLAPS" in self.audit_output:
+                self.problems.append("shardflake audit found overlapping grants")
+            else:
+                last = self.audit_output.splitlines()[-1] if self.audit_output else ""
+                how = ("timed out" if self.audit_status is None
+                       else f"exit {self.audit_status}")
+                self.problems.append(f"shardflake audit failed ({how}): {last}")
 
     # -- where a bad id came from ---------------------------------------------------------
 

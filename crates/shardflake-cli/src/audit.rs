@@ -4,7 +4,8 @@
 //! timestamp range each reserved, every (host, shard) pair's counter blocks and every
 //! namespace's blocks, as far back as the store's grant logs reach (its audit window), and
 //! checks them with `shardflake_proto::audit::find_overlaps`. It prints one row per kind of
-//! grant and every overlap found, and exits 1 on any overlap.
+//! grant and every overlap found. Exit status: 0 when no two grants overlap, 1 when some do,
+//! 2 when the grants could not be read (so a script tells a finding from a failure).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +37,22 @@ pub struct AuditArgs {
     timeout: Duration,
 }
 
-/// Runs `shardflake audit`: exit 0 when no grants overlap, 1 when some do.
+/// Exit status when the grants could not be read (unreachable, refused, bad flags).
+const EXIT_UNREADABLE: u8 = 2;
+
+/// Runs `shardflake audit`: exit 0 when no grants overlap, 1 when some do, 2 when they
+/// could not be read.
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
+    match audit(&args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(EXIT_UNREADABLE))
+        }
+    }
+}
+
+fn audit(args: &AuditArgs) -> Result<ExitCode> {
     let token = sent_token(READ_TOKEN_ENV, args.read_token_file.as_ref())?;
     let mut client =
         CoordinatorClient::new(CoordinatorClient::split_urls(&args.coordinator), None)?

@@ -728,6 +728,15 @@ fn audit_reports_the_overlap_in_a_store_seeded_with_one() {
     assert_eq!(s, 200, "{body}");
     let (status, out) = audit(c.addr);
     assert_eq!(status, 0, "{out}");
+    // A failure to read the grants is not a finding: exit 2, not 1.
+    let refused = Command::new(env!("CARGO_BIN_EXE_shardflake"))
+        .args(["audit", "--coordinator", &format!("http://{}", c.addr)])
+        .env("SHARDFLAKE_READ_TOKEN", "not-a-credential-of-it")
+        .env_remove("SHARDFLAKE_READ_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
     assert!(c.terminate().success());
     seed_overlap(&dir.path().join("coordinator.redb"));
     let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
