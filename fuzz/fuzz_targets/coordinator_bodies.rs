@@ -89,6 +89,19 @@ where
     true
 }
 
+/// `raw` percent-encoded as one path segment.
+fn segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -137,8 +150,11 @@ fuzz_target!(|data: &[u8]| {
                 "blocks" => ("/v1/blocks", "/v1/blocks".to_string(), rest),
                 "standby" => ("/v1/standby/wait", "/v1/standby/wait".to_string(), rest),
                 "ns-put" | "ns-blocks" | "ns-return" => {
-                    let (name, body) = rest.split_once(' ').unwrap_or((rest, ""));
-                    plain_path = shardflake_proto::ns::validate_name(name).is_ok();
+                    let (raw, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                    plain_path = shardflake_proto::ns::validate_name(raw).is_ok();
+                    // The name is one path segment, whatever it holds: `#`, `?` or `/` in it
+                    // must reach the route as the name, not end the path.
+                    let name = segment(raw);
                     match verb {
                         "ns-put" => ("/v1/namespaces/{name}", format!("/v1/namespaces/{name}"), body),
                         "ns-blocks" => (

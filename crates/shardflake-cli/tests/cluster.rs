@@ -345,6 +345,34 @@ pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]
     c
 }
 
+/// `PUT /v1/namespaces/{name}` with the admin credential; the namespace as stored.
+pub(crate) fn put_namespace(coordinator: SocketAddr, name: &str, spec: &Value) -> Value {
+    let path = format!("/v1/namespaces/{name}");
+    let (status, body) = http(coordinator, "PUT", &path, Some(ADMIN_TOKEN), Some(spec));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `GET /ns/{name}/ids?count=N&hop=1` on a node (served there, never redirected): the
+/// values, or the status and the error code (the body when it is not an error).
+pub(crate) fn ns_ids(addr: SocketAddr, name: &str, n: usize) -> Result<Vec<u64>, (u16, String)> {
+    let path = format!("/ns/{name}/ids?count={n}&hop=1");
+    let (status, body) = http(addr, "GET", &path, None, None);
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if status != 200 {
+        let code = v["error"]["code"]
+            .as_str()
+            .map_or(body.clone(), String::from);
+        return Err((status, code));
+    }
+    Ok(v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect())
+}
+
 /// `shardflake audit --coordinator` with the read credential: its exit status and output.
 pub(crate) fn audit(coordinator: SocketAddr) -> (i32, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));

@@ -10,33 +10,13 @@ use std::time::Duration;
 
 use shardflake::check::check_ids;
 
-use crate::process::Process;
+use crate::process::{standalone_node, Process};
 
 fn node(state_dir: &Path, machine_id: u32) -> Process {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
-    c.arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", "0", "--state-dir"])
-        .arg(state_dir)
-        .args(["--machine-id", &machine_id.to_string()]);
-    for var in [
-        "PORT",
-        "MACHINE_ID",
-        "DATACENTER_ID",
-        "SHARDFLAKE_LAYOUT",
-        "SHARDFLAKE_STATE_DIR",
-        "SHARDFLAKE_CLOCK_POLICY",
-        "SHARDFLAKE_LOG_FORMAT",
-    ]
-    .into_iter()
-    .chain(crate::cluster::CREDENTIAL_VARS)
-    {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    Process::start(c)
+    Process::start(standalone_node(
+        state_dir,
+        &["--machine-id", &machine_id.to_string()],
+    ))
 }
 
 fn fetch(args: &[&str]) -> Command {

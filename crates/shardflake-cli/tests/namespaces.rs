@@ -9,35 +9,10 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use crate::cluster::{
-    assert_audit_clean, coordinator_command, http, node_command_urls, ready, wait_until,
-    ADMIN_TOKEN, READ_TOKEN, TOKEN,
+    assert_audit_clean, coordinator_command, http, node_command_urls, ns_ids, put_namespace, ready,
+    wait_until, ADMIN_TOKEN, READ_TOKEN, TOKEN,
 };
 use crate::process::Process;
-
-/// `GET /ns/{name}/ids?count=N&hop=1` on `addr` (served there, never redirected).
-fn ns_ids(addr: SocketAddr, name: &str, n: usize) -> Result<Vec<u64>, (u16, String)> {
-    let (status, body) = http(
-        addr,
-        "GET",
-        &format!("/ns/{name}/ids?count={n}&hop=1"),
-        None,
-        None,
-    );
-    if status != 200 {
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        return Err((
-            status,
-            v["error"]["code"].as_str().unwrap_or(&body).to_string(),
-        ));
-    }
-    let v: Value = serde_json::from_str(&body).unwrap();
-    Ok(v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect())
-}
 
 fn namespace(c: SocketAddr, name: &str) -> Value {
     let (status, body) = http(c, "GET", "/v1/namespaces", Some(TOKEN), None);
@@ -64,15 +39,7 @@ fn namespace_values_are_unique_rising_redirected_and_tails_come_back() {
 
     // Create it; names and fixed parameters are checked.
     let spec = json!({"start": 1000, "block_min": 200, "block_max": 5000});
-    let (status, body) = http(
-        c.addr,
-        "PUT",
-        "/v1/namespaces/orders",
-        Some(ADMIN_TOKEN),
-        Some(&spec),
-    );
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let v = put_namespace(c.addr, "orders", &spec);
     assert_eq!(
         (v["next"].as_u64(), v["step"].as_u64()),
         (Some(1000), Some(1)),
@@ -198,14 +165,7 @@ fn fetch_streams_a_namespace_while_its_serving_node_is_killed() {
     let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
     let url = format!("http://{}", c.addr);
     let spec = json!({"start": 1, "block_min": 500, "block_max": 5000});
-    let (status, body) = http(
-        c.addr,
-        "PUT",
-        "/v1/namespaces/orders",
-        Some(ADMIN_TOKEN),
-        Some(&spec),
-    );
-    assert_eq!(status, 200, "{body}");
+    put_namespace(c.addr, "orders", &spec);
     let mut nodes: Vec<Process> = (0..3)
         .map(|_| Process::start(node_command_urls(&url, false, &[])))
         .collect();

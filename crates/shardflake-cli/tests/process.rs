@@ -103,3 +103,33 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// `shardflake serve` standalone on 127.0.0.1 (any free port) with its state in `state_dir`
+/// and `flags`; every variable the node reads that is not set here is scrubbed, so the
+/// caller's environment never leaks in.
+pub fn standalone_node(state_dir: &std::path::Path, flags: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
+    c.arg("serve")
+        .args(["--bind", "127.0.0.1", "--port", "0", "--state-dir"])
+        .arg(state_dir)
+        .args(flags);
+    for var in [
+        "PORT",
+        "MACHINE_ID",
+        "DATACENTER_ID",
+        "SHARDFLAKE_LAYOUT",
+        "SHARDFLAKE_STATE_DIR",
+        "SHARDFLAKE_CLOCK_POLICY",
+        "SHARDFLAKE_LOG_FORMAT",
+    ]
+    .into_iter()
+    .chain(crate::cluster::CREDENTIAL_VARS)
+    {
+        c.env_remove(var);
+    }
+    c.env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}

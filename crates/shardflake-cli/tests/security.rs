@@ -16,31 +16,10 @@ use serde_json::{json, Value};
 use shardflake_runtime::testing::Pki;
 
 use crate::cluster::{
-    assert_audit_clean, audit, coordinator_command, http, node_command_urls, ready, wait_until,
-    ADMIN_TOKEN, READ_TOKEN, TOKEN,
+    assert_audit_clean, audit, coordinator_command, http, node_command_urls, ns_ids, put_namespace,
+    ready, wait_until, ADMIN_TOKEN, READ_TOKEN, TOKEN,
 };
-use crate::process::Process;
-
-/// `GET /ns/{name}/ids?count=N&hop=1` on a node: the values, or the status and body.
-fn ns_ids(addr: SocketAddr, name: &str, n: usize) -> Result<Vec<u64>, (u16, String)> {
-    let (status, body) = http(
-        addr,
-        "GET",
-        &format!("/ns/{name}/ids?count={n}&hop=1"),
-        None,
-        None,
-    );
-    if status != 200 {
-        return Err((status, body));
-    }
-    let v: Value = serde_json::from_str(&body).unwrap();
-    Ok(v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect())
-}
+use crate::process::{standalone_node, Process};
 
 fn code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -80,14 +59,7 @@ fn a_return_by_anyone_but_the_holder_repeats_nothing() {
     let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
     let url = format!("http://{}", c.addr);
     let spec = json!({"block_min": 1000, "block_max": 1000});
-    let (s, body) = http(
-        c.addr,
-        "PUT",
-        "/v1/namespaces/dup",
-        Some(ADMIN_TOKEN),
-        Some(&spec),
-    );
-    assert_eq!(s, 200, "{body}");
+    put_namespace(c.addr, "dup", &spec);
     let a = Process::start(node_command_urls(&url, false, &[]));
     let b = Process::start(node_command_urls(&url, false, &[]));
     wait_until("both nodes hold a lease", || ready(a.addr) && ready(b.addr));
@@ -286,31 +258,6 @@ fn served_subject(addr: SocketAddr, ca: &Path) -> String {
         .to_string()
 }
 
-fn standalone_node(state: &Path, flags: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
-    c.arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", "0", "--machine-id", "1"])
-        .arg("--state-dir")
-        .arg(state)
-        .args(flags);
-    for var in [
-        "PORT",
-        "MACHINE_ID",
-        "SHARDFLAKE_LAYOUT",
-        "SHARDFLAKE_LOG_FORMAT",
-    ]
-    .into_iter()
-    .chain(crate::cluster::CREDENTIAL_VARS)
-    {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
-
 /// `curl --cacert` gets an id over HTTPS; `openssl s_client` verifies the certificate; plain
 /// HTTP to the TLS port gets a clear JSON 400, not a hang; a replaced certificate is served
 /// after SIGHUP, without a restart.
@@ -320,6 +267,8 @@ fn the_node_serves_https_and_reloads_its_certificate_on_sighup() {
     let first = pki.server("node", "node-first");
     let dir = tempfile::tempdir().unwrap();
     let flags = [
+        "--machine-id",
+        "1",
         "--tls-cert",
         first.cert.to_str().unwrap(),
         "--tls-key",
@@ -513,7 +462,7 @@ fn a_runaway_client_is_limited_while_another_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = Process::start(standalone_node(
         &dir.path().join("a"),
-        &["--client-ids-per-second", "20000"],
+        &["--machine-id", "1", "--client-ids-per-second", "20000"],
     ));
     let mut limited = None;
     for _ in 0..50 {
@@ -545,6 +494,8 @@ fn a_runaway_client_is_limited_while_another_is_served() {
     )
     .unwrap();
     let flags = [
+        "--machine-id",
+        "2",
         "--client-ids-per-second",
         "20000",
         "--client-token-file",
@@ -675,14 +626,7 @@ fn no_secret_is_stored_logged_or_answered() {
     let dir = tempfile::tempdir().unwrap();
     let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
     let spec = json!({"block_min": 100, "block_max": 100});
-    let (s, body) = http(
-        c.addr,
-        "PUT",
-        "/v1/namespaces/orders",
-        Some(ADMIN_TOKEN),
-        Some(&spec),
-    );
-    assert_eq!(s, 200, "{body}");
+    put_namespace(c.addr, "orders", &spec);
     let tap = Tap::start(c.addr);
     let mut node = Process::start(node_command_urls(
         &format!("http://{}", tap.addr),
@@ -718,14 +662,7 @@ fn audit_reports_the_overlap_in_a_store_seeded_with_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
     let spec = json!({"block_min": 1000, "block_max": 1000});
-    let (s, body) = http(
-        c.addr,
-        "PUT",
-        "/v1/namespaces/dup",
-        Some(ADMIN_TOKEN),
-        Some(&spec),
-    );
-    assert_eq!(s, 200, "{body}");
+    put_namespace(c.addr, "dup", &spec);
     let (status, out) = audit(c.addr);
     assert_eq!(status, 0, "{out}");
     // A failure to read the grants is not a finding: exit 2, not 1.
