@@ -59,6 +59,16 @@ pub enum CoordError {
         /// The rule the return broke, with the numbers.
         rule: String,
     },
+    /// A block asked for under a lease that already gave the namespace's values back.
+    #[error("host id {host_id} gave namespace `{name}` back under token {token}; a lease takes no block of a namespace after its return (acquire a new lease)")]
+    NamespaceReturned {
+        /// The namespace.
+        name: String,
+        /// The host id.
+        host_id: u32,
+        /// The caller's token.
+        token: u64,
+    },
     /// No lease record exists for the host id.
     #[error("host id {host_id} has never been leased")]
     UnknownHost {
@@ -178,6 +188,7 @@ impl CoordError {
             CoordError::StaleToken { .. } => ErrorCode::StaleToken,
             CoordError::SecretMismatch { .. } => ErrorCode::LeaseSecretMismatch,
             CoordError::ReturnRefused { .. } => ErrorCode::ReturnRefused,
+            CoordError::NamespaceReturned { .. } => ErrorCode::NamespaceReturned,
             CoordError::LeaseExpired { .. } => ErrorCode::LeaseExpired,
             CoordError::UnknownHost { .. } => ErrorCode::NotFound,
             CoordError::UnknownNamespace { .. } => ErrorCode::UnknownNamespace,

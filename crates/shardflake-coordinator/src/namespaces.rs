@@ -17,8 +17,10 @@
 //! secret, [`Coordinator::fenced`]) and covers at most the caller's newest block granted
 //! under that token: `block_end` must be that block's end and `unused_from` a value inside
 //! it, or the return is refused (`return_refused`) and nothing changes. It never reaches
-//! into an earlier block, whose values the caller may have issued. It is taken only while
-//! no block of the namespace was granted after that one (`next` is still its end): then
+//! into an earlier block, whose values the caller may have issued, and it ends the lease's
+//! use of the namespace: no block of it is granted under that token afterwards
+//! (`namespace_returned`), so a replayed return can never meet a new block with the same
+//! bounds. It is taken only while no block of the namespace was granted after that one (`next` is still its end): then
 //! `next` goes back down to `unused_from`, and no value anyone else holds lies at or above
 //! it; otherwise the values stay unused (`returned: 0`). A return is taken once (it clears
 //! the node's record of its block); a replay of it is answered the same and changes
@@ -443,6 +445,17 @@ impl Coordinator {
             .await?;
         let mut r = self.read_ns(name, host_id, host_version).await?;
         let (ns, u) = (&mut r.ns, &mut r.u);
+        // A return ends the lease's use of the namespace. Were a new block granted under
+        // the same token, it could have the returned block's bounds (the namespace's next
+        // value went back to them), and a replay of the return would then take it back
+        // while its holder issues from it.
+        if u.returned.is_some_and(|d| d.token == req.token) {
+            return Err(CoordError::NamespaceReturned {
+                name: name.to_string(),
+                host_id,
+                token: req.token,
+            });
+        }
         // A retry whose answer was lost: the newest block granted under this token lies
         // above what the caller holds. Answer it again.
         if let Some(last) = u.last.filter(|l| u.token == req.token && l.end > req.after) {

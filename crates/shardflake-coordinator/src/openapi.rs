@@ -200,7 +200,7 @@ shardflake_proto::api_errors!(
     /// `POST /v1/namespaces/{name}/blocks`.
     pub(crate) struct NsBlockErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
         NotFound, UnknownNamespace, StaleToken, LeaseExpired, NamespaceExhausted,
-        PayloadTooLarge, RateLimited, StoreUnavailable
+        NamespaceReturned, PayloadTooLarge, RateLimited, StoreUnavailable
 );
 
 shardflake_proto::api_errors!(

@@ -76,8 +76,8 @@ impl Coordinator {
 
 impl Coordinator {
     /// What `GET /v1/audit` answers: every host id's tokens in the window (the grant log and
-    /// the current token), every (host, shard) pair's logged counter blocks, and every
-    /// namespace's logged blocks and next value. `shardflake audit` checks that none overlap
+    /// the current token), the logged counter blocks of each host's last `audit_window`
+    /// shards, and every namespace's logged blocks and next value. `shardflake audit` checks that none overlap
     /// (`shardflake_proto::audit::find_overlaps`).
     pub async fn audit_report(&self) -> Result<AuditReport, CoordError> {
         let store = self.store.as_ref();
@@ -101,8 +101,8 @@ impl Coordinator {
                 }
             })
             .collect();
-        let blocks = records::load_blocks(store)
-            .await?
+        let window = self.config.audit_window;
+        let blocks = last_shards_per_host(records::load_blocks(store).await?, window)
             .into_iter()
             .map(|((host_id, shard), b)| PairBlocks {
                 host_id,
@@ -151,6 +151,27 @@ impl Coordinator {
     }
 }
 
+/// The block records of each host's last `window` shards (`pairs` is in key order: by host,
+/// then shard), so the report stays as long as the window however many shards have passed.
+fn last_shards_per_host(
+    pairs: Vec<((u32, u64), records::BlockRecord)>,
+    window: usize,
+) -> Vec<((u32, u64), records::BlockRecord)> {
+    let mut out: Vec<((u32, u64), records::BlockRecord)> = Vec::with_capacity(pairs.len());
+    for (i, pair) in pairs.iter().enumerate() {
+        let host = pair.0 .0;
+        let later_of_same_host = pairs[i + 1..]
+            .iter()
+            .take(window)
+            .take_while(|p| p.0 .0 == host)
+            .count();
+        if later_of_same_host < window {
+            out.push(pair.clone());
+        }
+    }
+    out
+}
+
 fn token_range(r: records::TokenRange) -> TokenRange {
     TokenRange {
         token: r.token,
@@ -158,5 +179,28 @@ fn token_range(r: records::TokenRange) -> TokenRange {
         start_above_ms: r.start_above_ms,
         reserved_until_ms: r.reserved_until_ms,
         granted_at_ms: r.granted_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_keeps_each_hosts_last_shards() {
+        let pair = |h, s| ((h, s), records::BlockRecord::default());
+        let pairs = vec![
+            pair(0, 1),
+            pair(0, 2),
+            pair(0, 3),
+            pair(1, 7),
+            pair(2, 1),
+            pair(2, 9),
+        ];
+        let kept: Vec<(u32, u64)> = last_shards_per_host(pairs, 2)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kept, [(0, 2), (0, 3), (1, 7), (2, 1), (2, 9)]);
     }
 }

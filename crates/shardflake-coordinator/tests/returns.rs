@@ -31,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => node.clone().prop_map(Op::Grant),
         4 => (node.clone(), 0u8..14).prop_map(|(n, k)| Op::Issue(n, k)),
         1 => node.clone().prop_map(Op::Stop),
+        1 => node.clone().prop_map(Op::GiveBack),
         1 => node.clone().prop_map(Op::Crash),
         2 => (node.clone(), foreign).prop_map(|(n, f)| Op::Foreign(n, f)),
         2 => (node, lie).prop_map(|(n, l)| Op::Lie(n, l)),

@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use shardflake_proto::node::IDS_COUNT_MAX;
 use shardflake_proto::{ApiError, ErrorCode};
 use shardflake_runtime::credentials::{AuthFailure, Credentials};
 use shardflake_runtime::limit::{Decision, RateLimiter};
@@ -67,11 +68,12 @@ pub struct ClientAddr {
     pub cert_name: Option<String>,
 }
 
-/// The ids a request asks for: `count` of `/ids` and `/ns/{name}/ids`, else 1. A malformed
-/// query costs 1; the handler then refuses it with the precise error.
+/// The ids a request asks for: a well-formed `count` of `/ids` and `/ns/{name}/ids`, else
+/// 1. A `count` that is not a number in `1..=IDS_COUNT_MAX` costs 1: the handler refuses it
+/// with the precise error and issues nothing, so it must not leave its caller (and everyone
+/// sharing its address) in debt.
 fn cost(req: &Request) -> u64 {
-    let path = req.uri().path();
-    if !path.ends_with("/ids") {
+    if !req.uri().path().ends_with("/ids") {
         return 1;
     }
     req.uri()
@@ -79,9 +81,10 @@ fn cost(req: &Request) -> u64 {
         .unwrap_or("")
         .split('&')
         .find_map(|p| p.strip_prefix("count="))
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u64>().ok())
+        .filter(|n| (1..=IDS_COUNT_MAX).contains(n))
         .unwrap_or(1)
-        .max(1)
 }
 
 /// The middleware: authenticates the client (when credentials are configured) and takes
@@ -154,4 +157,27 @@ fn peer_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<ClientAddr>>()
         .map(|c| c.0.addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost_of(uri: &str) -> u64 {
+        cost(&Request::get(uri).body(axum::body::Body::empty()).unwrap())
+    }
+
+    /// Regression (review): `count=99999999999` cost 1e11 ids, passed on a full bucket and left
+    /// every client behind the same address locked out for years, though the handler then
+    /// refused it and issued nothing.
+    #[test]
+    fn a_request_costs_the_ids_it_may_get_and_a_malformed_count_costs_one() {
+        assert_eq!(cost_of("/id"), 1);
+        assert_eq!(cost_of("/ids?count=500"), 500);
+        assert_eq!(cost_of("/ns/orders/ids?count=70&hop=1"), 70);
+        assert_eq!(cost_of("/ns/orders/id?hop=1"), 1);
+        for bad in ["99999999999", "100001", "0", "+5", "-1", "", "1e3"] {
+            assert_eq!(cost_of(&format!("/ids?count={bad}")), 1, "count={bad}");
+        }
+    }
 }

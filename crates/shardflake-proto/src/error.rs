@@ -110,6 +110,8 @@ error_codes! {
     NamespaceExhausted = "namespace_exhausted", 409;
     /// Coordinator: a namespace return that is not inside the caller's newest block under its current token; nothing changed.
     ReturnRefused = "return_refused", 409;
+    /// Coordinator: the caller gave this namespace's values back under its current lease; a lease takes no block of a namespace after its return.
+    NamespaceReturned = "namespace_returned", 409;
     /// A request body over the service's limit (node: 1 KiB; its endpoints read none).
     PayloadTooLarge = "payload_too_large", 413;
     /// The caller is over its request (coordinator, per credential) or id (node, per client) rate; retry after `Retry-After`.

@@ -67,6 +67,10 @@ pub enum Op {
     /// Node `n` stops cleanly: it returns its newest block's unused tail, releases its
     /// lease and acquires a new one.
     Stop(u8),
+    /// Node `n` gives back its newest block's unused tail and keeps its lease: it takes no
+    /// block of the namespace under it any more (a replay of the return can then never
+    /// meet a new block with the same bounds).
+    GiveBack(u8),
     /// Node `n` stops without returning anything (its blocks' values are wasted, as after
     /// `kill -9`) and acquires a new lease. Its old lease is released rather than left to
     /// expire, so that the test's pool of host ids stays bounded without moving the clock.
@@ -93,6 +97,8 @@ struct Holder {
     previous: Option<(u64, LeaseSecret)>,
     blocks: Vec<Held>,
     last_return: Option<NsReturnRequest>,
+    /// Gave the namespace back under its current lease: takes no more blocks.
+    gave_back: bool,
 }
 
 struct World {
@@ -112,7 +118,8 @@ pub fn seeded_ops(seed: u64, len: usize) -> Vec<Op> {
             match (r >> 8) % 16 {
                 0..=4 => Op::Grant(n),
                 5..=9 => Op::Issue(n, ((r >> 16) % 12) as u8),
-                10 => Op::Stop(n),
+                10 if (r >> 40) % 2 == 0 => Op::Stop(n),
+                10 => Op::GiveBack(n),
                 11 => Op::Crash(n),
                 12 => Op::Foreign(
                     n,
@@ -193,6 +200,7 @@ impl World {
             previous,
             blocks: Vec::new(),
             last_return: None,
+            gave_back: false,
         }
     }
 
@@ -215,6 +223,7 @@ impl World {
                 self.restart(n as usize).await;
                 Ok(())
             }
+            Op::GiveBack(n) => self.give_back(n as usize).await,
             Op::Crash(n) => {
                 self.restart(n as usize).await;
                 Ok(())
@@ -226,6 +235,20 @@ impl World {
 
     async fn grant(&mut self, n: usize) -> Result<(), String> {
         let h = &self.nodes[n];
+        if h.gave_back {
+            let req = NsBlockRequest {
+                host_id: u64::from(h.host_id),
+                token: h.token,
+                secret: h.secret.clone(),
+                ..Default::default()
+            };
+            return match self.c.grant_ns_block("p", &req).await {
+                Err(CoordError::NamespaceReturned { .. }) => Ok(()),
+                other => Err(format!(
+                    "a block after a return under the same lease: {other:?}"
+                )),
+            };
+        }
         let req = NsBlockRequest {
             host_id: u64::from(h.host_id),
             token: h.token,
@@ -271,6 +294,28 @@ impl World {
             block_end: newest.end,
             unused_from: newest.next,
         })
+    }
+
+    /// An honest return that keeps the lease; a taken one ends the node's use of the
+    /// namespace under it.
+    async fn give_back(&mut self, n: usize) -> Result<(), String> {
+        let Some(req) = self.honest_return(n) else {
+            return Ok(());
+        };
+        let r = self
+            .c
+            .return_ns_block("p", &req)
+            .await
+            .map_err(|e| format!("an honest return was refused: {e}"))?;
+        let h = &mut self.nodes[n];
+        if r.returned > 0 {
+            // The tail went back: the node issues nothing of it, nor of its older blocks
+            // (it is stopping), and takes no new block under this lease.
+            h.blocks.clear();
+            h.gave_back = true;
+        }
+        h.last_return = Some(req);
+        Ok(())
     }
 
     /// The node stops, releases its lease and comes back with a new one.

@@ -276,12 +276,34 @@ pub async fn returns_take_back_only_an_unused_tail_once(store: Arc<dyn KvStore>)
         (unused_from, 70 + next2.end() - unused_from),
         "{check}"
     );
+    // A return ends the lease's use of the namespace: a block under the same token is
+    // refused, so a replay of the return can never meet a new block with its bounds.
+    let e = c.grant_ns_block("inv", &ask(a, 0)).await.unwrap_err();
+    assert!(
+        matches!(e, CoordError::NamespaceReturned { .. }),
+        "{check}: {e}"
+    );
+    let replay = c
+        .return_ns_block("inv", &ret(a, next2.end(), unused_from))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.returned,
+        next2.end() - unused_from,
+        "{check}: the same answer"
+    );
+    assert_eq!(
+        c.namespace("inv").await.unwrap().next,
+        unused_from,
+        "{check}"
+    );
     // A return made with another secret is refused: knowing the host id and the token
     // (both in `GET /v1/hosts`) is not enough.
-    let next3 = c.grant_ns_block("inv", &ask(a, next2.end())).await.unwrap();
+    let d = node(&c, "d").await;
+    let next3 = c.grant_ns_block("inv", &ask(d, 0)).await.unwrap();
     let stolen = NsReturnRequest {
         secret: shardflake_proto::coord::LeaseSecret::from_bytes([0x77; 16]),
-        ..ret(a, next3.end(), next3.start)
+        ..ret(d, next3.end(), next3.start)
     };
     let e = c.return_ns_block("inv", &stolen).await.unwrap_err();
     assert!(
