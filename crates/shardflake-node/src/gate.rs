@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use shardflake_proto::node::IDS_COUNT_MAX;
 use shardflake_proto::{ApiError, ErrorCode};
 use shardflake_runtime::credentials::{AuthFailure, Credentials};
-use shardflake_runtime::limit::{Decision, RateLimiter};
+use shardflake_runtime::limit::{address_key, Decision, RateLimiter};
 
 use crate::metrics::Route;
 use crate::state::AppState;
@@ -153,10 +153,11 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
     next.run(req).await
 }
 
+/// The peer's address as the limit keys it (an IPv6 host by its /64).
 fn peer_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0.addr.ip())
+        .map(|c| address_key(c.0.addr.ip()))
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@
 //! Written here rather than taken from a crate because the buckets need three things at once
 //! that the services share: a cost per request (ids per batch), time passed in (tests run on
 //! a paused tokio clock), and a hard bound on the number of keys (peer addresses are chosen
-//! by the peers): beyond [`RateLimiter::keys_max`], buckets that are full again are dropped
-//! first, then the one idle longest.
+//! by the peers): at [`RateLimiter::keys_max`], buckets that are full again are dropped (a
+//! sweep at most once a second), else an arbitrary one, so that a caller rotating its source
+//! address costs each request O(1), not a scan. Addresses are keyed by [`address_key`]: an
+//! IPv6 host holds a whole /64.
 //!
 //! ```
 //! use shardflake_runtime::limit::{Decision, RateLimiter};
@@ -27,9 +29,34 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
+
+/// How often full buckets are swept out at most.
+const SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// The key a peer address is limited (or counted) under: the IPv4 address, or the IPv6 /64,
+/// since one host holds a whole /64 and may send from any address in it.
+///
+/// ```
+/// use shardflake_runtime::limit::address_key;
+/// let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+/// let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+/// assert_eq!(address_key(a), address_key(b));
+/// assert_eq!(address_key("10.0.0.7".parse().unwrap()).to_string(), "10.0.0.7");
+/// ```
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+    }
+}
 
 /// Callers tracked at once by default.
 pub const KEYS_MAX_DEFAULT: usize = 16_384;
@@ -59,7 +86,14 @@ pub struct RateLimiter<K> {
     rate_per_s: f64,
     burst: f64,
     keys_max: usize,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    state: Mutex<State<K>>,
+}
+
+#[derive(Debug)]
+struct State<K> {
+    buckets: HashMap<K, Bucket>,
+    /// No sweep for full buckets before this.
+    next_sweep: Option<Instant>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -69,7 +103,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             rate_per_s: rate_per_s.max(1) as f64,
             burst: burst.max(1) as f64,
             keys_max: KEYS_MAX_DEFAULT,
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                buckets: HashMap::new(),
+                next_sweep: None,
+            }),
         }
     }
 
@@ -86,16 +123,16 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Callers tracked now.
     pub fn keys(&self) -> usize {
-        self.buckets.lock().expect("limiter lock").len()
+        self.state.lock().expect("limiter lock").buckets.len()
     }
 
     /// Takes `cost` tokens from `key`'s bucket at time `now`, or says how long to wait.
     pub fn check(&self, key: &K, cost: u64, now: Instant) -> Decision {
-        let mut buckets = self.buckets.lock().expect("limiter lock");
-        if !buckets.contains_key(key) && buckets.len() >= self.keys_max {
-            self.evict(&mut buckets, now);
+        let mut state = self.state.lock().expect("limiter lock");
+        if !state.buckets.contains_key(key) && state.buckets.len() >= self.keys_max {
+            self.evict(&mut state, now);
         }
-        let b = buckets.entry(key.clone()).or_insert(Bucket {
+        let b = state.buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -114,21 +151,20 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
-    /// Drops the buckets that are full again (their callers have been quiet for a burst's
-    /// worth of time), or else the one idle longest.
-    fn evict(&self, buckets: &mut HashMap<K, Bucket>, now: Instant) {
-        // A full bucket is what a new caller starts with: dropping it forgets nothing.
-        buckets.retain(|_, b| {
-            let idle = now.saturating_duration_since(b.at).as_secs_f64();
-            b.tokens + idle * self.rate_per_s < self.burst
-        });
-        if buckets.len() >= self.keys_max {
-            if let Some(oldest) = buckets
-                .iter()
-                .min_by_key(|(_, b)| b.at)
-                .map(|(k, _)| k.clone())
-            {
-                buckets.remove(&oldest);
+    /// Makes room for one more key: drops the buckets that are full again (their callers have
+    /// been quiet for a burst's worth of time; dropping one forgets nothing) at most once per
+    /// [`SWEEP_INTERVAL_MS`], else one arbitrary bucket.
+    fn evict(&self, state: &mut State<K>, now: Instant) {
+        if state.next_sweep.is_none_or(|t| now >= t) {
+            state.buckets.retain(|_, b| {
+                let idle = now.saturating_duration_since(b.at).as_secs_f64();
+                b.tokens + idle * self.rate_per_s < self.burst
+            });
+            state.next_sweep = Some(now + Duration::from_millis(SWEEP_INTERVAL_MS));
+        }
+        if state.buckets.len() >= self.keys_max {
+            if let Some(k) = state.buckets.keys().next().cloned() {
+                state.buckets.remove(&k);
             }
         }
     }
@@ -137,7 +173,6 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::time::Duration;
 
     #[test]
     fn a_large_request_is_served_from_a_full_bucket_and_leaves_a_debt() {

@@ -33,8 +33,8 @@ mod server;
 pub use client::{client_config, ClientTlsFiles};
 pub use files::PEM_FILE_BYTES_MAX;
 pub use listener::{
-    HandshakeFailures, Peer, ServiceIo, ServiceListener, HANDSHAKES_IN_FLIGHT_MAX,
-    HANDSHAKE_TIMEOUT_MS,
+    HandshakeFailures, Peer, ServiceIo, ServiceListener, FIRST_BYTE_TIMEOUT_MS,
+    HANDSHAKES_IN_FLIGHT_MAX, HANDSHAKES_PER_ADDRESS_MAX, HANDSHAKE_TIMEOUT_MS,
 };
 pub use server::{ServerTls, ServerTlsFiles};
 

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use shardflake_runtime::testing::{server_files, Pki};
 use shardflake_runtime::tls::{
     client_config, install_default_provider, ClientTlsFiles, HandshakeFailures, Peer, ServerTls,
-    ServerTlsFiles, ServiceListener, TlsError,
+    ServerTlsFiles, ServiceListener, TlsError, FIRST_BYTE_TIMEOUT_MS, HANDSHAKES_PER_ADDRESS_MAX,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -427,4 +427,48 @@ fn client_config_with_an_identity_presents_it_and_names_broken_files() {
     };
     let err = client_config(&files).unwrap_err();
     assert!(err.to_string().contains(&display(&missing)), "{err}");
+}
+
+/// A connection from `from` (another loopback address is another peer) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    socket.connect(to).await
+}
+
+/// One host opening silent connections fills only its own share of the handshake slots: its
+/// connections beyond [`HANDSHAKES_PER_ADDRESS_MAX`] are closed at once, another host is
+/// served meanwhile, and the silent ones are closed after [`FIRST_BYTE_TIMEOUT_MS`].
+#[tokio::test]
+async fn a_host_opening_silent_connections_cannot_starve_the_others() {
+    let pki = Pki::new();
+    let (server, _tls) = serve_tls(server_files(&pki.server("server", "server"))).await;
+    let mut silent = Vec::new();
+    for _ in 0..HANDSHAKES_PER_ADDRESS_MAX {
+        silent.push(connect_from("127.0.0.1", server.addr).await.unwrap());
+    }
+    // One more from the same address is closed without a byte.
+    let mut extra = connect_from("127.0.0.1", server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(1), extra.read(&mut buf))
+        .await
+        .expect("closed at once, not left waiting");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // Another host is served.
+    let config: Arc<ClientConfig> = Arc::new(client_config(&pki.client_files(None)).unwrap());
+    let tcp = connect_from("127.0.0.2", server.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    assert_eq!(get_who(&mut stream).await.unwrap().0, 200);
+    // The silent ones are closed after the first-byte deadline.
+    let started = tokio::time::Instant::now();
+    let first = &mut silent[0];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_millis(FIRST_BYTE_TIMEOUT_MS * 3),
+        first.read(&mut buf),
+    )
+    .await
+    .expect("closed after the first-byte deadline");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(FIRST_BYTE_TIMEOUT_MS * 3));
 }

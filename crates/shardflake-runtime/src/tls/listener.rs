@@ -2,8 +2,12 @@
 //!
 //! In TLS mode a background task accepts TCP connections and gives each its own handshake
 //! task, so a slow or silent client (a port scanner, a half-open connection) never holds up
-//! the next one. At most [`HANDSHAKES_IN_FLIGHT_MAX`] handshakes run at once, each for at most
-//! [`HANDSHAKE_TIMEOUT_MS`]; finished connections wait in a bounded queue for
+//! the next one. At most [`HANDSHAKES_IN_FLIGHT_MAX`] handshakes run at once, at most
+//! [`HANDSHAKES_PER_ADDRESS_MAX`] of them from one address (one IPv4 address, one IPv6 /64),
+//! so a single host opening silent connections cannot fill every slot and starve the nodes'
+//! renewals; a connection must send its first byte within [`FIRST_BYTE_TIMEOUT_MS`] and
+//! finish its handshake within [`HANDSHAKE_TIMEOUT_MS`]. Finished connections wait in a
+//! bounded queue for
 //! [`axum::serve::Listener::accept`]. Dropping the listener (graceful shutdown does) stops the
 //! background task.
 
@@ -34,6 +38,11 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The most handshakes under way at once; when full, the accept loop waits for one to end and
 /// further connections wait in the kernel's backlog.
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 1024;
+/// The most handshakes under way at once from one address (IPv4) or one /64 (IPv6); more
+/// connections from it are closed at once.
+pub const HANDSHAKES_PER_ADDRESS_MAX: usize = 32;
+/// The longest a new connection may stay silent before its first byte.
+pub const FIRST_BYTE_TIMEOUT_MS: u64 = 2_000;
 /// The most handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 64;
 /// The first pause after a failed TCP accept; it doubles per failure in a row.
@@ -119,6 +128,8 @@ impl ServiceListener {
             sender,
             failures: handshake_failures.clone(),
             last_refusal: Mutex::new(None),
+            per_address: Mutex::new(std::collections::HashMap::new()),
+            last_crowd: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(tcp, handshakes));
         Self {
@@ -246,6 +257,64 @@ struct Handshakes {
     /// The last refused client (address and name), so that a client retrying in a loop logs
     /// one warning, not one per attempt.
     last_refusal: Mutex<Option<(IpAddr, Option<String>)>>,
+    /// Handshakes under way per address (IPv6: per /64); an entry goes when its count does.
+    per_address: Mutex<std::collections::HashMap<IpAddr, usize>>,
+    /// The last address turned away for too many handshakes, logged once per change.
+    last_crowd: Mutex<Option<IpAddr>>,
+}
+
+/// One handshake counted against its address; the count goes down when it is dropped.
+struct AddressSlot {
+    handshakes: Arc<Handshakes>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .handshakes
+            .per_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Handshakes {
+    /// A slot for a handshake from `addr`, or `None` when its address has
+    /// [`HANDSHAKES_PER_ADDRESS_MAX`] under way already.
+    fn slot(self: &Arc<Self>, addr: SocketAddr) -> Option<AddressSlot> {
+        let key = crate::limit::address_key(addr.ip());
+        let mut map = self
+            .per_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(key).or_insert(0);
+        if *n >= HANDSHAKES_PER_ADDRESS_MAX {
+            drop(map);
+            self.failures.increment();
+            let mut last = self
+                .last_crowd
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *last != Some(key) {
+                tracing::warn!(peer = %addr, max = HANDSHAKES_PER_ADDRESS_MAX,
+                    "too many TLS handshakes under way from one address; closing its new connections");
+                *last = Some(key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            handshakes: Arc::clone(self),
+            key,
+        })
+    }
 }
 
 /// Why a connection did not become a TLS connection.
@@ -300,7 +369,13 @@ async fn accept_loop(tcp: TcpListener, handshakes: Arc<Handshakes>) {
             .await
             .expect("the semaphore is never closed");
         let (stream, addr) = accept_tcp(&tcp, &mut backoff).await;
-        tokio::spawn(Arc::clone(&handshakes).run(stream, addr, permit));
+        // Closing at once frees the permit: a crowd from one address costs it nothing but
+        // its own connections.
+        let Some(slot) = handshakes.slot(addr) else {
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(Arc::clone(&handshakes).run(stream, addr, (permit, slot)));
     }
 }
 
@@ -312,7 +387,7 @@ impl Handshakes {
         self: Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
-        _permit: OwnedSemaphorePermit,
+        _permits: (OwnedSemaphorePermit, AddressSlot),
     ) {
         // One deadline for the whole connection, the farewell of a failed one included.
         let deadline = Instant::now() + Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
@@ -333,11 +408,11 @@ impl Handshakes {
 
     async fn handshake(&self, stream: TcpStream) -> Result<ServiceIo, HandshakeFailure> {
         let mut first = [0u8; 1];
-        match stream
-            .peek(&mut first)
+        let first_byte = Duration::from_millis(FIRST_BYTE_TIMEOUT_MS);
+        let peeked = tokio::time::timeout(first_byte, stream.peek(&mut first))
             .await
-            .map_err(HandshakeFailure::Io)?
-        {
+            .map_err(|_| HandshakeFailure::TimedOut)?;
+        match peeked.map_err(HandshakeFailure::Io)? {
             0 => return Err(HandshakeFailure::Closed),
             _ if first[0] != TLS_HANDSHAKE_RECORD => {
                 return Err(HandshakeFailure::PlainHttp(stream))
