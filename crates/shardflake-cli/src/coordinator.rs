@@ -110,6 +110,10 @@ pub struct CoordinatorArgs {
     /// Requests per second per admin credential.
     #[arg(long, env = "SHARDFLAKE_RATE_LIMIT_ADMIN", default_value_t = shardflake_coordinator::http::ADMIN_PER_S_DEFAULT)]
     pub rate_limit_admin: u64,
+    /// Requests without a valid credential per second per address (IPv6: per /64); beyond
+    /// it they get `429` and stop filling the audit trail.
+    #[arg(long, env = "SHARDFLAKE_RATE_LIMIT_AUTH_FAILURES", default_value_t = shardflake_coordinator::http::AUTH_FAILURES_PER_S_DEFAULT)]
+    pub rate_limit_auth_failures: u64,
     /// Grants kept in each grant log (per host id, per (host, shard) pair, per namespace)
     /// for `shardflake audit`.
     #[arg(long, env = "SHARDFLAKE_AUDIT_WINDOW", default_value_t = shardflake_coordinator::AUDIT_WINDOW_DEFAULT)]
@@ -164,6 +168,7 @@ impl CoordinatorArgs {
                 read_per_s: self.rate_limit_read,
                 node_per_s: self.rate_limit_node,
                 admin_per_s: self.rate_limit_admin,
+                auth_failures_per_s: self.rate_limit_auth_failures,
             },
             audit_window: self.audit_window,
         }

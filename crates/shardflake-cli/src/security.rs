@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use shardflake_proto::auth::{Scope, CLIENT_TOKEN_ENV, LEGACY_CLUSTER_TOKEN_ENV};
+use shardflake_proto::auth::{Scope, LEGACY_CLUSTER_TOKEN_ENV};
 use shardflake_runtime::credentials::{BearerToken, CredentialSource};
 use shardflake_runtime::tls::{ClientTlsFiles, ServerTlsFiles};
 
@@ -103,16 +103,7 @@ pub fn accepted(scope: Scope, file: Option<&PathBuf>) -> Vec<CredentialSource> {
 /// The client credentials a node's id endpoints accept (`SHARDFLAKE_CLIENT_TOKEN`,
 /// `--client-token-file`); named `client#N` unless the file names them.
 pub fn client_credentials(file: Option<&PathBuf>) -> Vec<CredentialSource> {
-    // A client credential is no coordinator scope: it lets its holder take ids from the
-    // node, nothing else. Its entries are named `client#N`.
-    let mut out = Vec::new();
-    if let Some(v) = env_value(CLIENT_TOKEN_ENV) {
-        out.push(CredentialSource::value(Scope::Read, CLIENT_TOKEN_ENV, &v).named("client"));
-    }
-    if let Some(f) = file {
-        out.push(CredentialSource::file(Scope::Read, f).named("client"));
-    }
-    out
+    accepted(Scope::Client, file)
 }
 
 /// The token a command sends: from `file`, else from the variable `var`. Refuses the old

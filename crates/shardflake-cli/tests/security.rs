@@ -720,3 +720,36 @@ fn seed_overlap(store: &Path) {
         s.close().await;
     });
 }
+
+/// The audit trail logs each grant once, and a takeover names the token it took over from.
+#[test]
+fn the_audit_trail_logs_each_grant_once_and_names_a_takeover() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Process::start(coordinator_command(dir.path(), &[], Some(TOKEN)));
+    let secret = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+    let first = json!({"name": "a", "ttl_ms": 200, "request_id": "a-1", "secret": secret});
+    for _ in 0..2 {
+        // The second is a retry whose answer was "lost": the same grant again.
+        let (s, body) = http(c.addr, "POST", "/v1/leases", Some(TOKEN), Some(&first));
+        assert_eq!(s, 200, "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let take = json!({"name": "b", "host_id": 0, "secret": "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"});
+    wait_until("the expired host id is taken over", || {
+        http(c.addr, "POST", "/v1/leases", Some(TOKEN), Some(&take)).0 == 200
+    });
+    let log = c.log();
+    let grants: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""event":"lease_granted""#))
+        .collect();
+    assert_eq!(grants.len(), 2, "{log}");
+    assert!(!grants[0].contains("previous_token"), "{}", grants[0]);
+    assert!(grants[1].contains(r#""previous_token":1"#), "{}", grants[1]);
+    assert!(
+        grants[1].contains(r#""credential":"node#1""#),
+        "{}",
+        grants[1]
+    );
+    assert!(!log.contains(secret), "a secret in the log");
+}

@@ -33,6 +33,10 @@ pub trait Transport: Send + Sync + Debug + 'static {
 /// The production transport: `reqwest` with a connection pool, `TCP_NODELAY`, a connect
 /// time limit, and rustls (ring) for `https://` URLs: the system's roots, or the CA file and
 /// client certificate of [`ClientTlsFiles`].
+///
+/// It never follows a redirect: a `307` would send the request's body — a lease secret —
+/// wherever the `Location` points, `http://` included. The id client follows a node's `307`
+/// itself, to a node of the routing table, and the coordinators never redirect.
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     http: reqwest::Client,
@@ -42,42 +46,23 @@ impl ReqwestTransport {
     /// A pool whose connection attempts give up after `connect_timeout`, trusting the
     /// system's roots for `https://`.
     pub fn new(connect_timeout: Duration) -> Result<Self, String> {
-        Self::build(connect_timeout, &ClientTlsFiles::default(), true)
+        Self::with_tls(connect_timeout, &ClientTlsFiles::default())
     }
 
     /// [`ReqwestTransport::new`] verifying servers against `tls.ca_file` (when given) and
     /// presenting `tls.identity` for mutual TLS.
     pub fn with_tls(connect_timeout: Duration, tls: &ClientTlsFiles) -> Result<Self, String> {
-        Self::build(connect_timeout, tls, true)
-    }
-
-    /// [`ReqwestTransport::with_tls`] that hands redirects (`307` and friends) back to the
-    /// caller instead of following them: the id client follows a node's `307` itself, so that
-    /// a redirect to a node that is down fails over like any other unreachable node.
-    pub fn without_redirects(
-        connect_timeout: Duration,
-        tls: &ClientTlsFiles,
-    ) -> Result<Self, String> {
-        Self::build(connect_timeout, tls, false)
-    }
-
-    fn build(
-        connect_timeout: Duration,
-        tls: &ClientTlsFiles,
-        redirects: bool,
-    ) -> Result<Self, String> {
         // Ours name their provider; this makes reqwest clients that others build in this
         // process (with the workspace's `rustls-no-provider`) work too.
         install_default_provider();
         let config = client_config(tls).map_err(|e| e.to_string())?;
-        let mut b = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .tls_backend_preconfigured(config);
-        if !redirects {
-            b = b.redirect(reqwest::redirect::Policy::none());
-        }
-        let http = b.build().map_err(|e| chain(&e))?;
+            .tls_backend_preconfigured(config)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| chain(&e))?;
         Ok(Self { http })
     }
 }

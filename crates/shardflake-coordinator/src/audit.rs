@@ -3,7 +3,8 @@
 //! [`TARGET`]. Each says who (credential name, peer address, certificate name), what (host
 //! id, token, range) and, through the subscriber's timestamp, when. The binary writes these
 //! lines as JSON whatever the log format (`shardflake coordinator`), so they can be shipped
-//! and searched as they are. No line carries a token or a secret.
+//! and searched as they are. No line carries a credential or a lease secret (the `token`
+//! field is the fencing token, which orders grants and authorises nothing).
 //!
 //! Reservation extensions and renewals are not audited line by line (a node renews every
 //! few seconds); the range each token reserved is in the grant log (`GET /v1/audit`).
@@ -19,11 +20,12 @@ use crate::http::Caller;
 /// The tracing target of every audit line.
 pub const TARGET: &str = "shardflake::audit";
 
-/// A lease granted: a new holder, or a standby taking over `host_id`.
-pub(crate) fn lease_granted(c: &Caller, g: &LeaseGrant, holder: &str, takeover: bool) {
-    tracing::info!(target: TARGET, event = if takeover { "standby_takeover" } else { "lease_granted" },
+/// A new lease; `previous_token` is the host id's earlier token when it had one (a standby
+/// taking over, a restart, a replacement), so a takeover reads as one.
+pub(crate) fn lease_granted(c: &Caller, g: &LeaseGrant, holder: &str, previous_token: Option<u64>) {
+    tracing::info!(target: TARGET, event = "lease_granted",
         credential = %c.credential, peer = %c.peer_text(), cert = %c.cert_text(),
-        host_id = g.host_id, token = g.token, holder,
+        host_id = g.host_id, token = g.token, previous_token, holder,
         start_above_ms = g.start_above_ms, reserved_until_ms = g.reserved_until_ms);
 }
 

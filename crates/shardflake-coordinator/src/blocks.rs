@@ -145,6 +145,15 @@ fn record_forecast(t: &mut TemporalRecord, shard: u64, forecast: u64) {
 impl Coordinator {
     /// Grants a counter block for `(shard, host)` above every earlier one (temporal mode).
     pub async fn grant_block(&self, req: &BlockRequest) -> Result<BlockGrant, CoordError> {
+        self.grant_block_granting(req).await.map(|(g, _)| g)
+    }
+
+    /// [`Self::grant_block`], and whether the block is new (not one granted before and
+    /// answered again): the audit trail logs each grant once.
+    pub async fn grant_block_granting(
+        &self,
+        req: &BlockRequest,
+    ) -> Result<(BlockGrant, bool), CoordError> {
         if !self.config.is_temporal() {
             return Err(CoordError::NotTemporal {
                 layout: self.config.layout.name().to_string(),
@@ -180,7 +189,7 @@ impl Coordinator {
     async fn grant_block_step(
         &self,
         req: &BlockRequest,
-    ) -> Result<Step<'_, BlockGrant>, CoordError> {
+    ) -> Result<Step<'_, (BlockGrant, bool)>, CoordError> {
         let (rec, version) = self
             .fenced(req.host_id, req.token, &req.secret, Liveness::Required)
             .await?;
@@ -195,14 +204,14 @@ impl Coordinator {
         };
         let planned = self.plan_block(&ask, last, size, now)?;
         let Some(write) = planned.write else {
-            return Ok(Step::Answer(planned.grant));
+            return Ok(Step::Answer((planned.grant, false)));
         };
         // Comparing the host record fences the grant: it commits only if the token is
         // still current when the block is written.
         let txn = write.add_to(Txn::new().compare(host_key(req.host_id), version));
         Ok(Step::commit(txn, move || {
             self.metrics.blocks_requested.inc();
-            planned.grant
+            (planned.grant, true)
         }))
     }
 

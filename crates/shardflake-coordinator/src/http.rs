@@ -27,6 +27,7 @@ mod namespaces;
 
 use crate::audit;
 use crate::coordinator::Coordinator;
+use crate::leases::Granted;
 use crate::metrics::Scrape;
 pub use crate::openapi::openapi;
 use crate::openapi::{
@@ -35,7 +36,10 @@ use crate::openapi::{
 };
 pub(crate) use auth::Caller;
 use auth::Limiters;
-pub use auth::{Auth, RateLimits, ADMIN_PER_S_DEFAULT, NODE_PER_S_DEFAULT, READ_PER_S_DEFAULT};
+pub use auth::{
+    Auth, RateLimits, ADMIN_PER_S_DEFAULT, AUTH_FAILURES_PER_S_DEFAULT, NODE_PER_S_DEFAULT,
+    READ_PER_S_DEFAULT,
+};
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
@@ -219,8 +223,10 @@ async fn acquire(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<AcquireRequest>,
 ) -> Result<Response, ApiError> {
-    let grant = s.coordinator.acquire(&req).await?;
-    audit::lease_granted(&caller, &grant, &req.name, req.host_id.is_some());
+    let (grant, granted) = s.coordinator.acquire_granting(&req).await?;
+    if let Granted::New { previous_token } = granted {
+        audit::lease_granted(&caller, &grant, &req.name, previous_token);
+    }
     Ok((StatusCode::OK, Json(grant)).into_response())
 }
 
@@ -313,8 +319,10 @@ async fn blocks(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<BlockRequest>,
 ) -> Result<Response, ApiError> {
-    let grant = s.coordinator.grant_block(&req).await?;
-    audit::counter_block(&caller, req.host_id, req.token, &grant);
+    let (grant, new) = s.coordinator.grant_block_granting(&req).await?;
+    if new {
+        audit::counter_block(&caller, req.host_id, req.token, &grant);
+    }
     Ok(Json(grant).into_response())
 }
 
@@ -485,12 +493,14 @@ pub(crate) fn scoped_routes(scope: Scope) -> OpenApiRouter<AppState> {
             .routes(routes!(namespaces::ns_blocks))
             .routes(routes!(namespaces::ns_return)),
         Scope::Admin => OpenApiRouter::new().routes(routes!(namespaces::put_namespace)),
+        // A node's client credential: no coordinator route.
+        Scope::Client => OpenApiRouter::new(),
     }
 }
 
 /// Every route behind authentication, for the description.
 pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
-    Scope::ALL
+    Scope::COORDINATOR
         .into_iter()
         .fold(OpenApiRouter::new(), |r, s| r.merge(scoped_routes(s)))
 }
@@ -507,11 +517,14 @@ pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
 /// /openapi.json`) come from the same lists (`scoped_routes`, `open_routes`), so neither
 /// names a route the other lacks.
 pub fn app(state: AppState) -> Router {
-    let protected = Scope::ALL
+    let protected = Scope::COORDINATOR
         .into_iter()
         .fold(Router::new(), |router, scope| {
             let (routes, _) = scoped_routes(scope).split_for_parts();
-            router.merge(routes.route_layer(middleware::from_fn(auth::require(scope))))
+            router.merge(routes.route_layer(middleware::from_fn_with_state(
+                (state.clone(), scope),
+                auth::require,
+            )))
         })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

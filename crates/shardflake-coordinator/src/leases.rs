@@ -32,6 +32,19 @@ use crate::records::{
 };
 use crate::store::Txn;
 
+/// What an acquire did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granted {
+    /// A new token; `previous_token` is the host id's earlier one, if it had one (a
+    /// takeover, a restart, a replacement).
+    New {
+        /// The host id's token before this grant.
+        previous_token: Option<u64>,
+    },
+    /// The same grant again, for a repeated request id.
+    Repeated,
+}
+
 /// What this process last saw of a lease, and since when on its monotonic clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Observation {
@@ -82,6 +95,23 @@ impl Coordinator {
     /// grant is answered again, renewed now, so no second host id is taken and the lease runs
     /// a full TTL from this answer, which is after the retry was sent.
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseGrant, CoordError> {
+        self.acquire_granting(req).await.map(|(g, _)| g)
+    }
+
+    /// [`Self::acquire`], and what it did: a new grant (over which earlier token, if the host
+    /// id had one) or the same grant again. The audit trail logs each grant once.
+    pub async fn acquire_granting(
+        &self,
+        req: &AcquireRequest,
+    ) -> Result<(LeaseGrant, Granted), CoordError> {
+        let ttl_ms = self.check_acquire(req)?;
+        let holder = truncate_name(&req.name);
+        self.cas_loop(|| Box::pin(self.acquire_step(req, &holder, ttl_ms)))
+            .await
+    }
+
+    /// Checks an acquire before anything is read; its TTL.
+    fn check_acquire(&self, req: &AcquireRequest) -> Result<u64, CoordError> {
         let ttl_ms = req.ttl_ms.unwrap_or(self.config.ttl_ms_default);
         if ttl_ms < self.config.ttl_ms_min || ttl_ms > self.config.ttl_ms_max {
             return Err(CoordError::TtlOutOfRange {
@@ -109,9 +139,7 @@ impl Coordinator {
         for h in req.host_id.iter().chain(req.prefer_host_id.iter()) {
             self.check_host(*h)?;
         }
-        let holder = truncate_name(&req.name);
-        self.cas_loop(|| Box::pin(self.acquire_step(req, &holder, ttl_ms)))
-            .await
+        Ok(ttl_ms)
     }
 
     /// One attempt of [`Self::acquire`]: the same grant again for a repeated request id, or
@@ -121,39 +149,62 @@ impl Coordinator {
         req: &AcquireRequest,
         holder: &str,
         ttl_ms: u64,
-    ) -> Result<Step<'_, LeaseGrant>, CoordError> {
+    ) -> Result<Step<'_, (LeaseGrant, Granted)>, CoordError> {
         let hosts = records::load_hosts(self.store.as_ref()).await?;
-        let now = self.time.wall_ms();
         let repeated = req.request_id.as_ref().and_then(|id| {
             hosts.iter().find(|(r, _)| {
                 !r.released && r.holder == holder && r.request_id.as_ref() == Some(id)
             })
         });
-        if let Some((prev, version)) = repeated {
-            // A retry sends the secret of the request it repeats; another secret is another
-            // caller that learned the request id, and gets nothing.
-            if !secret_matches(prev, &req.secret) {
-                return Err(CoordError::SecretMismatch {
-                    host_id: prev.host_id,
-                    token: prev.token,
-                });
-            }
-            let mut rec = prev.clone();
-            mark_renewed(&mut rec, now);
-            if let Some(ahead_ms) = req.reserve_ahead_ms {
-                self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
-            }
-            let key = host_key(rec.host_id);
-            let txn = Txn::new().compare(&key, *version).put(&key, encode(&rec));
-            return Ok(Step::commit(txn, move || {
-                self.observe_commit(&rec);
-                self.metrics.grants_repeated.inc();
-                tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
-                    "repeated acquire: answering the same grant, renewed");
-                self.grant_of(&rec)
-            }));
+        match repeated {
+            Some((prev, version)) => self.repeat_grant(req, prev, *version),
+            None => self.new_grant(req, holder, ttl_ms, &hosts).await,
         }
-        let host_id = self.pick_host(&hosts, req, self.time.mono_ms())?;
+    }
+
+    /// A repeated acquire: the grant of `prev` again, renewed from now.
+    fn repeat_grant(
+        &self,
+        req: &AcquireRequest,
+        prev: &HostRecord,
+        version: u64,
+    ) -> Result<Step<'_, (LeaseGrant, Granted)>, CoordError> {
+        // A retry sends the secret of the request it repeats; another secret is another
+        // caller that learned the request id, and gets nothing.
+        if !secret_matches(prev, &req.secret) {
+            return Err(CoordError::SecretMismatch {
+                host_id: prev.host_id,
+                token: prev.token,
+            });
+        }
+        let now = self.time.wall_ms();
+        let mut rec = prev.clone();
+        mark_renewed(&mut rec, now);
+        if let Some(ahead_ms) = req.reserve_ahead_ms {
+            self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
+        }
+        let key = host_key(rec.host_id);
+        let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
+        Ok(Step::commit(txn, move || {
+            self.observe_commit(&rec);
+            self.metrics.grants_repeated.inc();
+            tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
+                "repeated acquire: answering the same grant, renewed");
+            (self.grant_of(&rec), Granted::Repeated)
+        }))
+    }
+
+    /// A new token on a free host id, above the previous holders' bound; the previous
+    /// holder's range goes to the host id's grant log in the same transaction.
+    async fn new_grant(
+        &self,
+        req: &AcquireRequest,
+        holder: &str,
+        ttl_ms: u64,
+        hosts: &[(HostRecord, u64)],
+    ) -> Result<Step<'_, (LeaseGrant, Granted)>, CoordError> {
+        let now = self.time.wall_ms();
+        let host_id = self.pick_host(hosts, req, self.time.mono_ms())?;
         let prev = hosts.iter().find(|(r, _)| r.host_id == host_id);
         let (last_token, token_version) = records::load_token(self.store.as_ref()).await?;
         let token = last_token + 1;
@@ -194,12 +245,13 @@ impl Coordinator {
                 .compare(&log_key, log_version)
                 .put(&log_key, encode(&log));
         }
+        let previous_token = prev.map(|(p, _)| p.token);
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
             self.withdraw_offer(host_id);
             self.metrics.grants.inc();
             tracing::info!(host_id, token, holder = %rec.holder, start_above_ms, "lease granted");
-            self.grant_of(&rec)
+            (self.grant_of(&rec), Granted::New { previous_token })
         }))
     }
 

@@ -86,6 +86,7 @@ pub use config::{
 };
 pub use coordinator::Coordinator;
 pub use error::CoordError;
+pub use leases::Granted;
 pub use meta::ClusterRecord;
 pub use metrics::{Metrics, Scrape};
 pub use namespaces::{

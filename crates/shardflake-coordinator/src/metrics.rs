@@ -60,8 +60,8 @@ pub struct Metrics {
     pub requests: Family<CredentialLabels, Counter>,
     /// Requests refused by the per-credential rate limit, by credential name.
     pub rate_limited: Family<CredentialLabels, Counter>,
-    /// Requests refused by authentication or scope, by reason (`missing`, `unknown`,
-    /// `scope`).
+    /// Requests refused by authentication or scope, by reason (`missing`, `unknown`: no or
+    /// no valid credential; `scope`: a credential outside its scope).
     pub auth_failures: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     registry: Registry,

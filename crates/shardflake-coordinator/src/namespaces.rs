@@ -427,6 +427,18 @@ impl Coordinator {
         name: &str,
         req: &NsBlockRequest,
     ) -> Result<NsBlockGrant, CoordError> {
+        self.grant_ns_block_granting(name, req)
+            .await
+            .map(|(g, _)| g)
+    }
+
+    /// [`Self::grant_ns_block`], and whether the block is new (not one granted before and
+    /// answered again): the audit trail logs each grant once.
+    pub async fn grant_ns_block_granting(
+        &self,
+        name: &str,
+        req: &NsBlockRequest,
+    ) -> Result<(NsBlockGrant, bool), CoordError> {
         check_name(name)?;
         let host_id = host_of(req.host_id)?;
         self.check_host(host_id)?;
@@ -439,7 +451,7 @@ impl Coordinator {
         name: &str,
         host_id: u32,
         req: &NsBlockRequest,
-    ) -> Result<Step<'_, NsBlockGrant>, CoordError> {
+    ) -> Result<Step<'_, (NsBlockGrant, bool)>, CoordError> {
         let (_, host_version) = self
             .fenced(host_id, req.token, &req.secret, Liveness::Required)
             .await?;
@@ -459,7 +471,7 @@ impl Coordinator {
         // A retry whose answer was lost: the newest block granted under this token lies
         // above what the caller holds. Answer it again.
         if let Some(last) = u.last.filter(|l| u.token == req.token && l.end > req.after) {
-            return Ok(Step::Answer(grant_of(last, ns.step)));
+            return Ok(Step::Answer((grant_of(last, ns.step), false)));
         }
         let now = self.time.wall_ms();
         observe(u, req.used, req.over_ms, now);
@@ -495,7 +507,7 @@ impl Coordinator {
         let txn = r.write();
         Ok(Step::commit(txn, move || {
             self.metrics.ns_blocks.inc();
-            grant_of(block, step)
+            (grant_of(block, step), true)
         }))
     }
 

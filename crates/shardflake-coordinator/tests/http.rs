@@ -505,6 +505,7 @@ async fn a_credential_over_its_rate_is_told_to_wait_while_others_are_served() {
         read_per_s: 3,
         node_per_s: 0,
         admin_per_s: 0,
+        auth_failures_per_s: 5,
     };
     let app = app(AppState::with_limits(Arc::new(c), auth(), limits));
     for _ in 0..3 {
@@ -543,4 +544,35 @@ async fn a_credential_over_its_rate_is_told_to_wait_while_others_are_served() {
         "{metrics}"
     );
     assert!(!metrics.contains(READ_TOKEN));
+    // Guessing credentials: 5 failures a second, then 429, while a valid credential and the
+    // other scopes' refusals go on as before.
+    for _ in 0..5 {
+        assert_eq!(
+            call(&app, "GET", "/v1/hosts", Some("a-guess-0123456789"), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (s, b) = call(&app, "GET", "/v1/hosts", Some("a-guess-0123456789"), None).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/hosts", Some(TOKEN), None).await.0,
+        StatusCode::OK
+    );
+    let (s, _) = call(&app, "POST", "/v1/leases", Some(ADMIN_TOKEN), Some("{}")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, metrics) = call(&app, "GET", "/metrics", Some(TOKEN), None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(r#"shardflake_coordinator_auth_failures_total{reason="scope"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"shardflake_coordinator_auth_failures_total{reason="unknown"} 6"#),
+        "{metrics}"
+    );
 }

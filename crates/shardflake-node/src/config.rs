@@ -467,55 +467,10 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
         return Err(ConfigError::LegacyClusterToken);
     }
     let Some(list) = &args.coordinator else {
-        for (given, flag) in [
-            (
-                args.node_token.is_some() || args.node_token_file.is_some(),
-                "SHARDFLAKE_NODE_TOKEN and --node-token-file",
-            ),
-            (
-                args.coordinator_tls != ClientTlsFiles::default(),
-                "--ca-file, --tls-client-cert and --tls-client-key",
-            ),
-        ] {
-            if given {
-                return Err(ConfigError::NotApplicable {
-                    flag,
-                    when: "with --coordinator",
-                });
-            }
-        }
-        if args.standby {
-            return Err(ConfigError::NotApplicable {
-                flag: "--standby (SHARDFLAKE_STANDBY)",
-                when: "with --coordinator",
-            });
-        }
-        if args.advertise_url.is_some() {
-            return Err(ConfigError::NotApplicable {
-                flag: "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
-                when: "with --coordinator",
-            });
-        }
-        return Ok(None);
+        return no_cluster_flags(args).map(|()| None);
     };
     if let Some(u) = &args.advertise_url {
-        let scheme = u.starts_with("http://") || u.starts_with("https://");
-        let reason = if !scheme {
-            Some("it must start with http:// or https://".to_string())
-        } else if u.len() > URL_BYTES_MAX {
-            Some(format!("it is longer than {URL_BYTES_MAX} bytes"))
-        } else if u.chars().any(char::is_whitespace) || u.ends_with('/') {
-            Some("it must have no spaces and no trailing slash".to_string())
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(ConfigError::BadUrl {
-                flag: "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
-                value: u.clone(),
-                reason,
-            });
-        }
+        check_advertise_url(u)?;
     }
     if args.machine_id.is_some() || args.datacenter_id.is_some() {
         return Err(ConfigError::NotApplicable {
@@ -546,6 +501,55 @@ fn cluster_from_args(args: &NodeOptions) -> Result<Option<ClusterConfig>, Config
         lease_ttl_ms,
         advertise_url: args.advertise_url.clone(),
     }))
+}
+
+/// A standalone node refuses the flags that only mean something with `--coordinator`.
+fn no_cluster_flags(args: &NodeOptions) -> Result<(), ConfigError> {
+    let given = [
+        (
+            args.node_token.is_some() || args.node_token_file.is_some(),
+            "SHARDFLAKE_NODE_TOKEN and --node-token-file",
+        ),
+        (
+            args.coordinator_tls != ClientTlsFiles::default(),
+            "--ca-file, --tls-client-cert and --tls-client-key",
+        ),
+        (args.standby, "--standby (SHARDFLAKE_STANDBY)"),
+        (
+            args.advertise_url.is_some(),
+            "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
+        ),
+    ];
+    match given.into_iter().find(|(given, _)| *given) {
+        Some((_, flag)) => Err(ConfigError::NotApplicable {
+            flag,
+            when: "with --coordinator",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// An advertised URL is where clients are sent: `http(s)://`, bounded, no spaces, no
+/// trailing slash.
+fn check_advertise_url(u: &str) -> Result<(), ConfigError> {
+    let scheme = u.starts_with("http://") || u.starts_with("https://");
+    let reason = if !scheme {
+        Some("it must start with http:// or https://".to_string())
+    } else if u.len() > URL_BYTES_MAX {
+        Some(format!("it is longer than {URL_BYTES_MAX} bytes"))
+    } else if u.chars().any(char::is_whitespace) || u.ends_with('/') {
+        Some("it must have no spaces and no trailing slash".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ConfigError::BadUrl {
+            flag: "--advertise-url (SHARDFLAKE_ADVERTISE_URL)",
+            value: u.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `d` in whole milliseconds, if it lies within `min_ms..=max_ms`.

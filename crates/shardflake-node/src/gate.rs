@@ -69,9 +69,9 @@ pub struct ClientAddr {
 }
 
 /// The ids a request asks for: a well-formed `count` of `/ids` and `/ns/{name}/ids`, else
-/// 1. A `count` that is not a number in `1..=IDS_COUNT_MAX` costs 1: the handler refuses it
-/// with the precise error and issues nothing, so it must not leave its caller (and everyone
-/// sharing its address) in debt.
+/// one. A `count` that is not a number in `1..=IDS_COUNT_MAX` costs one: the handler refuses
+/// it with the precise error and issues nothing, so it must not leave its caller (and
+/// everyone sharing its address) in debt.
 fn cost(req: &Request) -> u64 {
     if !req.uri().path().ends_with("/ids") {
         return 1;

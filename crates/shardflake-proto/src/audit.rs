@@ -246,36 +246,57 @@ fn host_overlaps(h: &HostGrants, out: &mut Vec<Overlap>) {
     }
 }
 
-fn pair_overlaps(p: &PairBlocks, out: &mut Vec<Overlap>) {
-    let subject = format!("host {} shard {}", p.host_id, p.shard);
-    let mut blocks = p.blocks.clone();
-    blocks.sort_by_key(|b| (b.start, b.end));
-    for w in blocks.windows(2) {
-        if w[1].start < w[0].end {
-            out.push(Overlap {
-                kind: OverlapKind::CounterBlock,
-                subject: subject.clone(),
-                detail: format!(
-                    "blocks {}..{} (token {}) and {}..{} (token {}) share counters {}..{}",
-                    w[0].start,
-                    w[0].end,
-                    w[0].token,
-                    w[1].start,
-                    w[1].end,
-                    w[1].token,
-                    w[1].start,
-                    w[0].end.min(w[1].end)
-                ),
-            });
+/// A block by its values `start..end`, and what it was granted to.
+type Span<T> = (u64, u64, T);
+
+/// Blocks `(start, end, what)` sorted by start, each set against the block with the highest
+/// end before it: a block that starts below that end shares values with it (comparing only
+/// neighbours would miss a wide block that covers several later ones).
+fn overlapping<T>(blocks: &[Span<T>]) -> Vec<(&Span<T>, &Span<T>)> {
+    let mut out = Vec::new();
+    let mut widest: Option<&Span<T>> = None;
+    for b in blocks {
+        if let Some(w) = widest {
+            if b.0 < w.1 {
+                out.push((w, b));
+            }
+        }
+        if widest.is_none_or(|w| b.1 > w.1) {
+            widest = Some(b);
         }
     }
-    if let Some(b) = blocks.iter().find(|b| b.end > p.high_water) {
+    out
+}
+
+fn pair_overlaps(p: &PairBlocks, out: &mut Vec<Overlap>) {
+    let subject = format!("host {} shard {}", p.host_id, p.shard);
+    let mut blocks: Vec<(u64, u64, u64)> =
+        p.blocks.iter().map(|b| (b.start, b.end, b.token)).collect();
+    blocks.sort_unstable();
+    for (a, b) in overlapping(&blocks) {
+        out.push(Overlap {
+            kind: OverlapKind::CounterBlock,
+            subject: subject.clone(),
+            detail: format!(
+                "blocks {}..{} (token {}) and {}..{} (token {}) share counters {}..{}",
+                a.0,
+                a.1,
+                a.2,
+                b.0,
+                b.1,
+                b.2,
+                b.0,
+                a.1.min(b.1)
+            ),
+        });
+    }
+    if let Some(b) = blocks.iter().find(|b| b.1 > p.high_water) {
         out.push(Overlap {
             kind: OverlapKind::CounterBlock,
             subject,
             detail: format!(
                 "block {}..{} (token {}) lies above the high-water mark {}: the next block would repeat its counters",
-                b.start, b.end, b.token, p.high_water
+                b.0, b.1, b.2, p.high_water
             ),
         });
     }
@@ -283,29 +304,30 @@ fn pair_overlaps(p: &PairBlocks, out: &mut Vec<Overlap>) {
 
 fn namespace_overlaps(n: &NamespaceGrants, out: &mut Vec<Overlap>) {
     let subject = format!("namespace {}", n.name);
-    let mut blocks: Vec<&ValueBlock> = n.blocks.iter().filter(|b| b.end > b.start).collect();
-    blocks.sort_by_key(|b| (b.start, b.end));
-    for w in blocks.windows(2) {
-        if w[1].start < w[0].end {
-            out.push(Overlap {
-                kind: OverlapKind::NamespaceBlock,
-                subject: subject.clone(),
-                detail: format!(
-                    "block {}..{} of host {} (token {}) and block {}..{} of host {} (token {}) share values {}..{}",
-                    w[0].start, w[0].end, w[0].host_id, w[0].token,
-                    w[1].start, w[1].end, w[1].host_id, w[1].token,
-                    w[1].start, w[0].end.min(w[1].end)
-                ),
-            });
-        }
+    let mut blocks: Vec<(u64, u64, (u32, u64))> = n
+        .blocks
+        .iter()
+        .filter(|b| b.end > b.start)
+        .map(|b| (b.start, b.end, (b.host_id, b.token)))
+        .collect();
+    blocks.sort_unstable();
+    for (a, b) in overlapping(&blocks) {
+        out.push(Overlap {
+            kind: OverlapKind::NamespaceBlock,
+            subject: subject.clone(),
+            detail: format!(
+                "block {}..{} of host {} (token {}) and block {}..{} of host {} (token {}) share values {}..{}",
+                a.0, a.1, a.2 .0, a.2 .1, b.0, b.1, b.2 .0, b.2 .1, b.0, a.1.min(b.1)
+            ),
+        });
     }
-    if let Some(b) = blocks.iter().find(|b| b.end > n.next) {
+    if let Some(b) = blocks.iter().find(|b| b.1 > n.next) {
         out.push(Overlap {
             kind: OverlapKind::NamespaceBlock,
             subject,
             detail: format!(
                 "next value {} lies inside block {}..{} of host {} (token {}): the next block would repeat its values",
-                n.next, b.start, b.end, b.host_id, b.token
+                n.next, b.0, b.1, b.2 .0, b.2 .1
             ),
         });
     }
@@ -354,7 +376,9 @@ mod tests {
         r.namespaces[0].next = 1;
         r.namespaces[0].blocks.push(vb(1, 500, 1));
         let found = find_overlaps(&r);
-        assert_eq!(found.len(), 3, "{found:?}");
+        // (1..100) and (1..500) start together; the wide (1..500) then covers (100..200)
+        // and (200..250): every block it shares values with is named.
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(found.iter().all(|o| o.kind == OverlapKind::NamespaceBlock));
         // An empty block (a tail returned from its start) shares nothing.
         let mut r = report();

@@ -6,6 +6,7 @@
 //! | [`Scope::Read`] | SDK clients, `shardflake fetch`/`audit`, dashboards, Prometheus | read: `/v1/cluster`, `/v1/routing`, `/v1/hosts`, `/v1/namespaces`, `/v1/audit`, `/metrics` |
 //! | [`Scope::Node`] | generator nodes | read, and lease, renew, extend, release, take counter and namespace blocks, return |
 //! | [`Scope::Admin`] | operators | read, and create or change namespaces |
+//! | [`Scope::Client`] | applications (SDK, `fetch`), on nodes that require one | take ids from a node; nothing on a coordinator |
 //!
 //! A credential comes from an environment variable or a file, never from a flag's value (a
 //! flag shows in `ps`). A file holds one credential per line (`TOKEN`, or `NAME TOKEN` to
@@ -18,6 +19,7 @@
 //! assert!(Scope::Node.allows(Scope::Read));
 //! assert!(!Scope::Read.allows(Scope::Node));
 //! assert!(!Scope::Node.allows(Scope::Admin));
+//! assert!(!Scope::Client.allows(Scope::Read));
 //! assert_eq!(Scope::Admin.token_env(), "SHARDFLAKE_ADMIN_TOKEN");
 //! ```
 
@@ -34,17 +36,20 @@ pub enum Scope {
     Node,
     /// Administer: namespaces (and every read).
     Admin,
+    /// Take ids from a node whose id endpoints require a client credential; no coordinator
+    /// accepts it.
+    Client,
 }
 
 impl Scope {
-    /// Every scope, weakest first.
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Node, Scope::Admin];
+    /// The scopes a coordinator accepts, weakest first.
+    pub const COORDINATOR: [Scope; 3] = [Scope::Read, Scope::Node, Scope::Admin];
 
     /// Whether a credential of this scope may make a request that needs `needed`: every
-    /// scope reads; writing needs exactly the writing scope (an operator's credential takes
-    /// no lease, a node's creates no namespace).
+    /// coordinator scope reads; writing needs exactly the writing scope (an operator's
+    /// credential takes no lease, a node's creates no namespace).
     pub fn allows(self, needed: Scope) -> bool {
-        needed == Scope::Read || self == needed
+        self == needed || (needed == Scope::Read && self != Scope::Client)
     }
 
     /// The scope's name as operators write it.
@@ -53,6 +58,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Node => "node",
             Scope::Admin => "admin",
+            Scope::Client => "client",
         }
     }
 
@@ -62,6 +68,7 @@ impl Scope {
             Scope::Read => READ_TOKEN_ENV,
             Scope::Node => NODE_TOKEN_ENV,
             Scope::Admin => ADMIN_TOKEN_ENV,
+            Scope::Client => CLIENT_TOKEN_ENV,
         }
     }
 
@@ -71,6 +78,7 @@ impl Scope {
             Scope::Read => "--read-token-file",
             Scope::Node => "--node-token-file",
             Scope::Admin => "--admin-token-file",
+            Scope::Client => "--client-token-file",
         }
     }
 }

@@ -393,20 +393,40 @@ pub struct HostsResponse {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
     #[test]
     fn optional_fields_are_omitted_and_defaulted() {
         let r = AcquireRequest {
             name: "n1".into(),
+            secret: LeaseSecret::parse(SECRET).unwrap(),
             ..Default::default()
         };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"name":"n1"}"#);
-        let back: AcquireRequest = serde_json::from_str(r#"{"name":"n1"}"#).unwrap();
+        let text = format!(r#"{{"name":"n1","secret":"{SECRET}"}}"#);
+        assert_eq!(serde_json::to_string(&r).unwrap(), text);
+        let back: AcquireRequest = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
-        let renew: RenewRequest = serde_json::from_str(r#"{"token":7}"#).unwrap();
+        let renew: RenewRequest =
+            serde_json::from_str(&format!(r#"{{"token":7,"secret":"{SECRET}"}}"#)).unwrap();
         assert_eq!(renew.usage, None);
         assert_eq!(
             serde_json::to_string(&Role::Standby).unwrap(),
             r#""standby""#
         );
+    }
+
+    #[test]
+    fn every_call_under_a_lease_needs_a_well_formed_secret() {
+        for body in [r#"{"token":7}"#, r#"{"token":7,"secret":"short"}"#] {
+            assert!(
+                serde_json::from_str::<RenewRequest>(body).is_err(),
+                "{body}"
+            );
+            assert!(
+                serde_json::from_str::<ReleaseRequest>(body).is_err(),
+                "{body}"
+            );
+        }
+        assert!(serde_json::from_str::<AcquireRequest>(r#"{"name":"n1"}"#).is_err());
     }
 }

@@ -93,8 +93,6 @@ pub enum CredentialsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
     scope: Scope,
-    /// What unnamed credentials are called after (`node` gives `node#1`).
-    prefix: &'static str,
     origin: Origin,
 }
 
@@ -121,7 +119,6 @@ impl CredentialSource {
     pub fn value(scope: Scope, var: &str, value: &str) -> Self {
         Self {
             scope,
-            prefix: scope.as_str(),
             origin: Origin::Value {
                 var: var.to_string(),
                 value: value.to_string(),
@@ -133,16 +130,8 @@ impl CredentialSource {
     pub fn file(scope: Scope, path: impl Into<PathBuf>) -> Self {
         Self {
             scope,
-            prefix: scope.as_str(),
             origin: Origin::File(path.into()),
         }
-    }
-
-    /// The same source, its unnamed credentials called `{prefix}#N` (a node's client
-    /// credentials are `client#1`, ...).
-    pub fn named(mut self, prefix: &'static str) -> Self {
-        self.prefix = prefix;
-        self
     }
 
     /// The scope.
@@ -160,7 +149,7 @@ impl CredentialSource {
                         path: path.clone(),
                         source,
                     })?;
-                parse_file(self.prefix, path, &text)
+                parse_file(self.scope.as_str(), path, &text)
             }
         }
     }
@@ -184,7 +173,7 @@ impl CredentialSource {
         let mut out = Vec::new();
         for (i, token) in tokens.into_iter().enumerate() {
             check_token(token).map_err(|p| invalid(format!("{var} (value {})", i + 1), p))?;
-            out.push((format!("{}#{}", self.prefix, i + 1), token.to_string()));
+            out.push((format!("{}#{}", self.scope, i + 1), token.to_string()));
         }
         Ok(out)
     }

@@ -162,8 +162,8 @@ impl IdClientBuilder {
         self
     }
 
-    /// Sends requests through `transport` (one that does not follow redirects) instead of
-    /// [`ReqwestTransport::without_redirects`].
+    /// Sends requests through `transport` (one that does not follow redirects) instead of a
+    /// [`ReqwestTransport`].
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
@@ -258,7 +258,7 @@ impl IdClientBuilder {
         let transport: Arc<dyn Transport> = match self.transport {
             Some(t) => t,
             None => Arc::new(
-                ReqwestTransport::without_redirects(self.request_timeout, &self.tls)
+                ReqwestTransport::with_tls(self.request_timeout, &self.tls)
                     .map_err(IdError::Config)?,
             ),
         };

@@ -4,7 +4,6 @@
 //! rides in the request's extensions, for the handlers' audit lines.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
@@ -57,6 +56,8 @@ pub struct RateLimits {
     pub node_per_s: u64,
     /// Per admin credential.
     pub admin_per_s: u64,
+    /// Failed authentications per address (IPv6: per /64).
+    pub auth_failures_per_s: u64,
 }
 
 /// Requests per second of one read credential by default.
@@ -73,6 +74,7 @@ impl Default for RateLimits {
             read_per_s: READ_PER_S_DEFAULT,
             node_per_s: NODE_PER_S_DEFAULT,
             admin_per_s: ADMIN_PER_S_DEFAULT,
+            auth_failures_per_s: AUTH_FAILURES_PER_S_DEFAULT,
         }
     }
 }
@@ -83,25 +85,56 @@ impl RateLimits {
             Scope::Read => self.read_per_s,
             Scope::Node => self.node_per_s,
             Scope::Admin => self.admin_per_s,
+            // No coordinator accepts a client credential.
+            Scope::Client => 0,
         }
     }
 }
 
-/// One token bucket per credential name and scope; a second's worth of requests may come
-/// at once.
+/// Failed authentications allowed per second per address (IPv6: per /64) by default before
+/// the address is told to wait (`429`); a burst of as many may come at once.
+pub const AUTH_FAILURES_PER_S_DEFAULT: u64 = 20;
+
+/// One token bucket per credential name and scope (a second's worth of requests may come at
+/// once), and one per address for failed authentications.
 #[derive(Debug)]
 pub(crate) struct Limiters {
     by_scope: Vec<(Scope, RateLimiter<String>)>,
+    failures: Option<RateLimiter<Option<std::net::IpAddr>>>,
 }
 
 impl Limiters {
     pub(crate) fn new(limits: RateLimits) -> Self {
-        let by_scope = Scope::ALL
+        let by_scope = Scope::COORDINATOR
             .into_iter()
             .filter(|s| limits.of(*s) > 0)
             .map(|s| (s, RateLimiter::new(limits.of(s), limits.of(s))))
             .collect();
-        Self { by_scope }
+        Self {
+            by_scope,
+            failures: (limits.auth_failures_per_s > 0)
+                .then(|| RateLimiter::new(limits.auth_failures_per_s, limits.auth_failures_per_s)),
+        }
+    }
+
+    /// Counts a failed authentication from `caller`'s address: the `429` to answer instead
+    /// of the `401` once the address is over its failure rate.
+    fn failed_from(&self, caller: &Caller) -> Option<Response> {
+        let failures = self.failures.as_ref()?;
+        let key = caller
+            .peer
+            .map(|a| shardflake_runtime::limit::address_key(a.ip()));
+        match failures.check(&key, 1, tokio::time::Instant::now()) {
+            Decision::Allowed => None,
+            Decision::Limited { retry_after_ms } => Some(
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many requests without a valid credential from this address; retry later",
+                )
+                .retry_after_ms(Some(retry_after_ms))
+                .into_response(),
+            ),
+        }
     }
 
     fn check(&self, c: &Credential) -> Decision {
@@ -167,6 +200,11 @@ pub(super) async fn authenticate(
                         .auth_failures
                         .get_or_create(&[("reason", failure.as_str())])
                         .inc();
+                    // Guessing costs: an address over its failure rate is told to wait,
+                    // and its failures stop filling the audit trail.
+                    if let Some(wait) = state.limiters.failed_from(&caller) {
+                        return wait;
+                    }
                     audit::auth_failed(&caller, failure.as_str(), req.method(), req.uri().path());
                     let message = match failure {
                         shardflake_runtime::credentials::AuthFailure::Missing => {
@@ -215,39 +253,38 @@ pub(super) async fn authenticate(
     resp
 }
 
-/// A layer refusing callers whose scope does not allow `needed` (`403 forbidden`).
-pub(super) fn require(
-    needed: Scope,
-) -> impl Fn(Request, Next) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
-    let needed = Arc::new(needed);
-    move |req: Request, next: Next| {
-        let needed = *needed;
-        Box::pin(async move {
-            let caller = req.extensions().get::<Caller>().cloned();
-            if let Some(Caller {
-                scope: Some(scope), ..
-            }) = &caller
-            {
-                if !scope.allows(needed) {
-                    let caller = caller.as_ref().expect("matched above");
-                    audit::forbidden(caller, needed, req.method(), req.uri().path());
-                    return ApiError::new(
-                        ErrorCode::Forbidden,
-                        format!(
-                            "credential `{}` has the {scope} scope; {} {} needs the {needed} scope",
-                            caller.credential,
-                            req.method(),
-                            req.uri().path()
-                        ),
-                    )
-                    .into_response();
-                }
-            }
-            next.run(req).await
-        })
+/// Refuses callers whose scope does not allow `needed` (`403 forbidden`); installed per
+/// route group with `from_fn_with_state((state, scope), require)`.
+pub(super) async fn require(
+    State((state, needed)): State<(AppState, Scope)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let caller = req.extensions().get::<Caller>();
+    if let Some(
+        c @ Caller {
+            scope: Some(scope), ..
+        },
+    ) = caller
+    {
+        if !scope.allows(needed) {
+            audit::forbidden(c, needed, req.method(), req.uri().path());
+            let metrics = state.coordinator.metrics();
+            metrics
+                .auth_failures
+                .get_or_create(&[("reason", "scope")])
+                .inc();
+            return ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "credential `{}` has the {scope} scope; {} {} needs the {needed} scope",
+                    c.credential,
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+            .into_response();
+        }
     }
+    next.run(req).await
 }

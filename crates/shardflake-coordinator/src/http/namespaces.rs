@@ -79,8 +79,10 @@ pub(super) async fn ns_blocks(
     NamePath(name): NamePath,
     ApiJson(req): ApiJson<NsBlockRequest>,
 ) -> Result<Response, ApiError> {
-    let grant = s.coordinator.grant_ns_block(&name, &req).await?;
-    audit::namespace_block(&caller, &name, req.host_id, req.token, &grant);
+    let (grant, new) = s.coordinator.grant_ns_block_granting(&name, &req).await?;
+    if new {
+        audit::namespace_block(&caller, &name, req.host_id, req.token, &grant);
+    }
     Ok(Json(grant).into_response())
 }
 
