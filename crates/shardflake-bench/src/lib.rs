@@ -155,6 +155,10 @@ pub fn run(args: &BenchArgs, others: Vec<Row>) -> Result<()> {
             single.errors + all.errors,
         );
     }
+    println!(
+        "errors: ids a generator refused during the runs (a clock behind its bound, a counter \
+         used up); 0 is expected on every row"
+    );
     if rows.iter().any(|r| r.name().contains("temporal")) {
         println!(
             "temporal ids carry an hourly shard index, not a millisecond: their \"ahead\" is \

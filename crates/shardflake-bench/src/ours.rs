@@ -20,6 +20,19 @@ fn temporal() -> TemporalGenerator {
         .expect("the temporal epoch is in the past")
 }
 
+/// The temporal layout with a counter wide enough for a whole measurement: at billions of ids
+/// a second, the preset's 33-bit counter (8.6 G values per shard and host) runs out within a
+/// second of one shard, and every id after that is refused. Hourly shards for 119 years,
+/// 3 host bits, a 40-bit counter (1.1 T per shard, the most the layout allows).
+pub(crate) const TEMPORAL_WIDE_SPEC: &str = "temporal:granularity=1h,shard=20,host=3,counter=40";
+
+fn temporal_wide() -> TemporalGenerator {
+    TemporalGenerator::builder(Layout::from_spec(TEMPORAL_WIDE_SPEC).expect("a valid spec"))
+        .host(1)
+        .build()
+        .expect("the temporal epoch is in the past")
+}
+
 pub(crate) fn rows(borrow_ahead_ms_max: u64) -> Vec<Row> {
     let tw = Layout::preset("twitter").expect("a preset");
     let tw_ms = move |id: u64| tw.ms_of_tick(tw.timestamp_field().get(id));
@@ -27,6 +40,8 @@ pub(crate) fn rows(borrow_ahead_ms_max: u64) -> Vec<Row> {
     // A temporal id carries its shard (an hour), not a millisecond: the "ahead" column shows
     // the start of the shard, so it is up to an hour behind by design.
     let tp_ms = move |id: u64| tp.ms_of_tick(tp.timestamp_field().get(id));
+    let wide = Layout::from_spec(TEMPORAL_WIDE_SPEC).expect("a valid spec");
+    let wide_ms = move |id: u64| wide.ms_of_tick(wide.timestamp_field().get(id));
     vec![
         Row::shared(
             "shardflake twitter next_id, wait (capped 4.096M/s)",
@@ -54,11 +69,11 @@ pub(crate) fn rows(borrow_ahead_ms_max: u64) -> Vec<Row> {
             "shardflake temporal next_id (33-bit counter)",
             temporal,
             |g| Ok((1, g.next_id()?)),
-            tp_ms.clone(),
+            tp_ms,
         ),
         Row::shared_buffer(
-            format!("shardflake temporal ranges into a {BATCH_IDS}-id buffer"),
-            temporal,
+            format!("shardflake temporal ranges (40-bit counter) into a {BATCH_IDS}-id buffer"),
+            temporal_wide,
             |g, buf| {
                 let mut i = 0;
                 while i < buf.len() {
@@ -69,7 +84,7 @@ pub(crate) fn rows(borrow_ahead_ms_max: u64) -> Vec<Row> {
                 }
                 Ok(())
             },
-            tp_ms,
+            wide_ms,
         ),
         Row::shared(
             "shardflake uuid7::next (thread-local, monotonic)",
@@ -96,4 +111,21 @@ pub(crate) fn rows(borrow_ahead_ms_max: u64) -> Vec<Row> {
             |u: shardflake::Ulid| u.timestamp_ms(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (`shardflake bench` printed `errors 879616` on the temporal ranges row):
+    /// the preset's 33-bit counter ran out within a second of a release build. The row's
+    /// layout holds more ids per shard than a run of several seconds can take.
+    #[test]
+    fn the_temporal_ranges_row_does_not_run_out_within_a_run() {
+        let g = temporal_wide();
+        let mut taken = 0u64;
+        while taken < 20_000_000_000 {
+            taken += g.next_range(1 << 30).expect("counter values left").len;
+        }
+    }
 }

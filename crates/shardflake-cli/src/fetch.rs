@@ -4,7 +4,8 @@
 //! The SDK's [`BlockingIdClient`] does the work: a buffer refilled ahead of need and failover
 //! between the nodes, so a node that dies mid-run costs no error while another one serves.
 //! Ids are written as they arrive, a chunk at a time, so memory does not grow with `--count`.
-//! The exit status is 0 only when all `--count` ids were written.
+//! The exit status is 0 only when all `--count` ids were written, or when the reader
+//! closed the pipe first (`| head`), as for `generate`.
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
@@ -134,12 +135,12 @@ pub fn run(args: FetchArgs) -> Result<ExitCode> {
             }
         }
         if let Err(e) = write_chunk(&ids, args.format, &mut out) {
-            return Err(output_error(e.into(), written, args.count));
+            return output_error(e.into(), written, args.count);
         }
         written += chunk as u64;
     }
     if let Err(e) = out.flush() {
-        return Err(output_error(e.into(), written, args.count));
+        return output_error(e.into(), written, args.count);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -149,10 +150,12 @@ fn bare(t: &BearerToken) -> String {
     t.header().trim_start_matches("Bearer ").to_string()
 }
 
-fn output_error(e: anyhow::Error, written: u64, count: u64) -> anyhow::Error {
+/// How a failed write of the output ends the run: a reader that stopped early (`| head`)
+/// is the normal end of a pipeline, as for `seq | head` and `generate`: status 0, quietly.
+fn output_error(e: anyhow::Error, written: u64, count: u64) -> Result<ExitCode> {
     if is_broken_pipe(&e) {
-        anyhow!("stdout was closed after {written} of {count} ids")
+        Ok(ExitCode::SUCCESS)
     } else {
-        e.context(format!("cannot write ids ({written} of {count} written)"))
+        Err(e.context(format!("cannot write ids ({written} of {count} written)")))
     }
 }

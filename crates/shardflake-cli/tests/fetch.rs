@@ -147,3 +147,32 @@ fn fetch_prints_the_formats_generate_has_and_fails_clearly_without_nodes() {
         "{err}"
     );
 }
+
+/// Regression (`shardflake fetch ... | head` exited 1, "stdout was closed"): a reader that
+/// stops early is the normal end of a pipeline, as for `seq | head` and `generate`.
+#[test]
+fn fetch_into_a_pipe_closed_early_ends_quietly_with_status_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), 22);
+    let url = format!("http://{}", n.addr);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' fetch --from {url} --count 1000000 | head -n 3",
+            env!("CARGO_BIN_EXE_shardflake")
+        ))
+        .env_remove("SHARDFLAKE_CLIENT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

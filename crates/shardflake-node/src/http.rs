@@ -229,19 +229,22 @@ pub fn parse_ids_query(query: Option<&str>) -> Result<usize, ApiError> {
             format!("the query parameter `count` (1..={IDS_COUNT_MAX}) is required"),
         ));
     };
-    let n: u64 = text.parse().map_err(|_| {
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            return ApiError::new(
-                ErrorCode::CountOutOfRange,
-                format!("count={text} is out of range 1..={IDS_COUNT_MAX}"),
-            );
-        }
-        ApiError::new(
+    // Digits only: Rust's integer parser also takes a leading `+`, which the description's
+    // unsigned integer does not allow.
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::new(
             ErrorCode::BadRequest,
             format!(
                 "count=`{}` is not a whole number",
                 text.chars().take(32).collect::<String>()
             ),
+        ));
+    }
+    // Only a number too large for a u64 fails here.
+    let n: u64 = text.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::CountOutOfRange,
+            format!("count={text} is out of range 1..={IDS_COUNT_MAX}"),
         )
     })?;
     if !(1..=IDS_COUNT_MAX).contains(&n) {
@@ -478,6 +481,11 @@ mod tests {
                 ErrorCode::CountOutOfRange,
             ),
             (Some("count=-1"), ErrorCode::BadRequest),
+            // Regression: `+5` was taken as 5, though the description says an unsigned
+            // integer; a sign is refused like any other malformed number.
+            (Some("count=+5"), ErrorCode::BadRequest),
+            (Some("count=%2B5"), ErrorCode::BadRequest),
+            (Some("count="), ErrorCode::BadRequest),
             (Some("count=abc"), ErrorCode::BadRequest),
             (Some("count=1&count=2"), ErrorCode::BadRequest),
             (Some("count=1&x=2"), ErrorCode::BadRequest),

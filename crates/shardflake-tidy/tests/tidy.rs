@@ -148,3 +148,77 @@ fn layouts_are_told_apart_by_kind_not_by_name() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// `major.minor[.patch]` as numbers, for comparing `rust-version`s.
+fn version(text: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = text
+        .split('.')
+        .map(|p| p.trim().parse().unwrap_or(0))
+        .collect();
+    v.resize(3, 0);
+    v
+}
+
+/// The `rust-version` a manifest declares, if any.
+fn declared_rust_version(manifest: &str) -> Option<String> {
+    manifest.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("rust-version")?.trim_start();
+        let value = rest.strip_prefix('=')?.trim().trim_matches('"');
+        (!value.is_empty() && value.chars().next()?.is_ascii_digit()).then(|| value.to_string())
+    })
+}
+
+/// Regression (the workspace said 1.85 while redb needs 1.90, so a user on 1.85 got a
+/// confusing build error instead of cargo's clear "requires rustc 1.90"): the workspace's
+/// `rust-version` is at least the highest one the locked dependencies declare. Only one
+/// toolchain can be installed here, so this reads the manifests cargo unpacked.
+#[test]
+fn rust_version_is_at_least_every_locked_dependencys() {
+    let root = workspace_root();
+    let ours = declared_rust_version(&fs::read_to_string(root.join("Cargo.toml")).unwrap())
+        .expect("the workspace declares a rust-version");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    let registries: Vec<PathBuf> = fs::read_dir(cargo_home.join("registry/src"))
+        .expect("cargo's unpacked registry (the build ran before the tests)")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let (mut checked, mut highest) = (0, (Vec::new(), String::new()));
+    for package in lock.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            package.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.trim().strip_prefix("= "))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        let (Some(name), Some(ver), Some(_)) =
+            (field("name "), field("version "), field("source "))
+        else {
+            continue; // the workspace's own crates
+        };
+        let Some(manifest) = registries
+            .iter()
+            .map(|r| r.join(format!("{name}-{ver}/Cargo.toml")))
+            .find(|m| m.exists())
+        else {
+            continue; // a platform's dependency that was never unpacked here
+        };
+        checked += 1;
+        if let Some(rv) = declared_rust_version(&fs::read_to_string(manifest).unwrap()) {
+            if version(&rv) > highest.0 {
+                highest = (version(&rv), format!("{name} {ver} needs {rv}"));
+            }
+        }
+    }
+    assert!(checked > 100, "read only {checked} dependency manifests");
+    assert!(
+        version(&ours) >= highest.0,
+        "the workspace's rust-version is {ours}, but {}: raise it in Cargo.toml",
+        highest.1
+    );
+}
