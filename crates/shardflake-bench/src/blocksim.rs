@@ -87,7 +87,7 @@ impl Default for Latency {
 impl Latency {
     fn draw(&self, rng: &mut SplitMix) -> u64 {
         let r = rng.next_u64();
-        if r % self.slow_one_in == 0 {
+        if r.is_multiple_of(self.slow_one_in) {
             self.slow_ms
         } else {
             self.base_ms + (r >> 32) % (self.jitter_ms + 1)
@@ -410,7 +410,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);

@@ -168,7 +168,7 @@ pub fn write_ids_text(out: &mut Vec<u8>, ids: &[u64]) {
 /// assert!(shardflake_proto::node::parse_ids_binary(&[1, 2, 3]).is_err());
 /// ```
 pub fn parse_ids_binary(body: &[u8]) -> Result<Vec<u64>, String> {
-    if body.len() % BINARY_ID_BYTES != 0 {
+    if !body.len().is_multiple_of(BINARY_ID_BYTES) {
         return Err(format!(
             "binary id body has {} bytes, not a multiple of {BINARY_ID_BYTES}",
             body.len()

@@ -118,7 +118,7 @@ pub fn seeded_ops(seed: u64, len: usize) -> Vec<Op> {
             match (r >> 8) % 16 {
                 0..=4 => Op::Grant(n),
                 5..=9 => Op::Issue(n, ((r >> 16) % 12) as u8),
-                10 if (r >> 40) % 2 == 0 => Op::Stop(n),
+                10 if (r >> 40).is_multiple_of(2) => Op::Stop(n),
                 10 => Op::GiveBack(n),
                 11 => Op::Crash(n),
                 12 => Op::Foreign(
