@@ -42,7 +42,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVICE_START_S = 60
 FILE_TIMEOUT_S = 600
-DIRECTIVE = re.compile(r"^<!--\s*readme-test\s+(.*?)\s*-->\s*$")
+DIRECTIVE = re.compile(r"^\s*<!--\s*readme-test\s+(.*?)\s*-->\s*$")
 SKIP = re.compile(r"^skip:\s*(\S.*)$")
 DROP = re.compile(r'^drop\s+"([^"]+)":\s*(\S.*)$')
 SHORT = re.compile(r'^short\s+"([^"]*)"\s+"([^"]*)":\s*(\S.*)$')
@@ -99,25 +99,27 @@ def blocks_of(path):
     lines = open(path, encoding="utf-8").read().split("\n")
     blocks, i = [], 0
     while i < len(lines):
-        fence = re.match(r"^```(sh|bash)\s*$", lines[i])
+        fence = re.match(r"^(\s*)```(sh|bash)\s*$", lines[i])
         if not fence:
             i += 1
             continue
+        indent = len(fence.group(1))
         directives, j = [], i - 1
         while j >= 0 and DIRECTIVE.match(lines[j]):
             directives.insert(0, DIRECTIVE.match(lines[j]).group(1))
             j -= 1
         end = i + 1
-        while end < len(lines) and not lines[end].startswith("```"):
+        while end < len(lines) and not lines[end].strip().startswith("```"):
             end += 1
-        blocks.append(Block(os.path.relpath(path, ROOT), i + 1, "\n".join(lines[i + 1:end]), directives))
+        body = "\n".join(l[indent:] if l[:indent].isspace() else l for l in lines[i + 1:end])
+        blocks.append(Block(os.path.relpath(path, ROOT), i + 1, body, directives))
         i = end + 1
     return blocks
 
 
 PREAMBLE = r"""
 # No pipefail: a pipeline ends as the user sees it end (`... | head` is fine).
-set -Eeu
+set -eu
 trap 'echo "FAILED: $READMELINE" >&2' ERR
 READMELINE="(preamble)"
 cd "$WORK"
@@ -182,6 +184,7 @@ def run_file(path, bin_dir):
     except subprocess.TimeoutExpired:
         print(f"{path}: took longer than {FILE_TIMEOUT_S} s", file=sys.stderr)
         status = 1
+    print()
     for b in skipped:
         print(f"  {b.path}:{b.line}: skipped: {b.skip}")
     print(f"== {os.path.relpath(path, ROOT)}: {len(runnable)} blocks run, {len(skipped)} skipped, "

@@ -9,8 +9,9 @@
 # faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill), etcd-server and
 # etcd-client (a 3-member etcd cluster on loopback for the etcd backend's tests, started here
 # and torn down on exit), protobuf-compiler (protoc, which the etcd client's build needs),
-# openssl (certificates for the etcd TLS test; `openssl s_client` checks the services' TLS)
-# and curl (the services' HTTPS, from the system's client).
+# openssl (certificates for the etcd TLS test; `openssl s_client` checks the services' TLS),
+# curl (the services' HTTPS, from the system's client; the documentation's commands) and xxd
+# (a command the node's README shows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,7 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v xxd >/dev/null 2>&1 || missing+=(xxd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -105,3 +107,8 @@ scripts/fuzz.sh 20
 # directory because `--cfg loom` changes every crate's fingerprint.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked -p shardflake --test loom --release
+
+# Every shell command the documentation shows (README.md, docs/*.md, the crates' READMEs), in
+# order, each file in a scratch directory, with the binary built above; a block that cannot
+# run here says why in the Markdown source (scripts/readme_test.py). Budget: about 5 minutes.
+python3 scripts/readme_test.py --bin target/debug/shardflake
