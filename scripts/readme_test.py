@@ -192,13 +192,43 @@ def run_file(path, bin_dir):
     return status, len(skipped)
 
 
+def self_test():
+    """The runner itself: a failing command fails the file, a shortened block runs shortened,
+    a skipped one does not run, and a directive without a reason is refused."""
+    cases = [
+        ("```sh\ntrue\nfalse\ntrue\n```\n", 1),
+        ("<!-- readme-test short \"false\" \"true\": the short form -->\n```sh\nfalse\n```\n", 0),
+        ("<!-- readme-test skip: never runs here -->\n```sh\nfalse\n```\n", 0),
+        ("<!-- readme-test drop \"false\": not here -->\n```sh\ntrue\nfalse\n```\n", 0),
+        ("```sh\ncurl -s http://127.0.0.1:9/nothing-listens-here\n```\n", 1),
+    ]
+    work = tempfile.mkdtemp(prefix="shardflake-readme-self.")
+    for i, (text, want) in enumerate(cases):
+        path = os.path.join(work, f"case{i}.md")
+        open(path, "w").write(text)
+        status, _ = run_file(path, work)
+        if (status != 0) != (want != 0):
+            sys.exit(f"self-test case {i} ended {status}, expected {'failure' if want else 'success'}: {text!r}")
+    reasonless = os.path.join(work, "reasonless.md")
+    open(reasonless, "w").write("<!-- readme-test skip: -->\n```sh\ntrue\n```\n")
+    r = subprocess.run([sys.executable, __file__, "--list", reasonless], capture_output=True, text=True)
+    if r.returncode == 0:
+        sys.exit("self-test: a directive without a reason was accepted")
+    print("readme_test self-test: ok")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("files", nargs="*")
     p.add_argument("--bin", default=os.path.join(ROOT, "target/debug/shardflake"),
                    help="the shardflake binary the commands run (default: the debug build)")
     p.add_argument("--list", action="store_true", help="print the commands as they would run")
+    p.add_argument("--self-test", action="store_true",
+                   help="check that the runner fails a failing command and a reasonless directive")
     a = p.parse_args()
+    if a.self_test:
+        return self_test()
     files = a.files or (["README.md"] + sorted(glob.glob("docs/*.md")) + sorted(glob.glob("crates/*/README.md")))
     files = [os.path.join(ROOT, f) if not os.path.isabs(f) else f for f in files]
     if a.list:

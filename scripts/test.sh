@@ -111,4 +111,5 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 # Every shell command the documentation shows (README.md, docs/*.md, the crates' READMEs), in
 # order, each file in a scratch directory, with the binary built above; a block that cannot
 # run here says why in the Markdown source (scripts/readme_test.py). Budget: about 5 minutes.
+python3 scripts/readme_test.py --self-test
 python3 scripts/readme_test.py --bin target/debug/shardflake
