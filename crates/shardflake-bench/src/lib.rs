@@ -155,6 +155,7 @@ pub fn run(args: &BenchArgs, others: Vec<Row>) -> Result<()> {
             single.errors + all.errors,
         );
     }
+    println!();
     println!(
         "errors: ids a generator refused during the runs (a clock behind its bound, a counter \
          used up); 0 is expected on every row"

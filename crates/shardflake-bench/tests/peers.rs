@@ -38,7 +38,12 @@ fn only_applies_to_peer_rows_too() {
         .expect("the binary runs");
     let stdout = String::from_utf8(o.stdout).expect("utf-8 stdout");
     assert!(o.status.success());
-    let rows: Vec<&str> = stdout.lines().skip(2).collect();
+    // The table's rows: after the two header lines, up to the blank line before the notes.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
     assert_eq!(rows.len(), 1, "{stdout}");
     assert!(rows[0].starts_with("scru128 Generator"), "{stdout}");
 }
