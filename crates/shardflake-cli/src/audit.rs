@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use shardflake_client::CoordinatorClient;
+use shardflake_client::{ClientError, CoordinatorClient, Retry};
 use shardflake_proto::audit::{find_overlaps, grants_checked, OverlapKind};
 use shardflake_proto::auth::READ_TOKEN_ENV;
 
@@ -32,7 +32,8 @@ pub struct AuditArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Time limit of the request.
+    /// How long to keep asking while the coordinators are unavailable (an etcd election, a
+    /// restart): the read is retried with backoff until then.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
@@ -66,7 +67,7 @@ fn audit(args: &AuditArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let report = runtime
-        .block_on(client.audit())
+        .block_on(read_report(&client, args.timeout))
         .map_err(|e| anyhow!("cannot read the grants: {e}"))?;
     let overlaps = find_overlaps(&report);
     let checked = grants_checked(&report);
@@ -96,6 +97,37 @@ fn audit(args: &AuditArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The report, asked again with backoff while the coordinators are unavailable or answer
+/// a retryable error (an etcd election, a coordinator restarting), until `timeout`.
+async fn read_report(
+    client: &CoordinatorClient,
+    timeout: Duration,
+) -> Result<shardflake_proto::audit::AuditReport, ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut retry = Retry::new(
+        "reading the grants",
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    );
+    loop {
+        match client.audit().await {
+            Ok(report) => return Ok(report),
+            Err(e) => {
+                let transient = match &e {
+                    ClientError::Unavailable { .. } => true,
+                    ClientError::Api { code, .. } => code.is_retryable(),
+                    _ => false,
+                };
+                let wait = retry.failed(e.kind(), &e);
+                if !transient || tokio::time::Instant::now() + wait >= deadline {
+                    return Err(e);
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 fn print_table(
