@@ -249,6 +249,7 @@ fn kill_9_keeps_tokens_reservations_and_live_leases() {
         (s, stale["error"]["code"].as_str()),
         (409, Some("stale_token"))
     );
+    assert_audit_clean(p.addr);
 }
 
 #[test]
@@ -293,6 +294,8 @@ fn temporal_coordinator_grants_rising_blocks_over_http() {
         hosts["hosts"][0]["temporal"]["used_in_shard"].as_u64(),
         Some(after)
     );
+    // The three blocks are in the pair's grant log, disjoint.
+    assert_audit_clean(p.addr);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -751,6 +754,7 @@ fn a_node_refuses_coordinators_of_two_stores() {
         let (_, body) = http(c.addr, "GET", "/v1/hosts", Some(TOKEN), None);
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["hosts"].as_array().unwrap().len(), 0, "{v}");
+        assert_audit_clean(c.addr);
     }
 }
 
@@ -835,4 +839,5 @@ fn the_coordinator_layout_is_the_cluster_layout() {
             .contains("standby"),
         "{r}"
     );
+    assert_audit_clean(coord.addr);
 }
