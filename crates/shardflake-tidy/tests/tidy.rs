@@ -175,11 +175,22 @@ fn built_packages(root: &Path) -> Vec<(String, String)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .current_dir(root)
-        .args(["tree", "--workspace", "--locked", "--offline", "-e", "normal,build"])
+        .args([
+            "tree",
+            "--workspace",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal,build",
+        ])
         .args(["--all-features", "--prefix", "none", "-f", "{p}"])
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut packages: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
