@@ -32,31 +32,10 @@ fn libfaketime_installed() -> bool {
 }
 
 fn command(state_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
-    c.arg("serve")
-        .args(["--bind", "127.0.0.1", "--port", "0", "--state-dir"])
-        .arg(state_dir)
-        .args(flags);
-    for var in [
-        "PORT",
-        "MACHINE_ID",
-        "DATACENTER_ID",
-        "SHARDFLAKE_LAYOUT",
-        "SHARDFLAKE_STATE_DIR",
-        "SHARDFLAKE_CLOCK_POLICY",
-        "SHARDFLAKE_LOG_FORMAT",
-        "FAKETIME",
-        "LD_PRELOAD",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "info");
+    let mut c = crate::process::standalone_node(state_dir, flags);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
     c
 }
 

@@ -121,6 +121,8 @@ pub fn standalone_node(state_dir: &std::path::Path, flags: &[&str]) -> Command {
         "SHARDFLAKE_STATE_DIR",
         "SHARDFLAKE_CLOCK_POLICY",
         "SHARDFLAKE_LOG_FORMAT",
+        "FAKETIME",
+        "LD_PRELOAD",
     ]
     .into_iter()
     .chain(crate::cluster::CREDENTIAL_VARS)
