@@ -5,6 +5,9 @@
 #                                       client URLs (comma separated) and writes them to
 #                                       DIR/endpoints once the cluster answers
 #   scripts/etcd-cluster.sh stop DIR    kill the members and remove DIR
+#   scripts/etcd-cluster.sh restore DIR SNAPSHOT
+#                                       stop the members, restore SNAPSHOT (`etcdctl snapshot
+#                                       save`) into fresh data directories, start them again
 #
 # Ports: clients on BASE+1..BASE+3, peers on BASE+11..BASE+13, with BASE from
 # SHARDFLAKE_ETCD_PORT_BASE (default 23790; keep BASE+13 below the kernel's ephemeral port range,
@@ -82,8 +85,24 @@ case "$cmd" in
     done
     rm -rf "$dir"
     ;;
+  restore)
+    snapshot=${3:?usage: etcd-cluster.sh restore DIR SNAPSHOT}
+    for i in 1 2 3; do
+      if [ -f "$dir/m$i.pid" ]; then kill -9 "$(cat "$dir/m$i.pid")" 2>/dev/null || true; fi
+    done
+    sleep 0.5
+    for i in 1 2 3; do
+      rm -rf "$dir/m$i"
+      ETCDCTL_API=3 etcdctl snapshot restore "$snapshot" --name "m$i" \
+        --data-dir "$dir/m$i" --initial-cluster "$cluster" \
+        --initial-cluster-token shardflake-test \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" >>"$dir/restore.log" 2>&1
+    done
+    for i in 1 2 3; do start_member "$i" existing; done
+    wait_healthy
+    ;;
   *)
-    echo "unknown command $cmd (start, stop, restart)" >&2
+    echo "unknown command $cmd (start, stop, restart, restore)" >&2
     exit 2
     ;;
 esac

@@ -70,6 +70,28 @@ pub struct CoordinatorArgs {
     /// Key prefix of this cluster's state in etcd; clusters sharing one etcd need their own.
     #[arg(long, default_value = "/shardflake/", env = "SHARDFLAKE_ETCD_PREFIX")]
     pub etcd_prefix: String,
+    /// The etcd members' `--max-txn-ops` (etcd does not report it): group commit sizes its
+    /// batches to fit, counted as etcd counts them. Batches etcd still refuses are split and
+    /// sent again.
+    #[arg(long, default_value_t = 128, env = "SHARDFLAKE_ETCD_MAX_TXN_OPS")]
+    pub etcd_max_txn_ops: usize,
+    /// Compact etcd's history, one coordinator at a time, keeping one --etcd-compact-every
+    /// of it. `off` for a shared etcd whose operator compacts it (etcd's
+    /// --auto-compaction-*): without compaction etcd grows until its quota stops all writes.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "on",
+        env = "SHARDFLAKE_ETCD_COMPACTION"
+    )]
+    pub etcd_compaction: OnOff,
+    /// How often etcd's history is compacted.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "SHARDFLAKE_ETCD_COMPACT_EVERY")]
+    pub etcd_compact_every: Duration,
+    /// The etcd members' --quota-backend-bytes (etcd 3.4 does not report it): the database
+    /// size is exported against it and logged above 80%. Bytes, or with KiB, MiB, GiB.
+    #[arg(long, value_name = "BYTES", default_value = "2GiB", value_parser = parse_bytes, env = "SHARDFLAKE_ETCD_QUOTA_BYTES")]
+    pub etcd_quota_bytes: u64,
     /// CA certificate (PEM) that signed the etcd members' certificates; the endpoints are
     /// then `https://`.
     #[arg(long, env = "SHARDFLAKE_ETCD_CACERT")]
@@ -148,6 +170,10 @@ impl CoordinatorArgs {
             group_commit_max: self.group_commit_max,
             etcd: self.etcd.clone(),
             etcd_prefix: self.etcd_prefix.clone(),
+            etcd_max_txn_ops: self.etcd_max_txn_ops,
+            etcd_compaction: self.etcd_compaction == OnOff::On,
+            etcd_compact_every: self.etcd_compact_every,
+            etcd_quota_bytes: self.etcd_quota_bytes,
             etcd_cacert: self.etcd_cacert.clone(),
             etcd_cert: self.etcd_cert.clone(),
             etcd_key: self.etcd_key.clone(),
@@ -187,4 +213,48 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
         shardflake_coordinator::run(listener, config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Parses a byte count: a number, optionally with `KiB`, `MiB` or `GiB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte count (e.g. 2GiB, 512MiB, 1073741824)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("`{other}` is not a unit: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod byte_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_binary_units() {
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_bytes("2GB").unwrap_err().contains("unit"));
+        assert!(parse_bytes("lots").is_err());
+    }
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod audit;
 mod coordinator;
 mod fetch;
@@ -46,6 +47,11 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Check that no two grants of a coordinator store overlap (exit 1 if any do).
     Audit(audit::AuditArgs),
+    /// Repair a coordinator store restored from a backup: raise every bound above what it may
+    /// have granted since, then let it grant again (admin credential).
+    Repair(admin::RepairArgs),
+    /// Delete a namespace or raise its next value (admin credential).
+    Namespace(admin::NamespaceArgs),
     /// Run the generator node: an HTTP id service (PORT, MACHINE_ID, DATACENTER_ID).
     Serve(serve::ServeArgs),
     /// Run the coordinator: leases host ids, persists reservations, promotes standbys.
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         }
         Command::Fetch(args) => fetch::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Repair(args) => admin::repair(args),
+        Command::Namespace(args) => admin::namespace(args),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Coordinator(args) => coordinator::run(args).map(|()| ExitCode::SUCCESS),
         Command::MaelstromNode(args) => maelstrom::run(args),

@@ -312,6 +312,16 @@ fn node_command_with(coordinator: SocketAddr, standby: bool, layout_flags: &[&st
 }
 
 pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]) -> Command {
+    node_command_ttl(urls, standby, layout_flags, NODE_TTL_MS)
+}
+
+/// [`node_command_urls`] with a lease TTL of `ttl_ms`.
+pub(crate) fn node_command_ttl(
+    urls: &str,
+    standby: bool,
+    layout_flags: &[&str],
+    ttl_ms: u64,
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shardflake"));
     c.arg("serve")
         .args(["--bind", "127.0.0.1", "--port", "0"])
@@ -319,7 +329,17 @@ pub(crate) fn node_command_urls(urls: &str, standby: bool, layout_flags: &[&str]
         .arg("--coordinator")
         .arg(urls)
         .arg("--lease-ttl")
-        .arg(format!("{NODE_TTL_MS}ms"));
+        .arg(format!("{ttl_ms}ms"))
+        // A state directory of its own (a cluster node keeps the store's generation there),
+        // never the working directory.
+        .arg("--state-dir")
+        .arg(
+            tempfile::Builder::new()
+                .prefix("shardflake-node-")
+                .tempdir()
+                .expect("a temporary directory")
+                .keep(),
+        );
     if standby {
         c.arg("--standby");
     }

@@ -9,4 +9,5 @@ mod maelstrom;
 mod namespaces;
 mod node;
 mod process;
+mod scale;
 mod security;

@@ -9,12 +9,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shardflake_proto::coord::{
     AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, HostsResponse, LeaseGrant,
-    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
-    StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
+    ReleaseRequest, RenewRequest, RenewResponse, RepairReport, RepairRequest, ReservationRequest,
+    ReservationResponse, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::generation::{GenerationStamp, GENERATION_HEADER};
 use shardflake_proto::ns::{
-    NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest, NsReturnRequest,
-    NsReturnResponse, RoutingTable,
+    NamespaceDeleted, NamespaceList, NamespaceSpec, NamespaceStatus, NsBlockGrant, NsBlockRequest,
+    NsRaiseRequest, NsReturnRequest, NsReturnResponse, RoutingTable,
 };
 use shardflake_proto::{ErrorBody, ErrorCode};
 use thiserror::Error;
@@ -66,6 +67,17 @@ pub enum ClientError {
         /// The store id it answered with.
         found: String,
     },
+    /// A coordinator answered with a store generation below one this client has seen: the
+    /// store went back (restored from a backup) and would grant again what it granted since.
+    #[error("coordinator {url} answered with store generation {found}, below generation {seen} this client has seen: the store was restored from a backup (or went back); its answers are refused until an operator runs `shardflake repair`")]
+    StoreWentBack {
+        /// The coordinator that answered.
+        url: String,
+        /// The highest generation this client has seen.
+        seen: u64,
+        /// The generation it answered with.
+        found: u64,
+    },
     /// A bad URL list or token.
     #[error("{0}")]
     Config(String),
@@ -87,6 +99,7 @@ impl ClientError {
             ClientError::Api { code, .. } => code.as_str(),
             ClientError::Unavailable { .. } => "unavailable",
             ClientError::StoreMismatch { .. } => "store_mismatch",
+            ClientError::StoreWentBack { .. } => "store_went_back",
             ClientError::Config(_) => "config",
         }
     }
@@ -111,6 +124,10 @@ pub struct CoordinatorClient {
     pinned: Mutex<Option<String>>,
     /// `(url, store id)` pairs already reported as foreign, so each is logged once.
     foreign: Mutex<HashSet<(String, String)>>,
+    /// The highest store generation seen, sent with every request.
+    generation: Mutex<Option<GenerationStamp>>,
+    /// The last generation a store went back to, so that it is logged once.
+    went_back: Mutex<Option<u64>>,
 }
 
 impl CoordinatorClient {
@@ -158,7 +175,65 @@ impl CoordinatorClient {
             timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
             pinned: Mutex::new(None),
             foreign: Mutex::new(HashSet::new()),
+            generation: Mutex::new(None),
+            went_back: Mutex::new(None),
         })
+    }
+
+    /// The highest store generation a coordinator has answered with, to be kept across
+    /// restarts (a node keeps it in its state directory) and given to
+    /// [`CoordinatorClient::with_generation`].
+    pub fn generation(&self) -> Option<GenerationStamp> {
+        self.generation.lock().expect("poisoned").clone()
+    }
+
+    /// Starts from `stamp`, the highest generation seen before (by an earlier run): an
+    /// answer below it is refused ([`ClientError::StoreWentBack`]), and coordinators are
+    /// told of it, so that a store restored from a backup stops granting. A stamp of another
+    /// store is forgotten at the first answer that says so.
+    pub fn with_generation(self, stamp: Option<GenerationStamp>) -> Self {
+        *self.generation.lock().expect("poisoned") = stamp;
+        self
+    }
+
+    /// Checks a response's generation against `floor`, the highest seen when its request
+    /// was sent (and sent with it: a coordinator whose store is not behind answers at or
+    /// above it), and raises the highest seen. Concurrent requests may be answered in any
+    /// order, so only `floor` says whether the store went back.
+    fn check_generation(
+        &self,
+        url: &str,
+        headers: &http::HeaderMap,
+        floor: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let Some(found) = headers
+            .get(GENERATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| GenerationStamp::parse(v).ok())
+        else {
+            return Ok(());
+        };
+        let mut seen = self.generation.lock().expect("poisoned");
+        match (seen.as_ref(), floor) {
+            (_, Some(floor)) if found.generation < floor => {
+                let e = ClientError::StoreWentBack {
+                    url: url.to_string(),
+                    seen: floor,
+                    found: found.generation,
+                };
+                let mut logged = self.went_back.lock().expect("poisoned");
+                if *logged != Some(found.generation) {
+                    tracing::error!("{e}");
+                    *logged = Some(found.generation);
+                }
+                Err(e)
+            }
+            (Some(s), _) if found.generation <= s.generation => Ok(()),
+            _ => {
+                *seen = Some(found);
+                Ok(())
+            }
+        }
     }
 
     /// The store id this client is pinned to, once a coordinator has answered.
@@ -213,6 +288,18 @@ impl CoordinatorClient {
     /// [`ClientError::Unavailable`] if none answers. Coordinators that do not answer are
     /// skipped: they are checked against the pinned id whenever they answer later.
     pub async fn probe(&self) -> Result<ClusterInfo, ClientError> {
+        match self.probe_once().await {
+            // A remembered stamp of another store: forgotten; ask again without it.
+            Err(e)
+                if e.code() == Some(ErrorCode::ForeignGeneration) && self.forget_generation() =>
+            {
+                self.probe_once().await
+            }
+            r => r,
+        }
+    }
+
+    async fn probe_once(&self) -> Result<ClusterInfo, ClientError> {
         let mut first: Option<(String, ClusterInfo)> = None;
         let mut last = String::new();
         for url in &self.urls {
@@ -331,6 +418,25 @@ impl CoordinatorClient {
         body: Option<&Req>,
         timeout: Duration,
     ) -> Result<Resp, ClientError> {
+        match self.call_once(method.clone(), path, body, timeout).await {
+            // A remembered stamp of another store (a node moved to a new cluster): forgotten;
+            // ask again without it.
+            Err(e)
+                if e.code() == Some(ErrorCode::ForeignGeneration) && self.forget_generation() =>
+            {
+                self.call_once(method, path, body, timeout).await
+            }
+            r => r,
+        }
+    }
+
+    async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&Req>,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
         let n = self.urls.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut last = String::new();
@@ -361,6 +467,7 @@ impl CoordinatorClient {
                 Ok(b) => b,
                 Err(e) => return Err(ClientError::Config(format!("request body: {e}"))),
             };
+            let floor = self.generation().map(|g| g.generation);
             let resp = match self.exchange(method.clone(), &url, body, share).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -371,14 +478,28 @@ impl CoordinatorClient {
                 }
             };
             let status = resp.status();
+            let text = || String::from_utf8_lossy(resp.body()).into_owned();
             if status.is_server_error() {
+                // Every coordinator of the store says the same of a store that went back:
+                // say it rather than try the others.
+                let e = api_error(status.as_u16(), &text());
+                if e.code() == Some(ErrorCode::StoreRestored) {
+                    return Err(e);
+                }
                 last = format!("{url}: HTTP {status}");
                 continue;
             }
             // Whatever a coordinator of another store says, success or error, is not about
-            // this node's leases: skip it as if it were down.
-            if let Err(e) = self.check_store(&self.urls[idx], resp.headers()) {
-                if matches!(e, ClientError::StoreMismatch { .. }) {
+            // this node's leases: skip it as if it were down. An answer from a store that
+            // went back is not used either.
+            let checked = self
+                .check_store(&self.urls[idx], resp.headers())
+                .and_then(|()| self.check_generation(&self.urls[idx], resp.headers(), floor));
+            if let Err(e) = checked {
+                if matches!(
+                    e,
+                    ClientError::StoreMismatch { .. } | ClientError::StoreWentBack { .. }
+                ) {
                     mismatch = Some(e);
                 } else {
                     last = e.to_string();
@@ -386,8 +507,7 @@ impl CoordinatorClient {
                 continue;
             }
             if !status.is_success() {
-                let text = String::from_utf8_lossy(resp.body());
-                return Err(api_error(status.as_u16(), &text));
+                return Err(api_error(status.as_u16(), &text()));
             }
             if idx != first && self.preferred.swap(idx, Ordering::Relaxed) % n != idx {
                 // Logged once per change of coordinator, not per request.
@@ -406,6 +526,18 @@ impl CoordinatorClient {
         Err(mismatch.unwrap_or(ClientError::Unavailable { tried: n, last }))
     }
 
+    /// Forgets the remembered generation (a stamp of another store); whether there was one.
+    fn forget_generation(&self) -> bool {
+        let forgotten = self.generation.lock().expect("poisoned").take();
+        if let Some(s) = &forgotten {
+            tracing::warn!(
+                generation = s.generation,
+                "the remembered store generation belongs to another store; forgotten"
+            );
+        }
+        forgotten.is_some()
+    }
+
     /// One exchange with one coordinator through the transport, within `timeout`.
     async fn exchange(
         &self,
@@ -420,6 +552,9 @@ impl CoordinatorClient {
         }
         if body.is_some() {
             rb = rb.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(g) = self.generation.lock().expect("poisoned").as_ref() {
+            rb = rb.header(GENERATION_HEADER, g.to_string());
         }
         let request = rb
             .body(body.unwrap_or_default())
@@ -539,6 +674,42 @@ impl CoordinatorClient {
     pub async fn audit(&self) -> Result<shardflake_proto::audit::AuditReport, ClientError> {
         self.call::<(), _>(http::Method::GET, "/v1/audit", None, self.timeout)
             .await
+    }
+
+    /// `DELETE /v1/namespaces/{name}`: deletes a namespace (admin credential); with `force`,
+    /// even while live nodes hold blocks of it.
+    pub async fn delete_namespace(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<NamespaceDeleted, ClientError> {
+        self.call::<(), _>(
+            http::Method::DELETE,
+            &format!("/v1/namespaces/{name}?force={force}"),
+            None,
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `POST /v1/namespaces/{name}/raise`: every value granted from now on is at or above
+    /// `next_at_least` (admin credential).
+    pub async fn raise_namespace(
+        &self,
+        name: &str,
+        next_at_least: u64,
+    ) -> Result<NamespaceStatus, ClientError> {
+        self.post(
+            &format!("/v1/namespaces/{name}/raise"),
+            &NsRaiseRequest { next_at_least },
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `POST /v1/repair`: repairs a store restored from a backup (admin credential).
+    pub async fn repair(&self, req: &RepairRequest) -> Result<RepairReport, ClientError> {
+        self.post("/v1/repair", req, self.timeout).await
     }
 
     /// `GET /v1/routing`: live nodes and each namespace's serving nodes.

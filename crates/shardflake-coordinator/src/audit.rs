@@ -11,8 +11,8 @@
 
 use axum::http::Method;
 use shardflake_proto::auth::Scope;
-use shardflake_proto::coord::{BlockGrant, LeaseGrant};
-use shardflake_proto::ns::NsBlockGrant;
+use shardflake_proto::coord::{BlockGrant, LeaseGrant, RepairReport};
+use shardflake_proto::ns::{NamespaceDeleted, NsBlockGrant};
 use shardflake_proto::ErrorCode;
 
 use crate::http::Caller;
@@ -68,6 +68,29 @@ pub(crate) fn namespace_written(c: &Caller, name: &str, block_min: u64, block_ma
     tracing::info!(target: TARGET, event = "namespace_written",
         credential = %c.credential, peer = %c.peer_text(), cert = %c.cert_text(),
         namespace = name, block_min, block_max);
+}
+
+/// A namespace deleted (`forced`: while live leases held blocks of it).
+pub(crate) fn namespace_deleted(c: &Caller, d: &NamespaceDeleted, forced: bool) {
+    tracing::warn!(target: TARGET, event = "namespace_deleted",
+        credential = %c.credential, peer = %c.peer_text(), cert = %c.cert_text(),
+        namespace = %d.name, next = d.next, forced, held_by = ?d.held_by);
+}
+
+/// A namespace's next value raised.
+pub(crate) fn namespace_raised(c: &Caller, name: &str, asked: u64, next: u64) {
+    tracing::info!(target: TARGET, event = "namespace_raised",
+        credential = %c.credential, peer = %c.peer_text(), cert = %c.cert_text(),
+        namespace = name, asked, next);
+}
+
+/// A store repaired after it went back.
+pub(crate) fn store_repaired(c: &Caller, r: &RepairReport) {
+    tracing::warn!(target: TARGET, event = "store_repaired",
+        credential = %c.credential, peer = %c.peer_text(), cert = %c.cert_text(),
+        generation_before = r.generation_before, generation_after = r.generation_after,
+        namespaces = r.namespaces.len(), hosts_raised = r.hosts_raised,
+        token_before = r.token_before, token_after = r.token_after);
 }
 
 /// A request without a valid credential.

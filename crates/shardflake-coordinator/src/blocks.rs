@@ -100,6 +100,19 @@ pub(crate) fn refill_size(
     }))
 }
 
+/// Refuses a block of a shard below `rec`'s block floor: its record may be gone, so a block
+/// of it could repeat counter values.
+fn check_floor(rec: &HostRecord, shard: u64) -> Result<(), CoordError> {
+    if shard < rec.block_floor_shard {
+        return Err(CoordError::ShardRetired {
+            host_id: rec.host_id,
+            shard,
+            floor: rec.block_floor_shard,
+        });
+    }
+    Ok(())
+}
+
 /// Takes a usage report into the host's temporal record: a report of a later shard closes
 /// the previous one into the forecaster and the history.
 pub(crate) fn update_usage(t: &mut TemporalRecord, usage: ShardUsage) {
@@ -193,6 +206,7 @@ impl Coordinator {
         let (rec, version) = self
             .fenced(req.host_id, req.token, &req.secret, Liveness::Required)
             .await?;
+        check_floor(&rec, req.shard)?;
         let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
         let now = self.time.wall_ms();
         let size = refill_size(&last.0, self.forecast_of(&rec, now), self.sizing(), now);
@@ -244,6 +258,9 @@ impl Coordinator {
             shard: usage.shard + 1,
             after_counter: 0,
         };
+        if req.shard < rec.block_floor_shard {
+            return Ok(None);
+        }
         let last = records::load_block(self.store.as_ref(), req.host_id, req.shard).await?;
         let planned = self.plan_block(&req, last, size, now_ms)?;
         if planned.write.is_some() {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
+use crate::generation::Generations;
 use crate::leases::Observation;
 use crate::meta::{self, ClusterRecord};
 use crate::metrics::Metrics;
@@ -34,6 +35,12 @@ pub struct Coordinator {
     pub(crate) observed: Mutex<HashMap<u32, Observation>>,
     pub(crate) standby: Standbys,
     pub(crate) metrics: Metrics,
+    pub(crate) generations: Generations,
+    /// The routing table, kept in memory.
+    pub(crate) routing: crate::routing::RoutingCache,
+    /// The background writer of usage reports, once started.
+    pub(crate) report_writer:
+        std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::namespaces::ReportJob>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -69,6 +76,8 @@ impl Coordinator {
         config: CoordinatorConfig,
     ) -> Result<Self, CoordError> {
         let cluster = meta::open(store.as_ref(), &config.layout, time.wall_ms()).await?;
+        let generations =
+            Generations::load(store.as_ref(), &cluster.store_id, &cluster.generation_key).await?;
         Ok(Self {
             store,
             cluster,
@@ -77,6 +86,9 @@ impl Coordinator {
             observed: Mutex::new(HashMap::new()),
             standby: Standbys::default(),
             metrics: Metrics::default(),
+            generations,
+            routing: crate::routing::RoutingCache::default(),
+            report_writer: std::sync::OnceLock::new(),
         })
     }
 
@@ -100,6 +112,25 @@ impl Coordinator {
         &self.store
     }
 
+    /// Why the coordinator cannot serve grants now, if it cannot (empty: ready): what the
+    /// store says of itself ([`crate::store::StoreHealth`]).
+    pub async fn readiness(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(r) = self.generations.restored() {
+            problems.push(format!(
+                "store restored: it is at generation {}, but generation {} was seen; no grants until `shardflake repair`",
+                r.store_generation, r.seen_generation
+            ));
+        }
+        match self.store.health().await {
+            crate::store::StoreHealth::Ready => {}
+            crate::store::StoreHealth::NotReady(why) | crate::store::StoreHealth::Failed(why) => {
+                problems.push(why)
+            }
+        }
+        problems
+    }
+
     /// Refuses a host id outside the pool before anything is read.
     pub(crate) fn check_host(&self, host_id: u32) -> Result<(), CoordError> {
         if host_id >= self.config.pool_size {
@@ -121,15 +152,28 @@ impl Coordinator {
         &'a self,
         mut step: impl FnMut() -> BoxFuture<'a, Result<Step<'a, T>, CoordError>>,
     ) -> Result<T, CoordError> {
+        self.refuse_if_restored().await?;
         for _ in 0..CAS_ATTEMPTS_MAX {
-            match step().await? {
+            let (txn, then) = match step().await? {
                 Step::Answer(value) => return Ok(value),
-                Step::Commit(txn, then) => match self.store.txn(txn).await? {
-                    TxnOutcome::Committed { .. } => return Ok(then()),
-                    TxnOutcome::Conflict { .. } => {
-                        self.metrics.cas_conflicts.inc();
+                Step::Commit(txn, then) => (txn, then),
+            };
+            let floor = self.generations.revision();
+            match self.store.txn(txn).await? {
+                TxnOutcome::Committed { revision } => {
+                    if !self.generations.observe_revision(floor, revision) {
+                        // The store went back under this coordinator (an etcd restored from
+                        // a snapshot): what it just granted may have been granted before.
+                        // It is not answered, so it is never used.
+                        let seen = self.generations.current();
+                        let now = self.generations.at(revision);
+                        self.store_went_back(seen, now).await?;
                     }
-                },
+                    return Ok(then());
+                }
+                TxnOutcome::Conflict { .. } => {
+                    self.metrics.cas_conflicts.inc();
+                }
             }
         }
         Err(CoordError::Contended {

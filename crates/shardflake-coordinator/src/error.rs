@@ -165,6 +165,54 @@ pub enum CoordError {
         /// The largest value.
         max: u64,
     },
+    /// A delete of a namespace that live leases still hold unreturned blocks of.
+    #[error("namespace `{name}` has unreturned blocks held by the live leases of host ids {held_by:?}; stop serving it first (a node gives its unused tail back when it stops), or delete with force=true: those nodes issue what they hold and get no further block, and a namespace created again under this name must start at or above {next} to keep its values unique")]
+    NamespaceBusy {
+        /// The name.
+        name: String,
+        /// Host ids holding blocks.
+        held_by: Vec<u32>,
+        /// The namespace's next value.
+        next: u64,
+    },
+    /// A raise that would lower a bound.
+    #[error("{what} is already {current}; {asked} would lower it, and a bound never goes down (values below it may have been issued)")]
+    WouldLower {
+        /// What would be lowered.
+        what: String,
+        /// Its current value.
+        current: u64,
+        /// What was asked for.
+        asked: u64,
+    },
+    /// The store went back to an earlier generation than callers have seen.
+    #[error("the store is at generation {store}, but generation {seen} was seen: it was restored from a backup (or went back) and would grant again what it granted since; no grants until an operator runs `shardflake repair` (docs/operations.md)")]
+    StoreRestored {
+        /// The highest generation callers presented.
+        seen: u64,
+        /// The store's generation.
+        store: u64,
+    },
+    /// A generation stamp this store did not mint.
+    #[error("{header}: the stamp of generation {generation} was not minted by store {store_id} (another store's, or altered); forget it")]
+    ForeignGeneration {
+        /// The header's name.
+        header: &'static str,
+        /// The stamp's generation.
+        generation: u64,
+        /// This store.
+        store_id: String,
+    },
+    /// A counter block for a shard below the host's block floor.
+    #[error("shard {shard} of host id {host_id} is retired (blocks are granted from shard {floor} on): its records were deleted once it lay behind, or a repair retired it")]
+    ShardRetired {
+        /// The host id.
+        host_id: u32,
+        /// The shard asked for.
+        shard: u64,
+        /// The lowest shard still granted.
+        floor: u64,
+    },
     /// A malformed request the HTTP layer did not catch.
     #[error("{0}")]
     BadRequest(String),
@@ -194,6 +242,11 @@ impl CoordError {
             CoordError::UnknownNamespace { .. } => ErrorCode::UnknownNamespace,
             CoordError::NamespaceConflict { .. } => ErrorCode::NamespaceConflict,
             CoordError::NamespaceExhausted { .. } => ErrorCode::NamespaceExhausted,
+            CoordError::NamespaceBusy { .. } => ErrorCode::NamespaceBusy,
+            CoordError::WouldLower { .. } => ErrorCode::WouldLower,
+            CoordError::StoreRestored { .. } => ErrorCode::StoreRestored,
+            CoordError::ForeignGeneration { .. } => ErrorCode::ForeignGeneration,
+            CoordError::ShardRetired { .. } => ErrorCode::ShardRetired,
             CoordError::HostOutOfRange { .. }
             | CoordError::TtlOutOfRange { .. }
             | CoordError::ShardBeyondLayout { .. }

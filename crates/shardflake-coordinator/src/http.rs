@@ -14,9 +14,10 @@ use shardflake_proto::audit::AuditReport;
 use shardflake_proto::auth::Scope;
 use shardflake_proto::coord::{
     AcquireRequest, BlockGrant, BlockRequest, ClusterInfo, HostsResponse, LeaseGrant,
-    ReleaseRequest, RenewRequest, RenewResponse, ReservationRequest, ReservationResponse,
-    StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
+    ReleaseRequest, RenewRequest, RenewResponse, RepairReport, RepairRequest, ReservationRequest,
+    ReservationResponse, StandbyWaitRequest, StandbyWaitResponse, STORE_ID_HEADER,
 };
+use shardflake_proto::generation::{GenerationStamp, GENERATION_HEADER};
 use shardflake_proto::node::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS};
 use shardflake_proto::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,8 +33,9 @@ use crate::metrics::Scrape;
 pub use crate::openapi::openapi;
 use crate::openapi::{
     openapi_json, AcquireErrors, BlockErrors, HealthText, HostId, LeaseErrors, MetricsText,
-    OpenErrors, ReadErrors, ReleaseErrors, RenewErrors, StandbyErrors,
+    OpenErrors, ReadErrors, ReadyText, ReleaseErrors, RenewErrors, RepairErrors, StandbyErrors,
 };
+use crate::store::StoreHealth;
 pub(crate) use auth::Caller;
 use auth::Limiters;
 pub use auth::{
@@ -41,8 +43,9 @@ pub use auth::{
     READ_PER_S_DEFAULT,
 };
 
-/// Largest request body accepted, in bytes.
-pub const BODY_BYTES_MAX: usize = 16 * 1024;
+/// Largest request body accepted, in bytes (the protocol's limit, which holds a renewal
+/// reporting on every namespace a node may serve).
+pub const BODY_BYTES_MAX: usize = shardflake_proto::coord::REQUEST_BODY_BYTES_MAX;
 /// Requests served at once (standby long polls included); beyond it, `503` at once.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 4_096;
 
@@ -169,6 +172,37 @@ async fn store_id(State(state): State<AppState>, req: Request, next: Next) -> Re
     let mut resp = next.run(req).await;
     resp.headers_mut()
         .insert(STORE_ID_HEADER, state.store_id.clone());
+    resp
+}
+
+/// Checks the caller's generation stamp, if it sent one: a stamp this store did not mint is
+/// `400`, one above the store's generation means the store went back (`503
+/// store_restored`). Runs after authentication: only callers with a credential make the
+/// coordinator look.
+async fn check_generation(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(v) = req.headers().get(GENERATION_HEADER) {
+        let claim = match v
+            .to_str()
+            .map_err(|e| e.to_string())
+            .and_then(GenerationStamp::parse)
+        {
+            Ok(c) => c,
+            Err(e) => return ApiError::new(ErrorCode::BadRequest, e).into_response(),
+        };
+        if let Err(e) = state.coordinator.check_generation(&claim).await {
+            return ApiError::from(e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Stamps every response with the store's generation, as it stands after the request.
+async fn stamp_generation(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let stamp = state.coordinator.generation_stamp().to_string();
+    if let Ok(v) = header::HeaderValue::from_str(&stamp) {
+        resp.headers_mut().insert(GENERATION_HEADER, v);
+    }
     resp
 }
 
@@ -396,7 +430,35 @@ async fn audit_report(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(s.coordinator.audit_report().await?).into_response())
 }
 
-/// Liveness; needs no token.
+/// Repairs a store restored from a backup: raises every namespace's `next` and every host
+/// id's bounds above the floors given (and what nodes presented while the store was
+/// refused), the fencing token and the generation above everything seen, and lets the store
+/// grant again. Refused without a time floor and a floor for every namespace; never lowers
+/// anything.
+#[utoipa::path(
+    post,
+    path = "/v1/repair",
+    tag = "operations",
+    security(("bearer" = ["admin"])),
+    request_body = RepairRequest,
+    responses(
+        (status = 200, description = "What the repair raised.", body = RepairReport),
+        RepairErrors,
+    )
+)]
+async fn repair(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<RepairRequest>,
+) -> Result<Response, ApiError> {
+    let report = s.coordinator.repair(&req).await?;
+    audit::store_repaired(&caller, &report);
+    Ok(Json(report).into_response())
+}
+
+/// Liveness; needs no token. Fails (`503`) only when the process cannot recover by itself
+/// (a store file that cannot be reopened): a supervisor should restart it. A store that is
+/// down for a while (a full disk, an unreachable etcd) is `/readyz`'s business.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -407,8 +469,36 @@ async fn audit_report(State(s): State<AppState>) -> Result<Response, ApiError> {
         OpenErrors,
     )
 )]
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.coordinator.store().health().await {
+        StoreHealth::Failed(why) => ApiError::new(ErrorCode::StoreUnavailable, why).into_response(),
+        _ => "ok\n".into_response(),
+    }
+}
+
+/// Readiness; needs no token. `503` with the reasons while the coordinator cannot serve
+/// grants: its store is wedged or unreachable, etcd's space quota alarm is raised, or the
+/// store went back to an earlier state and awaits its repair.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ready` and a newline.", body = ReadyText,
+            content_type = "text/plain"),
+        OpenErrors,
+    )
+)]
+async fn readyz(State(s): State<AppState>) -> Response {
+    let problems = s.coordinator.readiness().await;
+    if problems.is_empty() {
+        return "ready\n".into_response();
+    }
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        format!("not ready: {}", problems.join("; ")),
+    )
+    .into_response()
 }
 
 /// Metrics for Prometheus.
@@ -429,8 +519,10 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = c.metrics().render(Scrape {
         store_commits: stats.commits,
         store_txns: stats.txns,
+        store_reads: stats.reads,
         live_hosts: c.live_hosts().await? as u64,
         pool_size: u64::from(c.config().pool_size),
+        store_gauges: c.store().gauges(),
     });
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -492,7 +584,13 @@ pub(crate) fn scoped_routes(scope: Scope) -> OpenApiRouter<AppState> {
             .routes(routes!(standby_wait))
             .routes(routes!(namespaces::ns_blocks))
             .routes(routes!(namespaces::ns_return)),
-        Scope::Admin => OpenApiRouter::new().routes(routes!(namespaces::put_namespace)),
+        Scope::Admin => OpenApiRouter::new()
+            .routes(routes!(
+                namespaces::put_namespace,
+                namespaces::delete_namespace
+            ))
+            .routes(routes!(namespaces::raise_namespace))
+            .routes(routes!(repair)),
         // A node's client credential: no coordinator route.
         Scope::Client => OpenApiRouter::new(),
     }
@@ -509,10 +607,11 @@ pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
 pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(get_openapi))
 }
 
-/// The router: every route but `/healthz` and `/openapi.json` behind authentication, each
+/// The router: every route but `/healthz`, `/readyz` and `/openapi.json` behind authentication, each
 /// group behind the scope it needs. The routes and the OpenAPI description (`GET
 /// /openapi.json`) come from the same lists (`scoped_routes`, `open_routes`), so neither
 /// names a route the other lacks.
@@ -530,11 +629,19 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            check_generation,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             auth::authenticate,
         ));
     let (open, _) = open_routes().split_for_parts();
     open.merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            stamp_generation,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), store_id))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)

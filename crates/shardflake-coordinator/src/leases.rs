@@ -20,15 +20,17 @@
 
 use shardflake_proto::coord::{
     AcquireRequest, LeaseGrant, LeaseState, ReleaseRequest, RenewRequest, RenewResponse,
-    ReservationRequest, ReservationResponse, REQUEST_ID_BYTES_MAX, URL_BYTES_MAX,
+    ReservationRequest, ReservationResponse, ShardUsage, REQUEST_ID_BYTES_MAX, URL_BYTES_MAX,
 };
 
 use crate::config::truncate_name;
 use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
 use crate::fence::{secret_hash, secret_matches, Liveness};
+use crate::generation::{load_host_floors, Floor};
 use crate::records::{
-    self, encode, encode_token, host_key, host_log_key, HostRecord, TokenRange, TOKEN_KEY,
+    self, beat_key, encode, encode_token, host_key, host_log_key, Beat, HostRecord, TokenRange,
+    TOKEN_KEY,
 };
 use crate::store::Txn;
 
@@ -73,6 +75,14 @@ fn mark_renewed(rec: &mut HostRecord, now_ms: u64) {
     rec.renewals += 1;
     rec.renewed_at_ms = now_ms;
     rec.expires_at_ms = now_ms.saturating_add(rec.ttl_ms);
+}
+
+/// `txn` with `rec`'s heartbeat written, conditioned on the heartbeat read with it (a
+/// renewal or takeover that came first makes it conflict).
+fn with_beat(txn: Txn, rec: &HostRecord, usage: Option<ShardUsage>) -> Txn {
+    let key = beat_key(rec.host_id);
+    txn.compare(&key, rec.beat_version)
+        .put(&key, encode(&Beat::of(rec, usage)))
 }
 
 /// An advertised URL must be an `http://` or `https://` URL of at most [`URL_BYTES_MAX`]
@@ -184,9 +194,14 @@ impl Coordinator {
             self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
         }
         let key = host_key(rec.host_id);
-        let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
+        let txn = with_beat(
+            Txn::new().compare(&key, version).put(&key, encode(&rec)),
+            &rec,
+            None,
+        );
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
+            self.routing_changed();
             self.metrics.grants_repeated.inc();
             tracing::info!(host_id = rec.host_id, token = rec.token, holder = %rec.holder,
                 "repeated acquire: answering the same grant, renewed");
@@ -208,7 +223,11 @@ impl Coordinator {
         let prev = hosts.iter().find(|(r, _)| r.host_id == host_id);
         let (last_token, token_version) = records::load_token(self.store.as_ref()).await?;
         let token = last_token + 1;
-        let start_above_ms = prev.map_or(0, |(r, _)| r.reserved_until_ms);
+        // Above the previous holders' bound, and above what a repair set for every host id.
+        let floors = load_host_floors(self.store.as_ref()).await?;
+        let start_above_ms = prev
+            .map_or(0, |(r, _)| r.reserved_until_ms)
+            .max(floors.reserved_until_ms);
         let mut rec = HostRecord {
             host_id,
             token,
@@ -225,16 +244,27 @@ impl Coordinator {
             temporal: prev.and_then(|(r, _)| r.temporal.clone()),
             url: req.url.clone(),
             secret_hash: secret_hash(&req.secret),
+            // Shards retired for the host id stay retired for every later holder.
+            block_floor_shard: prev
+                .map_or(0, |(r, _)| r.block_floor_shard)
+                .max(floors.block_floor_shard),
+            // The previous holder's heartbeat: a renewal of it landing meanwhile makes this
+            // grant conflict and look again.
+            beat_version: prev.map_or(0, |(r, _)| r.beat_version),
         };
         if let Some(ahead_ms) = req.reserve_ahead_ms {
             self.raise_reservation(&mut rec, now.saturating_add(ahead_ms), now);
         }
         let key = host_key(host_id);
-        let mut txn = Txn::new()
-            .compare(&key, prev.map_or(0, |(_, v)| *v))
-            .compare(TOKEN_KEY, token_version)
-            .put(&key, encode(&rec))
-            .put(TOKEN_KEY, encode_token(token));
+        let mut txn = with_beat(
+            Txn::new()
+                .compare(&key, prev.map_or(0, |(_, v)| *v))
+                .compare(TOKEN_KEY, token_version)
+                .put(&key, encode(&rec))
+                .put(TOKEN_KEY, encode_token(token)),
+            &rec,
+            None,
+        );
         if let Some((p, _)) = prev {
             // The previous holder's range is final now: only its token could raise it.
             let (mut log, log_version) =
@@ -248,6 +278,7 @@ impl Coordinator {
         let previous_token = prev.map(|(p, _)| p.token);
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
+            self.routing_changed();
             self.withdraw_offer(host_id);
             self.metrics.grants.inc();
             tracing::info!(host_id, token, holder = %rec.holder, start_above_ms, "lease granted");
@@ -255,7 +286,8 @@ impl Coordinator {
         }))
     }
 
-    /// Renews a lease (and optionally extends its reservation and reports temporal usage).
+    /// Renews a lease (and optionally extends its reservation and reports temporal usage);
+    /// then takes the renewal's namespace usage reports, which cannot make it fail.
     pub async fn renew(
         &self,
         host_id: u32,
@@ -282,8 +314,24 @@ impl Coordinator {
             self.check_shard(usage.shard)?;
         }
         self.check_usage_reports(&req.namespaces)?;
-        self.cas_loop(|| Box::pin(self.renew_step(host_id, req)))
-            .await
+        if self.generations.restored().is_some() {
+            // Refused below; the bound the holder asks for is a floor for the repair.
+            self.note_floor(Floor::Host {
+                host_id,
+                token: req.token,
+                reserved_until_ms: req.reserve_until_ms.unwrap_or(0),
+            })
+            .await;
+        }
+        let renewed = self
+            .cas_loop(|| Box::pin(self.renew_step(host_id, req)))
+            .await?;
+        // The lease is renewed and durable. The namespace reports go in transactions of
+        // their own, after it: however many they are, and whatever becomes of them, they
+        // are never a reason for a renewal to fail.
+        self.take_usage_reports(host_id, req.token, &req.namespaces)
+            .await;
+        Ok(renewed)
     }
 
     /// One attempt of [`Self::renew`].
@@ -298,10 +346,11 @@ impl Coordinator {
         let now = self.time.wall_ms();
         let extended = req
             .reserve_until_ms
-            .is_some_and(|until_ms| self.raise_reservation(&mut rec, until_ms, now));
+            .is_some_and(|until_ms| self.raise_on_renewal(&mut rec, until_ms, now));
         mark_renewed(&mut rec, now);
         let key = host_key(host_id);
         let mut txn = Txn::new().compare(&key, version);
+        let persisted = rec.temporal.clone();
         let next = match req.usage {
             Some(usage) => {
                 self.next_shard_block(&mut rec, req.token, usage, now)
@@ -314,9 +363,24 @@ impl Coordinator {
             txn = write.add_to(txn);
             prepared = true;
         }
-        let txn = self
-            .add_usage_reports(txn.put(&key, encode(&rec)), host_id, &req.namespaces, now)
-            .await?;
+        // The host record is rewritten only when a bound rose or the forecaster moved (a
+        // shard closed, a forecast was made); otherwise the heartbeat alone carries the
+        // renewal, and the current shard's usage.
+        let forecaster_moved = match (&persisted, &rec.temporal) {
+            (Some(before), Some(after)) => {
+                let mut after = after.clone();
+                after.used = before.used;
+                after.host_predicted = before.host_predicted;
+                &after != before
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        let beat_usage = req.usage.filter(|_| !forecaster_moved);
+        if extended || forecaster_moved || rec.beat_version == 0 {
+            txn = txn.put(&key, encode(&rec));
+        }
+        let txn = with_beat(txn, &rec, beat_usage);
         Ok(Step::commit(txn, move || {
             self.observe_commit(&rec);
             self.metrics.renewals.inc();
@@ -342,6 +406,14 @@ impl Coordinator {
         req: &ReservationRequest,
     ) -> Result<ReservationResponse, CoordError> {
         self.check_host(host_id)?;
+        if self.generations.restored().is_some() {
+            self.note_floor(Floor::Host {
+                host_id,
+                token: req.token,
+                reserved_until_ms: req.until_ms,
+            })
+            .await;
+        }
         self.cas_loop(|| Box::pin(self.extend_step(host_id, req)))
             .await
     }
@@ -397,6 +469,7 @@ impl Coordinator {
         let token = req.token;
         Ok(Step::commit(txn, move || {
             self.metrics.releases.inc();
+            self.routing_changed();
             self.wake_standbys();
             tracing::info!(host_id, token, "lease released");
         }))
@@ -407,6 +480,20 @@ impl Coordinator {
         records::load_host(self.store.as_ref(), host_id)
             .await?
             .ok_or(CoordError::UnknownHost { host_id })
+    }
+
+    /// A renewal's reservation raise: only once less than half of the look-ahead it asks for
+    /// is left, so that most renewals leave the bound (and the host record) as it is and
+    /// write only their heartbeat. The holder keeps at least half its look-ahead; it asks for
+    /// an extension of its own (never held back) when its generator needs more.
+    fn raise_on_renewal(&self, rec: &mut HostRecord, until_ms: u64, now_ms: u64) -> bool {
+        let until_ms = self.config.clamp_ahead(until_ms, now_ms);
+        let asked = until_ms.saturating_sub(now_ms);
+        let left = rec.reserved_until_ms.saturating_sub(now_ms);
+        if left > asked / 2 {
+            return false;
+        }
+        self.raise_reservation(rec, until_ms, now_ms)
     }
 
     /// Raises `rec`'s reservation to `until_ms`, clamped to the look-ahead limit from wall

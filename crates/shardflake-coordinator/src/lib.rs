@@ -64,6 +64,8 @@ mod config;
 mod coordinator;
 mod error;
 mod fence;
+mod generation;
+mod housekeeping;
 pub mod http;
 mod leases;
 mod meta;
@@ -71,6 +73,7 @@ mod metrics;
 mod namespaces;
 mod openapi;
 mod records;
+mod routing;
 mod service;
 mod standby;
 mod status;
@@ -86,16 +89,21 @@ pub use config::{
 };
 pub use coordinator::Coordinator;
 pub use error::CoordError;
+pub use generation::{HostFloors, Restored, REPAIR_TOKEN_MARGIN};
+pub use housekeeping::{Collected, Housekeeper, GC_EVERY_MS, LEAD_TTL_MS, SHARDS_KEPT};
 pub use leases::Granted;
 pub use meta::ClusterRecord;
 pub use metrics::{Metrics, Scrape};
 pub use namespaces::{
-    assign, ASSIGN_INTERVAL_MS, GROW_AT, NAMESPACES_MAX, NS_BLOCK_LIMIT, NS_BLOCK_MAX_DEFAULT,
-    NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS, SHRINK_AT,
+    assign, ASSIGN_BACKSTOP_MS, ASSIGN_INTERVAL_MS, GROW_AT, NAMESPACES_MAX, NS_BLOCK_LIMIT,
+    NS_BLOCK_MAX_DEFAULT, NS_BLOCK_MIN_DEFAULT, SHRINK_AFTER_MS, SHRINK_AT, USAGE_REPORTS_PER_TXN,
 };
 pub use records::{
     BlockRecord, HostLog, HostRecord, LoggedBlock, LoggedNsBlock, NamespaceRecord, NsBlock,
     NsReturned, NsUseRecord, TemporalRecord, TokenRange,
+};
+pub use routing::{
+    Routed, EPOCH_BUMP_DELAY_MS, ROUTE_EPOCH_KEY, ROUTING_AGE_MAX_MS, ROUTING_CHECK_MS,
 };
 /// Holt's linear smoothing, the library's one forecaster (block sizing in both modes).
 pub use shardflake::forecast;
@@ -105,6 +113,6 @@ pub use testing::domain as domain_conformance;
 pub use time::{ManualTime, SystemTimeSource, TimeSource};
 
 pub use service::{
-    run, serve, RunError, ServiceConfig, ServiceOptions, StoreConfig, ETCD_PASSWORD_ENV,
-    NS_HORIZON_MS_MAX, NS_HORIZON_MS_MIN, SHUTDOWN_GRACE_MS, STORE_FILE_NAME,
+    run, run_with_store, serve, RunError, ServiceConfig, ServiceOptions, StoreConfig,
+    ETCD_PASSWORD_ENV, NS_HORIZON_MS_MAX, NS_HORIZON_MS_MIN, SHUTDOWN_GRACE_MS, STORE_FILE_NAME,
 };

@@ -27,6 +27,10 @@ pub struct ClusterRecord {
     pub layout_spec: String,
     /// When the store was created, Unix ms.
     pub created_at_ms: u64,
+    /// The key of the store's generation proofs (hex; see `crate::generation`). Added to
+    /// stores created before it on first open.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generation_key: String,
 }
 
 /// Reads the store's record, creating it on first use. Fails if the store was created for
@@ -38,7 +42,7 @@ pub(crate) async fn open(
 ) -> Result<ClusterRecord, CoordError> {
     for _ in 0..CREATE_ATTEMPTS_MAX {
         if let Some(v) = store.get(CLUSTER_KEY).await? {
-            let rec: ClusterRecord = decode(CLUSTER_KEY, &v.value)?;
+            let mut rec: ClusterRecord = decode(CLUSTER_KEY, &v.value)?;
             if rec.layout_spec != layout.spec() {
                 return Err(CoordError::LayoutMismatch {
                     store_id: rec.store_id,
@@ -46,12 +50,24 @@ pub(crate) async fn open(
                     configured: layout.spec(),
                 });
             }
-            return Ok(rec);
+            if !rec.generation_key.is_empty() {
+                return Ok(rec);
+            }
+            // A store created before generations: give it its key, once.
+            rec.generation_key = crate::generation::new_key();
+            let txn = Txn::new()
+                .compare(CLUSTER_KEY, v.version)
+                .put(CLUSTER_KEY, encode(&rec));
+            if let TxnOutcome::Committed { .. } = store.txn(txn).await? {
+                return Ok(rec);
+            }
+            continue;
         }
         let rec = ClusterRecord {
             store_id: shardflake::uuid7::next().to_string(),
             layout_spec: layout.spec(),
             created_at_ms: now_ms,
+            generation_key: crate::generation::new_key(),
         };
         let txn = Txn::new()
             .compare(CLUSTER_KEY, 0)

@@ -50,12 +50,26 @@ pub struct Metrics {
     pub ns_values_returned: Counter,
     /// Changes of a namespace's serving nodes.
     pub ns_assignments: Counter,
+    /// Namespace usage reports taken into a node's forecaster.
+    pub ns_usage_reports: Counter,
+    /// Namespace usage reports dropped because the store could not take them (the
+    /// renewal that carried them succeeded regardless).
+    pub ns_usage_reports_dropped: Counter,
     /// Per namespace: the forecast consumption of its nodes, ids/s (set by the assignment).
     pub ns_forecast: Family<NsLabels, Gauge<f64, AtomicU64>>,
     /// Per namespace: the consumption its nodes last reported, ids/s.
     pub ns_actual: Family<NsLabels, Gauge<f64, AtomicU64>>,
     /// Fenced calls refused because the lease secret did not match.
     pub secret_mismatches: Counter,
+    /// Temporal block records of retired shards deleted.
+    pub gc_block_records: Counter,
+    /// Namespace use records of released or superseded leases deleted.
+    pub gc_use_records: Counter,
+    /// Routing tables built from the store (every other `GET /v1/routing` is answered from
+    /// memory).
+    pub routing_builds: Counter,
+    /// Namespace assignment passes (each reads every namespace and use record once).
+    pub assign_passes: Counter,
     /// Requests by credential name (never the credential itself).
     pub requests: Family<CredentialLabels, Counter>,
     /// Requests refused by the per-credential rate limit, by credential name.
@@ -69,16 +83,20 @@ pub struct Metrics {
 }
 
 /// What the coordinator reports at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Scrape {
     /// Durable store commits (fsyncs).
     pub store_commits: u64,
     /// Transactions carried by those commits.
     pub store_txns: u64,
+    /// Read requests the store answered.
+    pub store_reads: u64,
     /// Host ids with a live lease.
     pub live_hosts: u64,
     /// Host ids in the pool.
     pub pool_size: u64,
+    /// What the store reports of itself.
+    pub store_gauges: Vec<crate::store::StoreGauge>,
 }
 
 impl Default for Metrics {
@@ -114,9 +132,33 @@ impl Default for Metrics {
             "Namespace values given back by nodes that stopped cleanly",
         );
         let ns_assignments = counter("ns_assignments", "Changes of a namespace's serving nodes");
+        let ns_usage_reports = counter(
+            "ns_usage_reports",
+            "Namespace usage reports taken into a node's forecaster",
+        );
+        let ns_usage_reports_dropped = counter(
+            "ns_usage_reports_dropped",
+            "Namespace usage reports dropped because the store could not take them",
+        );
         let secret_mismatches = counter(
             "secret_mismatches",
             "Fenced calls refused because the lease secret did not match",
+        );
+        let gc_block_records = counter(
+            "gc_block_records",
+            "Temporal block records of retired shards deleted",
+        );
+        let gc_use_records = counter(
+            "gc_use_records",
+            "Namespace use records of released or superseded leases deleted",
+        );
+        let routing_builds = counter(
+            "routing_builds",
+            "Routing tables built from the store (the rest are served from memory)",
+        );
+        let assign_passes = counter(
+            "assign_passes",
+            "Namespace assignment passes (each reads every namespace and use record once)",
         );
         let ns_forecast = Family::<NsLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -166,9 +208,15 @@ impl Default for Metrics {
             ns_blocks,
             ns_values_returned,
             ns_assignments,
+            ns_usage_reports,
+            ns_usage_reports_dropped,
             ns_forecast,
             ns_actual,
             secret_mismatches,
+            gc_block_records,
+            gc_use_records,
+            routing_builds,
+            assign_passes,
             requests,
             rate_limited,
             auth_failures,
@@ -201,7 +249,7 @@ struct ScrapeCollector(Arc<Mutex<Option<Scrape>>>);
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(s) = *self.0.lock().expect("scrape mutex") else {
+        let Some(s) = self.0.lock().expect("scrape mutex").clone() else {
             return Ok(());
         };
         for (name, help, value) in [
@@ -215,6 +263,11 @@ impl Collector for ScrapeCollector {
                 "Transactions carried by those commits",
                 s.store_txns,
             ),
+            (
+                "store_reads",
+                "Read requests the store answered (a get, a scan or a batch of gets)",
+                s.store_reads,
+            ),
         ] {
             let c = ConstCounter::new(value);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
@@ -225,6 +278,10 @@ impl Collector for ScrapeCollector {
         ] {
             let g = ConstGauge::new(value as i64);
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        for sg in &s.store_gauges {
+            let g = ConstGauge::new(sg.value.min(i64::MAX as u64) as i64);
+            g.encode(encoder.encode_descriptor(sg.name, sg.help, None, g.metric_type())?)?;
         }
         Ok(())
     }

@@ -33,21 +33,24 @@
 //! the threshold (hysteresis), keeping the nodes it has and adding new ones in rendezvous
 //! order. Clients and nodes route by the same rendezvous order over the serving set.
 
+use std::collections::HashMap;
+
 use shardflake::BlockSizing;
 use shardflake_proto::coord::LeaseState;
 use shardflake_proto::ns::{
     rendezvous_order, validate_name, NamespaceList, NamespaceNode, NamespaceSpec, NamespaceStatus,
-    NsBlockGrant, NsBlockRequest, NsReturnRequest, NsReturnResponse, NsUsage, RoutedNamespace,
-    RoutedNode, RoutingTable, USAGE_REPORTS_MAX,
+    NsBlockGrant, NsBlockRequest, NsReturnRequest, NsReturnResponse, NsUsage, USAGE_REPORTS_MAX,
 };
 
 use crate::coordinator::{Coordinator, Step};
 use crate::error::CoordError;
 use crate::fence::Liveness;
+use crate::generation::Floor;
 use crate::records::{
     self, encode, host_key, ns_key, ns_use_key, NamespaceRecord, NsBlock, NsReturned, NsUseRecord,
+    NS_USE_PREFIX,
 };
-use crate::store::Txn;
+use crate::store::{Txn, TxnOutcome};
 
 /// Smallest block of a namespace created without `block_min`.
 pub const NS_BLOCK_MIN_DEFAULT: u64 = 1_000;
@@ -70,6 +73,11 @@ pub const SHRINK_AT: f64 = 0.5;
 fn first_value(start: u64, step: u64, offset: u64) -> Option<u64> {
     let add = (offset + step - start % step) % step;
     start.checked_add(add)
+}
+
+/// [`first_value`], for the repair: the first value of a progression at or above `floor`.
+pub(crate) fn first_value_at_or_above(floor: u64, step: u64, offset: u64) -> Option<u64> {
+    first_value(floor, step, offset)
 }
 
 /// The block of `count` values from `start`: its end (exclusive, saturating at `u64::MAX`;
@@ -370,6 +378,9 @@ impl Coordinator {
         let created = version == 0;
         let txn = Txn::new().compare(&key, version).put(&key, encode(&rec));
         Ok(Step::commit(txn, move || {
+            if created {
+                self.routing_changed();
+            }
             tracing::info!(namespace = %rec.name, created, start = rec.start, step = rec.step,
                 offset = rec.offset, block_min = rec.block_min, block_max = rec.block_max,
                 "namespace written");
@@ -442,6 +453,14 @@ impl Coordinator {
         check_name(name)?;
         let host_id = host_of(req.host_id)?;
         self.check_host(host_id)?;
+        if self.generations.restored().is_some() {
+            // Refused below; what the node holds is a floor for the repair.
+            self.note_floor(Floor::Namespace {
+                name,
+                end: req.after,
+            })
+            .await;
+        }
         self.cas_loop(|| Box::pin(self.grant_ns_step(name, host_id, req)))
             .await
     }
@@ -460,8 +479,11 @@ impl Coordinator {
         // A return ends the lease's use of the namespace. Were a new block granted under
         // the same token, it could have the returned block's bounds (the namespace's next
         // value went back to them), and a replay of the return would then take it back
-        // while its holder issues from it.
-        if u.returned.is_some_and(|d| d.token == req.token) {
+        // while its holder issues from it. A return answered 0 took nothing back: the
+        // holder goes on, and a replay of it is answered 0 again (`return_ns_step`).
+        if u.returned
+            .is_some_and(|d| d.token == req.token && d.returned > 0)
+        {
             return Err(CoordError::NamespaceReturned {
                 name: name.to_string(),
                 host_id,
@@ -521,6 +543,13 @@ impl Coordinator {
         check_name(name)?;
         let host_id = host_of(req.host_id)?;
         self.check_host(host_id)?;
+        if self.generations.restored().is_some() {
+            self.note_floor(Floor::Namespace {
+                name,
+                end: req.block_end,
+            })
+            .await;
+        }
         self.cas_loop(|| Box::pin(self.return_ns_step(name, host_id, req)))
             .await
     }
@@ -537,11 +566,11 @@ impl Coordinator {
         let mut r = self.read_ns(name, host_id, host_version).await?;
         let (ns, u) = (&mut r.ns, &mut r.u);
         if let Some(done) = u.returned.filter(|d| {
-            u.last.is_none()
-                && (d.token, d.block_end, d.unused_from)
-                    == (req.token, req.block_end, req.unused_from)
+            (d.token, d.block_end, d.unused_from) == (req.token, req.block_end, req.unused_from)
         }) {
-            // A replay of the return taken last (its answer was lost): the same answer.
+            // A replay of the return answered last (its answer was lost, or someone replays
+            // it): the same answer, whatever happened since. A return answered 0 is never
+            // taken later: its holder was told the values stay with it.
             return Ok(Step::Answer(NsReturnResponse {
                 returned: done.returned,
             }));
@@ -549,8 +578,17 @@ impl Coordinator {
         let last = check_return(name, ns, u, req)?;
         if ns.next != last.end {
             // A later block was granted (to another node): values at or above `unused_from`
-            // may be in it. They stay unused.
-            return Ok(Step::Answer(NsReturnResponse { returned: 0 }));
+            // may be in it. They stay unused, and the holder may go on issuing them; the
+            // answer is recorded so that a replay of this return is answered the same even
+            // once `next` is back at this block's end (the later block returned).
+            u.returned = Some(NsReturned {
+                token: req.token,
+                block_end: req.block_end,
+                unused_from: req.unused_from,
+                returned: 0,
+            });
+            let txn = r.write();
+            return Ok(Step::commit(txn, || NsReturnResponse { returned: 0 }));
         }
         let returned = (last.end - req.unused_from).div_ceil(ns.step);
         ns.next = req.unused_from;
@@ -588,60 +626,101 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Adds a renewal's namespace reports to `txn`: each updates the node's forecaster of a
-    /// namespace it holds blocks of (reports of others are ignored).
-    pub(crate) async fn add_usage_reports(
+    /// Takes a renewal's namespace reports into the node's forecasters, after the renewal
+    /// committed: each report updates the node's use record of a namespace it holds blocks
+    /// of (reports of others, and repeated names, are ignored), in transactions of at most
+    /// [`USAGE_REPORTS_PER_TXN`] reports, read with one [`KvStore::get_many`] each and
+    /// written all at once (group commit carries them together), within `budget_ms`. A chunk that conflicts (a block grant to the same node came
+    /// first) is read and tried once more; a chunk that still cannot be written in time is
+    /// dropped and counted (`ns_usage_reports_dropped`): a report only moves a forecast, and
+    /// the next renewal brings a fresh one.
+    ///
+    /// [`KvStore::get_many`]: crate::store::KvStore::get_many
+    pub(crate) async fn write_usage_reports(
         &self,
-        mut txn: Txn,
         host_id: u32,
+        token: u64,
         reports: &[NsUsage],
-        now_ms: u64,
-    ) -> Result<Txn, CoordError> {
-        let mut seen = Vec::new();
-        for r in reports {
-            if seen.contains(&&r.name) {
-                continue;
-            }
-            seen.push(&r.name);
-            let (mut u, version) =
-                records::load_ns_use(self.store.as_ref(), &r.name, host_id).await?;
-            if version == 0 {
-                continue;
-            }
-            observe(&mut u, r.used, r.over_ms, now_ms);
-            let key = ns_use_key(&r.name, host_id);
-            txn = txn.compare(&key, version).put(&key, encode(&u));
+        budget_ms: u64,
+    ) {
+        if reports.is_empty() || self.generations.restored().is_some() {
+            return;
         }
-        Ok(txn)
-    }
-
-    /// The live nodes with an advertised URL, and each namespace's serving nodes.
-    pub async fn routing(&self) -> Result<RoutingTable, CoordError> {
-        let now_mono = self.time.mono_ms();
-        let mut nodes = Vec::new();
-        for (rec, _) in records::load_hosts(self.store.as_ref()).await? {
-            if let Some(url) = &rec.url {
-                if self.lease_state(&rec, now_mono) == LeaseState::Live {
-                    nodes.push(RoutedNode {
-                        host_id: u64::from(rec.host_id),
-                        url: url.clone(),
-                    });
+        let mut seen = std::collections::HashSet::with_capacity(reports.len());
+        let unique: Vec<&NsUsage> = reports.iter().filter(|r| seen.insert(&r.name)).collect();
+        let chunks: Vec<&[&NsUsage]> = unique.chunks(USAGE_REPORTS_PER_TXN).collect();
+        // All at once: the store's group commit carries them in a commit or two.
+        let writes: Vec<_> = chunks
+            .iter()
+            .map(|chunk| self.write_usage_chunk(host_id, chunk))
+            .collect();
+        let budget = std::time::Duration::from_millis(budget_ms);
+        let results =
+            match tokio::time::timeout(budget, futures_util::future::join_all(writes)).await {
+                Ok(r) => r,
+                Err(_) => chunks
+                    .iter()
+                    .map(|_| {
+                        Err(CoordError::BadRequest(format!(
+                            "not written within {budget_ms} ms"
+                        )))
+                    })
+                    .collect(),
+            };
+        let mut dropped = 0;
+        let mut error = None;
+        for (r, chunk) in results.into_iter().zip(chunks) {
+            match r {
+                Ok(written) => {
+                    self.metrics.ns_usage_reports.inc_by(written as u64);
+                }
+                Err(e) => {
+                    dropped += chunk.len();
+                    error = Some(e);
                 }
             }
         }
-        let namespaces = records::load_namespaces(self.store.as_ref())
-            .await?
-            .into_iter()
-            .map(|(rec, _)| RoutedNamespace {
-                serving: rec.serving.iter().map(|&h| u64::from(h)).collect(),
-                name: rec.name,
-            })
-            .collect();
-        Ok(RoutingTable { nodes, namespaces })
+        if let Some(e) = error {
+            self.metrics.ns_usage_reports_dropped.inc_by(dropped as u64);
+            tracing::debug!(host_id, token, dropped, error = %e,
+                "namespace usage reports dropped; the renewal stands");
+        }
+    }
+
+    /// One chunk of [`Self::write_usage_reports`]: how many reports it wrote.
+    async fn write_usage_chunk(
+        &self,
+        host_id: u32,
+        chunk: &[&NsUsage],
+    ) -> Result<usize, CoordError> {
+        let keys: Vec<String> = chunk.iter().map(|r| ns_use_key(&r.name, host_id)).collect();
+        for _ in 0..2 {
+            let now_ms = self.time.wall_ms();
+            let mut txn = Txn::new();
+            let mut written = 0;
+            let found = self.store.get_many(&keys).await?;
+            for ((r, key), v) in chunk.iter().zip(&keys).zip(found) {
+                let Some(v) = v else { continue };
+                let mut u: NsUseRecord = records::decode(key, &v.value)?;
+                observe(&mut u, r.used, r.over_ms, now_ms);
+                txn = txn.compare(key, v.version).put(key, encode(&u));
+                written += 1;
+            }
+            if written == 0 {
+                return Ok(0);
+            }
+            if let TxnOutcome::Committed { .. } = self.store.txn(txn).await? {
+                return Ok(written);
+            }
+            self.metrics.cas_conflicts.inc();
+        }
+        Err(CoordError::Contended { attempts: 2 })
     }
 
     /// Evaluates every namespace's serving set ([`assign`]) and writes the ones that
-    /// change. Returns how many changed.
+    /// change. Returns how many changed. It reads the hosts, the namespaces and every use
+    /// record in one scan each, whatever their number; only a namespace whose serving set
+    /// moves is read again, for its compare-and-swap.
     pub async fn assign_namespaces(&self) -> Result<usize, CoordError> {
         let now_mono = self.time.mono_ms();
         let mut live = Vec::new();
@@ -650,9 +729,34 @@ impl Coordinator {
                 live.push(rec.host_id);
             }
         }
+        let namespaces = records::load_namespaces(self.store.as_ref()).await?;
+        let mut uses: HashMap<String, Vec<NsUseRecord>> = HashMap::new();
+        for (key, _, u, _) in records::load_all_ns_uses(self.store.as_ref()).await? {
+            if let Some(name) = key
+                .strip_prefix(NS_USE_PREFIX)
+                .and_then(|k| k.rsplit_once('/'))
+                .map(|(name, _)| name)
+            {
+                uses.entry(name.to_string()).or_default().push(u);
+            }
+        }
+        self.metrics.assign_passes.inc();
+        let now = self.time.wall_ms();
         let mut changed = 0;
-        for (rec, _) in records::load_namespaces(self.store.as_ref()).await? {
+        for (rec, _) in namespaces {
             let name = rec.name.clone();
+            let forecast = self.forecast(&name, uses.get(&name).into_iter().flatten(), now);
+            let moves = assign(
+                &name,
+                &rec.serving,
+                &live,
+                forecast,
+                self.config.ns_node_capacity_per_s as f64,
+                now.saturating_sub(rec.assigned_at_ms),
+            );
+            if moves.is_none() {
+                continue;
+            }
             let live = &live;
             let moved = self
                 .cas_loop(|| Box::pin(self.assign_step(&name, live)))
@@ -662,20 +766,30 @@ impl Coordinator {
         Ok(changed)
     }
 
+    /// The forecast consumption of namespace `name` (ids/s) from its nodes' fresh reports,
+    /// also set as its gauges with the consumption last reported.
+    fn forecast<'a>(
+        &self,
+        name: &str,
+        uses: impl Iterator<Item = &'a NsUseRecord> + Clone,
+        now: u64,
+    ) -> f64 {
+        let fresh = uses.filter(|u| now.saturating_sub(u.reported_at_ms) <= REPORT_FRESH_MS);
+        let forecast: f64 = fresh.clone().map(|u| u.forecast.per_s()).sum();
+        let actual: f64 = fresh.map(|u| u.forecast.last().1).sum();
+        let label = [("namespace", name.to_string())];
+        self.metrics.ns_forecast.get_or_create(&label).set(forecast);
+        self.metrics.ns_actual.get_or_create(&label).set(actual);
+        forecast
+    }
+
     async fn assign_step(&self, name: &str, live: &[u32]) -> Result<Step<'_, bool>, CoordError> {
         let Some((mut ns, version)) = records::load_ns(self.store.as_ref(), name).await? else {
             return Ok(Step::Answer(false));
         };
         let now = self.time.wall_ms();
         let uses = records::load_ns_uses(self.store.as_ref(), name).await?;
-        let fresh = uses
-            .iter()
-            .filter(|(_, u)| now.saturating_sub(u.reported_at_ms) <= REPORT_FRESH_MS);
-        let forecast: f64 = fresh.clone().map(|(_, u)| u.forecast.per_s()).sum();
-        let actual: f64 = fresh.map(|(_, u)| u.forecast.last().1).sum();
-        let label = [("namespace", name.to_string())];
-        self.metrics.ns_forecast.get_or_create(&label).set(forecast);
-        self.metrics.ns_actual.get_or_create(&label).set(actual);
+        let forecast = self.forecast(name, uses.iter().map(|(_, u)| u), now);
         let Some(serving) = assign(
             name,
             &ns.serving,
@@ -692,6 +806,7 @@ impl Coordinator {
         let txn = Txn::new().compare(&key, version).put(&key, encode(&ns));
         Ok(Step::commit(txn, move || {
             self.metrics.ns_assignments.inc();
+            self.routing_changed();
             tracing::info!(namespace = %ns.name, ?before, serving = ?ns.serving,
                 forecast_per_s = forecast.round(), "namespace assignment changed");
             true
@@ -699,8 +814,81 @@ impl Coordinator {
     }
 }
 
-/// How often a coordinator service re-evaluates the namespace assignment.
-pub const ASSIGN_INTERVAL_MS: u64 = 1_000;
+/// Usage reports written in one transaction (two operations each: far below the store's
+/// [`crate::store::TXN_OPS_MAX`], so that etcd's group commit can pack several).
+pub const USAGE_REPORTS_PER_TXN: usize = 16;
+/// How long a renewal's answer waits for its usage reports when they are written before it
+/// is answered (no background writer: [`Coordinator::start_report_writer`]), ms; those not
+/// written by then are counted as dropped. A renewal must answer well within a lease's TTL.
+pub const USAGE_WRITE_BUDGET_MS: u64 = 250;
+/// How long the background writer gives one renewal's reports (ms).
+pub const USAGE_BACKGROUND_BUDGET_MS: u64 = 5_000;
+/// Renewals' reports waiting for the background writer; beyond, they are dropped and
+/// counted.
+pub const USAGE_JOBS_MAX: usize = 1_024;
 
+/// One renewal's reports, for the background writer.
+#[derive(Debug)]
+pub(crate) struct ReportJob {
+    host_id: u32,
+    token: u64,
+    reports: Vec<NsUsage>,
+}
+
+impl Coordinator {
+    /// Writes renewals' usage reports in the background from now on, so that a renewal is
+    /// answered as soon as it is durable: a task holding the coordinator weakly (it ends
+    /// when the coordinator is dropped). Needs a tokio runtime.
+    pub fn start_report_writer(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ReportJob>(USAGE_JOBS_MAX);
+        let _ = self.report_writer.set(tx);
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let Some(c) = weak.upgrade() else { return };
+                c.write_usage_reports(
+                    job.host_id,
+                    job.token,
+                    &job.reports,
+                    USAGE_BACKGROUND_BUDGET_MS,
+                )
+                .await;
+            }
+        })
+    }
+
+    /// A renewal's reports, once it committed: to the background writer when there is one
+    /// (dropped and counted when it is full), else written now within
+    /// [`USAGE_WRITE_BUDGET_MS`].
+    pub(crate) async fn take_usage_reports(&self, host_id: u32, token: u64, reports: &[NsUsage]) {
+        if reports.is_empty() {
+            return;
+        }
+        let Some(writer) = self.report_writer.get() else {
+            return self
+                .write_usage_reports(host_id, token, reports, USAGE_WRITE_BUDGET_MS)
+                .await;
+        };
+        let job = ReportJob {
+            host_id,
+            token,
+            reports: reports.to_vec(),
+        };
+        if writer.try_send(job).is_err() {
+            self.metrics
+                .ns_usage_reports_dropped
+                .inc_by(reports.len() as u64);
+        }
+    }
+}
+
+/// How often the maintaining coordinator reads the routing epoch, to assign namespaces when
+/// it moved (ms).
+pub const ASSIGN_INTERVAL_MS: u64 = 1_000;
+/// How often the maintaining coordinator assigns namespaces when the routing epoch stays
+/// (ms): forecasts move with load, without an epoch write.
+pub const ASSIGN_BACKSTOP_MS: u64 = 10_000;
+
+mod lifecycle;
 #[cfg(test)]
 mod tests;

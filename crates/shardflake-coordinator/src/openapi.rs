@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use shardflake_proto::coord::STORE_ID_HEADER;
+use shardflake_proto::generation::GENERATION_HEADER;
 use shardflake_proto::openapi::finish;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
@@ -102,7 +103,17 @@ pub(crate) fn openapi_json() -> &'static [u8] {
              store.",
             json!({"type": "string", "minLength": 1}),
         );
-        serde_json::to_vec(&finish(doc, &[store_id])).expect("the description serializes")
+        let generation = (
+            GENERATION_HEADER,
+            "The store's generation and its proof (`<generation>.<hex proof>`), on every \
+             response: every write to the store raises it. Nodes and SDK clients send the \
+             highest they have seen back in the same header; a coordinator whose store is \
+             behind it was restored from a backup and refuses to grant (`store_restored`) \
+             until repaired.",
+            json!({"type": "string", "pattern": "^[0-9]+\\.[0-9a-f]{64}$"}),
+        );
+        serde_json::to_vec(&finish(doc, &[store_id, generation]))
+            .expect("the description serializes")
     })
 }
 
@@ -147,13 +158,28 @@ impl PartialSchema for HealthText {
 
 impl ToSchema for HealthText {}
 
+/// The body of `GET /readyz` when the coordinator serves.
+pub(crate) struct ReadyText;
+
+impl PartialSchema for ReadyText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["ready\n"]))
+            .into()
+    }
+}
+
+impl ToSchema for ReadyText {}
+
 pub(crate) use shardflake_proto::openapi::MetricsText;
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases`: a request id already granted under another secret is
     /// `lease_secret_mismatch`.
     pub(crate) struct AcquireErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
-        PoolExhausted, HostBusy, PayloadTooLarge, RateLimited, StoreUnavailable
+        PoolExhausted, HostBusy, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
@@ -161,46 +187,73 @@ shardflake_proto::api_errors!(
     /// shard's block.
     pub(crate) struct RenewErrors: BadRequest, NotTemporal, Unauthorized, Forbidden,
         LeaseSecretMismatch, NotFound, StaleToken, LeaseExpired, CounterSpaceExhausted,
-        PayloadTooLarge, RateLimited, StoreUnavailable
+        PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases/{host_id}/reservation`.
     pub(crate) struct LeaseErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
-        NotFound, StaleToken, LeaseExpired, PayloadTooLarge, RateLimited, StoreUnavailable
+        NotFound, StaleToken, LeaseExpired, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/leases/{host_id}/release`: the token and the secret are checked, not the
     /// lease's expiry.
     pub(crate) struct ReleaseErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
-        NotFound, StaleToken, PayloadTooLarge, RateLimited, StoreUnavailable
+        NotFound, StaleToken, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/blocks`.
     pub(crate) struct BlockErrors: BadRequest, NotTemporal, Unauthorized, Forbidden,
         LeaseSecretMismatch, NotFound, StaleToken, LeaseExpired, ShardTooFarAhead,
-        CounterSpaceExhausted, PayloadTooLarge, RateLimited, StoreUnavailable
+        ShardRetired, CounterSpaceExhausted, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/standby/wait`.
     pub(crate) struct StandbyErrors: BadRequest, Unauthorized, Forbidden, PayloadTooLarge,
-        RateLimited, StoreUnavailable
+        RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `PUT /v1/namespaces/{name}`.
     pub(crate) struct NsPutErrors: BadRequest, Unauthorized, Forbidden, NamespaceConflict,
-        PayloadTooLarge, RateLimited, StoreUnavailable
+        PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
+);
+
+shardflake_proto::api_errors!(
+    /// `POST /v1/repair`.
+    pub(crate) struct RepairErrors: BadRequest, Unauthorized, Forbidden, UnknownNamespace,
+        PayloadTooLarge, RateLimited, StoreUnavailable, ForeignGeneration
+);
+
+shardflake_proto::api_errors!(
+    /// `DELETE /v1/namespaces/{name}`.
+    pub(crate) struct NsDeleteErrors: BadRequest, Unauthorized, Forbidden, UnknownNamespace,
+        NamespaceBusy, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
+);
+
+shardflake_proto::api_errors!(
+    /// `POST /v1/namespaces/{name}/raise`.
+    pub(crate) struct NsRaiseErrors: BadRequest, Unauthorized, Forbidden, UnknownNamespace,
+        WouldLower, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// `POST /v1/namespaces/{name}/blocks`.
     pub(crate) struct NsBlockErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
         NotFound, UnknownNamespace, StaleToken, LeaseExpired, NamespaceExhausted,
-        NamespaceReturned, PayloadTooLarge, RateLimited, StoreUnavailable
+        NamespaceReturned, PayloadTooLarge, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
@@ -208,12 +261,14 @@ shardflake_proto::api_errors!(
     /// lease's expiry; a return outside the caller's newest block is `return_refused`.
     pub(crate) struct NsReturnErrors: BadRequest, Unauthorized, Forbidden, LeaseSecretMismatch,
         NotFound, UnknownNamespace, StaleToken, ReturnRefused, PayloadTooLarge, RateLimited,
-        StoreUnavailable
+        StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(
     /// The protected `GET` routes: every credential reads.
-    pub(crate) struct ReadErrors: Unauthorized, RateLimited, StoreUnavailable
+    pub(crate) struct ReadErrors: Unauthorized, RateLimited, StoreUnavailable, StoreRestored,
+        ForeignGeneration
 );
 
 shardflake_proto::api_errors!(

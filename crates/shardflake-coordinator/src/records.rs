@@ -8,6 +8,12 @@
 //!   it in the same transaction as the lease, so tokens strictly increase across restarts.
 //! * `host/{host_id:010}`: the lease and reservation of a host id ([`HostRecord`], JSON). It
 //!   outlives the lease: the next holder starts above its `reserved_until_ms`.
+//! * `beat/{host_id:010}`: the heartbeat of the host id's lease ([`Beat`]): what a renewal
+//!   that raises no bound writes instead of the whole host record. Every coordinator reads
+//!   the two together ([`load_host`]), so a lease's `(token, renewals)`, from which expiry is
+//!   decided, still changes with every renewal that lands; every write under a lease compares
+//!   the host record (the fencing) and a renewal or a takeover compares the heartbeat too, so
+//!   a takeover and a renewal racing for one lease still exclude each other.
 //! * `block/{host_id:010}/{shard:020}`: the counter blocks granted for a (host, shard) pair
 //!   ([`BlockRecord`]): every new block starts at or above its `high_water`.
 //! * `ns/{name}`: a namespace ([`NamespaceRecord`]): its parameters, the next value to
@@ -29,7 +35,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shardflake_proto::coord::ShardForecast;
+use shardflake_proto::coord::{ShardForecast, ShardUsage};
 
 use crate::store::{KvStore, StoreError};
 use shardflake::forecast::Holt;
@@ -55,19 +61,82 @@ pub(crate) fn ns_key(name: &str) -> String {
     format!("{NS_PREFIX}{name}")
 }
 
+/// The prefix of every [`NsUseRecord`]'s key.
+pub(crate) const NS_USE_PREFIX: &str = "nsuse/";
+
 /// The prefix of the [`NsUseRecord`]s of namespace `name`.
 pub(crate) fn ns_use_prefix(name: &str) -> String {
-    format!("nsuse/{name}/")
+    format!("{NS_USE_PREFIX}{name}/")
 }
 
 /// The key of `host_id`'s [`NsUseRecord`] of namespace `name`.
 pub(crate) fn ns_use_key(name: &str, host_id: u32) -> String {
-    format!("nsuse/{name}/{host_id:010}")
+    format!("{NS_USE_PREFIX}{name}/{host_id:010}")
 }
 
 /// The key of `host_id`'s [`HostRecord`].
 pub(crate) fn host_key(host_id: u32) -> String {
     format!("host/{host_id:010}")
+}
+
+/// The prefix of every heartbeat's key.
+const BEAT_PREFIX: &str = "beat/";
+
+/// The key of `host_id`'s [`Beat`].
+pub(crate) fn beat_key(host_id: u32) -> String {
+    format!("{BEAT_PREFIX}{host_id:010}")
+}
+
+/// The heartbeat of a lease: its renewals since the grant, written by every renewal (about
+/// 100 bytes, where the host record is several hundred). It counts only for the token it
+/// names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Beat {
+    /// The token it belongs to.
+    pub token: u64,
+    /// Renewals under that token.
+    pub renewals: u64,
+    /// Wall time of the last renewal, Unix ms.
+    pub renewed_at_ms: u64,
+    /// Wall-clock expiry, Unix ms (for status).
+    pub expires_at_ms: u64,
+    /// Temporal layouts: the last usage report of the current shard (a report of a later
+    /// shard is written to the host record, which closes the shard into the forecaster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ShardUsage>,
+}
+
+impl Beat {
+    /// The heartbeat of `rec` as it stands.
+    pub fn of(rec: &HostRecord, usage: Option<ShardUsage>) -> Self {
+        Self {
+            token: rec.token,
+            renewals: rec.renewals,
+            renewed_at_ms: rec.renewed_at_ms,
+            expires_at_ms: rec.expires_at_ms,
+            usage,
+        }
+    }
+}
+
+/// `rec` with its heartbeat `beat` (if it is of the same token and newer) and the
+/// heartbeat's version, which writes that race with a renewal compare.
+fn merge(mut rec: HostRecord, beat: Option<(Beat, u64)>) -> HostRecord {
+    if let Some((b, version)) = beat {
+        rec.beat_version = version;
+        if b.token == rec.token && b.renewals >= rec.renewals {
+            rec.renewals = b.renewals;
+            rec.renewed_at_ms = b.renewed_at_ms;
+            rec.expires_at_ms = b.expires_at_ms;
+            if let (Some(u), Some(t)) = (b.usage, rec.temporal.as_mut()) {
+                if t.reported && u.shard == t.shard {
+                    t.used = t.used.max(u.used_in_shard);
+                    t.host_predicted = u.predicted_next;
+                }
+            }
+        }
+    }
+    rec
 }
 
 /// The prefix of every block record's key.
@@ -117,6 +186,18 @@ pub struct HostRecord {
     /// Empty in records written before secrets existed: such a lease must be acquired again.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret_hash: String,
+    /// Temporal layouts: counter blocks are granted for shards from this one on. Raised when
+    /// the block records of older shards are deleted, and by a repair.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub block_floor_shard: u64,
+    /// The version of the host id's heartbeat key as read (0: none). Not stored: the
+    /// compare of a write that races with renewals.
+    #[serde(skip)]
+    pub beat_version: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Pushes `item` onto `log`, dropping the oldest entries beyond `window` (at least 1).
@@ -394,23 +475,40 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
     serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
 }
 
-/// The host record of `host_id` and its version, if the id was ever leased.
+/// The host record of `host_id` with its heartbeat, and the host record's version, if the
+/// id was ever leased (one read of both keys).
 pub(crate) async fn load_host(
     store: &dyn KvStore,
     host_id: u32,
 ) -> Result<Option<(HostRecord, u64)>, StoreError> {
-    let key = host_key(host_id);
-    match store.get(&key).await? {
-        Some(v) => Ok(Some((decode(&key, &v.value)?, v.version))),
-        None => Ok(None),
-    }
+    let (key, bkey) = (host_key(host_id), beat_key(host_id));
+    let mut found = store
+        .get_many(&[key.clone(), bkey.clone()])
+        .await?
+        .into_iter();
+    let (rec, beat) = (found.next().flatten(), found.next().flatten());
+    let Some(v) = rec else { return Ok(None) };
+    let beat = match beat {
+        Some(b) => Some((decode::<Beat>(&bkey, &b.value)?, b.version)),
+        None => None,
+    };
+    Ok(Some((merge(decode(&key, &v.value)?, beat), v.version)))
 }
 
-/// Every host record with its version, in host id order.
+/// Every host record with its heartbeat and its version, in host id order.
 pub(crate) async fn load_hosts(store: &dyn KvStore) -> Result<Vec<(HostRecord, u64)>, StoreError> {
+    let mut beats = std::collections::HashMap::new();
+    for (key, v) in store.scan(BEAT_PREFIX).await? {
+        let host = key[BEAT_PREFIX.len()..]
+            .parse::<u32>()
+            .map_err(|_| corrupt(&key, "no host id after the prefix"))?;
+        beats.insert(host, (decode::<Beat>(&key, &v.value)?, v.version));
+    }
     let mut out = Vec::new();
     for (key, v) in store.scan(HOST_PREFIX).await? {
-        out.push((decode(&key, &v.value)?, v.version));
+        let rec: HostRecord = decode(&key, &v.value)?;
+        let beat = beats.remove(&rec.host_id);
+        out.push((merge(rec, beat), v.version));
     }
     Ok(out)
 }
@@ -479,6 +577,23 @@ pub(crate) async fn load_ns_uses(
             .and_then(|h| h.parse::<u32>().ok())
             .ok_or_else(|| corrupt(&key, "no host id at the end of the key"))?;
         out.push((host, decode(&key, &v.value)?));
+    }
+    Ok(out)
+}
+
+/// Every namespace use record: `(key, host_id, record, version)`, in key order.
+pub(crate) async fn load_all_ns_uses(
+    store: &dyn KvStore,
+) -> Result<Vec<(String, u32, NsUseRecord, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for (key, v) in store.scan(NS_USE_PREFIX).await? {
+        let host = key
+            .rsplit('/')
+            .next()
+            .and_then(|h| h.parse::<u32>().ok())
+            .ok_or_else(|| corrupt(&key, "no host id at the end of the key"))?;
+        let rec = decode(&key, &v.value)?;
+        out.push((key, host, rec, v.version));
     }
     Ok(out)
 }
@@ -587,6 +702,8 @@ mod tests {
                 temporal: None,
                 url: None,
                 secret_hash: String::new(),
+                block_floor_shard: 0,
+                beat_version: 0,
             };
             rec.holder.push_str(&t.to_string());
             log.push(TokenRange::of(&rec), 2);

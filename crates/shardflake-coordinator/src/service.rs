@@ -60,6 +60,14 @@ pub struct ServiceOptions {
     pub etcd: Vec<String>,
     /// `--etcd-prefix`: the key prefix of this cluster's state in etcd.
     pub etcd_prefix: String,
+    /// `--etcd-max-txn-ops`: the members' `--max-txn-ops`, which bounds a batch.
+    pub etcd_max_txn_ops: usize,
+    /// `--etcd-compaction`: compact etcd's history (one coordinator at a time).
+    pub etcd_compaction: bool,
+    /// `--etcd-compact-every`: how often.
+    pub etcd_compact_every: Duration,
+    /// `--etcd-quota-bytes`: the members' space quota.
+    pub etcd_quota_bytes: u64,
     /// `--etcd-cacert`: CA certificate (PEM) of the members, for `https://` endpoints.
     pub etcd_cacert: Option<PathBuf>,
     /// `--etcd-cert`: client certificate (PEM), for members with client-certificate auth.
@@ -151,6 +159,9 @@ pub enum RunError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The store failed for good while serving (its file cannot be reopened).
+    #[error("{0}")]
+    StoreFailed(String),
     /// The store's identity could not be read or does not fit this coordinator.
     #[error(transparent)]
     Coordinator(CoordError),
@@ -263,7 +274,11 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     {
         let mut etcd = store::EtcdOptions::new(&o.etcd, &o.etcd_prefix)
             .map_err(RunError::Config)?
-            .with_batch_max(o.group_commit_max);
+            .with_batch_max(o.group_commit_max)
+            .with_max_txn_ops(o.etcd_max_txn_ops)
+            .and_then(|e| e.with_compaction(o.etcd_compaction, o.etcd_compact_every))
+            .and_then(|e| e.with_quota_bytes(o.etcd_quota_bytes))
+            .map_err(RunError::Config)?;
         match &o.etcd_cacert {
             Some(ca) => {
                 etcd = etcd
@@ -296,30 +311,44 @@ fn store_config(o: &ServiceOptions) -> Result<StoreConfig, RunError> {
     }
 }
 
-/// Re-evaluates the namespace assignment every [`crate::ASSIGN_INTERVAL_MS`]; a failing store
-/// backs the loop off (up to 30 s) and is logged once per change of state.
-async fn assign_namespaces(coordinator: Arc<Coordinator>) {
+/// The store's housekeeping ([`crate::Housekeeper`]) every [`crate::ASSIGN_INTERVAL_MS`].
+/// A failing store backs the loop off (up to 30 s), logged once per change of state.
+async fn housekeeping(coordinator: Arc<Coordinator>) {
     let base = Duration::from_millis(crate::ASSIGN_INTERVAL_MS);
     let mut wait = base;
     let mut failing: Option<String> = None;
+    let mut keeper = crate::Housekeeper::new(&coordinator);
     loop {
         tokio::time::sleep(wait).await;
-        match coordinator.assign_namespaces().await {
-            Ok(_) => {
+        match keeper.pass(&coordinator).await {
+            Ok(()) => {
                 if failing.take().is_some() {
-                    tracing::info!("namespace assignment: the store answers again");
+                    tracing::info!("housekeeping: the store answers again");
                 }
                 wait = base;
             }
             Err(e) => {
                 let reason = e.to_string();
                 if failing.as_deref() != Some(reason.as_str()) {
-                    tracing::warn!(error = %reason, "namespace assignment failed; retrying with backoff");
+                    tracing::warn!(error = %reason, "housekeeping failed; retrying with backoff");
                     failing = Some(reason);
                 }
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// How often the service asks its store whether it can still recover.
+const STORE_WATCH_MS: u64 = 1_000;
+
+/// Resolves with the reason once `store` reports that it cannot recover by itself.
+async fn store_failure(store: Arc<dyn store::KvStore>) -> String {
+    loop {
+        if let store::StoreHealth::Failed(why) = store.health().await {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(STORE_WATCH_MS)).await;
     }
 }
 
@@ -359,8 +388,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let io = |context: String| move |source| RunError::Io { context, source };
-    let local = listener.local_addr().map_err(io("local address".into()))?;
-    warn_about_exposure(&config, local);
     let (store, redb, location): (Arc<dyn store::KvStore>, _, String) = match &config.store {
         StoreConfig::Embedded {
             data_dir,
@@ -388,9 +415,32 @@ pub async fn run(
             (Arc::new(etcd), None, location)
         }
     };
+    tracing::info!(store = %location, "store connected");
+    let result = run_with_store(listener, config, store, shutdown).await;
+    // Every commit is durable when answered, so dropping a store that is still shared (an
+    // aborted handler) loses nothing; closing it just joins the writer thread.
+    if let Some(Ok(s)) = redb.map(Arc::try_unwrap) {
+        s.close().await;
+    }
+    tracing::info!("coordinator stopped");
+    result
+}
+
+/// [`run`] on a store already open: serves the coordinator over `store` on `listener`
+/// until `shutdown` resolves, or until the store reports that it cannot recover
+/// ([`RunError::StoreFailed`]). `config.store` is not read.
+pub async fn run_with_store(
+    listener: tokio::net::TcpListener,
+    config: ServiceConfig,
+    store: Arc<dyn store::KvStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let io = |context: String| move |source| RunError::Io { context, source };
+    let local = listener.local_addr().map_err(io("local address".into()))?;
+    warn_about_exposure(&config, local);
     let c = config.coordinator;
     tracing::info!(
-        store = %location,
+
         layout = %c.layout,
         pool_size = c.pool_size,
         ttl_ms = c.ttl_ms_default,
@@ -416,15 +466,29 @@ pub async fn run(
     let reloader = reload::spawn(reloadable, config.reload);
     let state = http::AppState::with_limits(coordinator.clone(), config.auth, config.rate_limits);
     let app = http::app(state);
-    let assigner = tokio::spawn(assign_namespaces(coordinator.clone()));
+    let assigner = tokio::spawn(housekeeping(coordinator.clone()));
+    let report_writer = coordinator.start_report_writer();
     let scheme = if listener.is_tls() { "https" } else { "http" };
     tracing::info!(addr = %local, scheme, "listening");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(serve(listener, app, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
+    let mut failed = None;
     let joined = tokio::select! {
         r = &mut server => r,
+        why = store_failure(store.clone()) => {
+            tracing::error!(error = %why, "the store cannot recover; stopping so that a supervisor restarts the coordinator");
+            failed = Some(why);
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
         _ = shutdown => {
             tracing::info!("finishing in-flight requests");
             let _ = stop_tx.send(true);
@@ -439,20 +503,16 @@ pub async fn run(
             }
         }
     };
-    let result = match joined {
-        Ok(r) => r.map_err(io("serving failed".into())),
-        Err(e) => Err(RunError::Config(format!("server task failed: {e}"))),
+    let result = match (joined, failed) {
+        (_, Some(why)) => Err(RunError::StoreFailed(why)),
+        (Ok(r), None) => r.map_err(io("serving failed".into())),
+        (Err(e), None) => Err(RunError::Config(format!("server task failed: {e}"))),
     };
     assigner.abort();
+    report_writer.abort();
     reloader.abort();
     let _ = assigner.await;
     drop(coordinator);
     drop(store);
-    // Every commit is durable when answered, so dropping a store that is still shared (an
-    // aborted handler) loses nothing; closing it just joins the writer thread.
-    if let Some(Ok(s)) = redb.map(Arc::try_unwrap) {
-        s.close().await;
-    }
-    tracing::info!("coordinator stopped");
     result
 }

@@ -477,3 +477,119 @@ async fn etcd_over_tls_with_client_certificates_conforms() {
         "{missing}"
     );
 }
+
+/// `count` leases on one coordinator, then one renewal of each, all at once: the burst that
+/// follows an etcd election, a coordinator failover or a healed partition. Returns the
+/// renewals that failed, with their errors.
+async fn renewal_burst(store: EtcdStore, count: u32) -> Vec<String> {
+    use shardflake_coordinator::testing::secret;
+    use shardflake_proto::coord::{AcquireRequest, RenewRequest};
+    let mut config = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
+    config.pool_size = 1024;
+    let c = Arc::new(
+        Coordinator::open(Arc::new(store), Arc::new(ManualTime::new(1)), config)
+            .await
+            .unwrap(),
+    );
+    let mut grants = Vec::new();
+    for i in 0..count {
+        let g = c
+            .acquire(&AcquireRequest {
+                secret: secret(),
+                name: format!("n{i}"),
+                ttl_ms: Some(60_000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        grants.push((g.host_id, g.token));
+    }
+    let tasks: Vec<_> = grants
+        .into_iter()
+        .map(|(host_id, token)| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.renew(
+                    host_id,
+                    &RenewRequest {
+                        secret: secret(),
+                        token,
+                        reserve_until_ms: Some(10_000),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("host {host_id}: {e}"))
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            failed.push(e);
+        }
+    }
+    failed
+}
+
+/// A burst of 500 concurrent renewals of disjoint leases through group commit against the
+/// 3-member cluster: etcd counts a batch as its members plus its largest member's
+/// operations against `--max-txn-ops`, and batches are sized so, so none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_500_renewals_is_answered_without_an_error() {
+    let store = store_batching(&fresh_prefix(), ETCD_BATCH_MAX).await;
+    let failed = renewal_burst(store, 500).await;
+    assert!(
+        failed.is_empty(),
+        "{} of 500 renewals failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
+/// A member whose `--max-txn-ops` is below what the coordinator was told refuses the first
+/// full batches; they are split and sent again, and every renewal of the burst succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_etcd_refuses_as_too_large_are_split_and_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, url) = single_member(dir.path(), "http", &["--max-txn-ops", "24"]);
+    let options = EtcdOptions::new(std::slice::from_ref(&url), &fresh_prefix())
+        .unwrap()
+        .with_batch_max(ETCD_BATCH_MAX);
+    let mut store = None;
+    for _ in 0..100 {
+        match EtcdStore::connect(options.clone()).await {
+            Ok(s) => {
+                store = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let store = store.expect("the single member answers");
+    let failed = renewal_burst(store, 200).await;
+    assert!(
+        failed.is_empty(),
+        "{} of 200 renewals failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
+#[test]
+fn a_batch_counts_its_members_plus_its_largest_member() {
+    use shardflake_coordinator::store::batch_ops;
+    assert_eq!(batch_ops([2, 2, 2]), 5);
+    assert_eq!(batch_ops([1; 127]), 128);
+    assert_eq!(
+        batch_ops([1; 128]),
+        129,
+        "a full batch of 128 does not fit 128"
+    );
+    assert_eq!(batch_ops([]), 0);
+    let too_small = EtcdOptions::new(&["http://127.0.0.1:1".into()], "/p/")
+        .unwrap()
+        .with_max_txn_ops(64)
+        .unwrap_err();
+    assert!(too_small.contains("--etcd-max-txn-ops 64"), "{too_small}");
+}

@@ -137,7 +137,25 @@ async fn lease_lifecycle_over_http() {
     .await;
     assert_eq!(s, StatusCode::OK);
     let r: RenewResponse = serde_json::from_slice(&b).unwrap();
-    assert_eq!(r.reserved_until_ms, time_now(&time) + 3_000);
+    // More than half of the look-ahead asked for is left: the bound stays, and the
+    // renewal writes only its heartbeat.
+    assert_eq!(r.reserved_until_ms, time_now(&time) + 2_000);
+    let renew = format!(
+        r#"{{"secret":"5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e","token":{},"reserve_until_ms":{}}}"#,
+        a.token,
+        time_now(&time) + 5_000
+    );
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/leases/0/renew",
+        Some(TOKEN),
+        Some(&renew),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let r: RenewResponse = serde_json::from_slice(&b).unwrap();
+    assert_eq!(r.reserved_until_ms, time_now(&time) + 5_000);
     // Fill the pool, then a third acquire is a clear 409.
     call(
         &app,

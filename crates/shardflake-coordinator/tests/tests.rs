@@ -1,7 +1,10 @@
 //! Integration tests of the coordinator, gathered into one binary.
 
+mod disk;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod http;
+mod restore;
 mod returns;
+mod routing;
 mod store;

@@ -15,6 +15,7 @@ use crate::namespaces::{LeaseRef, Namespaces};
 use crate::source::{DynClock, Generator, IdSource};
 use crate::standalone::TEMPORAL_PREFETCH_MS;
 use crate::state::{generator_policy, Shared, StartError};
+use crate::store_generation;
 
 /// A cluster node's backing: the lease keeper and what it reported.
 pub(crate) struct Cluster {
@@ -28,6 +29,11 @@ pub(crate) struct Cluster {
     pub(crate) failed_notify: Notify,
     /// The namespaces this node serves.
     pub(crate) namespaces: Arc<Namespaces>,
+    /// The coordinators' client (its generation is kept at shutdown).
+    client: Arc<CoordinatorClient>,
+    /// Where the store generation is kept, and the task keeping it.
+    generation_dir: std::path::PathBuf,
+    generation_keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What a deterministic simulation replaces in cluster mode; the defaults are production's.
@@ -64,7 +70,11 @@ pub(crate) fn open(
     if let Some(t) = hooks.transport {
         client = client.with_transport(t);
     }
-    let client = Arc::new(client);
+    // The highest store generation seen before this start: a store restored from a
+    // backup since is refused, and told so.
+    let remembered = store_generation::load(&config.state_dir)?;
+    let written = remembered.as_ref().map(|g| g.generation);
+    let client = Arc::new(client.with_generation(remembered));
     let namespaces = Namespaces::new(client.clone());
     let mut keeper_config = keeper_config(config, cluster, clock);
     keeper_config.jitter_seed = hooks.jitter_seed;
@@ -75,7 +85,9 @@ pub(crate) fn open(
     keeper_config.url = Some(cluster.advertised(config.listen));
     let usage = namespaces.clone();
     keeper_config.ns_usage = Some(Arc::new(move || usage.usage()));
-    let keeper = LeaseKeeper::start(client, keeper_config);
+    let generation_keeper =
+        store_generation::spawn_keeper(config.state_dir.clone(), client.clone(), written);
+    let keeper = LeaseKeeper::start(client.clone(), keeper_config);
     info!(
         coordinators = %cluster.urls.join(","),
         standby = cluster.standby,
@@ -89,6 +101,9 @@ pub(crate) fn open(
         failed: Mutex::new(None),
         failed_notify: Notify::new(),
         namespaces,
+        client,
+        generation_dir: config.state_dir.clone(),
+        generation_keeper: Mutex::new(Some(generation_keeper)),
     };
     Ok((backing, keeper))
 }
@@ -115,6 +130,23 @@ impl Cluster {
         let keeper = self.keeper.lock().expect("keeper mutex").take();
         if let Some(k) = keeper {
             k.shutdown().await;
+        }
+        self.keep_generation().await;
+    }
+
+    /// Writes the store generation one last time (clean shutdown).
+    async fn keep_generation(&self) {
+        if let Some(k) = self.generation_keeper.lock().expect("keeper mutex").take() {
+            k.abort();
+        }
+        let Some(stamp) = self.client.generation() else {
+            return;
+        };
+        let (dir, id) = (self.generation_dir.clone(), self.client.store_id());
+        let written =
+            tokio::task::spawn_blocking(move || store_generation::store(&dir, &stamp, id)).await;
+        if let Ok(Err(e)) = written {
+            warn!(error = %e, "cannot write the store generation at shutdown");
         }
     }
 }

@@ -101,6 +101,7 @@ mod source;
 mod standalone;
 mod state;
 mod state_file;
+mod store_generation;
 
 pub use cluster::ClusterHooks;
 pub use config::{

@@ -45,8 +45,12 @@ pub const ROUTING_REFRESH_MS: u64 = 2_000;
 /// How long a clean shutdown waits for a block fetch in flight before it gives back the
 /// unused values (ms).
 pub const GIVE_BACK_WAIT_MS: u64 = 1_000;
-/// Most namespaces one node serves at once.
-pub const NS_STREAMS_MAX: usize = 1_024;
+/// A namespace that issued nothing is reported at most this often (ms): a renewal carries
+/// the namespaces in use, and the idle ones now and then, so that their forecasts decay.
+pub const IDLE_REPORT_EVERY_MS: u64 = 10_000;
+/// Most namespaces one node serves at once (the protocol's one limit,
+/// [`shardflake_proto::ns::NS_PER_NODE_MAX`]: a renewal reports on each of them).
+pub const NS_STREAMS_MAX: usize = shardflake_proto::ns::NS_PER_NODE_MAX;
 
 /// A block being issued: `next`, `next + step`, .. below `end`.
 #[derive(Debug, Clone, Copy)]
@@ -182,13 +186,18 @@ impl Stream {
         )
     }
 
-    /// Usage since the last report, reset.
-    fn drain_usage(b: &mut Blocks) -> (u64, u64) {
+    /// Usage since the last report, reset. Unless `always` (a block request reports every
+    /// time), `None` for a namespace that issued nothing since its last report less than
+    /// [`IDLE_REPORT_EVERY_MS`] ago: its idle time is reported later, in one report.
+    fn drain_usage(b: &mut Blocks, always: bool) -> Option<(u64, u64)> {
         let now = Instant::now();
         let over = now.duration_since(b.since).as_millis() as u64;
+        if !always && b.used == 0 && over < IDLE_REPORT_EVERY_MS {
+            return None;
+        }
         let used = std::mem::take(&mut b.used);
         b.since = now;
-        (used, over)
+        Some((used, over))
     }
 }
 
@@ -324,19 +333,20 @@ impl Namespaces {
         }
     }
 
-    /// Each namespace's consumption since its last report, for a renewal.
+    /// Each namespace's consumption since its last report, for a renewal: the namespaces in
+    /// use, and an idle one at most every [`IDLE_REPORT_EVERY_MS`].
     pub(crate) fn usage(&self) -> Vec<NsUsage> {
         let streams = self.streams.read().expect("streams lock");
         streams
             .values()
-            .map(|s| {
+            .filter_map(|s| {
                 let mut b = s.blocks.lock().expect("namespace mutex");
-                let (used, over_ms) = Stream::drain_usage(&mut b);
-                NsUsage {
+                let (used, over_ms) = Stream::drain_usage(&mut b, false)?;
+                Some(NsUsage {
                     name: s.name.clone(),
                     used,
                     over_ms,
-                }
+                })
             })
             .collect()
     }
@@ -433,7 +443,7 @@ async fn fetch_block(
         Some(l) => {
             let req = {
                 let mut b = stream.blocks.lock().expect("namespace mutex");
-                let (used, over_ms) = Stream::drain_usage(&mut b);
+                let (used, over_ms) = Stream::drain_usage(&mut b, true).unwrap_or_default();
                 NsBlockRequest {
                     host_id: u64::from(l.host_id),
                     token: l.token,

@@ -120,7 +120,7 @@ impl StateIdentity {
 /// Creates `dir` and its missing parents, and fsyncs the parent of every directory it
 /// creates. Without that, a power loss after the first state write can drop the new
 /// directory, and with it the file, and the next start would look like a first start.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut cur = dir.to_path_buf();
     while fs::symlink_metadata(&cur).is_err() {

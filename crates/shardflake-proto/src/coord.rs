@@ -55,6 +55,60 @@ pub const LEASE_TTL_MS_DEFAULT: u64 = 10_000;
 /// The response header that carries the coordinator store's identity.
 pub const STORE_ID_HEADER: &str = "shardflake-store-id";
 
+/// `POST /v1/repair`: raises a store that went back (restored from a backup) above
+/// everything it may have granted since the backup, and lets it grant again. The operator
+/// supplies the floors; the repair refuses to run without a time floor and a floor for every
+/// namespace, and never lowers anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RepairRequest {
+    /// The time of the restore or later (Unix ms): every host id's reserved bound is raised
+    /// to it plus the reservation look-ahead, and (temporal layouts) every shard up to then
+    /// is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_at_least_ms: Option<u64>,
+    /// Per namespace: every value granted from now on lies at or above this (the highest
+    /// value of it the application holds, plus one).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub namespaces_at_least: std::collections::BTreeMap<String, u64>,
+    /// The floor of every namespace not named in `namespaces_at_least`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_namespaces_at_least: Option<u64>,
+}
+
+/// What a repair did to one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NsFloorReport {
+    /// The namespace.
+    pub name: String,
+    /// Its `next` before.
+    pub before: u64,
+    /// Its `next` after (never below `before`).
+    pub after: u64,
+    /// The highest block end nodes presented while the store was refused (0: none).
+    pub presented: u64,
+}
+
+/// The answer to a repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepairReport {
+    /// The store's generation before.
+    pub generation_before: u64,
+    /// After: above every generation any caller has seen.
+    pub generation_after: u64,
+    /// Every namespace.
+    pub namespaces: Vec<NsFloorReport>,
+    /// Host records whose bounds were raised.
+    pub hosts_raised: usize,
+    /// The fencing token before.
+    pub token_before: u64,
+    /// After.
+    pub token_after: u64,
+}
+
 /// What a host does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -114,6 +168,13 @@ pub const REQUEST_ID_BYTES_MAX: usize = 64;
 
 /// Longest advertised node URL accepted, in bytes.
 pub const URL_BYTES_MAX: usize = 512;
+
+/// Largest request body a coordinator accepts, in bytes: 16 KiB for any request, plus a
+/// renewal's usage reports of every namespace a node may serve
+/// ([`crate::ns::USAGE_REPORTS_MAX`] reports of at most
+/// [`crate::ns::USAGE_REPORT_JSON_BYTES_MAX`] bytes).
+pub const REQUEST_BODY_BYTES_MAX: usize =
+    16 * 1024 + crate::ns::USAGE_REPORTS_MAX * crate::ns::USAGE_REPORT_JSON_BYTES_MAX;
 
 /// The limits a coordinator enforces, stated so that nodes size their requests from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

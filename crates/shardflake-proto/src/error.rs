@@ -78,6 +78,8 @@ error_codes! {
     InvalidId = "invalid_id", 400;
     /// Coordinator: counter blocks asked of a coordinator whose layout is not temporal.
     NotTemporal = "not_temporal", 400;
+    /// Coordinator: a `shardflake-generation` stamp this store did not mint (another store's, or altered); the client forgets it.
+    ForeignGeneration = "foreign_generation", 400;
     /// The `Authorization` header is missing or holds no credential this service accepts.
     Unauthorized = "unauthorized", 401;
     /// Coordinator: the credential is valid, but its scope (read, node, admin) does not allow this request.
@@ -104,6 +106,8 @@ error_codes! {
     ShardTooFarAhead = "shard_too_far_ahead", 409;
     /// Coordinator: the counter range of a (shard, host) pair is used up.
     CounterSpaceExhausted = "counter_space_exhausted", 409;
+    /// Coordinator: a counter block for a shard the host no longer gets blocks of (long past, or retired by a repair); blocks of later shards are granted.
+    ShardRetired = "shard_retired", 409;
     /// Coordinator: a namespace's `start`, `step` or `offset` differs from what it was created with.
     NamespaceConflict = "namespace_conflict", 409;
     /// Coordinator: the namespace has granted every value up to the largest `u64`.
@@ -112,6 +116,10 @@ error_codes! {
     ReturnRefused = "return_refused", 409;
     /// Coordinator: the caller gave this namespace's values back under its current lease; a lease takes no block of a namespace after its return.
     NamespaceReturned = "namespace_returned", 409;
+    /// Coordinator: a namespace delete while live nodes hold unreturned blocks of it; nothing changed (`force=true` deletes it anyway; the message says what that costs).
+    NamespaceBusy = "namespace_busy", 409;
+    /// Coordinator: a raise to a value below what was already granted; values only ever go up, and nothing changed.
+    WouldLower = "would_lower", 409;
     /// A request body over the service's limit (node: 1 KiB; its endpoints read none).
     PayloadTooLarge = "payload_too_large", 413;
     /// The caller is over its request (coordinator, per credential) or id (node, per client) rate; retry after `Retry-After`.
@@ -138,6 +146,8 @@ error_codes! {
     RequestTimeout = "request_timeout", 503;
     /// Node: the service is stopping.
     ShuttingDown = "shutting_down", 503;
+    /// Coordinator: its store is at an earlier generation than callers have seen (restored from a backup): nothing is granted until an operator repairs it (`shardflake repair`).
+    StoreRestored = "store_restored", 503;
     /// Coordinator: the store failed or is overloaded; retry, possibly elsewhere.
     StoreUnavailable = "store_unavailable", 503;
     /// A bug; the message says what.

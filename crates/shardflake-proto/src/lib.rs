@@ -6,6 +6,8 @@
 //! * [`coord`]: the coordinator's API (leases, reservations, counter blocks, standbys).
 //! * [`ns`]: namespaces (segment mode), the routing table and the rendezvous order.
 //! * [`secret`]: [`secret::LeaseSecret`], what authorises every call under a lease.
+//! * [`generation`]: the store generation every coordinator answer carries, by which a
+//!   store restored from a backup is noticed.
 //! * [`error`]: the error body `{"error": {"code": "...", "message": "..."}}` and the stable
 //!   [`ErrorCode`]s every service uses: one registry for the node and the coordinator.
 //! * `ApiError` (feature `axum`): the one error response of every service.
@@ -32,6 +34,7 @@ pub mod audit;
 pub mod auth;
 pub mod coord;
 pub mod error;
+pub mod generation;
 pub mod node;
 pub mod ns;
 #[cfg(feature = "openapi")]

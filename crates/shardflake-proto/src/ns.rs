@@ -72,8 +72,18 @@ fn score(key: &str, host: u64) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Most namespace usage reports in one renewal.
-pub const USAGE_REPORTS_MAX: usize = 256;
+/// Most namespaces one node serves at once. Every limit that follows from it is derived
+/// here: a renewal carries at most one usage report per namespace the node serves
+/// ([`USAGE_REPORTS_MAX`]), and the coordinator's request bodies are sized to hold that many
+/// ([`crate::coord::REQUEST_BODY_BYTES_MAX`]).
+pub const NS_PER_NODE_MAX: usize = 1_024;
+
+/// Most namespace usage reports in one renewal: one per namespace a node serves.
+pub const USAGE_REPORTS_MAX: usize = NS_PER_NODE_MAX;
+
+/// The longest usage report in JSON: the name and two 20-digit numbers with their keys,
+/// quotes, separators and a little whitespace.
+pub const USAGE_REPORT_JSON_BYTES_MAX: usize = NAME_LEN_MAX + 96;
 
 /// A node's consumption of one namespace since its previous report (sent with renewals).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +244,34 @@ pub struct NsReturnRequest {
 pub struct NsReturnResponse {
     /// Values taken back (0 when a later block was granted meanwhile: they stay unused).
     pub returned: u64,
+}
+
+/// `DELETE /v1/namespaces/{name}`: what was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NamespaceDeleted {
+    /// The name.
+    pub name: String,
+    /// The namespace's `next` when it was deleted: every value it issued lies below it. A
+    /// namespace created again under this name starts where it is told (`start`), so give
+    /// it a `start` at or above this value to keep its values unique across both.
+    pub next: u64,
+    /// Host ids of live leases that still held an unreturned block of it (only with
+    /// `force=true`; empty otherwise): they issue what they hold and get no further block.
+    pub held_by: Vec<u64>,
+}
+
+/// `POST /v1/namespaces/{name}/raise`: moves the namespace's `next` up, so that every value
+/// granted from now on is at or above `next_at_least` (a database sequence moving to
+/// shardflake: above the highest value already in the application's tables). `next` never
+/// goes down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NsRaiseRequest {
+    /// Every value granted from now on is at or above this (the first value of the
+    /// namespace's progression at or above it).
+    pub next_at_least: u64,
 }
 
 /// A node in the routing table.

@@ -100,6 +100,7 @@ async fn supply_once(
                     e.code(),
                     Some(
                         ErrorCode::CounterSpaceExhausted
+                            | ErrorCode::ShardRetired
                             | ErrorCode::NotTemporal
                             | ErrorCode::BadRequest
                     )

@@ -132,6 +132,10 @@ async fn the_description_is_openapi_3_1_json_and_covers_every_route_served() {
         ("GET", "/v1/namespaces"),
         ("POST", "/v1/namespaces/{name}/blocks"),
         ("POST", "/v1/namespaces/{name}/return"),
+        ("DELETE", "/v1/namespaces/{name}"),
+        ("POST", "/v1/namespaces/{name}/raise"),
+        ("POST", "/v1/repair"),
+        ("GET", "/readyz"),
         ("GET", "/v1/routing"),
     ]
     .into_iter()

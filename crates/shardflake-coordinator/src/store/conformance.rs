@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{KvStore, StoreError, Txn, TxnOutcome, VALUE_BYTES_MAX};
+use super::{KvStore, StoreError, Txn, TxnOutcome, GET_MANY_MAX, VALUE_BYTES_MAX};
 use crate::testing::{adversary, domain, namespaces};
 
 /// Runs every check, each on a store from `make_store`.
@@ -32,6 +32,7 @@ where
     failed_compare_writes_nothing(&make_store().await).await;
     delete_makes_key_absent(&make_store().await).await;
     scan_is_sorted_and_bounded_by_prefix(&make_store().await).await;
+    get_many_reads_each_key_in_order(&make_store().await).await;
     limits_are_enforced(&make_store().await).await;
     concurrent_increments_lose_nothing(Arc::new(make_store().await)).await;
     domain::grant_renew_expire_takeover(Arc::new(make_store().await)).await;
@@ -52,6 +53,11 @@ where
     namespaces::returns_take_back_only_an_unused_tail_once(Arc::new(make_store().await)).await;
     namespaces::usage_reports_size_blocks_from_the_forecast(Arc::new(make_store().await)).await;
     namespaces::routing_follows_live_nodes_and_the_assignment(Arc::new(make_store().await)).await;
+    namespaces::a_node_reporting_on_every_namespace_keeps_its_lease(Arc::new(make_store().await))
+        .await;
+    namespaces::raise_moves_next_up_and_never_down(Arc::new(make_store().await)).await;
+    namespaces::delete_is_refused_while_blocks_are_held_unless_forced(Arc::new(make_store().await))
+        .await;
     // The property test runs random sequences on the in-memory store; every backend runs
     // the same seeded ones.
     for seed in 0..ADVERSARY_SEEDS {
@@ -78,6 +84,39 @@ where
     domain::standby_on_one_coordinator_takes_over_from_another(a, b).await;
     let (a, b) = make_pair().await;
     namespaces::two_coordinators_grant_disjoint_namespace_blocks(a, b).await;
+}
+
+/// `get_many` answers each key in the order asked, absent ones as `None`, with the versions
+/// `get` reports; more than [`GET_MANY_MAX`] keys are refused.
+pub async fn get_many_reads_each_key_in_order<S: KvStore>(s: &S) {
+    let check = "get_many_reads_each_key_in_order";
+    let rev = committed(
+        s.txn(
+            Txn::new()
+                .put("m/b", b"2".to_vec())
+                .put("m/a", b"1".to_vec()),
+        )
+        .await
+        .unwrap(),
+        check,
+    );
+    let keys: Vec<String> = ["m/b", "m/none", "m/a"].map(String::from).to_vec();
+    let got = s.get_many(&keys).await.unwrap();
+    let values: Vec<Option<(Vec<u8>, u64)>> = got
+        .into_iter()
+        .map(|v| v.map(|v| (v.value, v.version)))
+        .collect();
+    assert_eq!(
+        values,
+        vec![Some((b"2".to_vec(), rev)), None, Some((b"1".to_vec(), rev))],
+        "{check}"
+    );
+    let many: Vec<String> = (0..=GET_MANY_MAX).map(|i| format!("m/{i}")).collect();
+    assert!(
+        matches!(s.get_many(&many).await, Err(StoreError::TooLarge { .. })),
+        "{check}: more than GET_MANY_MAX keys"
+    );
+    assert!(s.get_many(&many[..GET_MANY_MAX]).await.is_ok(), "{check}");
 }
 
 fn committed(outcome: TxnOutcome, check: &str) -> u64 {
@@ -148,6 +187,9 @@ pub async fn revisions_increase_and_version_keys<S: KvStore>(s: &S) {
         version = rev;
         assert_eq!(s.get("a").await.unwrap().unwrap().version, rev, "{check}");
         assert_eq!(s.get("b").await.unwrap().unwrap().version, rev, "{check}");
+        // The store's revision is at least the last commit's (etcd's is the whole
+        // cluster's, which other writers move too).
+        assert!(s.revision().await.unwrap() >= rev, "{check}: revision()");
     }
     // A commit on another key also moves the revision on, as in etcd.
     let other = committed(s.txn(Txn::new().put("c", vec![])).await.unwrap(), check);

@@ -34,13 +34,27 @@ use etcd_client::{
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned};
+use super::etcd_maintenance::{check_alarms, maintain, EtcdState};
+use super::{
+    check_get_many, BoxFuture, KvStore, Op, StoreError, StoreGauge, StoreHealth, StoreStats, Txn,
+    TxnOutcome, Versioned,
+};
 
 /// The key prefix when none is given.
 pub const ETCD_PREFIX_DEFAULT: &str = "/shardflake/";
-/// The most transactions in one batch: etcd's default `--max-txn-ops` (128) bounds the
-/// operations of one transaction, and a batch is one transaction of nested ones.
+/// The most transactions in one batch. What really bounds a batch is etcd's `--max-txn-ops`
+/// ([`EtcdOptions::max_txn_ops`]): see [`batch_ops`].
 pub const ETCD_BATCH_MAX: usize = 128;
+/// Default of [`EtcdOptions::compact_every`].
+pub const ETCD_COMPACT_EVERY_DEFAULT: Duration = Duration::from_secs(300);
+/// etcd's default `--quota-backend-bytes` (2 GiB), the default of
+/// [`EtcdOptions::quota_bytes`].
+pub const ETCD_QUOTA_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's default `--max-txn-ops`, the default of [`EtcdOptions::max_txn_ops`].
+pub const ETCD_MAX_TXN_OPS_DEFAULT: usize = 128;
+/// The largest batch request, in bytes: well below etcd's default `--max-request-bytes`
+/// (1.5 MiB), which also bounds one transaction.
+const BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Batches in flight at once. On a 3-member loopback cluster 1 and 2 give the largest
 /// batches and the best throughput (4 splits the queue into small batches: 5.4k renewals/s
 /// against 7.3k); over a network, where a round trip is longer, batches grow on their own.
@@ -65,6 +79,17 @@ pub struct EtcdOptions {
     pub prefix: String,
     /// Most transactions sent as one etcd transaction (group commit; 1 sends each alone).
     pub batch_max: usize,
+    /// The members' `--max-txn-ops` (etcd's API does not report it): a batch is sized so
+    /// that etcd's count of its operations stays within it ([`batch_ops`]).
+    pub max_txn_ops: usize,
+    /// Compact etcd's history (one coordinator at a time); off for a shared etcd whose
+    /// operator compacts it.
+    pub compaction: bool,
+    /// How often the history is compacted (keeping one interval of it).
+    pub compact_every: Duration,
+    /// The members' `--quota-backend-bytes` (etcd 3.4 does not report it): the size is
+    /// measured against it.
+    pub quota_bytes: u64,
     /// TLS to the members (`https://` endpoints).
     pub tls: Option<EtcdTls>,
     /// User and password, when the cluster has authentication on.
@@ -139,6 +164,10 @@ impl EtcdOptions {
             endpoints,
             prefix: prefix.to_string(),
             batch_max: 1,
+            max_txn_ops: ETCD_MAX_TXN_OPS_DEFAULT,
+            compaction: true,
+            compact_every: ETCD_COMPACT_EVERY_DEFAULT,
+            quota_bytes: ETCD_QUOTA_BYTES_DEFAULT,
             tls: None,
             user: None,
         })
@@ -201,6 +230,46 @@ impl EtcdOptions {
         self.batch_max = batch_max.clamp(1, ETCD_BATCH_MAX);
         self
     }
+
+    /// Compaction on or off, every `every` (`--etcd-compaction`, `--etcd-compact-every`);
+    /// the interval must be at least a second.
+    pub fn with_compaction(mut self, on: bool, every: Duration) -> Result<Self, String> {
+        if every < Duration::from_secs(1) {
+            return Err(format!(
+                "--etcd-compact-every {} ms is below 1 s",
+                every.as_millis()
+            ));
+        }
+        self.compaction = on;
+        self.compact_every = every;
+        Ok(self)
+    }
+
+    /// The members' space quota (`--etcd-quota-bytes`), at least 1 MiB.
+    pub fn with_quota_bytes(mut self, bytes: u64) -> Result<Self, String> {
+        if bytes < 1024 * 1024 {
+            return Err(format!(
+                "--etcd-quota-bytes {bytes} is below 1 MiB; give the members' --quota-backend-bytes (default {ETCD_QUOTA_BYTES_DEFAULT})"
+            ));
+        }
+        self.quota_bytes = bytes;
+        Ok(self)
+    }
+
+    /// The members' `--max-txn-ops` (`--etcd-max-txn-ops`). One transaction of the
+    /// coordinator has up to [`super::TXN_OPS_MAX`] operations and must fit a batch of its
+    /// own, so a smaller value is refused, naming the flag.
+    pub fn with_max_txn_ops(mut self, max_txn_ops: usize) -> Result<Self, String> {
+        let min = super::TXN_OPS_MAX + 1;
+        if max_txn_ops < min {
+            return Err(format!(
+                "--etcd-max-txn-ops {max_txn_ops} is below {min}: a coordinator transaction has up to {} operations, and etcd counts one more for the batch that carries it; raise the members' --max-txn-ops (default {ETCD_MAX_TXN_OPS_DEFAULT})",
+                super::TXN_OPS_MAX
+            ));
+        }
+        self.max_txn_ops = max_txn_ops;
+        Ok(self)
+    }
 }
 
 /// A [`KvStore`] in etcd; see the module docs.
@@ -212,6 +281,9 @@ pub struct EtcdStore {
     /// The group-commit queue, when batching is on.
     batches: Option<mpsc::Sender<Queued>>,
     counts: Arc<Counts>,
+    /// Compaction and the size and alarm watch.
+    maintenance: JoinHandle<()>,
+    etcd_state: Arc<std::sync::Mutex<EtcdState>>,
 }
 
 /// Transactions sent, and the etcd transactions that carried them.
@@ -219,6 +291,7 @@ pub struct EtcdStore {
 struct Counts {
     commits: AtomicU64,
     txns: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Counts {
@@ -245,6 +318,7 @@ impl std::fmt::Debug for EtcdStore {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.feed.abort();
+        self.maintenance.abort();
     }
 }
 
@@ -288,15 +362,26 @@ impl EtcdStore {
                     options.endpoints.join(",")
                 ))
             })?;
+        check_alarms(&client).await?;
         let (tx, changes) = watch::channel(0);
         let feed = tokio::spawn(change_feed(client.clone(), options.prefix.clone(), tx));
+        let etcd_state = Arc::new(std::sync::Mutex::new(EtcdState::default()));
+        let maintenance = tokio::spawn(maintain(
+            client.clone(),
+            options.clone(),
+            etcd_state.clone(),
+        ));
         let counts = Arc::new(Counts::default());
         let batches = (options.batch_max > 1).then(|| {
             let (tx, rx) = mpsc::channel(BATCH_QUEUE_MAX);
             tokio::spawn(batcher(
                 client.clone(),
                 options.prefix.clone(),
-                options.batch_max,
+                Limits {
+                    members: options.batch_max,
+                    max_txn_ops: options.max_txn_ops,
+                    bytes_max: BATCH_BYTES_MAX,
+                },
                 rx,
                 counts.clone(),
             ));
@@ -309,7 +394,15 @@ impl EtcdStore {
             feed,
             batches,
             counts,
+            maintenance,
+            etcd_state,
         })
+    }
+
+    /// Compactions this coordinator made, and the revision of the last.
+    pub fn compactions(&self) -> (u64, u64) {
+        let s = self.etcd_state.lock().expect("poisoned");
+        (s.compactions, s.compacted_to)
     }
 
     /// The options it was opened with.
@@ -409,6 +502,7 @@ fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
 impl KvStore for EtcdStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
         Box::pin(async move {
+            self.counts.reads.fetch_add(1, Ordering::Relaxed);
             let resp = self
                 .client
                 .kv_client()
@@ -419,11 +513,51 @@ impl KvStore for EtcdStore {
         })
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Versioned>>, StoreError>> {
+        Box::pin(async move {
+            check_get_many(keys)?;
+            self.counts.reads.fetch_add(1, Ordering::Relaxed);
+            // A transaction of reads only: etcd serves it linearizably, like a get, in one
+            // round trip.
+            let reads: Vec<TxnOp> = keys
+                .iter()
+                .map(|k| TxnOp::get(self.full(k), None))
+                .collect();
+            let resp = self
+                .client
+                .kv_client()
+                .txn(etcd_client::Txn::new().and_then(reads))
+                .await
+                .map_err(|e| backend("read", e))?;
+            let answers = resp.op_responses();
+            if answers.len() != keys.len() {
+                return Err(StoreError::Backend(format!(
+                    "etcd read of {} keys answered {} results",
+                    keys.len(),
+                    answers.len()
+                )));
+            }
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    TxnOpResponse::Get(g) => Ok(g.kvs().first().map(versioned)),
+                    _ => Err(StoreError::Backend(
+                        "etcd read: a transaction of reads answered something else".into(),
+                    )),
+                })
+                .collect()
+        })
+    }
+
     fn scan<'a>(
         &'a self,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
         Box::pin(async move {
+            self.counts.reads.fetch_add(1, Ordering::Relaxed);
             // etcd answers a range sorted by key, ascending.
             let resp = self
                 .client
@@ -461,22 +595,158 @@ impl KvStore for EtcdStore {
         })
     }
 
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.counts.reads.fetch_add(1, Ordering::Relaxed);
+            // A linearizable read of one key: its header carries the cluster's revision.
+            let resp = self
+                .client
+                .kv_client()
+                .get(
+                    self.full("meta/cluster"),
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+                .map_err(|e| backend("revision", e))?;
+            Ok(resp.header().map_or(0, |h| h.revision().max(0) as u64))
+        })
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             commits: self.counts.commits.load(Ordering::Relaxed),
             txns: self.counts.txns.load(Ordering::Relaxed),
+            reads: self.counts.reads.load(Ordering::Relaxed),
         }
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {
         Some(self.changes.clone())
     }
+
+    fn health(&self) -> BoxFuture<'_, StoreHealth> {
+        Box::pin(async move { self.etcd_state.lock().expect("poisoned").health() })
+    }
+
+    fn gauges(&self) -> Vec<StoreGauge> {
+        let s = self.etcd_state.lock().expect("poisoned");
+        vec![
+            StoreGauge {
+                name: "etcd_db_size_bytes",
+                help: "etcd's database size, as allocated on disk",
+                value: s.db_size,
+            },
+            StoreGauge {
+                name: "etcd_db_size_in_use_bytes",
+                help: "Of etcd's database size, the bytes in use",
+                value: s.db_in_use,
+            },
+            StoreGauge {
+                name: "etcd_quota_bytes",
+                help: "etcd's space quota (--etcd-quota-bytes)",
+                value: self.options.quota_bytes,
+            },
+            StoreGauge {
+                name: "etcd_nospace_alarm",
+                help: "1 while etcd's NOSPACE alarm is raised",
+                value: u64::from(s.alarm.is_some()),
+            },
+            StoreGauge {
+                name: "etcd_compactions",
+                help: "etcd history compactions this coordinator made",
+                value: s.compactions,
+            },
+        ]
+    }
 }
 
-/// Group commit for etcd: takes the transactions queued, packs up to `batch_max` whose keys
-/// do not overlap into one etcd transaction of nested ones (no compares of its own, so each
-/// nested transaction succeeds or fails on its own compares, all evaluated against the state
-/// before the batch), and answers each caller from its nested answer. Transactions whose keys
+/// What bounds a batch: the most members, and the members' `--max-txn-ops`.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    members: usize,
+    max_txn_ops: usize,
+    bytes_max: usize,
+}
+
+/// What etcd counts of one transaction against `--max-txn-ops`: the longest of its compare
+/// list, its success branch (the writes) and its failure branch (a read per compare).
+fn txn_ops(txn: &Txn) -> usize {
+    txn.compares.len().max(txn.ops.len())
+}
+
+/// What etcd counts of a batch of transactions whose [`txn_ops`] are `ops` against
+/// `--max-txn-ops`: etcd checks the outer transaction's branch length (the number of
+/// members), and each nested transaction against what is left (`checkRequestOp(u,
+/// maxTxnOps-opc)` in etcd's `v3rpc/key.go`), so a batch fits when its members plus its
+/// largest member's operations do.
+pub fn batch_ops(ops: impl IntoIterator<Item = usize>) -> usize {
+    let (members, largest) = ops
+        .into_iter()
+        .fold((0, 0), |(n, max), o| (n + 1, usize::max(max, o)));
+    members + largest
+}
+
+/// Roughly the bytes `txn` adds to a request: each key goes out up to three times (compare,
+/// write, read back on failure), each value once, with a few bytes of framing each.
+fn txn_bytes(prefix: &str, txn: &Txn) -> usize {
+    let compares: usize = txn
+        .compares
+        .iter()
+        .map(|(k, _)| 2 * (prefix.len() + k.len() + 16))
+        .sum();
+    let ops: usize = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value } => prefix.len() + key.len() + value.len() + 16,
+            Op::Delete { key } => prefix.len() + key.len() + 16,
+        })
+        .sum();
+    compares + ops + 16
+}
+
+/// The keys `txn` compares or writes.
+fn txn_keys(txn: &Txn) -> impl Iterator<Item = &str> + Clone {
+    txn.compares
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(txn.ops.iter().map(|op| match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
+        }))
+}
+
+/// Picks from `held` (in queue order) the transactions of the next batch: keys disjoint from
+/// every one already taken, at most `limits.members` of them, etcd's count of the batch's
+/// operations within `limits.max_txn_ops` ([`batch_ops`]) and its bytes within
+/// `limits.bytes_max`. The first transaction is always taken (alone, it fits: its options
+/// were checked).
+fn pick_batch(prefix: &str, held: &[&Txn], limits: Limits) -> Vec<usize> {
+    let mut keys: HashSet<&str> = HashSet::new();
+    let mut take = Vec::new();
+    let (mut largest, mut bytes) = (0, 0);
+    for (i, txn) in held.iter().enumerate() {
+        if take.len() == limits.members {
+            break;
+        }
+        let (ops, size) = (txn_ops(txn), txn_bytes(prefix, txn));
+        let fits = take.is_empty()
+            || (take.len() + 1 + largest.max(ops) <= limits.max_txn_ops
+                && bytes + size <= limits.bytes_max);
+        let mut own = txn_keys(txn);
+        if fits && own.clone().all(|k| !keys.contains(k)) {
+            keys.extend(&mut own);
+            take.push(i);
+            largest = largest.max(ops);
+            bytes += size;
+        }
+    }
+    take
+}
+
+/// Group commit for etcd: takes the transactions queued, packs those [`pick_batch`] chooses
+/// into one etcd transaction of nested ones (no compares of its own, so each nested
+/// transaction succeeds or fails on its own compares, all evaluated against the state before
+/// the batch), and answers each caller from its nested answer. Transactions whose keys
 /// overlap one already in the batch wait for a later batch: etcd refuses a transaction that
 /// writes a key twice, and a nested read would otherwise see a neighbour's write. Up to
 /// [`BATCHES_IN_FLIGHT`] batches are in flight; concurrent transactions may commit in any
@@ -484,11 +754,12 @@ impl KvStore for EtcdStore {
 async fn batcher(
     client: Client,
     prefix: String,
-    batch_max: usize,
+    limits: Limits,
     mut rx: mpsc::Receiver<Queued>,
     counts: Arc<Counts>,
 ) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let learned = Arc::new(Learned::new(limits.max_txn_ops));
     let mut held: VecDeque<Queued> = VecDeque::new();
     loop {
         if held.is_empty() {
@@ -500,78 +771,138 @@ async fn batcher(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        while held.len() < batch_max * 4 {
+        while held.len() < limits.members * 4 {
             match rx.try_recv() {
                 Ok(q) => held.push_back(q),
                 Err(_) => break,
             }
         }
-        let mut keys: HashSet<&str> = HashSet::new();
-        let mut take = Vec::with_capacity(batch_max.min(held.len()));
-        for (i, q) in held.iter().enumerate() {
-            if take.len() == batch_max {
-                break;
-            }
-            let mut own =
-                q.txn
-                    .compares
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .chain(q.txn.ops.iter().map(|op| match op {
-                        Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
-                    }));
-            if own.clone().all(|k| !keys.contains(k)) {
-                keys.extend(&mut own);
-                take.push(i);
-            }
-        }
-        drop(keys);
+        let txns: Vec<&Txn> = held.iter().map(|q| &q.txn).collect();
+        let take = pick_batch(&prefix, &txns, learned.apply(limits));
         let mut batch = Vec::with_capacity(take.len());
         for i in take.into_iter().rev() {
             batch.push(held.remove(i).expect("an index just seen"));
         }
         batch.reverse();
-        let (client, prefix, counts) = (client.clone(), prefix.clone(), counts.clone());
+        let (client, prefix, counts, learned) = (
+            client.clone(),
+            prefix.clone(),
+            counts.clone(),
+            learned.clone(),
+        );
         tokio::spawn(async move {
-            commit_batch(client, &prefix, batch, &counts).await;
+            commit_batch(&client, &prefix, batch, &counts, &learned).await;
             drop(permit);
         });
     }
 }
 
-/// Sends `batch` as one etcd transaction and answers every caller.
-async fn commit_batch(client: Client, prefix: &str, batch: Vec<Queued>, counts: &Counts) {
-    let nested: Vec<TxnOp> = batch
-        .iter()
-        .map(|q| TxnOp::txn(etcd_txn(prefix, &q.txn)))
-        .collect();
-    let answer = client
-        .kv_client()
-        .txn(etcd_client::Txn::new().and_then(nested))
-        .await;
-    let resp = match answer {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = format!("etcd txn (batch of {}): {e}", batch.len());
-            for q in batch {
-                let _ = q.reply.send(Err(StoreError::Backend(msg.clone())));
-            }
-            return;
+/// What etcd's refusals taught: the operations and bytes a batch may really have. They
+/// start at the configured limits and only go down, each change logged once.
+#[derive(Debug)]
+struct Learned {
+    max_txn_ops: std::sync::atomic::AtomicUsize,
+    bytes_max: std::sync::atomic::AtomicUsize,
+}
+
+impl Learned {
+    fn new(max_txn_ops: usize) -> Self {
+        Self {
+            max_txn_ops: max_txn_ops.into(),
+            bytes_max: BATCH_BYTES_MAX.into(),
         }
-    };
-    counts.add(batch.len());
-    let revision = resp.header().map_or(0, |h| h.revision());
-    let mut answers = resp.op_responses().into_iter();
-    for q in batch {
-        let result = match answers.next() {
-            Some(TxnOpResponse::Txn(r)) => {
-                outcome(&q.txn, r.succeeded(), revision, r.op_responses())
-            }
-            _ => Err(StoreError::Backend(
-                "etcd txn: a batch answered without a nested answer per transaction".into(),
-            )),
+    }
+
+    /// `limits` within what etcd was found to take.
+    fn apply(&self, limits: Limits) -> Limits {
+        Limits {
+            members: limits.members,
+            max_txn_ops: limits
+                .max_txn_ops
+                .min(self.max_txn_ops.load(Ordering::Relaxed)),
+            bytes_max: limits.bytes_max.min(self.bytes_max.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// etcd refused `batch` with `e`: batches stay below its size from now on.
+    fn refused(&self, prefix: &str, batch: &[Queued], e: &etcd_client::Error) {
+        // Never below what one transaction may have: a single transaction always goes out
+        // alone, and gets etcd's own answer.
+        let (what, limit, size, floor) = if e.to_string().contains("too many operations") {
+            let ops = batch_ops(batch.iter().map(|q| txn_ops(&q.txn)));
+            ("operations", &self.max_txn_ops, ops, super::TXN_OPS_MAX + 1)
+        } else {
+            let bytes = batch.iter().map(|q| txn_bytes(prefix, &q.txn)).sum();
+            ("bytes", &self.bytes_max, bytes, super::VALUE_BYTES_MAX)
         };
-        let _ = q.reply.send(result);
+        let below = size.saturating_sub(1).max(floor);
+        if limit.fetch_min(below, Ordering::Relaxed) > below {
+            tracing::warn!(members = batch.len(), what, size, now_at_most = below, error = %e,
+                "etcd refused a batch as too large; its parts are sent again in halves, and batches stay below that size from now on (set --etcd-max-txn-ops to the members' --max-txn-ops)");
+        }
+    }
+}
+
+/// Whether `e` is etcd refusing a request for its size (`--max-txn-ops` or
+/// `--max-request-bytes`). etcd checks both before it applies anything, so the request had
+/// no effect and its parts may be sent again on their own.
+fn refused_as_too_large(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too many operations in txn request") || text.contains("request is too large")
+}
+
+/// Sends `batch` as one etcd transaction and answers every caller. A batch etcd refuses as
+/// too large (its `--max-txn-ops` is below `--etcd-max-txn-ops`, or the request is above
+/// its `--max-request-bytes`) is split in halves and each half sent again, down to single
+/// transactions, which get etcd's error.
+async fn commit_batch(
+    client: &Client,
+    prefix: &str,
+    batch: Vec<Queued>,
+    counts: &Counts,
+    learned: &Learned,
+) {
+    let mut pending = vec![batch];
+    while let Some(mut batch) = pending.pop() {
+        let nested: Vec<TxnOp> = batch
+            .iter()
+            .map(|q| TxnOp::txn(etcd_txn(prefix, &q.txn)))
+            .collect();
+        let answer = client
+            .kv_client()
+            .txn(etcd_client::Txn::new().and_then(nested))
+            .await;
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) if batch.len() > 1 && refused_as_too_large(&e) => {
+                learned.refused(prefix, &batch, &e);
+                let second = batch.split_off(batch.len() / 2);
+                pending.push(second);
+                pending.push(batch);
+                continue;
+            }
+            Err(e) => {
+                let msg = format!("etcd txn (batch of {}): {e}", batch.len());
+                for q in batch {
+                    let _ = q.reply.send(Err(StoreError::Backend(msg.clone())));
+                }
+                continue;
+            }
+        };
+        counts.add(batch.len());
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut answers = resp.op_responses().into_iter();
+        for q in batch {
+            let result = match answers.next() {
+                Some(TxnOpResponse::Txn(r)) => {
+                    outcome(&q.txn, r.succeeded(), revision, r.op_responses())
+                }
+                _ => Err(StoreError::Backend(
+                    "etcd txn: a batch answered without a nested answer per transaction".into(),
+                )),
+            };
+            let _ = q.reply.send(result);
+        }
     }
 }
 

@@ -4,13 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned};
+use super::{
+    check_get_many, BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned,
+};
 
 /// A [`KvStore`] in a `BTreeMap` behind a mutex.
 #[derive(Debug, Default)]
 pub struct MemStore {
     inner: Mutex<MemInner>,
     txns: AtomicU64,
+    reads: AtomicU64,
     /// The change feed of a store shared by several coordinators ([`MemStore::shared`]).
     feed: Option<tokio::sync::watch::Sender<u64>>,
 }
@@ -25,6 +28,19 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A copy of the store as it is now, revision included: a backup, to be opened later as
+    /// a restored store (tests of what a restore costs).
+    pub fn copy(&self) -> Self {
+        let inner = self.inner.lock().expect("poisoned");
+        Self {
+            inner: Mutex::new(MemInner {
+                revision: inner.revision,
+                map: inner.map.clone(),
+            }),
+            ..Self::default()
+        }
     }
 
     /// An empty store for several coordinators in one process (a simulation): like etcd, it
@@ -60,7 +76,22 @@ where
 
 impl KvStore for MemStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
-        Box::pin(async move { Ok(self.inner.lock().expect("poisoned").map.get(key).cloned()) })
+        Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(self.inner.lock().expect("poisoned").map.get(key).cloned())
+        })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Versioned>>, StoreError>> {
+        Box::pin(async move {
+            check_get_many(keys)?;
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let inner = self.inner.lock().expect("poisoned");
+            Ok(keys.iter().map(|k| inner.map.get(k).cloned()).collect())
+        })
     }
 
     fn scan<'a>(
@@ -68,6 +99,7 @@ impl KvStore for MemStore {
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
         Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
             let inner = self.inner.lock().expect("poisoned");
             Ok(inner
                 .map
@@ -115,6 +147,13 @@ impl KvStore for MemStore {
         })
     }
 
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(self.inner.lock().expect("poisoned").revision)
+        })
+    }
+
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.feed.as_ref().map(|f| f.subscribe())
     }
@@ -124,6 +163,7 @@ impl KvStore for MemStore {
         StoreStats {
             commits: txns,
             txns,
+            reads: self.reads.load(Ordering::Relaxed),
         }
     }
 }

@@ -20,15 +20,21 @@ use thiserror::Error;
 pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_maintenance;
 mod memory;
 mod redb;
 
 #[cfg(feature = "etcd")]
 pub use self::etcd::{
-    EtcdOptions, EtcdStore, EtcdTls, EtcdUser, ETCD_BATCH_MAX, ETCD_PREFIX_DEFAULT,
+    batch_ops, EtcdOptions, EtcdStore, EtcdTls, EtcdUser, ETCD_BATCH_MAX,
+    ETCD_COMPACT_EVERY_DEFAULT, ETCD_MAX_TXN_OPS_DEFAULT, ETCD_PREFIX_DEFAULT,
+    ETCD_QUOTA_BYTES_DEFAULT,
 };
 pub use self::memory::MemStore;
-pub use self::redb::{RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT};
+#[cfg(any(test, feature = "testing"))]
+pub use self::redb::DiskFaults;
+pub use self::redb::{RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT, REOPEN_ATTEMPTS_MAX};
 
 /// A boxed future, so that [`KvStore`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -39,6 +45,8 @@ pub const KEY_BYTES_MAX: usize = 256;
 pub const VALUE_BYTES_MAX: usize = 64 * 1024;
 /// The most compares plus operations in one transaction (etcd's default `--max-txn-ops` is 128).
 pub const TXN_OPS_MAX: usize = 64;
+/// The most keys one [`KvStore::get_many`] reads.
+pub const GET_MANY_MAX: usize = 64;
 
 /// A value and the revision of the transaction that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,13 +165,39 @@ pub enum TxnOutcome {
     },
 }
 
-/// Counters a backend keeps about its commits, for metrics and benchmarks.
+/// Counters a backend keeps about its commits and reads, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Durable commits (fsyncs) made.
     pub commits: u64,
     /// Transactions carried by those commits (committed or conflicting).
     pub txns: u64,
+    /// Read requests answered: a get, a scan or a [`KvStore::get_many`] counts one each,
+    /// whatever it returns.
+    pub reads: u64,
+}
+
+/// A value a backend reports at scrape time (`shardflake_coordinator_<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreGauge {
+    /// The series' name, without the prefix.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Its value.
+    pub value: u64,
+}
+
+/// Whether a store can serve, for `/readyz` and `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// It serves.
+    Ready,
+    /// It does not serve now and recovers by itself (a wedged file being reopened, an
+    /// unreachable etcd, a quota alarm); the reason says which.
+    NotReady(String),
+    /// It cannot recover by itself: the process should exit, for a supervisor to restart it.
+    Failed(String),
 }
 
 /// A storage failure. Every variant is an operating condition: the request fails with
@@ -197,6 +231,18 @@ pub enum StoreError {
     },
 }
 
+/// Refuses a [`KvStore::get_many`] of more than [`GET_MANY_MAX`] keys.
+pub(crate) fn check_get_many(keys: &[String]) -> Result<(), StoreError> {
+    if keys.len() > GET_MANY_MAX {
+        return Err(StoreError::TooLarge {
+            what: "keys in one read",
+            size: keys.len(),
+            max: GET_MANY_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// A key-value store with compare-and-swap transactions; see the module docs.
 ///
 /// Every method must be linearizable: a read that starts after a transaction's answer has
@@ -204,6 +250,22 @@ pub enum StoreError {
 pub trait KvStore: Send + Sync + 'static {
     /// The value and version of `key`.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>>;
+    /// The values of `keys` (at most [`GET_MANY_MAX`]), in the same order: one request where
+    /// the backend can (an etcd transaction of reads), so that a caller that needs many
+    /// records pays one round trip, not one per key.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Versioned>>, StoreError>> {
+        Box::pin(async move {
+            check_get_many(keys)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(self.get(k).await?);
+            }
+            Ok(out)
+        })
+    }
     /// Every key starting with `prefix`, in ascending key order.
     fn scan<'a>(
         &'a self,
@@ -211,9 +273,20 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>>;
     /// Applies `txn` atomically if its compares hold.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>>;
+    /// The store's revision now (linearizable, like a read): the revision of the last
+    /// committed transaction, 0 for a new store.
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Commit counters (zero for backends that do not count).
     fn stats(&self) -> StoreStats {
         StoreStats::default()
+    }
+    /// Whether the store serves ([`StoreHealth`]); cheap enough for a readiness probe.
+    fn health(&self) -> BoxFuture<'_, StoreHealth> {
+        Box::pin(async { StoreHealth::Ready })
+    }
+    /// Values the backend reports for `/metrics` (etcd: its database size and alarms).
+    fn gauges(&self) -> Vec<StoreGauge> {
+        Vec::new()
     }
     /// A feed that changes whenever any writer commits, this process or another sharing the
     /// store; `None` when only this process writes (the coordinator then wakes its own

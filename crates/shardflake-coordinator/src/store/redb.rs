@@ -10,17 +10,38 @@
 //! then answers every caller in the batch. One fsync thus covers as many transactions as
 //! arrived during the previous fsync; no caller waits for a timer, and none is answered before
 //! its write is on disk. If the commit fails, every caller in the batch gets the error.
+//!
+//! # A failed write
+//!
+//! After one I/O error (a full disk, typically) redb refuses every later transaction of the
+//! same handle. So a commit that fails makes the writer drop the database and open the file
+//! again, with backoff, answering `store_unavailable` meanwhile; once the disk takes writes
+//! again (space was freed) the reopen succeeds, redb repairs the file to its last durable
+//! commit, and the store serves again by itself. [`KvStore::health`] says which state it is
+//! in, for `/readyz`. A reopen that fails for another reason than a full disk or a handle
+//! still held (the file is gone, unreadable or corrupt) [`REOPEN_ATTEMPTS_MAX`] times in a row
+//! makes the store [`StoreHealth::Failed`]: the coordinator then exits, for a supervisor to
+//! restart it and an operator to look. The file is only ever opened, never created, on a
+//! reopen: a store whose file vanished must not come back empty.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition,
+};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::check_compares;
-use super::{BoxFuture, KvStore, Op, StoreError, StoreStats, Txn, TxnOutcome, Versioned};
+use super::{
+    check_get_many, BoxFuture, KvStore, Op, StoreError, StoreHealth, StoreStats, Txn, TxnOutcome,
+    Versioned,
+};
 
 /// Keys to version-prefixed values: 8 bytes of big-endian version, then the value.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -32,6 +53,14 @@ const REVISION_KEY: &str = "revision";
 pub const GROUP_COMMIT_BATCH_MAX_DEFAULT: usize = 1024;
 /// Transactions that may wait for the writer before callers are held back.
 const WRITE_QUEUE_MAX: usize = 16 * 1024;
+/// Reopens in a row that fail for another reason than a full disk before the store gives up
+/// ([`StoreHealth::Failed`]).
+pub const REOPEN_ATTEMPTS_MAX: u32 = 5;
+/// The wait before the first reopen, doubled after each failure up to [`REOPEN_BACKOFF_MAX`].
+const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a writer waiting to reopen answers the transactions queued meanwhile.
+const WEDGED_POLL: Duration = Duration::from_millis(20);
 
 /// Options of the embedded store.
 #[derive(Debug, Clone, Copy)]
@@ -50,23 +79,56 @@ impl Default for RedbOptions {
 
 type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
 
+/// Opens the database file again after a failed write (never creating it).
+type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>;
+
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
     txns: AtomicU64,
+    reads: AtomicU64,
+    reopens: AtomicU64,
+}
+
+/// What the writer and the readers share.
+struct Shared {
+    /// The open database; `None` while the writer reopens it.
+    db: RwLock<Option<Arc<Database>>>,
+    counters: Counters,
+    health: Mutex<StoreHealth>,
+    path: PathBuf,
+}
+
+impl Shared {
+    /// The open database, or `Backend` naming why there is none.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self.db.read().expect("db lock").as_ref() {
+            return Ok(db.clone());
+        }
+        Err(StoreError::Backend(
+            match &*self.health.lock().expect("health lock") {
+                StoreHealth::Ready => "the store file is being reopened".to_string(),
+                StoreHealth::NotReady(why) | StoreHealth::Failed(why) => why.clone(),
+            },
+        ))
+    }
+
+    fn set_health(&self, health: StoreHealth) {
+        *self.health.lock().expect("health lock") = health;
+    }
 }
 
 /// A [`KvStore`] in one redb file with group commit; see the module docs.
 pub struct RedbStore {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     tx: Option<mpsc::Sender<(Txn, Reply)>>,
     writer: Option<JoinHandle<()>>,
-    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
+            .field("path", &self.shared.path)
             .field("stats", &self.stats())
             .finish()
     }
@@ -90,43 +152,97 @@ fn decode(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
     })
 }
 
+/// Creates the tables if they are missing, so that readers never see them missing.
+fn create_tables(db: &Database) -> Result<(), StoreError> {
+    let w = db.begin_write().map_err(backend)?;
+    {
+        w.open_table(KV).map_err(backend)?;
+        let mut meta = w.open_table(META).map_err(backend)?;
+        if meta.get(REVISION_KEY).map_err(backend)?.is_none() {
+            meta.insert(REVISION_KEY, 0).map_err(backend)?;
+        }
+    }
+    w.commit().map_err(backend)
+}
+
 impl RedbStore {
     /// Opens (or creates) the store file at `path` and starts its writer thread.
     ///
     /// redb locks the file, so a second coordinator on the same file fails here instead of
     /// corrupting it.
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self, StoreError> {
-        let db = Database::create(path.as_ref()).map_err(|e| {
-            StoreError::Backend(format!("cannot open {}: {e}", path.as_ref().display()))
-        })?;
-        // Create the tables up front so that readers never see them missing.
-        let w = db.begin_write().map_err(backend)?;
-        {
-            w.open_table(KV).map_err(backend)?;
-            let mut meta = w.open_table(META).map_err(backend)?;
-            if meta.get(REVISION_KEY).map_err(backend)?.is_none() {
-                meta.insert(REVISION_KEY, 0).map_err(backend)?;
+        let path = path.as_ref().to_path_buf();
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let reopen_path = path.clone();
+        let opener: Opener = Box::new(move || Builder::new().open(&reopen_path));
+        Self::start(db, path, options, opener)
+    }
+
+    /// Opens (or creates) the store file at `path` on a backend that fails as `faults` says:
+    /// a full disk, or a device that is gone. For tests of what a failed write costs.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn open_with_faults(
+        path: impl AsRef<Path>,
+        options: RedbOptions,
+        faults: Arc<DiskFaults>,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open = {
+            let (path, faults) = (path.clone(), faults.clone());
+            move |create: bool| -> Result<Database, DatabaseError> {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
+                let inner = ::redb::backends::FileBackend::new(file)?;
+                Builder::new().create_with_backend(FaultyBackend {
+                    inner,
+                    faults: faults.clone(),
+                })
             }
-        }
-        w.commit().map_err(backend)?;
-        let db = Arc::new(db);
+        };
+        let db = open(true)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let opener: Opener = Box::new(move || open(false));
+        Self::start(db, path, options, opener)
+    }
+
+    fn start(
+        db: Database,
+        path: PathBuf,
+        options: RedbOptions,
+        opener: Opener,
+    ) -> Result<Self, StoreError> {
+        create_tables(&db)?;
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::new(db))),
+            counters: Counters::default(),
+            health: Mutex::new(StoreHealth::Ready),
+            path,
+        });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
-        let counters = Arc::new(Counters::default());
         let writer = {
-            let db = db.clone();
-            let counters = counters.clone();
+            let shared = shared.clone();
             let batch_max = options.batch_max.max(1);
             std::thread::Builder::new()
                 .name("redb-writer".into())
-                .spawn(move || writer_loop(&db, rx, batch_max, &counters))
+                .spawn(move || writer_loop(&shared, &opener, rx, batch_max))
                 .map_err(backend)?
         };
         Ok(Self {
-            db,
+            shared,
             tx: Some(tx),
             writer: Some(writer),
-            counters,
         })
+    }
+
+    /// Times the file was reopened after a failed write.
+    pub fn reopens(&self) -> u64 {
+        self.shared.counters.reopens.load(Ordering::Relaxed)
     }
 
     /// Stops the writer after the queued transactions and releases the file lock.
@@ -147,10 +263,10 @@ impl Drop for RedbStore {
 }
 
 fn writer_loop(
-    db: &Database,
+    shared: &Shared,
+    opener: &Opener,
     mut rx: mpsc::Receiver<(Txn, Reply)>,
     batch_max: usize,
-    counters: &Counters,
 ) {
     let mut batch: Vec<(Txn, Reply)> = Vec::with_capacity(batch_max);
     while let Some(first) = rx.blocking_recv() {
@@ -162,11 +278,10 @@ fn writer_loop(
             }
         }
         let txns: Vec<Txn> = batch.iter_mut().map(|(t, _)| std::mem::take(t)).collect();
-        let result = commit_batch(db, txns);
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        counters
-            .txns
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let result = shared.db().and_then(|db| commit_batch(&db, txns));
+        let c = &shared.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.txns.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match result {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
@@ -174,11 +289,121 @@ fn writer_loop(
                 }
             }
             Err(e) => {
+                let wedged = matches!(e, StoreError::Backend(_));
                 let msg = e.to_string();
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(StoreError::Backend(msg.clone())));
                 }
+                // redb refuses every transaction after an I/O error: open the file again.
+                if wedged && !reopen(shared, opener, &mut rx, &msg) {
+                    return;
+                }
             }
+        }
+    }
+}
+
+/// Whether a failed reopen may succeed later by itself: the disk is full (space may be
+/// freed), or the old handle is still held by a reader that is finishing.
+fn transient(e: &DatabaseError) -> bool {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => true,
+        DatabaseError::Storage(StorageError::Io(io)) => {
+            use std::io::ErrorKind::*;
+            matches!(
+                io.kind(),
+                StorageFull | QuotaExceeded | Interrupted | WouldBlock | TimedOut
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Drops the database after a failed write and opens the file again, with backoff, answering
+/// the transactions queued meanwhile with the reason. Returns `false` when the store is
+/// closed while waiting.
+fn reopen(
+    shared: &Shared,
+    opener: &Opener,
+    rx: &mut mpsc::Receiver<(Txn, Reply)>,
+    cause: &str,
+) -> bool {
+    let path = shared.path.display().to_string();
+    shared.set_health(StoreHealth::NotReady(format!(
+        "store wedged: a write to {path} failed ({cause}); reopening it"
+    )));
+    shared.db.write().expect("db lock").take();
+    tracing::error!(
+        path,
+        error = cause,
+        "store write failed; reopening the store file with backoff (is the disk full?)"
+    );
+    let mut backoff = REOPEN_BACKOFF_MIN;
+    let (mut fatal, mut attempts) = (0u32, 0u32);
+    let mut last_error = String::new();
+    loop {
+        let retry_at = Instant::now() + backoff;
+        while Instant::now() < retry_at {
+            if !answer_queued(shared, rx) {
+                return false;
+            }
+            std::thread::sleep(WEDGED_POLL);
+        }
+        attempts += 1;
+        let opened = opener()
+            .map_err(|e| (transient(&e), e.to_string()))
+            .and_then(|db| {
+                create_tables(&db)
+                    .map(|()| db)
+                    .map_err(|e| (true, e.to_string()))
+            });
+        match opened {
+            Ok(db) => {
+                *shared.db.write().expect("db lock") = Some(Arc::new(db));
+                shared.counters.reopens.fetch_add(1, Ordering::Relaxed);
+                shared.set_health(StoreHealth::Ready);
+                tracing::info!(path, attempts, "store file reopened; serving again");
+                return true;
+            }
+            Err((is_transient, error)) => {
+                fatal = if is_transient { 0 } else { fatal + 1 };
+                if error != last_error {
+                    tracing::warn!(path, %error, transient = is_transient,
+                        "the store file does not open yet; retrying with backoff");
+                    last_error = error.clone();
+                }
+                if fatal >= REOPEN_ATTEMPTS_MAX {
+                    let why = format!(
+                        "store failed: {path} could not be reopened {fatal} times in a row ({error}); restart the coordinator once the file is repaired or restored"
+                    );
+                    tracing::error!(path, %error, "{why}");
+                    shared.set_health(StoreHealth::Failed(why));
+                    // Answer callers until the store is closed; nothing else can be done.
+                    while answer_queued(shared, rx) {
+                        std::thread::sleep(WEDGED_POLL);
+                    }
+                    return false;
+                }
+                shared.set_health(StoreHealth::NotReady(format!(
+                    "store wedged: a write to {path} failed ({cause}); reopening it failed {attempts} time(s), last: {error}"
+                )));
+                backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Answers every queued transaction with the store's state; `false` once the store is
+/// closed.
+fn answer_queued(shared: &Shared, rx: &mut mpsc::Receiver<(Txn, Reply)>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok((_, reply)) => {
+                let e = shared.db().err().unwrap_or(StoreError::Closed);
+                let _ = reply.send(Err(e));
+            }
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
         }
     }
 }
@@ -228,21 +453,53 @@ fn commit_batch(db: &Database, txns: Vec<Txn>) -> Result<Vec<TxnOutcome>, StoreE
     Ok(outcomes)
 }
 
+/// Runs `read` on a read transaction of the open database, off the async threads.
+async fn read<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    read: impl FnOnce(&::redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+) -> Result<T, StoreError> {
+    shared.counters.reads.fetch_add(1, Ordering::Relaxed);
+    let db = shared.db()?;
+    tokio::task::spawn_blocking(move || {
+        let r = db.begin_read().map_err(backend)?;
+        let kv = r.open_table(KV).map_err(backend)?;
+        read(&kv)
+    })
+    .await
+    .map_err(backend)?
+}
+
 impl KvStore for RedbStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
-        let db = self.db.clone();
         let key = key.to_string();
+        Box::pin(read(&self.shared, move |kv| {
+            match kv.get(key.as_str()).map_err(backend)? {
+                Some(g) => Ok(Some(decode(&key, g.value())?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Versioned>>, StoreError>> {
+        let keys = keys.to_vec();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let r = db.begin_read().map_err(backend)?;
-                let kv = r.open_table(KV).map_err(backend)?;
-                match kv.get(key.as_str()).map_err(backend)? {
-                    Some(g) => Ok(Some(decode(&key, g.value())?)),
-                    None => Ok(None),
+            check_get_many(&keys)?;
+            read(&self.shared, move |kv| {
+                let mut out = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    out.push(match kv.get(key.as_str()).map_err(backend)? {
+                        Some(g) => Some(decode(key, g.value())?),
+                        None => None,
+                    });
                 }
+                Ok(out)
             })
             .await
-            .map_err(backend)?
         })
     }
 
@@ -250,26 +507,19 @@ impl KvStore for RedbStore {
         &'a self,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
-        let db = self.db.clone();
         let prefix = prefix.to_string();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let r = db.begin_read().map_err(backend)?;
-                let kv = r.open_table(KV).map_err(backend)?;
-                let mut out = Vec::new();
-                for item in kv.range(prefix.as_str()..).map_err(backend)? {
-                    let (k, v) = item.map_err(backend)?;
-                    let k = k.value();
-                    if !k.starts_with(prefix.as_str()) {
-                        break;
-                    }
-                    out.push((k.to_string(), decode(k, v.value())?));
+        Box::pin(read(&self.shared, move |kv| {
+            let mut out = Vec::new();
+            for item in kv.range(prefix.as_str()..).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let k = k.value();
+                if !k.starts_with(prefix.as_str()) {
+                    break;
                 }
-                Ok(out)
-            })
-            .await
-            .map_err(backend)?
-        })
+                out.push((k.to_string(), decode(k, v.value())?));
+            }
+            Ok(out)
+        }))
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
@@ -285,9 +535,143 @@ impl KvStore for RedbStore {
     }
 
     fn stats(&self) -> StoreStats {
+        let c = &self.shared.counters;
         StoreStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            txns: self.counters.txns.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            txns: c.txns.load(Ordering::Relaxed),
+            reads: c.reads.load(Ordering::Relaxed),
         }
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            shared.counters.reads.fetch_add(1, Ordering::Relaxed);
+            let db = shared.db()?;
+            tokio::task::spawn_blocking(move || {
+                let r = db.begin_read().map_err(backend)?;
+                let meta = r.open_table(META).map_err(backend)?;
+                Ok(meta
+                    .get(REVISION_KEY)
+                    .map_err(backend)?
+                    .map(|g| g.value())
+                    .unwrap_or(0))
+            })
+            .await
+            .map_err(backend)?
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, StoreHealth> {
+        Box::pin(async move { self.shared.health.lock().expect("health lock").clone() })
+    }
+}
+
+/// Faults of the disk under a store opened with [`RedbStore::open_with_faults`], switched
+/// on and off while it runs.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub struct DiskFaults {
+    full: std::sync::atomic::AtomicBool,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl DiskFaults {
+    /// Writes, syncs and growth fail with `ENOSPC` while `full`.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
+    }
+
+    /// Every access fails (a device that is gone) while `gone`.
+    pub fn set_gone(&self, gone: bool) {
+        self.gone.store(gone, Ordering::SeqCst);
+    }
+
+    fn check(&self, write: bool) -> std::io::Result<()> {
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the device is gone (fault injected)"));
+        }
+        if write && self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        Ok(())
+    }
+}
+
+/// redb's file backend with [`DiskFaults`] in front of it.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug)]
+struct FaultyBackend {
+    inner: ::redb::backends::FileBackend,
+    faults: Arc<DiskFaults>,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl ::redb::StorageBackend for FaultyBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.faults.check(false)?;
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.faults.check(false)?;
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.faults.check(true)?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.faults.check(true)?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.faults.check(true)?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), ::redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, ::redb::BackendError> {
+        self.inner.query_lock_range(start, end)
     }
 }

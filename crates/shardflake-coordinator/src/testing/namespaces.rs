@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use shardflake::Layout;
 use shardflake_proto::coord::{AcquireRequest, RenewRequest};
-use shardflake_proto::ns::{NamespaceSpec, NsBlockGrant, NsBlockRequest, NsReturnRequest, NsUsage};
+use shardflake_proto::ns::{
+    NamespaceSpec, NsBlockGrant, NsBlockRequest, NsReturnRequest, NsUsage, NS_PER_NODE_MAX,
+};
 
 use super::{acquire_req, manual_coordinator};
 use crate::store::KvStore;
@@ -396,6 +399,182 @@ pub async fn usage_reports_size_blocks_from_the_forecast(store: Arc<dyn KvStore>
     };
     let e = c.renew(n.host_id as u32, &bad).await.unwrap_err();
     assert!(matches!(e, CoordError::BadRequest(_)), "{check}: {e}");
+}
+
+/// A node serving as many namespaces as a node may ([`NS_PER_NODE_MAX`]) reports on each with
+/// every renewal, and keeps its lease: the reports never make a renewal fail, whatever the
+/// store's transaction limit, and each reaches the node's forecaster.
+pub async fn a_node_reporting_on_every_namespace_keeps_its_lease(store: Arc<dyn KvStore>) {
+    let check = "a_node_reporting_on_every_namespace_keeps_its_lease";
+    let (c, time) = coordinator(store).await;
+    let names: Vec<String> = (0..NS_PER_NODE_MAX).map(|i| format!("ns-{i:04}")).collect();
+    let c = &c;
+    let n = node(c, "a").await;
+    futures_util::stream::iter(&names)
+        .for_each_concurrent(64, |name| async move {
+            c.put_namespace(name, &NamespaceSpec::default())
+                .await
+                .unwrap();
+            c.grant_ns_block(name, &ask(n, 0)).await.unwrap();
+        })
+        .await;
+    let reports: Vec<NsUsage> = names
+        .iter()
+        .map(|name| NsUsage {
+            name: name.clone(),
+            used: 5_000,
+            over_ms: 1_000,
+        })
+        .collect();
+    for _ in 0..10 {
+        time.advance_ms(1_000);
+        let renewed = c
+            .renew(
+                n.host_id as u32,
+                &RenewRequest {
+                    secret: super::secret(),
+                    token: n.token,
+                    namespaces: reports.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(renewed.is_ok(), "{check}: {renewed:?}");
+    }
+    assert_eq!(
+        c.metrics().ns_usage_reports.get(),
+        10 * NS_PER_NODE_MAX as u64,
+        "{check}: every report reached its forecaster"
+    );
+    assert_eq!(c.metrics().ns_usage_reports_dropped.get(), 0, "{check}");
+    for name in [&names[0], &names[NS_PER_NODE_MAX - 1]] {
+        let status = c.namespace(name).await.unwrap();
+        assert!(
+            (status.nodes[0].forecast_per_s - 5_000.0).abs() < 1.0,
+            "{check}: {name}: {:?}",
+            status.nodes[0]
+        );
+    }
+}
+
+/// A raise moves `next` up to the first value of the progression at or above what was
+/// asked, so every later block lies above it; it refuses to lower `next`, and the same raise
+/// again changes nothing.
+pub async fn raise_moves_next_up_and_never_down(store: Arc<dyn KvStore>) {
+    let check = "raise_moves_next_up_and_never_down";
+    let (c, _) = coordinator(store).await;
+    c.put_namespace("orders", &spec(3, 10, 100, 100))
+        .await
+        .unwrap();
+    let n = node(&c, "a").await;
+    let first = c.grant_ns_block("orders", &ask(n, 0)).await.unwrap();
+    assert_eq!((first.start, first.end()), (3, 1_003), "{check}");
+    let raised = c.raise_namespace("orders", 5_000_000).await.unwrap();
+    assert_eq!(raised.next, 5_000_003, "{check}: aligned to 3 modulo 10");
+    let again = c.raise_namespace("orders", 5_000_000).await.unwrap();
+    assert_eq!(
+        again.next, 5_000_003,
+        "{check}: the same raise changes nothing"
+    );
+    let e = c.raise_namespace("orders", 4_000_000).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CoordError::WouldLower {
+                current: 5_000_003,
+                asked: 4_000_000,
+                ..
+            }
+        ),
+        "{check}: {e}"
+    );
+    assert_eq!(
+        c.namespace("orders").await.unwrap().next,
+        5_000_003,
+        "{check}"
+    );
+    let next = c
+        .grant_ns_block("orders", &ask(n, first.end()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.start, 5_000_003,
+        "{check}: blocks continue above the raise"
+    );
+    assert!(matches!(
+        c.raise_namespace("nope", 1).await,
+        Err(CoordError::UnknownNamespace { .. })
+    ));
+    assert!(matches!(
+        c.raise_namespace("orders", u64::MAX).await,
+        Err(CoordError::BadRequest(_))
+    ));
+}
+
+/// A namespace whose blocks a live lease holds is deleted only with `force`; the answer
+/// names the holders and the `next` a new namespace of that name must start at; afterwards
+/// nothing of it is left, no block is granted, and its name can be created again.
+pub async fn delete_is_refused_while_blocks_are_held_unless_forced(store: Arc<dyn KvStore>) {
+    let check = "delete_is_refused_while_blocks_are_held_unless_forced";
+    let (c, _) = coordinator(store.clone()).await;
+    c.put_namespace("carts", &spec(1, 1, 500, 500))
+        .await
+        .unwrap();
+    let n = node(&c, "a").await;
+    c.grant_ns_block("carts", &ask(n, 0)).await.unwrap();
+    let e = c.delete_namespace("carts", false).await.unwrap_err();
+    match &e {
+        CoordError::NamespaceBusy { held_by, next, .. } => {
+            assert_eq!(
+                (held_by.clone(), *next),
+                (vec![n.host_id as u32], 501),
+                "{check}"
+            )
+        }
+        other => panic!("{check}: {other}"),
+    }
+    assert!(e.to_string().contains("force=true"), "{check}: {e}");
+    assert_eq!(
+        c.namespace("carts").await.unwrap().next,
+        501,
+        "{check}: unchanged"
+    );
+    let deleted = c.delete_namespace("carts", true).await.unwrap();
+    assert_eq!(
+        (deleted.next, deleted.held_by.clone()),
+        (501, vec![n.host_id]),
+        "{check}"
+    );
+    assert!(
+        store.scan("nsuse/carts/").await.unwrap().is_empty(),
+        "{check}: the use records are gone"
+    );
+    assert!(matches!(
+        c.grant_ns_block("carts", &ask(n, 501)).await,
+        Err(CoordError::UnknownNamespace { .. })
+    ));
+    assert!(matches!(
+        c.delete_namespace("carts", true).await,
+        Err(CoordError::UnknownNamespace { .. })
+    ));
+    // Created again above the old next: its values continue above every earlier one.
+    c.put_namespace("carts", &spec(deleted.next, 1, 500, 500))
+        .await
+        .unwrap();
+    let g = c.grant_ns_block("carts", &ask(n, 0)).await.unwrap();
+    assert_eq!(g.start, 501, "{check}");
+    // Once the holder is gone (released), no force is needed.
+    c.release(
+        n.host_id as u32,
+        &shardflake_proto::coord::ReleaseRequest {
+            secret: super::secret(),
+            token: n.token,
+        },
+    )
+    .await
+    .unwrap();
+    let d = c.delete_namespace("carts", false).await.unwrap();
+    assert!(d.held_by.is_empty(), "{check}");
 }
 
 /// The routing table lists live nodes with their URLs; the assignment gives a namespace its
