@@ -64,7 +64,7 @@ async fn idle_minute(hosts: u32, namespaces: usize) -> (u64, u64) {
     for step in 0..STEPS {
         time.advance_ms(STEP_MS);
         let now = step * STEP_MS;
-        if now % 1_000 == 0 {
+        if now.is_multiple_of(1_000) {
             keeper.pass(&c).await.unwrap();
         }
         // Each node asks once per refresh interval, spread over it.

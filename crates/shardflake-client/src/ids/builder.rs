@@ -269,7 +269,7 @@ impl IdClientBuilder {
                 .and_then(|c| c.with_tls(&self.tls))
                 .map_err(|e| IdError::Config(e.to_string()))?
                 .with_timeout(self.request_timeout);
-            Source::Coordinators(c)
+            Source::Coordinators(Box::new(c))
         };
         let client_key = format!("client-{:016x}", FastRng::from_os().next_u64());
         let router = Arc::new(

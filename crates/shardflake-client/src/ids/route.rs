@@ -39,7 +39,7 @@ pub(crate) enum Source {
     /// A fixed list.
     Nodes,
     /// The coordinators' routing table.
-    Coordinators(CoordinatorClient),
+    Coordinators(Box<CoordinatorClient>),
 }
 
 /// What the client knows of the cluster.

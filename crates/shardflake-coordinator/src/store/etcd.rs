@@ -674,7 +674,7 @@ fn txn_ops(txn: &Txn) -> usize {
     txn.compares.len().max(txn.ops.len())
 }
 
-/// What etcd counts of a batch of transactions whose [`txn_ops`] are `ops` against
+/// What etcd counts of a batch of transactions whose `txn_ops` are `ops` against
 /// `--max-txn-ops`: etcd checks the outer transaction's branch length (the number of
 /// members), and each nested transaction against what is left (`checkRequestOp(u,
 /// maxTxnOps-opc)` in etcd's `v3rpc/key.go`), so a batch fits when its members plus its
