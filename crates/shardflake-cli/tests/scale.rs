@@ -1,6 +1,7 @@
 //! What an operator meets at scale, as real processes: a node serving as many namespaces as
-//! a node may (1,024) reports on each with every renewal and keeps one lease for ten TTLs
-//! (one transaction of more than 64 operations was once the renewal, and refused).
+//! a node may (1,024) reports on each with every renewal and keeps one lease for ten TTLs,
+//! on the embedded store and on etcd (where one transaction of more than 64 operations was
+//! once the renewal, and refused).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,7 +79,7 @@ fn every_namespace_on_one_node_keeps_its_lease(coordinator: &Process) {
         put_namespace(
             c,
             &format!("scale-{i:04}"),
-            &json!({"block_min": 10, "block_max": 10}),
+            &json!({"block_min": 1000, "block_max": 1000}),
         );
     });
     let node = Process::start(node_command_ttl(
@@ -102,7 +103,12 @@ fn every_namespace_on_one_node_keeps_its_lease(coordinator: &Process) {
         while std::time::Instant::now() < until {
             let name = format!("scale-{:04}", i % NAMESPACES);
             let got = ns_ids(node.addr, &name, 1);
-            assert!(got.is_ok(), "{name}: {got:?}");
+            assert!(
+                got.is_ok(),
+                "{name}: {got:?}\nnode:\n{}\ncoordinator:\n{}",
+                node.log(),
+                coordinator.log()
+            );
             i += 4;
         }
     });
@@ -138,6 +144,32 @@ fn a_node_serving_1024_namespaces_keeps_its_lease_on_the_embedded_store() {
     let c = Process::start(coordinator_command(
         dir.path(),
         UNLIMITED_ADMIN,
+        Some(TOKEN),
+    ));
+    every_namespace_on_one_node_keeps_its_lease(&c);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn a_node_serving_1024_namespaces_keeps_its_lease_on_etcd() {
+    let endpoints = std::env::var("SHARDFLAKE_TEST_ETCD")
+        .expect("SHARDFLAKE_TEST_ETCD: scripts/test.sh starts an etcd cluster for these tests");
+    let prefix = format!(
+        "/shardflake-scale-{}-{}/",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = Process::start(coordinator_command(
+        dir.path(),
+        &[
+            &["--etcd", &endpoints, "--etcd-prefix", &prefix],
+            UNLIMITED_ADMIN,
+        ]
+        .concat(),
         Some(TOKEN),
     ));
     every_namespace_on_one_node_keeps_its_lease(&c);

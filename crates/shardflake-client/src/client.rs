@@ -1,6 +1,6 @@
 //! [`CoordinatorClient`]: the coordinator's HTTP API over a list of coordinator URLs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,7 +128,13 @@ pub struct CoordinatorClient {
     generation: Mutex<Option<GenerationStamp>>,
     /// The last generation a store went back to, so that it is logged once.
     went_back: Mutex<Option<u64>>,
+    /// Conditional GETs: per path, the entity tag and body of the last answer that carried
+    /// one (`GET /v1/routing`), sent back in `If-None-Match`; a `304` reuses the body.
+    validated: Mutex<HashMap<String, (String, Vec<u8>)>>,
 }
+
+/// Paths whose last tagged answer is kept for conditional GETs.
+const VALIDATED_PATHS_MAX: usize = 8;
 
 impl CoordinatorClient {
     /// A client of `urls` (`http://host:port`, no path) sending `token` as a bearer token.
@@ -177,6 +183,7 @@ impl CoordinatorClient {
             foreign: Mutex::new(HashSet::new()),
             generation: Mutex::new(None),
             went_back: Mutex::new(None),
+            validated: Mutex::new(HashMap::new()),
         })
     }
 
@@ -305,7 +312,7 @@ impl CoordinatorClient {
         for url in &self.urls {
             let full = format!("{url}/v1/cluster");
             let resp = match self
-                .exchange(http::Method::GET, &full, None, self.timeout)
+                .exchange(http::Method::GET, &full, None, self.timeout, None)
                 .await
             {
                 Ok(r) => r,
@@ -468,7 +475,14 @@ impl CoordinatorClient {
                 Err(e) => return Err(ClientError::Config(format!("request body: {e}"))),
             };
             let floor = self.generation().map(|g| g.generation);
-            let resp = match self.exchange(method.clone(), &url, body, share).await {
+            let held = (method == http::Method::GET)
+                .then(|| self.validated.lock().expect("poisoned").get(path).cloned())
+                .flatten();
+            let if_none_match = held.as_ref().map(|(etag, _)| etag.as_str());
+            let resp = match self
+                .exchange(method.clone(), &url, body, share, if_none_match)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     silent = e.starts_with(NO_ANSWER);
@@ -506,15 +520,32 @@ impl CoordinatorClient {
                 }
                 continue;
             }
-            if !status.is_success() {
+            let not_modified = status == http::StatusCode::NOT_MODIFIED && held.is_some();
+            if !status.is_success() && !not_modified {
                 return Err(api_error(status.as_u16(), &text()));
             }
             if idx != first && self.preferred.swap(idx, Ordering::Relaxed) % n != idx {
                 // Logged once per change of coordinator, not per request.
                 tracing::info!(url = %self.urls[idx], previous = %self.urls[first], "failed over to another coordinator of the store");
             }
+            if method == http::Method::GET && status.is_success() {
+                if let Some(etag) = resp
+                    .headers()
+                    .get(http::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    let mut v = self.validated.lock().expect("poisoned");
+                    if v.contains_key(path) || v.len() < VALIDATED_PATHS_MAX {
+                        v.insert(path.to_string(), (etag.to_string(), resp.body().clone()));
+                    }
+                }
+            }
+            let body: &[u8] = match &held {
+                Some((_, b)) if not_modified => b,
+                _ => resp.body(),
+            };
             // 204 responses carry no body; `()` and friends decode from `null`.
-            let bytes: &[u8] = match resp.body().as_slice() {
+            let bytes: &[u8] = match body {
                 [] => b"null",
                 b => b,
             };
@@ -545,8 +576,12 @@ impl CoordinatorClient {
         url: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
+        if_none_match: Option<&str>,
     ) -> Result<http::Response<Vec<u8>>, String> {
         let mut rb = http::Request::builder().method(method).uri(url);
+        if let Some(etag) = if_none_match {
+            rb = rb.header(http::header::IF_NONE_MATCH, etag);
+        }
         if let Some(a) = &self.auth {
             rb = rb.header(http::header::AUTHORIZATION, a.header());
         }
@@ -712,7 +747,8 @@ impl CoordinatorClient {
         self.post("/v1/repair", req, self.timeout).await
     }
 
-    /// `GET /v1/routing`: live nodes and each namespace's serving nodes.
+    /// `GET /v1/routing`: live nodes and each namespace's serving nodes. Conditional: the
+    /// table's entity tag is sent back, and an unchanged table (`304`) costs no body.
     pub async fn routing(&self) -> Result<RoutingTable, ClientError> {
         self.call::<(), _>(http::Method::GET, "/v1/routing", None, self.timeout)
             .await

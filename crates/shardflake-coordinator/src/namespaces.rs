@@ -366,7 +366,7 @@ impl Coordinator {
                 (rec, version)
             }
             None => {
-                let count = records::load_namespaces(self.store.as_ref()).await?.len();
+                let count = self.store.count(records::NS_PREFIX).await?;
                 if count >= NAMESPACES_MAX {
                     return Err(bad(format!(
                         "the store holds {count} namespaces, the most allowed ({NAMESPACES_MAX})"
@@ -630,7 +630,7 @@ impl Coordinator {
     /// committed: each report updates the node's use record of a namespace it holds blocks
     /// of (reports of others, and repeated names, are ignored), in transactions of at most
     /// [`USAGE_REPORTS_PER_TXN`] reports, read with one [`KvStore::get_many`] each and
-    /// written all at once (group commit carries them together), within `budget_ms`. A chunk that conflicts (a block grant to the same node came
+    /// written one after the other, within `budget_ms`. A chunk that conflicts (a block grant to the same node came
     /// first) is read and tried once more; a chunk that still cannot be written in time is
     /// dropped and counted (`ns_usage_reports_dropped`): a report only moves a forecast, and
     /// the next renewal brings a fresh one.
@@ -649,24 +649,22 @@ impl Coordinator {
         let mut seen = std::collections::HashSet::with_capacity(reports.len());
         let unique: Vec<&NsUsage> = reports.iter().filter(|r| seen.insert(&r.name)).collect();
         let chunks: Vec<&[&NsUsage]> = unique.chunks(USAGE_REPORTS_PER_TXN).collect();
-        // All at once: the store's group commit carries them in a commit or two.
-        let writes: Vec<_> = chunks
-            .iter()
-            .map(|chunk| self.write_usage_chunk(host_id, chunk))
-            .collect();
-        let budget = std::time::Duration::from_millis(budget_ms);
-        let results =
-            match tokio::time::timeout(budget, futures_util::future::join_all(writes)).await {
+        // One chunk at a time: renewals and grants share the store's commit queue (etcd's
+        // batches hold only a few chunks each), and a node's thousand reports sent at once
+        // would queue every other node's renewal behind them.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(budget_ms);
+        let mut results = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let r = match tokio::time::timeout_at(deadline, self.write_usage_chunk(host_id, chunk))
+                .await
+            {
                 Ok(r) => r,
-                Err(_) => chunks
-                    .iter()
-                    .map(|_| {
-                        Err(CoordError::BadRequest(format!(
-                            "not written within {budget_ms} ms"
-                        )))
-                    })
-                    .collect(),
+                Err(_) => Err(CoordError::BadRequest(format!(
+                    "not written within {budget_ms} ms"
+                ))),
             };
+            results.push(r);
+        }
         let mut dropped = 0;
         let mut error = None;
         for (r, chunk) in results.into_iter().zip(chunks) {

@@ -155,6 +155,13 @@ impl Coordinator {
         self.build_routing().await
     }
 
+    /// Builds the routing table from the store now, and serves it from then on: what every
+    /// call did before the table was kept in memory (for benchmarks).
+    pub async fn rebuild_routing(&self) -> Result<Arc<Routed>, CoordError> {
+        let _building = self.routing.building.lock().await;
+        self.build_routing().await
+    }
+
     /// Tables this coordinator built since it started.
     pub fn routing_builds(&self) -> u64 {
         self.routing.builds.load(Ordering::Relaxed)

@@ -594,3 +594,82 @@ async fn a_credential_over_its_rate_is_told_to_wait_while_others_are_served() {
         "{metrics}"
     );
 }
+
+/// `GET /v1/routing` with its entity tag: `304` while the table is unchanged, a new tag once
+/// it changed, and the same tag from two coordinators of one store.
+#[tokio::test]
+async fn routing_answers_304_to_the_tag_it_gave_and_coordinators_agree_on_it() {
+    let time = ManualTime::new(1_800_000_000_000);
+    let store: Arc<dyn shardflake_coordinator::store::KvStore> = Arc::new(MemStore::new());
+    let open = || async {
+        let mut config = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
+        config.pool_size = 8;
+        let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config)
+            .await
+            .unwrap();
+        app(AppState::new(Arc::new(c), auth()))
+    };
+    let (a, b) = (open().await, open().await);
+    let get = |app: axum::Router, tag: Option<String>| async move {
+        let mut r = Request::builder()
+            .uri("/v1/routing")
+            .header("authorization", format!("Bearer {READ_TOKEN}"));
+        if let Some(t) = tag {
+            r = r.header("if-none-match", t);
+        }
+        let resp = app.oneshot(r.body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, etag, body)
+    };
+    let (s, tag, body) = get(a.clone(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let tag = tag.expect("an ETag");
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
+    let t: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(t["nodes"].as_array().unwrap().len(), 0);
+    let (s, again, body) = get(a.clone(), Some(tag.clone())).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.as_deref(), Some(tag.as_str()));
+    assert!(body.is_empty());
+    // Another tag, or none: the table.
+    let (s, _, _) = get(a.clone(), Some("\"0-0000\"".into())).await;
+    assert_eq!(s, StatusCode::OK);
+    // A namespace is created through coordinator a: a's table changes at once.
+    let (s, _) = call(
+        &a,
+        "PUT",
+        "/v1/namespaces/orders",
+        Some(ADMIN_TOKEN),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, new_tag, body) = get(a.clone(), Some(tag.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let new_tag = new_tag.unwrap();
+    assert_ne!(new_tag, tag);
+    let t: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(t["namespaces"][0]["name"], "orders");
+    // b learns of it from the routing epoch (written after EPOCH_BUMP_DELAY_MS, read at most
+    // once per ROUTING_CHECK_MS) and then gives the same tag.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        shardflake_coordinator::EPOCH_BUMP_DELAY_MS * 4,
+    ))
+    .await;
+    let (_, tag_a, _) = get(a.clone(), None).await;
+    time.advance_ms(shardflake_coordinator::ROUTING_CHECK_MS);
+    let (s, tag_b, body) = get(b.clone(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let t: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(t["namespaces"][0]["name"], "orders", "b sees the change");
+    let (_, tag_a2, _) = get(a.clone(), None).await;
+    assert_eq!(
+        tag_b, tag_a2,
+        "the same table, the same tag ({tag_a:?} before a checked)"
+    );
+}

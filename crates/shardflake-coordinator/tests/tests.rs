@@ -3,6 +3,7 @@
 mod disk;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod housekeeping;
 mod http;
 mod restore;
 mod returns;

@@ -238,7 +238,14 @@ pub(crate) struct Namespaces {
     /// that serves no namespace never asks), stopped at shutdown.
     refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Block fetches in flight at most ([`NS_FETCHES_MAX`]): a node serving a thousand
+    /// namespaces that all want their next block at once must not bury its own lease
+    /// renewal, nor the coordinator, under a thousand requests.
+    fetches: tokio::sync::Semaphore,
 }
+
+/// Namespace block fetches one node has in flight at most; the others wait their turn.
+pub const NS_FETCHES_MAX: usize = 16;
 
 /// Where a namespace request goes.
 pub(crate) enum Route {
@@ -256,6 +263,7 @@ impl Namespaces {
             routing: ArcSwap::from_pointee(RoutingTable::default()),
             refresher: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            fetches: tokio::sync::Semaphore::new(NS_FETCHES_MAX),
         })
     }
 
@@ -435,6 +443,8 @@ async fn fetch_block(
     stream: Arc<Stream>,
     lease: impl Fn() -> Option<LeaseRef>,
 ) {
+    // Never closed: a permit always comes.
+    let _turn = ns.fetches.acquire().await;
     let outcome = match lease() {
         None => Err((
             ErrorCode::LeaseLost,

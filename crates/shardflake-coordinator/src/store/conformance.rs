@@ -273,6 +273,9 @@ pub async fn scan_is_sorted_and_bounded_by_prefix<S: KvStore>(s: &S) {
         })
         .collect();
     assert_eq!(keys, ["host/0000", "host/0001", "host/0002"], "{check}");
+    assert_eq!(s.count("host/").await.unwrap(), 3, "{check}: count");
+    assert_eq!(s.count("hos").await.unwrap(), 5, "{check}: count");
+    assert_eq!(s.count("nothing/").await.unwrap(), 0, "{check}: count");
 }
 
 /// Oversized values are refused with `TooLarge` and nothing is written.

@@ -572,6 +572,22 @@ impl KvStore for EtcdStore {
         })
     }
 
+    fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            self.counts.reads.fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .client
+                .kv_client()
+                .get(
+                    self.full(prefix),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .map_err(|e| backend("count", e))?;
+            Ok(resp.count().max(0) as usize)
+        })
+    }
+
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             txn.validate()?;

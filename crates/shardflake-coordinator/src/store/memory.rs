@@ -110,6 +110,18 @@ impl KvStore for MemStore {
         })
     }
 
+    fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let inner = self.inner.lock().expect("poisoned");
+            Ok(inner
+                .map
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .count())
+        })
+    }
+
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             txn.validate()?;

@@ -271,6 +271,11 @@ pub trait KvStore: Send + Sync + 'static {
         &'a self,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>>;
+    /// How many keys start with `prefix` (linearizable, like a scan), without fetching
+    /// their values where the backend can (etcd's count-only range).
+    fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move { Ok(self.scan(prefix).await?.len()) })
+    }
     /// Applies `txn` atomically if its compares hold.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>>;
     /// The store's revision now (linearizable, like a read): the revision of the last

@@ -522,6 +522,21 @@ impl KvStore for RedbStore {
         }))
     }
 
+    fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let prefix = prefix.to_string();
+        Box::pin(read(&self.shared, move |kv| {
+            let mut n = 0;
+            for item in kv.range(prefix.as_str()..).map_err(backend)? {
+                let (k, _) = item.map_err(backend)?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                n += 1;
+            }
+            Ok(n)
+        }))
+    }
+
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             txn.validate()?;

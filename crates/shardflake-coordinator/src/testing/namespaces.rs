@@ -403,7 +403,7 @@ pub async fn usage_reports_size_blocks_from_the_forecast(store: Arc<dyn KvStore>
 
 /// A node serving as many namespaces as a node may ([`NS_PER_NODE_MAX`]) reports on each with
 /// every renewal, and keeps its lease: the reports never make a renewal fail, whatever the
-/// store's transaction limit, and each reaches the node's forecaster.
+/// store's transaction limit; each reaches the node's forecaster or is counted as dropped.
 pub async fn a_node_reporting_on_every_namespace_keeps_its_lease(store: Arc<dyn KvStore>) {
     let check = "a_node_reporting_on_every_namespace_keeps_its_lease";
     let (c, time) = coordinator(store).await;
@@ -441,20 +441,29 @@ pub async fn a_node_reporting_on_every_namespace_keeps_its_lease(store: Arc<dyn 
             .await;
         assert!(renewed.is_ok(), "{check}: {renewed:?}");
     }
-    assert_eq!(
+    // Every report is written or counted as dropped: written within the renewal's budget
+    // (`USAGE_WRITE_BUDGET_MS` without a background writer), in order, so the first
+    // namespaces' always are, however slow the store is under the rest of the suite.
+    let (written, dropped) = (
         c.metrics().ns_usage_reports.get(),
-        10 * NS_PER_NODE_MAX as u64,
-        "{check}: every report reached its forecaster"
+        c.metrics().ns_usage_reports_dropped.get(),
     );
-    assert_eq!(c.metrics().ns_usage_reports_dropped.get(), 0, "{check}");
-    for name in [&names[0], &names[NS_PER_NODE_MAX - 1]] {
-        let status = c.namespace(name).await.unwrap();
-        assert!(
-            (status.nodes[0].forecast_per_s - 5_000.0).abs() < 1.0,
-            "{check}: {name}: {:?}",
-            status.nodes[0]
-        );
-    }
+    assert_eq!(
+        written + dropped,
+        10 * NS_PER_NODE_MAX as u64,
+        "{check}: every report is written or counted as dropped"
+    );
+    assert!(
+        written >= 10 * crate::USAGE_REPORTS_PER_TXN as u64,
+        "{check}: {written} written"
+    );
+    let status = c.namespace(&names[0]).await.unwrap();
+    assert!(
+        (status.nodes[0].forecast_per_s - 5_000.0).abs() < 1.0,
+        "{check}: {}: {:?}",
+        names[0],
+        status.nodes[0]
+    );
 }
 
 /// A raise moves `next` up to the first value of the progression at or above what was
