@@ -20,6 +20,13 @@ cmd=${1:?usage: etcd-cluster.sh start|stop|restart DIR [member]}
 dir=${2:?usage: etcd-cluster.sh start|stop|restart DIR [member]}
 base=${SHARDFLAKE_ETCD_PORT_BASE:-23790}
 etcd_bin=${ETCD_BIN:-etcd}
+# etcd's own history compaction (every 5 minutes) unless ETCD_AUTO_COMPACTION=off (the soak
+# measures the coordinators' compaction alone); ETCD_EXTRA_ARGS go to every member as they
+# are (e.g. `--quota-backend-bytes 2097152` for the quota alarm test).
+compaction=(--auto-compaction-mode periodic --auto-compaction-retention 5m)
+if [ "${ETCD_AUTO_COMPACTION:-on}" = off ]; then
+  compaction=()
+fi
 
 cluster=""
 for i in 1 2 3; do
@@ -39,7 +46,7 @@ start_member() {
     --initial-cluster "$cluster" --initial-cluster-token shardflake-test \
     --initial-cluster-state "$state" \
     --heartbeat-interval 50 --election-timeout 500 \
-    --auto-compaction-mode periodic --auto-compaction-retention 5m \
+    "${compaction[@]}" ${ETCD_EXTRA_ARGS:-} \
     >>"$dir/m$i.log" 2>&1 </dev/null &
   echo $! >"$dir/m$i.pid"
 }

@@ -6,7 +6,8 @@
 # unless they are flat once history is compacted (crates/shardflake-coordinator/examples/
 # soak.rs). Installs etcd-server, etcd-client and protobuf-compiler when missing (Debian).
 #
-#   scripts/soak.sh [SECONDS HOSTS COMPACT_EVERY_S]   (default 600 s, 1000 nodes, 60 s)
+#   scripts/soak.sh [SECONDS HOSTS COMPACT_EVERY_S]   (default 600 s, 1000 nodes, 60 s;
+#   COMPACT_EVERY_S 0 turns etcd compaction off, to see what it prevents)
 #
 # The figures in docs/high-availability.md come from `scripts/soak.sh 600 1000 60`; CI runs
 # `scripts/soak.sh 60 200 10`.
@@ -31,8 +32,10 @@ flags=(--locked -p shardflake-coordinator --features etcd --example soak)
 if [ "$profile" = release ]; then flags+=(--release); fi
 cargo build -q "${flags[@]}"
 dir=$(mktemp -d /tmp/shardflake-soak.XXXXXX)
-export SHARDFLAKE_ETCD_PORT_BASE=${SHARDFLAKE_ETCD_PORT_BASE:-$((23000 + RANDOM % 2000))}
+# Ports of its own (not SHARDFLAKE_ETCD_PORT_BASE, which scripts/test.sh's cluster holds).
+export SHARDFLAKE_ETCD_PORT_BASE=${SOAK_ETCD_PORT_BASE:-$((24000 + RANDOM % 1900))}
 trap 'scripts/etcd-cluster.sh stop "$dir"' EXIT
-SHARDFLAKE_SOAK_ETCD=$(scripts/etcd-cluster.sh start "$dir")
+# etcd's own compaction off: what keeps the size flat is the coordinators' compaction.
+SHARDFLAKE_SOAK_ETCD=$(ETCD_AUTO_COMPACTION=off scripts/etcd-cluster.sh start "$dir")
 SHARDFLAKE_SOAK_ETCD=$SHARDFLAKE_SOAK_ETCD cargo run -q "${flags[@]}" -- "$seconds" "$hosts" "$compact_every"
 cargo run -q "${flags[@]}" -- "$seconds" "$hosts" "$compact_every"

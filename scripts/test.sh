@@ -109,6 +109,17 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
 
+# The restore drill: load through two nodes, a backup (a copied redb file; an etcd
+# snapshot), more load, the restore, the refusal, `shardflake repair`, more load, and every
+# id through `shardflake verify`: 0 duplicates. Two rounds per store; budget: 2 minutes.
+SHARDFLAKE_BIN=target/debug/shardflake scripts/restore-drill.sh --store both --rounds 2
+
+# The store-size soak in short: 200 simulated nodes renewing for a minute against a fresh
+# 3-member etcd compacting every 10 s, then against the embedded store; fails unless the
+# size in use and the number of keys stay flat. Debug profile (the tests' build); budget:
+# 3 minutes. The runbook's figures come from `scripts/soak.sh 600 1000 60`.
+SOAK_PROFILE=debug scripts/soak.sh 60 200 10
+
 # The deterministic simulation: the real coordinator, lease keeper and node over a simulated
 # network under seeded faults, 200 seeds on a thread per CPU (`--seeds N` for more, `--seed S` for one seed's
 # trace); exits non-zero on any violation.

@@ -35,6 +35,11 @@ fn script() -> PathBuf {
 
 impl Etcd {
     fn start() -> Etcd {
+        Self::start_with("")
+    }
+
+    /// A cluster whose members get `extra` etcd flags as well.
+    fn start_with(extra: &str) -> Etcd {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         // A port range per test and process, below the kernel's ephemeral range
         // (32768-60999) so that no outgoing connection holds one of its ports, and away from
@@ -57,6 +62,7 @@ impl Etcd {
                 .args(["start"])
                 .arg(&dir)
                 .env("SHARDFLAKE_ETCD_PORT_BASE", base.to_string())
+                .env("ETCD_EXTRA_ARGS", extra)
                 .output()
                 .expect("scripts/etcd-cluster.sh runs");
             if out.status.success() {
@@ -407,4 +413,83 @@ fn bad_etcd_flags_and_an_unreachable_etcd_stop_the_coordinator_with_the_reason()
         !dir.path().join("coordinator.redb").exists(),
         "with --etcd no embedded store is created"
     );
+}
+
+/// etcd's space quota alarm (NOSPACE): a coordinator refuses to start while it is raised,
+/// saying why and what to do, and starts once the operator compacted, defragmented and
+/// disarmed it (docs/operations.md).
+#[test]
+fn a_coordinator_refuses_to_start_while_etcds_quota_alarm_is_raised() {
+    let etcd = Etcd::start_with("--quota-backend-bytes 4194304");
+    let ctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd.endpoints, "--command-timeout=5s"])
+            .args(args)
+            .output()
+            .expect("etcdctl runs")
+    };
+    // Fill it: 64 KiB values under a key of the test's own until etcd refuses.
+    let value = "x".repeat(64 * 1024);
+    let mut refused = false;
+    for i in 0..400 {
+        let out = ctl(&["put", &format!("/filler/{}", i % 8), &value]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("database space exceeded"), "{err}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "etcd never raised NOSPACE under a 4 MiB quota");
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--etcd",
+        etcd.endpoints.as_str(),
+        "--etcd-prefix",
+        "/quota/",
+    ];
+    // It must exit by itself; one still running after 30 s started (and is killed).
+    let mut child = coordinator_command(dir.path(), &flags, Some(TOKEN))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a coordinator started under NOSPACE");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a coordinator started under NOSPACE");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("NOSPACE") && err.contains("docs/operations.md"),
+        "the refusal says why and where to look: {err}"
+    );
+    // The runbook's remedy: compact, defragment, disarm.
+    let status = ctl(&["endpoint", "status", "-w", "json"]);
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let revision = v[0]["Status"]["header"]["revision"].as_u64().unwrap();
+    assert!(ctl(&["compact", &revision.to_string()]).status.success());
+    for i in 1..=3 {
+        let one = ctl(&["--endpoints", &etcd.member_endpoint(i), "defrag"]);
+        assert!(
+            one.status.success(),
+            "{}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+    }
+    assert!(ctl(&["alarm", "disarm"]).status.success());
+    let c = Process::start(coordinator_command(dir.path(), &flags, Some(TOKEN)));
+    wait_until("the coordinator serves once the alarm is disarmed", || {
+        http(c.addr, "GET", "/readyz", None, None).0 == 200
+    });
 }

@@ -9,7 +9,9 @@
 //!   assigned every second with two scans and two reads per namespace, so N + 2 + 2 x
 //!   namespaces per second (the issue that retired it measured ~20,000 at 10,000
 //!   namespaces).
-//! * **After** a call is answered from memory ([`Coordinator::routed`]); the reads per second
+//! * **After** a call is answered from memory ([`Coordinator::routed`]), measured through
+//!   the HTTP router (authentication and all, without the network), with and without the
+//!   `If-None-Match` of a caller that holds the table; the reads per second
 //!   are counted with the store's read counter over a simulated idle minute in which every
 //!   node asks every 2 s and the housekeeping runs every second.
 //!
@@ -18,11 +20,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
 use shardflake::Layout;
+use shardflake_coordinator::http::{app, AppState, Auth, RateLimits};
 use shardflake_coordinator::store::{KvStore, MemStore};
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, Housekeeper, ManualTime};
+use shardflake_proto::auth::Scope;
 use shardflake_proto::coord::{AcquireRequest, LeaseSecret};
 use shardflake_proto::ns::NamespaceSpec;
+use tower::ServiceExt;
 
 const T0: u64 = 1_800_000_000_000;
 /// How often each node asks for the routing table (ms).
@@ -44,9 +52,18 @@ async fn run(namespaces: usize) {
     let time = ManualTime::new(T0);
     let mut config = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
     config.pool_size = 1_024;
-    let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config)
-        .await
-        .unwrap();
+    let c = Arc::new(
+        Coordinator::open(store.clone(), Arc::new(time.clone()), config)
+            .await
+            .unwrap(),
+    );
+    let auth = Auth::tokens(&[(Scope::Read, "bench-read-token-0123456789")]).unwrap();
+    // No rate limit (0): the bench measures the call, not the limiter's answer.
+    let limits = RateLimits {
+        read_per_s: 0,
+        ..RateLimits::default()
+    };
+    let app = app(AppState::with_limits(c.clone(), auth, limits));
     let started = Instant::now();
     for n in 0..namespaces {
         c.put_namespace(&format!("ns-{n:05}"), &NamespaceSpec::default())
@@ -59,8 +76,8 @@ async fn run(namespaces: usize) {
     );
     println!("Idle cluster, {namespaces} namespaces, in-memory store (release build):");
     println!();
-    println!("| hosts | before: a call (build) | before: reads/s | after: a call (memory) | after: reads/s | after: body |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| hosts | before: a call (build) | before: reads/s | after: a call over HTTP | after: a call, 304 | after: reads/s | body |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut hosts = 0u32;
     let mut keeper = Housekeeper::new(&c);
     for target in [10u32, 100, 1_000] {
@@ -94,19 +111,39 @@ async fn run(namespaces: usize) {
         }
         let build = t.elapsed() / builds;
         let before_reads = u64::from(target) * 1_000 / ROUTING_EVERY_MS + 2 + 2 * namespaces as u64;
-        // After: from memory.
-        let calls = 100_000;
+        // After: from memory, through the router (authentication, the generation stamp,
+        // the body), without and with the tag the caller holds.
+        let get = |tag: Option<&str>| {
+            let mut r = Request::builder()
+                .uri("/v1/routing")
+                .header("authorization", "Bearer bench-read-token-0123456789");
+            if let Some(t) = tag {
+                r = r.header("if-none-match", t);
+            }
+            app.clone().oneshot(r.body(Body::empty()).unwrap())
+        };
+        let first = get(None).await.unwrap();
+        let tag = first.headers()["etag"].to_str().unwrap().to_string();
+        let body = first.into_body().collect().await.unwrap().to_bytes().len();
+        let calls = 2_000u32;
         let t = Instant::now();
-        let mut body = 0;
         for _ in 0..calls {
-            body = c.routed().await.unwrap().body.len();
+            let r = get(None).await.unwrap();
+            r.into_body().collect().await.unwrap();
         }
-        let cached = t.elapsed() / calls;
+        let full = t.elapsed() / calls;
+        let t = Instant::now();
+        for _ in 0..calls {
+            let r = get(Some(&tag)).await.unwrap();
+            assert_eq!(r.status(), 304);
+        }
+        let not_modified = t.elapsed() / calls;
         let reads = idle_minute(&c, &time, &mut keeper, store.as_ref(), target).await;
         println!(
-            "| {target} | {:.2} ms | {before_reads} | {:.2} µs | {:.1} | {:.0} KB |",
+            "| {target} | {:.2} ms | {before_reads} | {:.1} µs | {:.1} µs | {:.1} | {:.0} KB |",
             build.as_secs_f64() * 1e3,
-            cached.as_secs_f64() * 1e6,
+            full.as_secs_f64() * 1e6,
+            not_modified.as_secs_f64() * 1e6,
             reads as f64 / 60.0,
             body as f64 / 1e3,
         );
