@@ -173,6 +173,18 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     // (their host's clock runs ahead) and reach their reservations.
     let layout = Layout::from_spec(LAYOUTS[(rng.next_u64() % LAYOUTS.len() as u64) as usize])?;
     let pool_size = (o.nodes + o.standbys) as u32 + 1;
+    // The nodes' state directories (the store generation they remember): this run's own,
+    // kept across a node's restarts and removed at the end, so that no run sees another's.
+    // In memory where the machine has it (/dev/shm): a node's fsyncs would otherwise stop
+    // the whole single-threaded simulation for the disk's time.
+    let shm = std::path::Path::new("/dev/shm");
+    let state = tempfile::Builder::new()
+        .prefix("shardflake-sim-")
+        .tempdir_in(if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        })?;
     let mut config = CoordinatorConfig::new(layout.clone());
     config.pool_size = pool_size;
     config.ttl_ms_default = o.ttl_ms;
@@ -262,6 +274,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         slots.insert(name.clone(), slot.clone());
         let ctx = Arc::new(NodeCtx {
             name: name.clone(),
+            state_dir: state.path().join(&name),
             seed: seed ^ ((i as u64 + 1) << 40),
             standby,
             urls: urls.clone(),

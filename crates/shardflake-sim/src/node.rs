@@ -57,6 +57,8 @@ impl NodeSlot {
 /// Everything a node host needs, kept across its restarts.
 pub(crate) struct NodeCtx {
     pub(crate) name: String,
+    /// The node's state directory, its own within the run.
+    pub(crate) state_dir: std::path::PathBuf,
     pub(crate) seed: u64,
     pub(crate) standby: bool,
     pub(crate) urls: Vec<String>,
@@ -97,6 +99,7 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
         standby: ctx.standby,
         clock_policy: ctx.clock_policy,
         lease_ttl: Duration::from_millis(ctx.ttl_ms),
+        state_dir: ctx.state_dir.clone(),
         ..NodeOptions::default()
     };
     let config = NodeConfig::from_options(&options, shardflake::Clock::now_ms(&*ctx.clock))?;
