@@ -120,10 +120,14 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/restore-drill.sh --store both --r
 # 3 minutes. The runbook's figures come from `scripts/soak.sh 600 1000 60`.
 SOAK_PROFILE=debug scripts/soak.sh 60 200 10
 
-# The deterministic simulation: the real coordinator, lease keeper and node over a simulated
-# network under seeded faults, 200 seeds on a thread per CPU (`--seeds N` for more, `--seed S` for one seed's
-# trace); exits non-zero on any violation.
-cargo run --release --locked -p shardflake-sim -- --seeds 200
+# The deterministic simulation: the real coordinators, nodes (leases, namespaces, temporal
+# layouts), an SDK client and a lying client over a simulated network under seeded faults,
+# 400 seeds, each in a process of its own, one per CPU at once (`--seeds N` for more,
+# `--seed S` for one seed's trace), then a sample of 20 more seeds each run twice and
+# compared (`--check-determinism`); exits non-zero on any violation or difference. Budget:
+# about 10 minutes.
+cargo run --release --locked -p shardflake-sim -- --seeds 400
+cargo run --release --locked -p shardflake-sim -- --seeds 20 --first-seed 401 --check-determinism
 
 # Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
 scripts/fuzz.sh 20

@@ -152,6 +152,16 @@ impl CoordinatorClient {
         urls: impl IntoIterator<Item = impl Into<String>>,
         token: Option<String>,
     ) -> Result<Self, ClientError> {
+        let urls = Self::checked_urls(urls)?;
+        let transport = ReqwestTransport::new(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT))
+            .map_err(ClientError::Config)?;
+        Self::over(urls, token, Arc::new(transport))
+    }
+
+    /// The URLs trimmed (no trailing `/`, blanks dropped), or why they cannot be used.
+    fn checked_urls(
+        urls: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Vec<String>, ClientError> {
         let urls: Vec<String> = urls
             .into_iter()
             .map(|u| u.into().trim().trim_end_matches('/').to_string())
@@ -171,10 +181,19 @@ impl CoordinatorClient {
                 "coordinator URL `{bad}` must start with http:// or https://"
             )));
         }
-        let transport = ReqwestTransport::new(Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT))
-            .map_err(ClientError::Config)?;
+        Ok(urls)
+    }
+
+    /// [`CoordinatorClient::new`] sending every request through `transport` (a simulated
+    /// network, a proxy), without building the default HTTP client first.
+    pub fn over(
+        urls: impl IntoIterator<Item = impl Into<String>>,
+        token: Option<String>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, ClientError> {
+        let urls = Self::checked_urls(urls)?;
         Ok(Self {
-            transport: Arc::new(transport),
+            transport,
             urls,
             auth: token.map(|t| BearerToken::fixed(&t)),
             preferred: AtomicUsize::new(0),

@@ -118,7 +118,14 @@ pub struct KeeperConfig {
     /// Called before every renewal for the node's namespace consumption since the previous
     /// call, sent with the renewal (the coordinator forecasts from it).
     pub ns_usage: Option<NsUsageSource>,
+    /// Called before a renewal that follows a failed one for the newest block the node holds
+    /// of each namespace, presented with it: a store restored from a backup keeps them as
+    /// floors for its repair ([`shardflake_proto::coord::RenewRequest::ns_held`]).
+    pub ns_held: Option<NsHeldSource>,
 }
+
+/// What [`KeeperConfig::ns_held`] calls.
+pub type NsHeldSource = Arc<dyn Fn() -> Vec<shardflake_proto::ns::NsHeld> + Send + Sync + 'static>;
 
 /// What [`KeeperConfig::ns_usage`] calls.
 pub type NsUsageSource =
@@ -171,6 +178,7 @@ impl KeeperConfig {
             secret_seed: None,
             url: None,
             ns_usage: None,
+            ns_held: None,
         }
     }
 

@@ -49,7 +49,7 @@ pub use ids::{
     PREFETCH_MIN_DEFAULT, ROUTING_REFRESH_MS_DEFAULT, TIMEOUT_MS_MAX,
 };
 pub use keeper::{
-    ActiveLease, KeeperConfig, LeaseKeeper, MemberState, NsUsageSource, TemporalLink,
+    ActiveLease, KeeperConfig, LeaseKeeper, MemberState, NsHeldSource, NsUsageSource, TemporalLink,
     LATENCY_MULTIPLIER_DEFAULT, RENEW_MARGIN_MS_DEFAULT, TTL_MS_DEFAULT,
 };
 pub use retry::Retry;

@@ -149,6 +149,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 pub(crate) fn new_key() -> String {
     use ring::rand::SecureRandom;
     let mut k = [0u8; 32];
+    // A simulation that seeded its thread's entropy replays its keys too.
+    if shardflake::thread_entropy().is_some() {
+        for chunk in k.chunks_mut(8) {
+            let r = shardflake::thread_entropy().unwrap_or_default();
+            chunk.copy_from_slice(&r.to_le_bytes());
+        }
+        return hex(&k);
+    }
     ring::rand::SystemRandom::new()
         .fill(&mut k)
         .expect("the system's random source works");
@@ -379,6 +387,35 @@ impl Coordinator {
                     seen: next.seen_generation,
                     store: next.store_generation,
                 });
+            }
+        }
+    }
+
+    /// Whether the store is refused (restored) and what its caller presents under lease
+    /// `token` of `host_id` may raise the repair's floors: unless the store knows that lease
+    /// and it does not check out (a token
+    /// the store had already superseded, or the store's current token with another secret),
+    /// which is a caller lying to push a host id's bound, or a namespace, out of reach. A
+    /// lease granted after the backup is unknown to the restored store (a higher token, or a
+    /// host id without a record): its holder cannot be checked, and is believed.
+    pub(crate) async fn keeps_presentation(
+        &self,
+        host_id: u32,
+        token: u64,
+        secret: &shardflake_proto::secret::LeaseSecret,
+    ) -> bool {
+        if self.generations.restored().is_none() {
+            return false;
+        }
+        match records::load_host(self.store.as_ref(), host_id).await {
+            Ok(Some((rec, _))) => {
+                token > rec.token
+                    || (token == rec.token && crate::fence::secret_matches(&rec, secret))
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "a presentation while the store is refused was not checked, nor kept");
+                false
             }
         }
     }

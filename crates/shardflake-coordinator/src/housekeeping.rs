@@ -64,7 +64,7 @@ impl Housekeeper {
     pub fn new(c: &Coordinator) -> Self {
         let now = c.time.mono_ms();
         Self {
-            me: shardflake::uuid7::next().to_string(),
+            me: shardflake::uuid7::Uuid7::random_at(c.time.wall_ms()).to_string(),
             leading: false,
             next_lead_ms: now,
             next_gc_ms: now.saturating_add(GC_EVERY_MS),

@@ -28,6 +28,7 @@ mod namespaces;
 
 use crate::audit;
 use crate::coordinator::Coordinator;
+use crate::error::CoordError;
 use crate::leases::Granted;
 use crate::metrics::Scrape;
 pub use crate::openapi::openapi;
@@ -49,9 +50,13 @@ pub const BODY_BYTES_MAX: usize = shardflake_proto::coord::REQUEST_BODY_BYTES_MA
 /// Requests served at once (standby long polls included); beyond it, `503` at once.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 4_096;
 
-/// What the handlers share.
+/// What the handlers share. One `Arc`: every middleware layer and handler takes a clone per
+/// request, so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`].
+pub struct Shared {
     coordinator: Arc<Coordinator>,
     store_id: header::HeaderValue,
     auth: Auth,
@@ -70,18 +75,26 @@ impl AppState {
     pub fn with_limits(coordinator: Arc<Coordinator>, auth: Auth, limits: RateLimits) -> Self {
         let store_id = header::HeaderValue::from_str(coordinator.store_id())
             .expect("a store id is a UUID, a valid header value");
-        Self {
+        Self(Arc::new(Shared {
             coordinator,
             store_id,
             auth,
             limiters: Arc::new(Limiters::new(limits)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
-        }
+        }))
     }
 
     /// The coordinator behind the handlers.
     pub fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
@@ -189,11 +202,30 @@ async fn check_generation(State(state): State<AppState>, req: Request, next: Nex
             Ok(c) => c,
             Err(e) => return ApiError::new(ErrorCode::BadRequest, e).into_response(),
         };
-        if let Err(e) = state.coordinator.check_generation(&claim).await {
-            return ApiError::from(e).into_response();
+        match state.coordinator.check_generation(&claim).await {
+            Ok(()) => {}
+            // The handler keeps what the caller presents (the bound it holds, the newest
+            // namespace block it holds) as floors for the repair, then refuses the same way:
+            // every grant is refused while the store is restored.
+            Err(CoordError::StoreRestored { .. }) if presents_floors(&req) => {}
+            Err(e) => return ApiError::from(e).into_response(),
         }
     }
     next.run(req).await
+}
+
+/// Whether `req` presents what its caller holds, for the repair of a restored store: a
+/// renewal, a reservation extension, a namespace block request or return.
+fn presents_floors(req: &Request) -> bool {
+    if req.method() != axum::http::Method::POST {
+        return false;
+    }
+    let parts: Vec<&str> = req.uri().path().split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["", "v1", "leases", _, "renew" | "reservation"]
+            | ["", "v1", "namespaces", _, "blocks" | "return"]
+    )
 }
 
 /// Stamps every response with the store's generation, as it stands after the request.

@@ -314,14 +314,26 @@ impl Coordinator {
             self.check_shard(usage.shard)?;
         }
         self.check_usage_reports(&req.namespaces)?;
-        if self.generations.restored().is_some() {
-            // Refused below; the bound the holder asks for is a floor for the repair.
+        self.check_held(&req.ns_held)?;
+        if self
+            .keeps_presentation(host_id, req.token, &req.secret)
+            .await
+        {
+            // Refused below; the bound the holder asks for, and the namespace blocks it
+            // holds, are floors for the repair.
             self.note_floor(Floor::Host {
                 host_id,
                 token: req.token,
                 reserved_until_ms: req.reserve_until_ms.unwrap_or(0),
             })
             .await;
+            for h in &req.ns_held {
+                self.note_floor(Floor::Namespace {
+                    name: &h.name,
+                    end: h.end,
+                })
+                .await;
+            }
         }
         let renewed = self
             .cas_loop(|| Box::pin(self.renew_step(host_id, req)))
@@ -406,7 +418,10 @@ impl Coordinator {
         req: &ReservationRequest,
     ) -> Result<ReservationResponse, CoordError> {
         self.check_host(host_id)?;
-        if self.generations.restored().is_some() {
+        if self
+            .keeps_presentation(host_id, req.token, &req.secret)
+            .await
+        {
             self.note_floor(Floor::Host {
                 host_id,
                 token: req.token,

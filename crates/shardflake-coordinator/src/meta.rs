@@ -64,7 +64,7 @@ pub(crate) async fn open(
             continue;
         }
         let rec = ClusterRecord {
-            store_id: shardflake::uuid7::next().to_string(),
+            store_id: shardflake::uuid7::Uuid7::random_at(now_ms).to_string(),
             layout_spec: layout.spec(),
             created_at_ms: now_ms,
             generation_key: crate::generation::new_key(),

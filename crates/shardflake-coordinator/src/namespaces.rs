@@ -39,7 +39,8 @@ use shardflake::BlockSizing;
 use shardflake_proto::coord::LeaseState;
 use shardflake_proto::ns::{
     rendezvous_order, validate_name, NamespaceList, NamespaceNode, NamespaceSpec, NamespaceStatus,
-    NsBlockGrant, NsBlockRequest, NsReturnRequest, NsReturnResponse, NsUsage, USAGE_REPORTS_MAX,
+    NsBlockGrant, NsBlockRequest, NsHeld, NsReturnRequest, NsReturnResponse, NsUsage,
+    NS_PER_NODE_MAX, USAGE_REPORTS_MAX,
 };
 
 use crate::coordinator::{Coordinator, Step};
@@ -453,7 +454,10 @@ impl Coordinator {
         check_name(name)?;
         let host_id = host_of(req.host_id)?;
         self.check_host(host_id)?;
-        if self.generations.restored().is_some() {
+        if self
+            .keeps_presentation(host_id, req.token, &req.secret)
+            .await
+        {
             // Refused below; what the node holds is a floor for the repair.
             self.note_floor(Floor::Namespace {
                 name,
@@ -543,7 +547,10 @@ impl Coordinator {
         check_name(name)?;
         let host_id = host_of(req.host_id)?;
         self.check_host(host_id)?;
-        if self.generations.restored().is_some() {
+        if self
+            .keeps_presentation(host_id, req.token, &req.secret)
+            .await
+        {
             self.note_floor(Floor::Namespace {
                 name,
                 end: req.block_end,
@@ -613,6 +620,21 @@ impl Coordinator {
     }
 
     /// Checks a renewal's namespace reports before anything is read.
+    /// Checks a renewal's held blocks: at most one per namespace a node may serve, each
+    /// named validly.
+    pub(crate) fn check_held(&self, held: &[NsHeld]) -> Result<(), CoordError> {
+        if held.len() > NS_PER_NODE_MAX {
+            return Err(bad(format!(
+                "{} held namespace blocks; at most {NS_PER_NODE_MAX} per renewal",
+                held.len()
+            )));
+        }
+        for h in held {
+            check_name(&h.name)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_usage_reports(&self, reports: &[NsUsage]) -> Result<(), CoordError> {
         if reports.len() > USAGE_REPORTS_MAX {
             return Err(bad(format!(

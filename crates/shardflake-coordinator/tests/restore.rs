@@ -8,15 +8,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use http_body_util::BodyExt;
 use shardflake::Layout;
+use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::MemStore;
 use shardflake_coordinator::testing::secret;
 use shardflake_coordinator::{CoordError, Coordinator, CoordinatorConfig, ManualTime, TimeSource};
-use shardflake_proto::coord::{AcquireRequest, RenewRequest, RepairRequest};
-use shardflake_proto::generation::GenerationStamp;
-use shardflake_proto::ns::{NamespaceSpec, NsBlockGrant, NsBlockRequest};
+use shardflake_proto::auth::Scope;
+use shardflake_proto::coord::{AcquireRequest, ReleaseRequest, RenewRequest, RepairRequest};
+use shardflake_proto::generation::{GenerationStamp, GENERATION_HEADER};
+use shardflake_proto::ns::{NamespaceSpec, NsBlockGrant, NsBlockRequest, NsHeld};
+use tower::ServiceExt;
 
 const T0: u64 = 1_800_000_000_000;
+const TOKEN: &str = "s3cret-cluster-token";
 
 fn config() -> CoordinatorConfig {
     let mut c = CoordinatorConfig::new(Layout::preset("twitter").unwrap());
@@ -213,6 +218,211 @@ async fn a_restored_store_refuses_until_repaired_and_repeats_nothing() {
         .unwrap();
     assert_eq!(again.namespaces[0].after, again.namespaces[0].before);
     assert!(again.generation_after >= report.generation_after);
+}
+
+/// A node that holds a block granted after the backup, and only renews while the store is
+/// refused (it asks for no block in that window), presents the block with its renewal
+/// retries, over HTTP: the repair raises the namespace above it however low the operator's
+/// floor, and the block is never granted again. The simulation's `--weight restore=2` found
+/// values served twice before: renewals presented no blocks, and the generation check
+/// refused a node's requests before any handler could keep what they presented.
+#[tokio::test]
+async fn blocks_presented_with_renewals_while_refused_are_floors_for_the_repair() {
+    let time = ManualTime::new(T0);
+    let store = Arc::new(MemStore::new());
+    let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config())
+        .await
+        .unwrap();
+    let mut client = Client::default();
+    c.put_namespace(
+        "orders",
+        &NamespaceSpec {
+            block_min: Some(100),
+            block_max: Some(100),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.put_namespace("users", &NamespaceSpec::default())
+        .await
+        .unwrap();
+    let a = c.acquire(&acquire("a")).await.unwrap();
+    let g = c
+        .grant_ns_block("orders", &ask(a.host_id, a.token, 0))
+        .await
+        .unwrap();
+    let backup = store.copy();
+    time.advance_ms(1_000);
+    let held = c
+        .grant_ns_block("orders", &ask(a.host_id, a.token, g.end()))
+        .await
+        .unwrap();
+    // Months of writes after the backup: the restored store is far behind what nodes saw.
+    for i in 0..20 {
+        c.renew(
+            a.host_id,
+            &RenewRequest {
+                token: a.token,
+                secret: secret(),
+                reserve_until_ms: Some(T0 + 6_000 + i),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    client.saw(&c);
+    let seen = client.0.clone().unwrap();
+    drop(c);
+
+    time.advance_ms(1_000);
+    let r = Arc::new(open(backup, &time).await);
+    let app = app(AppState::new(
+        r.clone(),
+        Auth::tokens(&[(Scope::Node, TOKEN)]).unwrap(),
+    ));
+    // Over HTTP, as a node: with its token and the highest stamp it has seen.
+    let post = |path: String, body: String| {
+        let app = app.clone();
+        let seen = seen.to_string();
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header(GENERATION_HEADER, seen)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    let renew = |ns_held: Vec<NsHeld>| {
+        serde_json::to_string(&RenewRequest {
+            token: a.token,
+            secret: secret(),
+            reserve_until_ms: Some(T0 + 6_000),
+            ns_held,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let renew_path = format!("/v1/leases/{}/renew", a.host_id);
+    // A plain renewal, then its retry presenting the held block: both refused, the first
+    // one noticing the restore.
+    for ns_held in [
+        vec![],
+        vec![NsHeld {
+            name: "orders".into(),
+            end: held.end(),
+        }],
+    ] {
+        let (status, body) = post(renew_path.clone(), renew(ns_held)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("store_restored"), "{body}");
+    }
+    // A caller with the cluster's token but not the lease's secret presents far more: it is
+    // refused like the others, and what it presented raises nothing.
+    let lie = serde_json::to_string(&RenewRequest {
+        token: a.token,
+        secret: shardflake_proto::secret::LeaseSecret::from_bytes([0x11; 16]),
+        reserve_until_ms: Some(T0 + 10 * 86_400_000),
+        ns_held: vec![NsHeld {
+            name: "orders".into(),
+            end: held.end() + 1_000_000,
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let (status, body) = post(renew_path.clone(), lie).await;
+    assert_eq!(status, 503, "{body}");
+    // Every other write is refused too.
+    let release = serde_json::to_string(&ReleaseRequest {
+        token: a.token,
+        secret: secret(),
+    })
+    .unwrap();
+    let (status, body) = post(format!("/v1/leases/{}/release", a.host_id), release).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store_restored"), "{body}");
+    // A malformed presentation is refused as such, and raises nothing.
+    let (status, body) = post(
+        renew_path.clone(),
+        renew(vec![NsHeld {
+            name: "Not A Name".into(),
+            end: u64::MAX,
+        }]),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        renew_path.clone(),
+        renew(vec![
+            NsHeld::default();
+            shardflake_proto::ns::NS_PER_NODE_MAX + 1
+        ]),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("held namespace blocks"), "{body}");
+
+    let report = r
+        .repair(&RepairRequest {
+            time_at_least_ms: Some(time.wall_ms()),
+            all_namespaces_at_least: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let orders = report
+        .namespaces
+        .iter()
+        .find(|n| n.name == "orders")
+        .unwrap();
+    assert_eq!(
+        orders.presented,
+        held.end(),
+        "the holder's block, not the liar's: {report:?}"
+    );
+    assert!(orders.after >= held.end(), "{report:?}");
+    let users = report
+        .namespaces
+        .iter()
+        .find(|n| n.name == "users")
+        .unwrap();
+    assert_eq!(
+        users.presented, 0,
+        "nothing held, nothing presented: {report:?}"
+    );
+
+    let b = r.acquire(&acquire("b")).await.unwrap();
+    let fresh = r
+        .grant_ns_block("orders", &ask(b.host_id, b.token, 0))
+        .await
+        .unwrap();
+    assert!(
+        fresh.start >= held.end(),
+        "the held block {held:?} is not granted again: {fresh:?}"
+    );
+    // The liar's bound was not kept: host id a's lease is granted again without waiting ten
+    // days.
+    time.advance_ms(120_000);
+    let again = r
+        .acquire(&AcquireRequest {
+            prefer_host_id: Some(a.host_id),
+            ..acquire("a2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.host_id, a.host_id);
+    assert!(
+        again.start_above_ms < T0 + 86_400_000,
+        "a bound presented with a made-up secret was kept: {again:?}"
+    );
 }
 
 /// A store that goes back under a running coordinator (an etcd restored from a snapshot

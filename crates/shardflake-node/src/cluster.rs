@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::namespaces::{LeaseRef, Namespaces};
-use crate::source::{DynClock, Generator, IdSource};
+use crate::source::{off_runtime, DynClock, Generator, IdSource};
 use crate::standalone::TEMPORAL_PREFETCH_MS;
 use crate::state::{generator_policy, Shared, StartError};
 use crate::store_generation;
@@ -34,6 +34,8 @@ pub(crate) struct Cluster {
     /// Where the store generation is kept, and the task keeping it.
     generation_dir: std::path::PathBuf,
     generation_keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The node's clock: whether file writes go to the blocking pool ([`off_runtime`]).
+    clock: DynClock,
 }
 
 /// What a deterministic simulation replaces in cluster mode; the defaults are production's.
@@ -61,14 +63,16 @@ pub(crate) fn open(
         .cluster
         .as_ref()
         .expect("cluster mode needs a cluster configuration");
-    let mut client = CoordinatorClient::new(cluster.urls.clone(), None)
-        .and_then(|c| c.with_tls(&cluster.tls))
-        .map_err(|e| StartError::Cluster(e.to_string()))?;
+    // A given transport carries the requests itself; the TLS client is built only otherwise
+    // (loading the system's roots costs milliseconds per start).
+    let mut client = match hooks.transport {
+        Some(t) => CoordinatorClient::over(cluster.urls.clone(), None, t),
+        None => CoordinatorClient::new(cluster.urls.clone(), None)
+            .and_then(|c| c.with_tls(&cluster.tls)),
+    }
+    .map_err(|e| StartError::Cluster(e.to_string()))?;
     if let Some(token) = &cluster.token {
         client = client.with_bearer(token.clone());
-    }
-    if let Some(t) = hooks.transport {
-        client = client.with_transport(t);
     }
     // The highest store generation seen before this start: a store restored from a
     // backup since is refused, and told so.
@@ -85,8 +89,14 @@ pub(crate) fn open(
     keeper_config.url = Some(cluster.advertised(config.listen));
     let usage = namespaces.clone();
     keeper_config.ns_usage = Some(Arc::new(move || usage.usage()));
-    let generation_keeper =
-        store_generation::spawn_keeper(config.state_dir.clone(), client.clone(), written);
+    let held = namespaces.clone();
+    keeper_config.ns_held = Some(Arc::new(move || held.held()));
+    let generation_keeper = store_generation::spawn_keeper(
+        config.state_dir.clone(),
+        client.clone(),
+        written,
+        clock.clone(),
+    );
     let keeper = LeaseKeeper::start(client.clone(), keeper_config);
     info!(
         coordinators = %cluster.urls.join(","),
@@ -104,6 +114,7 @@ pub(crate) fn open(
         client,
         generation_dir: config.state_dir.clone(),
         generation_keeper: Mutex::new(Some(generation_keeper)),
+        clock: clock.clone(),
     };
     Ok((backing, keeper))
 }
@@ -143,8 +154,10 @@ impl Cluster {
             return;
         };
         let (dir, id) = (self.generation_dir.clone(), self.client.store_id());
-        let written =
-            tokio::task::spawn_blocking(move || store_generation::store(&dir, &stamp, id)).await;
+        let written = off_runtime(&self.clock, move || {
+            store_generation::store(&dir, &stamp, id)
+        })
+        .await;
         if let Ok(Err(e)) = written {
             warn!(error = %e, "cannot write the store generation at shutdown");
         }

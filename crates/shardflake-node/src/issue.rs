@@ -170,7 +170,8 @@ pub(crate) async fn issue(
     // ids would no longer increase within the response.
     let mut source = shared.source.load_full();
     loop {
-        let result = if inline {
+        // Without a generator the answer is a refusal: no reason to hop to another thread.
+        let result = if inline || source.is_none() {
             fill(source.as_deref(), &mut sink, count)
         } else {
             let source = source.clone();

@@ -19,7 +19,7 @@
 //! unless the request was redirected already (`hop=1`), so a disagreement between two
 //! nodes' tables costs order, never a loop.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use shardflake::SEGMENT_PREFETCH_FRACTION;
 use shardflake_client::{ClientError, CoordinatorClient, Retry};
 use shardflake_proto::coord::LeaseSecret;
 use shardflake_proto::ns::{
-    rendezvous_order, NsBlockGrant, NsBlockRequest, NsReturnRequest, NsUsage, RoutingTable,
+    rendezvous_order, NsBlockGrant, NsBlockRequest, NsHeld, NsReturnRequest, NsUsage, RoutingTable,
 };
 use shardflake_proto::{ApiError, ErrorCode};
 use tokio::sync::Notify;
@@ -232,7 +232,7 @@ pub(crate) struct LeaseRef {
 /// Every namespace this node serves, the coordinators, and the routing table.
 pub(crate) struct Namespaces {
     client: Arc<CoordinatorClient>,
-    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     routing: ArcSwap<RoutingTable>,
     /// The task keeping `routing` fresh: started by the first namespace request (a node
     /// that serves no namespace never asks), stopped at shutdown.
@@ -259,7 +259,7 @@ impl Namespaces {
     pub(crate) fn new(client: Arc<CoordinatorClient>) -> Arc<Self> {
         Arc::new(Self {
             client,
-            streams: RwLock::new(HashMap::new()),
+            streams: RwLock::new(BTreeMap::new()),
             routing: ArcSwap::from_pointee(RoutingTable::default()),
             refresher: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -356,6 +356,23 @@ impl Namespaces {
                     over_ms,
                 })
             })
+            .collect()
+    }
+
+    /// The newest block held of every namespace that has one (at most
+    /// [`shardflake_proto::ns::NS_PER_NODE_MAX`]), for a renewal that follows a failed one.
+    pub(crate) fn held(&self) -> Vec<NsHeld> {
+        let streams = self.streams.read().expect("streams lock");
+        streams
+            .values()
+            .filter_map(|s| {
+                let end = s.blocks.lock().expect("namespace mutex").newest_end;
+                (end > 0).then(|| NsHeld {
+                    name: s.name.clone(),
+                    end,
+                })
+            })
+            .take(shardflake_proto::ns::NS_PER_NODE_MAX)
             .collect()
     }
 

@@ -11,6 +11,22 @@ use shardflake_client::ActiveLease;
 /// The clock the node runs on.
 pub type DynClock = Arc<dyn Clock>;
 
+/// Runs blocking work (a file written durably) on tokio's blocking pool, off the runtime's
+/// threads; in place when the node's clock is not real time ([`Clock::waits_in_real_time`]
+/// answers `false`: tests and the simulation), where work on another thread would finish at
+/// a moment of the real clock that simulated time does not follow, and a seed would not
+/// replay exactly.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    clock: &DynClock,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if clock.waits_in_real_time() {
+        tokio::task::spawn_blocking(work).await
+    } else {
+        Ok(work())
+    }
+}
+
 /// The generator of a node.
 // The Snowflake generator stays inline: boxing it would add a pointer chase to every id.
 #[allow(clippy::large_enum_variant)]

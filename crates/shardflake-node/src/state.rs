@@ -93,9 +93,10 @@ impl std::fmt::Debug for AppState {
 }
 
 /// Requests up to this many ids are served on the runtime thread (see
-/// [`Shared::inline_count_max`]): one tick's worth on 1 ms layouts, none on coarser ones.
-fn inline_count_max(layout: &Layout) -> u64 {
-    if layout.is_temporal() {
+/// [`Shared::inline_count_max`]): one tick's worth on 1 ms layouts, none on coarser ones;
+/// every request when the clock's waits take no real time (a simulation's clock).
+fn inline_count_max(layout: &Layout, clock: &DynClock) -> u64 {
+    if layout.is_temporal() || !clock.waits_in_real_time() {
         u64::MAX
     } else if layout.time_unit_ms() == 1 {
         layout.ids_per_tick()
@@ -129,7 +130,10 @@ impl Shared {
         if let Some(l) = &config.layout {
             let _ = layout.set(l.clone());
         }
-        let inline = config.layout.as_ref().map_or(0, inline_count_max);
+        let inline = config
+            .layout
+            .as_ref()
+            .map_or(0, |l| inline_count_max(l, &clock));
         let gate = config
             .clients
             .is_active()
@@ -160,7 +164,7 @@ impl Shared {
     pub(crate) fn learn_layout(&self, layout: &Layout) {
         let layout = self.layout.get_or_init(|| layout.clone());
         self.inline_count_max
-            .store(inline_count_max(layout), Ordering::Relaxed);
+            .store(inline_count_max(layout, &self.clock), Ordering::Relaxed);
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -427,5 +431,27 @@ async fn keeper_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Err(e) => pause = retry.failed("panic", &e),
         }
         shared.log_readiness_change();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardflake::{ManualClock, SystemClock};
+
+    use super::*;
+
+    #[test]
+    fn batches_stay_on_the_runtime_thread_only_when_waiting_takes_no_real_time() {
+        let twitter = Layout::preset("twitter").expect("preset");
+        let real: DynClock = Arc::new(SystemClock);
+        let manual: DynClock = Arc::new(ManualClock::new(0));
+        // A real clock: one tick's ids inline, larger batches on the blocking pool.
+        assert_eq!(inline_count_max(&twitter, &real), twitter.ids_per_tick());
+        // A clock that moves itself when waited on (tests, the simulation): every batch
+        // inline, so that an answer never depends on when another thread finishes.
+        assert_eq!(inline_count_max(&twitter, &manual), u64::MAX);
+        let coarse = Layout::from_spec("twitter:unit_ms=10").expect("layout");
+        assert_eq!(inline_count_max(&coarse, &real), 0);
+        assert_eq!(inline_count_max(&coarse, &manual), u64::MAX);
     }
 }

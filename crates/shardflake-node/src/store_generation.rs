@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use shardflake_client::CoordinatorClient;
 use shardflake_proto::generation::GenerationStamp;
 
+use crate::source::{off_runtime, DynClock};
 use crate::state::StartError;
 
 /// The file's name inside the state directory.
@@ -96,6 +97,7 @@ pub(crate) fn spawn_keeper(
     dir: PathBuf,
     client: Arc<CoordinatorClient>,
     mut written: Option<u64>,
+    clock: DynClock,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failing = false;
@@ -108,7 +110,7 @@ pub(crate) fn spawn_keeper(
                 continue;
             }
             let (d, s, id) = (dir.clone(), stamp.clone(), client.store_id());
-            match tokio::task::spawn_blocking(move || store(&d, &s, id)).await {
+            match off_runtime(&clock, move || store(&d, &s, id)).await {
                 Ok(Ok(())) => {
                     written = Some(stamp.generation);
                     if std::mem::take(&mut failing) {

@@ -170,11 +170,13 @@ pub const REQUEST_ID_BYTES_MAX: usize = 64;
 pub const URL_BYTES_MAX: usize = 512;
 
 /// Largest request body a coordinator accepts, in bytes: 16 KiB for any request, plus a
-/// renewal's usage reports of every namespace a node may serve
+/// renewal's usage reports and held blocks of every namespace a node may serve
 /// ([`crate::ns::USAGE_REPORTS_MAX`] reports of at most
-/// [`crate::ns::USAGE_REPORT_JSON_BYTES_MAX`] bytes).
-pub const REQUEST_BODY_BYTES_MAX: usize =
-    16 * 1024 + crate::ns::USAGE_REPORTS_MAX * crate::ns::USAGE_REPORT_JSON_BYTES_MAX;
+/// [`crate::ns::USAGE_REPORT_JSON_BYTES_MAX`] bytes, [`crate::ns::NS_PER_NODE_MAX`] held
+/// blocks of at most [`crate::ns::NS_HELD_JSON_BYTES_MAX`]).
+pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024
+    + crate::ns::USAGE_REPORTS_MAX * crate::ns::USAGE_REPORT_JSON_BYTES_MAX
+    + crate::ns::NS_PER_NODE_MAX * crate::ns::NS_HELD_JSON_BYTES_MAX;
 
 /// The limits a coordinator enforces, stated so that nodes size their requests from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +263,13 @@ pub struct RenewRequest {
     /// [`crate::ns::USAGE_REPORTS_MAX`] entries (the coordinator forecasts from it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<crate::ns::NsUsage>,
+    /// The newest block the node holds of every namespace it serves, at most
+    /// [`crate::ns::NS_PER_NODE_MAX`]: sent only on a renewal that follows a failed one. A
+    /// coordinator whose store went back to an earlier generation (restored from a backup)
+    /// keeps each as a floor for the repair, so that the repaired store never grants a
+    /// block a node still serves from; otherwise they are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ns_held: Vec<crate::ns::NsHeld>,
 }
 
 /// The answer to a renewal.

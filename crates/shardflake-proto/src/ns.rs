@@ -85,6 +85,23 @@ pub const USAGE_REPORTS_MAX: usize = NS_PER_NODE_MAX;
 /// quotes, separators and a little whitespace.
 pub const USAGE_REPORT_JSON_BYTES_MAX: usize = NAME_LEN_MAX + 96;
 
+/// The newest block a node holds of one namespace, presented with a renewal that follows a
+/// failed one ([`crate::coord::RenewRequest::ns_held`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NsHeld {
+    /// The namespace.
+    pub name: String,
+    /// The end (exclusive, a value) of the newest block held, as in a block request's
+    /// `after`.
+    pub end: u64,
+}
+
+/// The longest held-block entry in JSON: the name and one 20-digit number with their keys,
+/// quotes, separators and a little whitespace.
+pub const NS_HELD_JSON_BYTES_MAX: usize = NAME_LEN_MAX + 48;
+
 /// A node's consumption of one namespace since its previous report (sent with renewals).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,13 +1,14 @@
 //! The simulation's checker. On every acknowledged batch it checks, against the store as it
 //! is at that moment, that no id was issued above its host id's durable reservation; that the
 //! batch comes from one generator (one host id, increasing); per node process that each host
-//! id's ids strictly increase; at the end every id goes
-//! through the library's one checker ([`shardflake::check::check_ids`]) for duplicates, and
+//! id's ids strictly increase; at the end every id is checked for duplicates (the library's
+//! radix sort and count, over the batches whose ranges overlap), and
 //! every node must have served again within the liveness bound after the faults healed.
 
 use std::collections::HashMap;
 
 use shardflake::Layout;
+use shardflake_proto::audit::AuditReport;
 use shardflake_proto::coord::HostsResponse;
 
 /// At most this many violations are kept with their details.
@@ -19,7 +20,8 @@ pub struct Checker {
     decoder: IdDecoder,
     /// When every fault has healed (ms): liveness is measured from here.
     heal_ms: u64,
-    ids: Vec<u64>,
+    /// Every acknowledged batch, as it arrived.
+    batches: Vec<Vec<u64>>,
     /// Last id per (node, process incarnation, host id).
     last: HashMap<(String, u64, u32), u64>,
     /// First acknowledgement per node at or after the heal time.
@@ -28,6 +30,33 @@ pub struct Checker {
     violation_count: u64,
     refusals: u64,
     acks: u64,
+    tallies: std::collections::BTreeMap<String, u64>,
+    /// The namespaces' rules, and every batch of values acknowledged per namespace.
+    ns_rules: HashMap<String, NsRule>,
+    ns_batches: std::collections::BTreeMap<String, Vec<Vec<u64>>>,
+    /// Who served each batch of `ns_batches`, and when (simulated ms).
+    ns_servers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The store as it is when a batch is acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreNow<'a> {
+    /// The host records.
+    pub hosts: &'a HostsResponse,
+    /// The grants logged (temporal layouts: the counter blocks the ids must lie in).
+    pub grants: Option<&'a AuditReport>,
+}
+
+/// What every value of a namespace must be: at least `start`, and on the grid of `step`
+/// through `offset` (`value % step == offset % step`).
+#[derive(Debug, Clone, Copy)]
+pub struct NsRule {
+    /// The first value.
+    pub start: u64,
+    /// Distance between values.
+    pub step: u64,
+    /// Values are `offset` modulo `step`.
+    pub offset: u64,
 }
 
 /// Maps an id to its host id and millisecond, for one layout and pool.
@@ -71,13 +100,116 @@ impl Checker {
         Self {
             decoder,
             heal_ms,
-            ids: Vec::new(),
+            batches: Vec::new(),
             last: HashMap::new(),
             recovered_at: HashMap::new(),
             violations: Vec::new(),
             violation_count: 0,
             refusals: 0,
             acks: 0,
+            tallies: Default::default(),
+            ns_rules: HashMap::new(),
+            ns_batches: Default::default(),
+            ns_servers: Default::default(),
+        }
+    }
+
+    /// Also checks the values of namespace `name` against `rule`.
+    pub fn namespace(mut self, name: &str, rule: NsRule) -> Self {
+        self.ns_rules.insert(name.to_string(), rule);
+        self
+    }
+
+    /// The highest value acknowledged per namespace so far (what an operator's applications
+    /// hold, for a repair's floors).
+    pub fn ns_highest(&self) -> std::collections::BTreeMap<String, u64> {
+        self.ns_batches
+            .iter()
+            .filter_map(|(name, batches)| {
+                let high = batches.iter().flat_map(|b| b.iter().copied()).max()?;
+                Some((name.clone(), high))
+            })
+            .collect()
+    }
+
+    /// Checks and records ids an SDK client handed out (taken from its buffers, which hold
+    /// the answers of several nodes): every id at or below its host id's durable reservation
+    /// in `store` as it is now, and unique with every other id of the run.
+    pub fn ack_sdk(&mut self, ids: Vec<u64>, store: &HostsResponse) {
+        self.acks += 1;
+        // Temporal ids are judged by their counter blocks, at the nodes' acknowledgements.
+        let timed = !self.decoder.layout.is_temporal();
+        for &id in ids.iter().filter(|_| timed) {
+            let bound = self.decoder.decode(id).and_then(|(host, ms)| {
+                store
+                    .hosts
+                    .iter()
+                    .find(|h| h.host_id == host)
+                    .map(|r| (host, ms, r.reserved_until_ms))
+            });
+            match bound {
+                Some((_, ms, b)) if ms <= b => {}
+                Some((host, ms, b)) => {
+                    self.violation(format!(
+                        "sdk: id {id} (host id {host}, {ms} ms) handed out above the durable reservation {b} ms"
+                    ));
+                    break;
+                }
+                None => {
+                    self.violation(format!("sdk: id {id} of a host id the store never leased"));
+                    break;
+                }
+            }
+        }
+        let mask = self.decoder.node_mask;
+        for run in runs(ids, |a, b| a < b && a & mask == b & mask) {
+            self.batches.push(run);
+        }
+    }
+
+    /// [`Checker::ack_ns`] for values an SDK client handed out: increasing only within each
+    /// node's answer, so not checked for order.
+    pub fn ack_ns_unordered(&mut self, node: &str, name: &str, values: Vec<u64>) {
+        for run in runs(values, |a, b| a < b) {
+            self.ack_ns(node, name, run);
+        }
+    }
+
+    /// Checks and records a batch of `values` of namespace `name` that `node` served: one
+    /// increasing batch, every value at or above the start and on the step's grid.
+    pub fn ack_ns(&mut self, node: &str, name: &str, values: Vec<u64>) {
+        self.acks += 1;
+        let Some(rule) = self.ns_rules.get(name).copied() else {
+            self.violation(format!(
+                "{node}: values of a namespace never created: {name}"
+            ));
+            return;
+        };
+        if let Some(w) = values.windows(2).find(|w| w[0] >= w[1]) {
+            self.violation(format!(
+                "{node}: a batch of {name} is not increasing: {} then {}",
+                w[0], w[1]
+            ));
+        }
+        let step = rule.step.max(1);
+        if let Some(v) = values
+            .iter()
+            .find(|&&v| v < rule.start || v % step != rule.offset % step)
+        {
+            self.violation(format!(
+                "{node}: value {v} of {name} is off its grid (start {}, step {step}, offset {})",
+                rule.start, rule.offset
+            ));
+        }
+        if !values.is_empty() {
+            self.ns_servers
+                .entry(name.to_string())
+                .or_default()
+                .push(format!("{node}@{}", crate::trace::now_ms()));
+            self.ns_batches
+                .entry(name.to_string())
+                .or_default()
+                .push(values);
         }
     }
 
@@ -99,18 +231,81 @@ impl Checker {
         &mut self,
         node: &str,
         incarnation: u64,
-        ids: &[u64],
+        ids: Vec<u64>,
         at_ms: u64,
         holder: Option<&str>,
-        store: &HostsResponse,
+        now: StoreNow<'_>,
     ) {
+        let StoreNow {
+            hosts: store,
+            grants,
+        } = now;
         self.acks += 1;
-        let decoder = &self.decoder;
-        let mut found = Vec::new();
-        let mut first_last: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
         if at_ms >= self.heal_ms {
             self.recovered_at.entry(node.to_string()).or_insert(at_ms);
         }
+        if self.decoder.layout.is_temporal()
+            || !self.ack_usual(node, incarnation, &ids, holder, store)
+        {
+            self.ack_in_detail(node, incarnation, &ids, holder, store, grants);
+        }
+        if !ids.is_empty() {
+            self.batches.push(ids);
+        }
+    }
+
+    /// The usual batch, checked in one pass: one host id in the pool, strictly increasing
+    /// (so the last id carries the latest millisecond), the store naming this process and a
+    /// bound at or above that millisecond, and above the process's previous id of the host
+    /// id. Returns false, having recorded nothing, when any of it does not hold: then
+    /// [`Checker::ack_in_detail`] finds and describes what is wrong.
+    fn ack_usual(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        ids: &[u64],
+        holder: Option<&str>,
+        store: &HostsResponse,
+    ) -> bool {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return true;
+        };
+        let mask = self.decoder.node_mask;
+        let bits = first & mask;
+        if ids.windows(2).any(|w| w[0] >= w[1] || w[1] & mask != bits) {
+            return false;
+        }
+        let Some((host, ms)) = self.decoder.decode(last) else {
+            return false;
+        };
+        let Some(record) = store.hosts.iter().find(|h| h.host_id == host) else {
+            return false;
+        };
+        if ms > record.reserved_until_ms || holder.is_some_and(|name| record.holder != name) {
+            return false;
+        }
+        let key = (node.to_string(), incarnation, host);
+        if self.last.get(&key).is_some_and(|&prev| prev >= first) {
+            return false;
+        }
+        self.last.insert(key, last);
+        true
+    }
+
+    /// [`Checker::ack`] one id at a time, describing every violation.
+    fn ack_in_detail(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        ids: &[u64],
+        holder: Option<&str>,
+        store: &HostsResponse,
+        grants: Option<&AuditReport>,
+    ) {
+        let decoder = &self.decoder;
+        let temporal = decoder.layout.is_temporal();
+        let mut found = Vec::new();
+        let mut first_last: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
         // A response comes from one generator: one host id, increasing.
         let hosts_in_batch: std::collections::BTreeSet<u32> = ids
             .iter()
@@ -144,6 +339,27 @@ impl Checker {
                     ));
                 }
             }
+            if temporal {
+                // Temporal ids: the counter lies in a block the store granted to the host
+                // id for the id's shard before the id was served.
+                let shard = decoder.layout.timestamp_field().get(id);
+                let counter = decoder.layout.sequence_field().get(id);
+                let granted = grants.is_some_and(|g| {
+                    g.blocks
+                        .iter()
+                        .filter(|p| p.host_id == host && p.shard == shard)
+                        .flat_map(|p| &p.blocks)
+                        .any(|b| b.start <= counter && counter < b.end)
+                });
+                if !granted && found.len() < 3 {
+                    found.push(format!(
+                        "{node}: id {id} (host id {host}, shard {shard}, counter {counter}) outside every counter block the store granted"
+                    ));
+                }
+                let span = first_last.entry(host).or_insert((id, id));
+                span.1 = id;
+                continue;
+            }
             match record.map(|h| h.reserved_until_ms) {
                 None => found.push(format!(
                     "{node}: id {id} of host id {host}, which the store never leased"
@@ -156,8 +372,10 @@ impl Checker {
             let span = first_last.entry(host).or_insert((id, id));
             span.1 = id;
         }
-        // Across the process's responses, each host id's ids go on increasing.
-        for (host, (first, last)) in first_last {
+        // Across the process's responses, each host id's ids go on increasing (temporal
+        // layouts: within one generator only, which the batch check covers; a new lease's
+        // generator starts in its clock's shard, which may be below the last one's).
+        for (host, (first, last)) in first_last.into_iter().filter(|_| !temporal) {
             if let Some(prev) = self
                 .last
                 .insert((node.to_string(), incarnation, host), last)
@@ -172,7 +390,11 @@ impl Checker {
         for v in found {
             self.violation(v);
         }
-        self.ids.extend_from_slice(ids);
+    }
+
+    /// Counts one event of `kind` (a lie refused as promised, a captured request replayed).
+    pub fn tally(&mut self, kind: &str) {
+        *self.tallies.entry(kind.to_string()).or_default() += 1;
     }
 
     /// Counts a refused request (503 and friends): availability, not safety.
@@ -184,19 +406,43 @@ impl Checker {
     /// time within `bound_ms` (the simulation ran until `end_ms`). Returns the report.
     pub fn finish(mut self, nodes: &[String], bound_ms: u64, end_ms: u64) -> CheckReport {
         let heal_ms = self.heal_ms;
-        let report = shardflake::check::check_ids(&self.ids);
-        if report.duplicates > 0 {
-            let shown: Vec<String> = report
-                .examples
+        let count = self.batches.iter().map(|b| b.len() as u64).sum();
+        let (duplicates, examples) = duplicates(&self.batches);
+        if duplicates > 0 {
+            let shown: Vec<String> = examples
                 .iter()
                 .take(5)
                 .map(|(id, n)| format!("{id}×{n}"))
                 .collect();
             self.violation(format!(
-                "{} duplicate ids (e.g. {})",
-                report.duplicates,
+                "{duplicates} duplicate ids (e.g. {})",
                 shown.join(", ")
             ));
+        }
+        let mut ns_values = 0;
+        for (name, batches) in std::mem::take(&mut self.ns_batches) {
+            ns_values += batches.iter().map(|b| b.len() as u64).sum::<u64>();
+            let (n, examples) = self::duplicates(&batches);
+            if n > 0 {
+                let shown: Vec<String> = examples
+                    .iter()
+                    .take(5)
+                    .map(|(v, n)| format!("{v}×{n}"))
+                    .collect();
+                let first = examples[0].0;
+                let servers = &self.ns_servers[&name];
+                let by: Vec<&str> = batches
+                    .iter()
+                    .zip(servers)
+                    .filter(|(b, _)| b.contains(&first))
+                    .map(|(_, s)| s.as_str())
+                    .collect();
+                self.violation(format!(
+                    "{n} duplicate values of namespace {name} (e.g. {}; {first} served by {})",
+                    shown.join(", "),
+                    by.join(" and ")
+                ));
+            }
         }
         let mut recovery_ms_max = 0;
         for n in nodes {
@@ -217,14 +463,79 @@ impl Checker {
             }
         }
         CheckReport {
-            ids: self.ids.len() as u64,
+            ids: count,
+            ns_values,
             acks: self.acks,
             refusals: self.refusals,
             recovery_ms_max,
+            tallies: self.tallies,
             violation_count: self.violation_count,
             violations: self.violations,
         }
     }
+}
+
+/// Splits `ids` into maximal runs in which every two neighbours satisfy `together`.
+fn runs(ids: Vec<u64>, together: impl Fn(u64, u64) -> bool) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some(run) if run.last().is_some_and(|&last| together(last, id)) => run.push(id),
+            _ => out.push(vec![id]),
+        }
+    }
+    out
+}
+
+/// Counts the ids that equal an id before them over all `batches`, with up to
+/// [`shardflake::check::DUPLICATES_SHOWN_MAX`] examples. Batches whose ranges (smallest to
+/// largest id) overlap no other cannot share an id with another batch, and in a correct run
+/// every batch is such a range (one generator's ids, increasing; a host id's next holder
+/// starts above its predecessor's bound): only batches whose ranges overlap are merged and
+/// sorted (the library's radix sort and count), and each batch's own ids are checked apart.
+fn duplicates(batches: &[Vec<u64>]) -> (u64, Vec<(u64, u64)>) {
+    let mut ranges: Vec<(u64, u64, usize)> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let (lo, hi) = b
+                .iter()
+                .fold((u64::MAX, 0), |(lo, hi), &id| (lo.min(id), hi.max(id)));
+            (lo, hi, i)
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut total = 0;
+    let mut examples = Vec::new();
+    let mut group: Vec<usize> = Vec::new();
+    let mut group_hi = 0;
+    let mut flush = |group: &mut Vec<usize>| {
+        let increasing = group.len() == 1 && batches[group[0]].windows(2).all(|w| w[0] < w[1]);
+        if !group.is_empty() && !increasing {
+            let mut ids: Vec<u64> = group
+                .iter()
+                .flat_map(|&i| batches[i].iter().copied())
+                .collect();
+            shardflake::check::radix_sort(&mut ids);
+            let (n, shown) = shardflake::check::count_duplicates(&[&ids]);
+            total += n;
+            examples.extend(shown);
+        }
+        group.clear();
+    };
+    for (lo, hi, i) in ranges {
+        if !group.is_empty() && lo > group_hi {
+            flush(&mut group);
+        }
+        if group.is_empty() {
+            group_hi = hi;
+        }
+        group_hi = group_hi.max(hi);
+        group.push(i);
+    }
+    flush(&mut group);
+    examples.truncate(shardflake::check::DUPLICATES_SHOWN_MAX);
+    (total, examples)
 }
 
 /// The outcome of one seed's checks.
@@ -232,12 +543,17 @@ impl Checker {
 pub struct CheckReport {
     /// Ids acknowledged.
     pub ids: u64,
+    /// Namespace values acknowledged.
+    pub ns_values: u64,
     /// Batches acknowledged.
     pub acks: u64,
     /// Requests refused.
     pub refusals: u64,
     /// The longest time a node took to serve again after the faults healed (ms).
     pub recovery_ms_max: u64,
+    /// Events by kind: lies refused as promised (`lie_renew_refused`, …), captured requests
+    /// replayed.
+    pub tallies: std::collections::BTreeMap<String, u64>,
     /// Violations found.
     pub violation_count: u64,
     /// The first few, described.

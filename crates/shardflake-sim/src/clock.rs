@@ -1,6 +1,9 @@
 //! Per-host clocks. Every host reads the simulation's time through its own wall clock, which
-//! runs at its own rate (drift) and can be stepped back or forward; monotonic time is tokio's,
-//! which turmoil advances for every host alike.
+//! runs at its own rate (drift) and can be stepped back or forward. A coordinator's monotonic
+//! clock (the one it decides lease expiry by) runs at its host's own rate too; the nodes'
+//! monotonic time is tokio's, which turmoil advances for every node alike, so a coordinator
+//! whose monotonic clock runs fast is the one fault that covers both directions of a rate
+//! difference between a node and the coordinators.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +19,10 @@ pub struct HostClock {
     base_ms: u64,
     drift_ppm: AtomicI64,
     offset_ms: AtomicI64,
+    /// The monotonic clock's rate error (parts per million, + fast) and the offset that
+    /// keeps it continuous across rate changes.
+    mono_ppm: AtomicI64,
+    mono_offset_ms: AtomicI64,
 }
 
 impl HostClock {
@@ -26,7 +33,27 @@ impl HostClock {
             base_ms,
             drift_ppm: AtomicI64::new(0),
             offset_ms: AtomicI64::new(0),
+            mono_ppm: AtomicI64::new(0),
+            mono_offset_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Runs the host's monotonic clock `ppm` parts per million fast (negative: slow) from
+    /// now on, without a jump: what a host's oscillator does, which NTP does not correct.
+    pub fn set_mono_rate_ppm(&self, ppm: i64) {
+        let e = self.elapsed_ms() as i64;
+        let old = self.mono_ppm.swap(ppm, Ordering::Relaxed);
+        self.mono_offset_ms
+            .fetch_add(e * (old - ppm) / 1_000_000, Ordering::Relaxed);
+    }
+
+    /// The host's monotonic clock (ms since the simulation started, at the host's rate).
+    pub fn mono_ms(&self) -> u64 {
+        let e = self.elapsed_ms() as i64;
+        let t = e
+            + e * self.mono_ppm.load(Ordering::Relaxed) / 1_000_000
+            + self.mono_offset_ms.load(Ordering::Relaxed);
+        t.max(0) as u64
     }
 
     /// Steps the clock by `by_ms` (negative: back).
@@ -66,31 +93,36 @@ impl Clock for HostClock {
             self.step((target_ms - now) as i64);
         }
     }
+
+    /// The wait above takes no real time, so the node keeps every batch on its runtime
+    /// thread: a batch served on the blocking pool would answer at a real-time moment, and a
+    /// seed would no longer replay exactly.
+    fn waits_in_real_time(&self) -> bool {
+        false
+    }
 }
 
-/// A coordinator process's time: its host's wall clock, and a monotonic clock that starts at
+/// A coordinator process's time: its host's wall clock, and its host's monotonic clock from
 /// zero when the process starts.
 #[derive(Debug)]
 pub struct SimTime {
-    wall: Arc<HostClock>,
-    start: tokio::time::Instant,
+    host: Arc<HostClock>,
+    start_ms: u64,
 }
 
 impl SimTime {
-    /// Starts the monotonic clock now (inside the host's runtime).
-    pub fn new(wall: Arc<HostClock>) -> Self {
-        Self {
-            wall,
-            start: tokio::time::Instant::now(),
-        }
+    /// Starts the monotonic clock now.
+    pub fn new(host: Arc<HostClock>) -> Self {
+        let start_ms = host.mono_ms();
+        Self { host, start_ms }
     }
 }
 
 impl TimeSource for SimTime {
     fn wall_ms(&self) -> u64 {
-        self.wall.now_ms()
+        self.host.now_ms()
     }
     fn mono_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.host.mono_ms().saturating_sub(self.start_ms)
     }
 }

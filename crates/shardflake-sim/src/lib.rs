@@ -14,10 +14,13 @@
 
 pub mod check;
 pub mod clock;
+mod liar;
 pub mod net;
 mod node;
-mod plan;
+pub mod plan;
+mod sdk;
 pub mod trace;
+mod view;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +52,14 @@ const START_UNIX_MS: u64 = 1_900_000_000_000;
 /// not what the liveness check is about. Nodes' clocks step by up to an hour.
 pub const COORDINATOR_STEP_MS_MAX: u64 = 5_000;
 /// The layouts a seed picks from.
-const LAYOUTS: [&str; 3] = ["twitter", "twitter:sequence=6", "twitter:sequence=3"];
+const LAYOUTS: [&str; 4] = [
+    "twitter",
+    "twitter:sequence=6",
+    "twitter:sequence=3",
+    "temporal:granularity=5s",
+];
+/// The namespaces every seed creates (name, start, step) and the load asks values of.
+const NAMESPACES: [(&str, u64, u64); 2] = [("orders", 1_000, 1), ("users", 7, 3)];
 /// The clock policies a node picks from.
 const POLICIES: [ClockPolicyKind; 3] = [
     ClockPolicyKind::Wait,
@@ -78,6 +88,8 @@ pub struct Options {
     pub heal_ms: u64,
     /// Faults scheduled per simulated minute of the fault window.
     pub faults_per_minute: u64,
+    /// The fault kinds' weights ([`plan::FAULT_WEIGHTS`] unless changed).
+    pub weights: Vec<(&'static str, u64)>,
 }
 
 impl Default for Options {
@@ -91,6 +103,7 @@ impl Default for Options {
             faults_from_ms: 1_000,
             heal_ms: 35_000,
             faults_per_minute: 60,
+            weights: plan::FAULT_WEIGHTS.to_vec(),
         }
     }
 }
@@ -99,6 +112,54 @@ impl Options {
     /// The reservation look-ahead limit the coordinators run with (`--reservation-ahead-max`).
     pub fn reservation_ahead_ms_max(&self) -> u64 {
         2 * self.ttl_ms
+    }
+
+    /// The plan in one line: everything that decides how much a seed does, so that a
+    /// seeds-per-minute figure names the work it measured.
+    pub fn describe(&self) -> String {
+        let weights: Vec<String> = self
+            .weights
+            .iter()
+            .map(|(k, w)| format!("{k}={w}"))
+            .collect();
+        format!(
+            "plan: {} s simulated per seed in {TICK_MS} ms steps, faults from {} s to {} s then healed; \
+             {} nodes + {} standby, {} coordinators over one in-memory store; lease TTL {} ms; \
+             load per node: one request at a time for 1..=min({}, a tick's ids) ids, \
+             {}..={} ms apart (0..=2 ms on layouts of fewer ids per tick); layouts {}; \
+             {} faults per simulated minute, weights {}",
+            self.duration_ms / 1000,
+            self.faults_from_ms / 1000,
+            self.heal_ms / 1000,
+            self.nodes,
+            self.standbys,
+            self.coordinators,
+            self.ttl_ms,
+            node::BATCH_MAX,
+            0,
+            node::LOAD_PAUSE_MS_MAX,
+            LAYOUTS.join(", "),
+            self.faults_per_minute,
+            weights.join(" ")
+        )
+    }
+
+    /// Sets the weight of fault kind `kind` (`--weight kind=n`).
+    pub fn set_weight(&mut self, kind: &str, weight: u64) -> Result<(), String> {
+        match self.weights.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, w)) => {
+                *w = weight;
+                Ok(())
+            }
+            None => Err(format!(
+                "no fault kind `{kind}`; the kinds: {}",
+                self.weights
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 
     /// The liveness bound: once every fault has healed, each node serves again within this.
@@ -128,12 +189,20 @@ pub struct SeedOutcome {
     pub trace: Vec<String>,
 }
 
-/// Runs one seed.
+/// Runs one seed. Two runs of a seed on one thread, or in two processes, give the same
+/// outcome; runs on two threads of one process at once need not (tokio numbers every task of
+/// the process from one counter, and each run starts it at the same place): `--seeds` runs each
+/// seed in a process of its own.
 pub fn run_seed(seed: u64, options: &Options, keep_trace: bool) -> SeedOutcome {
+    align_task_ids();
     let trace = Trace::new(keep_trace);
+    // Everything the code draws at random on this thread (retry jitter, request and store
+    // ids, client keys, generation keys) follows the seed.
+    shardflake::seed_thread_entropy(Some(seed ^ 0xe27_0b1e_5eed));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         simulate(seed, options, &trace)
     }));
+    shardflake::seed_thread_entropy(None);
     let report = match result {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => CheckReport {
@@ -162,6 +231,39 @@ pub fn run_seed(seed: u64, options: &Options, keep_trace: bool) -> SeedOutcome {
         trace: trace.lines(),
     }
 }
+
+/// tokio numbers tasks from one process-wide counter, and a runtime keeps its tasks in
+/// shards by that number (four on a current-thread runtime, as every simulated host has).
+/// When a host crashes, its tasks are dropped shard by shard, so the order in which its
+/// connections close, which its peers see, depends on how many tasks the process made before
+/// the run: seed 427 ran differently after 2 or 6 tasks than after 0, 1, 3, 4, 5 or 7.
+/// Every run therefore starts the counter at the same place modulo [`TASK_ID_ALIGN`] (any
+/// shard count up to it is covered), the place it starts at in a fresh process.
+fn align_task_ids() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    rt.block_on(async {
+        loop {
+            let task = tokio::spawn(async {});
+            let id: u64 = task
+                .id()
+                .to_string()
+                .parse()
+                .expect("tokio's task id prints as a number");
+            let _ = task.await;
+            // The counter starts at 1 in a fresh process: the next task is numbered 1 again,
+            // modulo the alignment.
+            if id.is_multiple_of(TASK_ID_ALIGN) {
+                return;
+            }
+        }
+    });
+}
+
+/// See [`align_task_ids`]: a power of two, at least the shards of any runtime the simulation
+/// builds.
+const TASK_ID_ALIGN: u64 = 64;
 
 fn coordinator_name(i: usize) -> String {
     format!("coord{}", i + 1)
@@ -194,17 +296,35 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     // The store outlives every coordinator process: it is the durable state (etcd, redb).
     let store = Arc::new(MemStore::shared());
     // The checker reads the store through a coordinator of its own, outside the network.
-    let reader = tokio::runtime::Builder::new_current_thread()
-        .build()?
-        .block_on(Coordinator::open(
-            store.clone(),
-            Arc::new(ManualTime::new(START_UNIX_MS)),
-            config.clone(),
-        ))?;
-    let reader = Arc::new(reader);
+    let setup = tokio::runtime::Builder::new_current_thread().build()?;
+    let reader = setup.block_on(Coordinator::open(
+        store.clone(),
+        Arc::new(ManualTime::new(START_UNIX_MS)),
+        config.clone(),
+    ))?;
+    // The namespaces, created as an operator would before the load starts.
     let decoder = IdDecoder::new(&layout, pool_size)?;
-    let checker = Arc::new(Mutex::new(Checker::new(decoder, o.heal_ms)));
+    let mut checker = Checker::new(decoder, o.heal_ms);
+    for (name, start, step) in NAMESPACES {
+        let spec = shardflake_proto::ns::NamespaceSpec {
+            start: Some(start),
+            step: Some(step),
+            ..Default::default()
+        };
+        setup.block_on(reader.put_namespace(name, &spec))?;
+        checker = checker.namespace(
+            name,
+            check::NsRule {
+                start,
+                step,
+                offset: start % step,
+            },
+        );
+    }
+    let view = Arc::new(view::StoreView::new(store.clone(), Arc::new(reader)));
+    let checker = Arc::new(Mutex::new(checker));
 
+    trace.event("sim", &format!("layout {}", layout.spec()));
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(o.duration_ms + 60_000))
         .tick_duration(Duration::from_millis(TICK_MS))
@@ -256,6 +376,31 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         });
     }
 
+    let wiretap = net::Wiretap::default();
+    let liar = Arc::new(liar::LiarCtx {
+        urls: urls.clone(),
+        token: TOKEN.into(),
+        seed: seed ^ 0x11a2,
+        trace: trace.clone(),
+        checker: checker.clone(),
+        view: view.clone(),
+        wiretap: wiretap.clone(),
+    });
+    sim.host("liar", move || liar::run(liar.clone()));
+
+    let sdk = Arc::new(sdk::SdkCtx {
+        nodes: (1..=o.nodes)
+            .map(|i| format!("http://node{i}:{}", node::NODE_PORT))
+            .collect(),
+        namespace: NAMESPACES[0].0.to_string(),
+        seed: seed ^ 0x5d4,
+        drain_at_ms: o.duration_ms.saturating_sub(500),
+        trace: trace.clone(),
+        checker: checker.clone(),
+        view: view.clone(),
+    });
+    sim.host("sdk", move || sdk::run(sdk.clone()));
+
     let mut slots: BTreeMap<String, Arc<NodeSlot>> = BTreeMap::new();
     let mut primaries = Vec::new();
     for i in 0..o.nodes + o.standbys {
@@ -291,21 +436,36 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             slot,
             trace: trace.clone(),
             checker: checker.clone(),
-            reader: reader.clone(),
+            view: view.clone(),
+            wiretap: wiretap.clone(),
+            namespaces: NAMESPACES.iter().map(|(n, _, _)| n.to_string()).collect(),
+            temporal: layout.is_temporal(),
         });
         sim.host(name.as_str(), move || node::run(ctx.clone()));
     }
 
-    let plan = Plan::generate(&mut rng, o, &coordinators, &primaries, &slots);
+    let plan = Plan::generate(&mut rng, o, &coordinators, layout.is_temporal(), &slots);
     let mut pending = plan.events;
     pending.reverse();
+    let backup = Mutex::new(None);
+    let world = World {
+        view: &view,
+        backup: &backup,
+        operator: &setup,
+        checker: &checker,
+        coordinators: &coordinators,
+        clocks: &clocks,
+        slots: &slots,
+        trace,
+        ttl_ms: o.ttl_ms,
+    };
     let steps = o.duration_ms / TICK_MS;
     for step in 0..steps {
         let now = step * TICK_MS;
         sim_ms.store(now, Ordering::Relaxed);
         while pending.last().is_some_and(|e| e.at_ms <= now) {
             let e = pending.pop().expect("an event");
-            apply(&mut sim, &e.fault, now, &clocks, &slots, trace);
+            apply(&mut sim, &e.fault, now, &world);
         }
         sim.step().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -319,28 +479,136 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     // grant logs overlap.
     let report = tokio::runtime::Builder::new_current_thread()
         .build()?
-        .block_on(reader.audit_report())?;
+        .block_on(view.reader().audit_report())?;
     for overlap in shardflake_proto::audit::find_overlaps(&report) {
         checker.violation(format!("audit: {overlap}"));
     }
     Ok(checker.finish(&names, o.liveness_bound_ms(), o.duration_ms))
 }
 
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    fault: &Fault,
-    now: u64,
-    clocks: &BTreeMap<String, Arc<HostClock>>,
-    slots: &BTreeMap<String, Arc<NodeSlot>>,
-    trace: &Trace,
-) {
+/// The simulated world a fault is applied to.
+struct World<'a> {
+    /// The store as the checker and the operator see it, the last backup, and a runtime
+    /// for the operator's own calls (a repair).
+    view: &'a view::StoreView,
+    backup: &'a Mutex<Option<MemStore>>,
+    operator: &'a tokio::runtime::Runtime,
+    checker: &'a Mutex<Checker>,
+    coordinators: &'a [String],
+    clocks: &'a BTreeMap<String, Arc<HostClock>>,
+    slots: &'a BTreeMap<String, Arc<NodeSlot>>,
+    trace: &'a Trace,
+    ttl_ms: u64,
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) {
+    let World {
+        view,
+        backup,
+        operator,
+        checker,
+        coordinators,
+        clocks,
+        slots,
+        trace,
+        ttl_ms,
+    } = *w;
     match fault {
         Fault::Crash { host } => {
             if let Some(slot) = slots.get(host) {
                 slot.forget();
+                trace.fault_at(now, host, "crash: kill -9");
+            } else {
+                trace.fault_at(now, host, "crash_coordinator: kill -9");
             }
             sim.crash(host.as_str());
-            trace.fault_at(now, host, "crash: kill -9");
+        }
+        Fault::Backup => {
+            *backup.lock().expect("backup") = Some(view.store().copy());
+            trace.event_at(now, "operator", "backup of the store taken");
+        }
+        Fault::Restore => {
+            if let Some(b) = &*backup.lock().expect("backup") {
+                view.store().restore_from(b);
+                view.invalidate();
+                trace.fault_at(now, "operator", "restore: the store put back to its backup");
+            }
+        }
+        Fault::RepairStore => {
+            // As the runbook says: the time of the restore or later (with the coordinators'
+            // largest clock error), and per namespace the highest value the applications
+            // hold, plus one.
+            let floors = checker.lock().expect("checker").ns_highest();
+            let req = shardflake_proto::coord::RepairRequest {
+                time_at_least_ms: Some(START_UNIX_MS + now + 2 * COORDINATOR_STEP_MS_MAX),
+                namespaces_at_least: floors.into_iter().map(|(k, v)| (k, v + 1)).collect(),
+                all_namespaces_at_least: None,
+            };
+            let outcome = operator.block_on(view.reader().repair(&req));
+            view.invalidate();
+            let what = match outcome {
+                Ok(r) => format!(
+                    "repair: token {} -> {}, generation {} -> {}",
+                    r.token_before, r.token_after, r.generation_before, r.generation_after
+                ),
+                Err(e) => format!("repair failed: {e}"),
+            };
+            trace.event_at(now, "operator", &what);
+        }
+        Fault::Terminate { host } => {
+            slots[host].terminate();
+            trace.fault_at(now, host, "terminate: SIGTERM, a clean shutdown");
+        }
+        Fault::Freeze { host, ms } => {
+            slots[host].freeze_for(now + ms);
+            for c in coordinators {
+                sim.hold(host.as_str(), c.as_str());
+            }
+            let vs = if *ms < ttl_ms { "shorter" } else { "longer" };
+            trace.fault_at(
+                now,
+                host,
+                &format!("freeze: SIGSTOP for {ms} ms, {vs} than the TTL; its links held"),
+            );
+        }
+        Fault::Thaw { host } => {
+            for c in coordinators {
+                sim.release(host.as_str(), c.as_str());
+            }
+            trace.event_at(now, host, "SIGCONT: held messages delivered");
+        }
+        Fault::Isolate { host, after_delay } => {
+            for c in coordinators {
+                sim.partition(host.as_str(), c.as_str());
+            }
+            let kind = if *after_delay {
+                "isolate_after_delay"
+            } else {
+                "isolate"
+            };
+            trace.fault_at(
+                now,
+                host,
+                &format!("{kind}: cut off from every coordinator"),
+            );
+        }
+        Fault::Rejoin { host } => {
+            for c in coordinators {
+                sim.repair(host.as_str(), c.as_str());
+            }
+            trace.event_at(now, host, "links to every coordinator repaired");
+        }
+        Fault::MonoRate { host, ppm } => {
+            clocks[host].set_mono_rate_ppm(*ppm);
+            if *ppm == 0 {
+                trace.event_at(now, host, "monotonic clock at the true rate again");
+            } else {
+                trace.fault_at(
+                    now,
+                    host,
+                    &format!("mono_rate: monotonic clock {ppm:+} ppm"),
+                );
+            }
         }
         Fault::Pause {
             host,
@@ -353,6 +621,10 @@ fn apply(
             trace.fault_at(now, host, "pause: SIGSTOP");
         }
         Fault::Restart { host } => {
+            // A SIGTERM the old process did not get to is not the new process's.
+            if let Some(slot) = slots.get(host) {
+                slot.clear_terminate();
+            }
             sim.bounce(host.as_str());
             trace.event_at(now, host, "started (restart or SIGCONT)");
         }
@@ -401,6 +673,7 @@ fn apply(
         Fault::ClockHeal { host } => {
             let c = &clocks[host];
             c.set_drift_ppm(0);
+            c.set_mono_rate_ppm(0);
             let error = c.now_ms() as i64 - (START_UNIX_MS + now) as i64;
             c.step(-error);
             trace.event_at(now, host, &format!("clock corrected by {:+} ms", -error));
@@ -419,6 +692,38 @@ fn apply(
                     ),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn next_task_id() -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let t = tokio::spawn(async {});
+            let id = t.id().to_string().parse().expect("a number");
+            let _ = t.await;
+            id
+        })
+    }
+
+    #[test]
+    fn every_run_numbers_its_tasks_from_the_same_place() {
+        for burn in [0, 1, 2, 5, 63, 64, 65] {
+            for _ in 0..burn {
+                next_task_id();
+            }
+            align_task_ids();
+            assert_eq!(
+                next_task_id() % TASK_ID_ALIGN,
+                1,
+                "after {burn} other tasks, the next task is numbered as in a fresh process"
+            );
         }
     }
 }

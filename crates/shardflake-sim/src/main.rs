@@ -11,7 +11,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use shardflake_sim::{run_seed, Options};
+use shardflake_sim::check::CheckReport;
+use shardflake_sim::{run_seed, Options, SeedOutcome};
+
+// Seeds allocate millions of small buffers (requests, answers, batches) on two threads at
+// once; mimalloc does that markedly faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Deterministic simulation of a shardflake cluster under faults: exits non-zero on any
 /// violation.
@@ -43,11 +49,23 @@ struct Args {
     /// Faults per simulated minute.
     #[arg(long, default_value_t = 60)]
     faults_per_minute: u64,
-    /// Seeds run at once, each on a thread of its own (default: the CPUs available). A seed's
-    /// outcome does not depend on it; `--stop-on-violation` runs one at a time, so that the
-    /// first violation is the lowest seed's.
+    /// Changes a fault kind's weight, `KIND=N` (repeatable; 0 turns a kind off). The kinds
+    /// and their default weights are printed with every run.
+    #[arg(long = "weight", value_name = "KIND=N")]
+    weights: Vec<String>,
+    /// With `--seeds`: run every seed twice and compare the two runs (trace digest, ids,
+    /// batches, faults); a difference counts as a violation.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Seeds run at once, each in a process of its own (default: the CPUs available). A
+    /// seed's outcome does not depend on it; `--stop-on-violation` runs one at a time, so that
+    /// the first violation is the lowest seed's.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Runs one seed and prints its outcome as one JSON line: how `--seeds` runs each seed in
+    /// a fresh process, where it runs exactly as `--seed S` replays it.
+    #[arg(long, hide = true, conflicts_with = "seed")]
+    child_seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +75,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let duration_ms = args.duration * 1000;
-    let options = Options {
+    let mut options = Options {
         nodes: args.nodes,
         coordinators: args.coordinators,
         duration_ms,
@@ -66,6 +84,26 @@ fn main() -> ExitCode {
         faults_per_minute: args.faults_per_minute,
         ..Options::default()
     };
+    for w in &args.weights {
+        let parsed = w
+            .split_once('=')
+            .and_then(|(k, n)| n.parse::<u64>().ok().map(|n| (k, n)))
+            .ok_or_else(|| format!("--weight {w}: expected KIND=N, N a whole number"))
+            .and_then(|(k, n)| options.set_weight(k, n));
+        if let Err(e) = parsed {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
+    if options.weights.iter().all(|(_, w)| *w == 0) {
+        eprintln!("--weight: at least one fault kind needs a weight above 0");
+        return ExitCode::from(2);
+    }
+    if let Some(seed) = args.child_seed {
+        let out = run_seed(seed, &options, false);
+        println!("{}", outcome_json(&out));
+        return ExitCode::SUCCESS;
+    }
     if let Some(seed) = args.seed {
         // With RUST_LOG set, the real code's own logs go to stderr, stamped with simulated
         // time and the host (turmoil's `node` span).
@@ -78,12 +116,14 @@ fn main() -> ExitCode {
                 .init();
         }
         let out = run_seed(seed, &options, true);
+        println!("{}", options.describe());
         for line in &out.trace {
             println!("{line}");
         }
         println!(
-            "seed {seed}: {} ids in {} batches, {} refusals, recovery after healing {} ms (bound {} ms), faults {}, digest {:016x}",
+            "seed {seed}: {} ids and {} namespace values in {} batches, {} refusals, recovery after healing {} ms (bound {} ms), faults {}, digest {:016x}",
             out.report.ids,
+            out.report.ns_values,
             out.report.acks,
             out.report.refusals,
             out.report.recovery_ms_max,
@@ -102,7 +142,9 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let mut ids = 0u64;
+    let mut ns_values = 0u64;
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tallies: BTreeMap<String, u64> = BTreeMap::new();
     let mut violations = 0u64;
     let mut failed = Vec::new();
     let mut recovery_ms_max = 0;
@@ -115,17 +157,33 @@ fn main() -> ExitCode {
     };
     let seeds = args.first_seed..args.first_seed + args.seeds;
     let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let child_args = child_args(&args);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            let (tx, next, options, end) = (tx.clone(), &next, &options, seeds.end);
+            let (tx, next, child_args, end) = (tx.clone(), &next, &child_args, seeds.end);
+            let check_determinism = args.check_determinism;
             scope.spawn(move || loop {
                 let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if seed >= end {
                     return;
                 }
+                let mut out = run_child(seed, child_args);
+                if check_determinism {
+                    let again = run_child(seed, child_args);
+                    let a = (out.digest, out.report.ids, out.report.acks, &out.faults);
+                    let b = (again.digest, again.report.ids, again.report.acks, &again.faults);
+                    if a != b {
+                        out.report.violation_count += 1;
+                        *out.report.tallies.entry("nondeterministic".into()).or_default() += 1;
+                        out.report.violations.push(format!(
+                            "not deterministic: two runs gave digests {:016x} and {:016x}, {} and {} ids, {} and {} batches",
+                            a.0, b.0, a.1, b.1, a.2, b.2
+                        ));
+                    }
+                }
                 // A send fails only once the receiver stopped early (stop on violation).
-                if tx.send(run_seed(seed, options, false)).is_err() {
+                if tx.send(out).is_err() {
                     return;
                 }
             });
@@ -134,9 +192,13 @@ fn main() -> ExitCode {
         for out in rx {
             let seed = out.seed;
             ids += out.report.ids;
+            ns_values += out.report.ns_values;
             recovery_ms_max = recovery_ms_max.max(out.report.recovery_ms_max);
             for (k, v) in out.faults {
                 *faults.entry(k).or_default() += v;
+            }
+            for (k, v) in out.report.tallies {
+                *tallies.entry(k).or_default() += v;
             }
             if out.report.violation_count > 0 {
                 violations += out.report.violation_count;
@@ -159,8 +221,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     failed.sort_unstable();
+    println!("{}", options.describe());
     println!(
-        "seeds {} ({}..={}), ids checked {ids}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s on {jobs} thread(s)",
+        "seeds {} ({}..={}), ids checked {ids}, namespace values checked {ns_values}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s, {jobs} seed(s) at once",
         args.seeds,
         args.first_seed,
         args.first_seed + args.seeds - 1,
@@ -172,6 +235,23 @@ fn main() -> ExitCode {
         },
         options.liveness_bound_ms(),
         started.elapsed().as_secs_f64()
+    );
+    let kinds: Vec<String> = tallies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "events: {} (lie_*_refused: the lying client's requests, refused as promised, one accepted is a violation; replayed_capture: requests captured on the wire sent again, judged by the other checks; ns_redirect: namespace requests another node served)",
+        kinds.join(" ")
+    );
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "{:.0} seeds per minute{}",
+        args.seeds as f64 / minutes.max(1e-9),
+        match (args.check_determinism, tallies.get("nondeterministic")) {
+            (false, _) => String::new(),
+            (true, None) =>
+                ", each seed run twice (--check-determinism): every pair identical".to_string(),
+            (true, Some(n)) =>
+                format!(", each seed run twice (--check-determinism): {n} pair(s) differ"),
+        }
     );
     if violations == 0 {
         ExitCode::SUCCESS
@@ -194,4 +274,108 @@ fn faults_text(faults: &BTreeMap<String, u64>) -> String {
     let total: u64 = faults.values().sum();
     let kinds: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{total} ({})", kinds.join(" "))
+}
+
+/// The options a seed's process is started with: the plan's, not the batch's.
+fn child_args(args: &Args) -> Vec<String> {
+    let mut v = vec![
+        format!("--duration={}", args.duration),
+        format!("--nodes={}", args.nodes),
+        format!("--coordinators={}", args.coordinators),
+        format!("--faults-per-minute={}", args.faults_per_minute),
+    ];
+    v.extend(args.weights.iter().map(|w| format!("--weight={w}")));
+    v
+}
+
+/// Runs `seed` in a process of its own (this program, `--child-seed`), so that nothing a
+/// seed run before it left in the process (tokio's task numbers, thread-local state) can
+/// change it, and reads its outcome. A process that dies counts as a violation.
+fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
+    let failed = |why: String| SeedOutcome {
+        seed,
+        report: CheckReport {
+            violation_count: 1,
+            violations: vec![why],
+            ..CheckReport::default()
+        },
+        faults: BTreeMap::new(),
+        digest: 0,
+        trace: Vec::new(),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return failed(format!("cannot find this program to run the seed: {e}")),
+    };
+    let output = match std::process::Command::new(exe)
+        .args(args)
+        .arg(format!("--child-seed={seed}"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return failed(format!("cannot start the seed's process: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match (
+        output.status.success(),
+        stdout.lines().last().map(parse_outcome),
+    ) {
+        (true, Some(Ok(out))) if out.seed == seed => out,
+        (true, Some(Err(e))) => failed(format!("the seed's process printed no outcome: {e}")),
+        (status, _) => failed(format!(
+            "the seed's process failed ({}), replay it with --seed {seed}",
+            if status {
+                "no outcome".to_string()
+            } else {
+                output.status.to_string()
+            }
+        )),
+    }
+}
+
+fn outcome_json(out: &SeedOutcome) -> String {
+    let r = &out.report;
+    serde_json::json!({
+        "seed": out.seed,
+        "digest": out.digest,
+        "faults": out.faults,
+        "ids": r.ids,
+        "ns_values": r.ns_values,
+        "acks": r.acks,
+        "refusals": r.refusals,
+        "recovery_ms_max": r.recovery_ms_max,
+        "tallies": r.tallies,
+        "violation_count": r.violation_count,
+        "violations": r.violations,
+    })
+    .to_string()
+}
+
+fn parse_outcome(line: &str) -> Result<SeedOutcome, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let num = |k: &str| {
+        v[k].as_u64()
+            .ok_or_else(|| format!("no whole number {k:?} in the outcome"))
+    };
+    let counts = |k: &str| -> Result<BTreeMap<String, u64>, String> {
+        serde_json::from_value(v[k].clone()).map_err(|e| format!("{k}: {e}"))
+    };
+    Ok(SeedOutcome {
+        seed: num("seed")?,
+        digest: num("digest")?,
+        faults: counts("faults")?,
+        trace: Vec::new(),
+        report: CheckReport {
+            ids: num("ids")?,
+            ns_values: num("ns_values")?,
+            acks: num("acks")?,
+            refusals: num("refusals")?,
+            recovery_ms_max: num("recovery_ms_max")?,
+            tallies: counts("tallies")?,
+            violation_count: num("violation_count")?,
+            violations: serde_json::from_value(v["violations"].clone())
+                .map_err(|e| format!("violations: {e}"))?,
+        },
+    })
 }

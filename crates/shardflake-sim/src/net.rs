@@ -30,6 +30,38 @@ pub struct MessageFaults {
 /// Longest delay of a replayed request (ms).
 pub const REPLAY_DELAY_MS_MAX: u64 = 3_000;
 
+/// Requests captured on the wire (the last [`WIRETAP_KEPT`] POSTs the nodes sent, secrets
+/// included), for a lying client to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Wiretap(Arc<Mutex<std::collections::VecDeque<http::Request<Vec<u8>>>>>);
+
+/// Requests a [`Wiretap`] keeps.
+pub const WIRETAP_KEPT: usize = 64;
+
+impl Wiretap {
+    fn capture(&self, r: &http::Request<Vec<u8>>) {
+        if r.method() != http::Method::POST {
+            return;
+        }
+        let mut kept = self.0.lock().expect("wiretap");
+        if kept.len() == WIRETAP_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(clone_request(r));
+    }
+
+    /// A copy of one captured request, drawn by `rng`.
+    pub fn pick(&self, rng: &mut FastRng) -> Option<http::Request<Vec<u8>>> {
+        let kept = self.0.lock().expect("wiretap");
+        if kept.is_empty() {
+            return None;
+        }
+        Some(clone_request(
+            &kept[(rng.next_u64() % kept.len() as u64) as usize],
+        ))
+    }
+}
+
 /// A node's transport to the coordinators over the simulated network.
 #[derive(Debug)]
 pub struct SimTransport {
@@ -37,6 +69,7 @@ pub struct SimTransport {
     faults: Arc<Mutex<MessageFaults>>,
     rng: Mutex<FastRng>,
     trace: Trace,
+    wiretap: Option<Wiretap>,
 }
 
 impl SimTransport {
@@ -47,7 +80,14 @@ impl SimTransport {
             faults,
             rng: Mutex::new(rng),
             trace,
+            wiretap: None,
         }
+    }
+
+    /// Copies every request sent into `wiretap`.
+    pub fn tapped(mut self, wiretap: Wiretap) -> Self {
+        self.wiretap = Some(wiretap);
+        self
     }
 
     fn roll(&self, ppm: u32) -> bool {
@@ -63,6 +103,9 @@ impl Transport for SimTransport {
     fn send(&self, request: http::Request<Vec<u8>>) -> TransportFuture<'_> {
         Box::pin(async move {
             let f = *self.faults.lock().expect("faults");
+            if let Some(w) = &self.wiretap {
+                w.capture(&request);
+            }
             let what = format!("{} {}", request.method(), request.uri().path());
             if self.roll(f.replay_ppm) {
                 let copy = clone_request(&request);
@@ -104,7 +147,9 @@ fn clone_request(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
 }
 
 /// One HTTP/1.1 exchange over a new simulated TCP connection.
-async fn exchange(request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, String> {
+pub(crate) async fn exchange(
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, String> {
     let authority = request
         .uri()
         .authority()

@@ -35,11 +35,17 @@ impl Trace {
         self.line(now_ms(), host, what);
     }
 
-    /// Records an event in the digest only (every acknowledged batch: too many to print).
-    pub fn quiet(&self, host: &str, what: &str) {
-        let keep = std::mem::replace(&mut self.0.lock().expect("trace").keep_lines, false);
-        self.line(now_ms(), host, what);
-        self.0.lock().expect("trace").keep_lines = keep;
+    /// Records an acknowledged batch (`count` ids from `first`) in the digest only: there are
+    /// too many to print, and formatting each would cost more than checking it.
+    pub fn ack(&self, host: &str, count: usize, first: u64) {
+        let at = now_ms();
+        let mut t = self.0.lock().expect("trace");
+        let fields = [at, count as u64, first];
+        t.digest = fnv(
+            host.bytes()
+                .chain(fields.iter().flat_map(|f| f.to_le_bytes())),
+            t.digest,
+        );
     }
 
     /// Records an event at a time the caller knows (the driver, outside any host).
@@ -72,10 +78,7 @@ impl Trace {
     fn line(&self, at_ms: u64, host: &str, what: &str) {
         let mut t = self.0.lock().expect("trace");
         let line = format!("{:>6}.{:03}s {host:<7} {what}", at_ms / 1000, at_ms % 1000);
-        // FNV-1a over every line: equal traces, equal digests.
-        t.digest = line.bytes().fold(t.digest ^ 0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        t.digest = fnv(line.bytes(), t.digest);
         if t.keep_lines {
             t.lines.push(line);
         }
@@ -95,4 +98,11 @@ impl Trace {
     pub fn digest(&self) -> u64 {
         self.0.lock().expect("trace").digest
     }
+}
+
+/// FNV-1a over `bytes`, continuing from `digest`: equal traces, equal digests.
+fn fnv(bytes: impl Iterator<Item = u8>, digest: u64) -> u64 {
+    bytes.fold(digest ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -3,7 +3,7 @@
 
 use shardflake::Layout;
 use shardflake_proto::coord::{HostStatus, HostsResponse, LeaseState, Role};
-use shardflake_sim::check::{Checker, IdDecoder};
+use shardflake_sim::check::{Checker, IdDecoder, NsRule, StoreNow};
 use shardflake_sim::{run_seed, Options};
 
 fn short() -> Options {
@@ -17,38 +17,52 @@ fn short() -> Options {
 #[test]
 fn a_seed_replays_exactly_and_passes_its_checks() {
     let o = short();
-    // Seed 1 runs a narrow-sequence layout (the load outruns the clock), seed 11 the twitter
-    // layout.
-    for seed in [1, 11] {
-        let a = run_seed(seed, &o, true);
-        let b = run_seed(seed, &o, false);
-        assert_eq!(a.report.violations, Vec::<String>::new(), "seed {seed}");
-        assert!(
-            a.report.ids > 10_000,
-            "seed {seed}: only {} ids",
-            a.report.ids
-        );
-        assert!(
-            a.faults.values().sum::<u64>() >= 5,
-            "seed {seed}: too few faults: {:?}",
-            a.faults
-        );
-        assert_eq!(
-            (a.digest, a.report.ids, a.report.acks, &a.faults),
-            (b.digest, b.report.ids, b.report.acks, &b.faults),
-            "two runs of seed {seed} differ"
-        );
-        assert!(
-            a.trace.iter().any(|l| l.contains("FAULT")),
-            "the trace shows the faults"
-        );
-    }
-    let c = run_seed(12, &o, false);
-    assert_ne!(
-        run_seed(11, &o, false).digest,
-        c.digest,
-        "another seed, another run"
+    // One seed twice here, in one process (`run_seed` starts tokio's task numbering at the
+    // same place each time) and in the tests' debug build (overflow checks on); CI runs a
+    // sample of seeds twice in release, each run in a process of its own
+    // (`--check-determinism`).
+    let seed = 1;
+    let a = run_seed(seed, &o, true);
+    let b = run_seed(seed, &o, false);
+    assert_eq!(a.report.violations, Vec::<String>::new(), "seed {seed}");
+    assert!(
+        a.report.ids > 10_000,
+        "seed {seed}: only {} ids",
+        a.report.ids
     );
+    assert!(
+        a.report.ns_values > 1_000,
+        "seed {seed}: only {} namespace values",
+        a.report.ns_values
+    );
+    assert!(
+        a.faults.values().sum::<u64>() >= 5,
+        "seed {seed}: too few faults: {:?}",
+        a.faults
+    );
+    assert!(
+        a.report.tallies.keys().any(|k| k.starts_with("lie_")),
+        "the lying client lied: {:?}",
+        a.report.tallies
+    );
+    assert_eq!(
+        (a.digest, a.report.ids, a.report.acks, &a.faults),
+        (b.digest, b.report.ids, b.report.acks, &b.faults),
+        "two runs of seed {seed} differ"
+    );
+    assert!(
+        a.trace.iter().any(|l| l.contains("FAULT")),
+        "the trace shows the faults"
+    );
+    let c = run_seed(2, &o, false);
+    assert_ne!(a.digest, c.digest, "another seed, another run");
+}
+
+fn now(hosts: &HostsResponse) -> StoreNow<'_> {
+    StoreNow {
+        hosts,
+        grants: None,
+    }
 }
 
 fn store(host_id: u32, reserved_until_ms: u64) -> HostsResponse {
@@ -74,6 +88,39 @@ fn store(host_id: u32, reserved_until_ms: u64) -> HostsResponse {
 }
 
 #[test]
+fn the_checker_finds_namespace_values_repeated_off_grid_or_out_of_order() {
+    let layout = Layout::preset("twitter").unwrap();
+    let d = IdDecoder::new(&layout, 4).unwrap();
+    let rule = NsRule {
+        start: 7,
+        step: 3,
+        offset: 1,
+    };
+    let mut ok = Checker::new(d.clone(), 0).namespace("users", rule);
+    ok.ack_ns("n1", "users", vec![7, 10, 13]);
+    ok.ack_ns_unordered("sdk", "users", vec![19, 22, 16]);
+    assert_eq!(ok.finish(&[], 100, 200).violation_count, 0);
+
+    let mut c = Checker::new(d, 0).namespace("users", rule);
+    c.ack_ns("n1", "users", vec![7, 10]);
+    c.ack_ns("n2", "users", vec![10, 13]); // 10 twice
+    c.ack_ns("n1", "users", vec![16, 17]); // 17 is off the grid
+    c.ack_ns("n1", "users", vec![4]); // below the start
+    c.ack_ns("n1", "users", vec![25, 22]); // not increasing
+    c.ack_ns("n1", "orders", vec![1]); // never created
+    let all = c.finish(&[], 100, 200).violations.join("\n");
+    for needle in [
+        "1 duplicate values of namespace users (e.g. 10×2; 10 served by n1@0 and n2@0)",
+        "value 17 of users is off its grid",
+        "value 4 of users is off its grid",
+        "a batch of users is not increasing",
+        "never created: orders",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
 fn the_checker_finds_duplicates_bound_violations_disorder_and_silence() {
     let layout = Layout::preset("twitter").unwrap();
     let d = IdDecoder::new(&layout, 4).unwrap();
@@ -88,21 +135,21 @@ fn the_checker_finds_duplicates_bound_violations_disorder_and_silence() {
     assert_eq!(d.decode(a), Some((1, t)));
 
     let mut ok = Checker::new(d.clone(), 0);
-    ok.ack("n1", 1, &[a, b], 10, Some("n"), &store(1, t));
+    ok.ack("n1", 1, vec![a, b], 10, Some("n"), now(&store(1, t)));
     assert_eq!(ok.finish(&["n1".into()], 100, 200).violation_count, 0);
 
     let mut c = Checker::new(d, 0);
-    c.ack("n1", 1, &[a, b], 10, Some("other"), &store(1, t)); // another holder
-    c.ack("n2", 1, &[b], 11, None, &store(1, t)); // a duplicate
-    c.ack("n1", 1, &[a], 12, None, &store(1, t)); // not increasing in the process
-    c.ack("n1", 2, &[at(t + 5, 0, 1)], 13, None, &store(1, t)); // above the durable bound
+    c.ack("n1", 1, vec![a, b], 10, Some("other"), now(&store(1, t))); // another holder
+    c.ack("n2", 1, vec![b], 11, None, now(&store(1, t))); // a duplicate
+    c.ack("n1", 1, vec![a], 12, None, now(&store(1, t))); // not increasing in the process
+    c.ack("n1", 2, vec![at(t + 5, 0, 1)], 13, None, now(&store(1, t))); // above the durable bound
     c.ack(
         "n1",
         2,
-        &[at(t + 9, 0, 1), at(t + 9, 0, 2)],
+        vec![at(t + 9, 0, 1), at(t + 9, 0, 2)],
         14,
         None,
-        &store(1, t + 9),
+        now(&store(1, t + 9)),
     ); // two hosts
     let r = c.finish(&["n1".into(), "n3".into()], 100, 200);
     let all = r.violations.join("\n");

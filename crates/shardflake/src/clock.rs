@@ -21,6 +21,16 @@ pub trait Clock: Send + Sync {
     /// Generators call this only on slow paths: a sequence exhausted for the current tick,
     /// or a bounded wait for a clock that stepped back.
     fn wait_until_ms(&self, target_ms: u64);
+
+    /// Whether [`Clock::wait_until_ms`] holds the calling thread while real time passes (the
+    /// default). A clock that moves itself to the target instead ([`ManualClock`], a
+    /// simulation's clock) answers `false`, and a caller that would move a call that may
+    /// wait off an async runtime's thread (a node serving a large batch) can then keep it
+    /// where it is, which a deterministic simulation needs: work on another thread finishes
+    /// at a moment the simulation does not control.
+    fn waits_in_real_time(&self) -> bool {
+        true
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -31,6 +41,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn wait_until_ms(&self, target_ms: u64) {
         (**self).wait_until_ms(target_ms)
     }
+    fn waits_in_real_time(&self) -> bool {
+        (**self).waits_in_real_time()
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for &C {
@@ -40,6 +53,9 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
     fn wait_until_ms(&self, target_ms: u64) {
         (**self).wait_until_ms(target_ms)
+    }
+    fn waits_in_real_time(&self) -> bool {
+        (**self).waits_in_real_time()
     }
 }
 
@@ -135,6 +151,10 @@ impl Clock for ManualClock {
     fn wait_until_ms(&self, target_ms: u64) {
         self.ms.fetch_max(target_ms, Ordering::SeqCst);
     }
+
+    fn waits_in_real_time(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +177,19 @@ mod tests {
         assert_eq!(c.now_ms(), 50);
         c.step_back_ms(100);
         assert_eq!(c.now_ms(), 0);
+    }
+
+    #[test]
+    fn only_clocks_that_sleep_say_their_waits_take_real_time() {
+        assert!(SystemClock.waits_in_real_time());
+        assert!(crate::CoarseClock.waits_in_real_time());
+        assert!(!ManualClock::new(0).waits_in_real_time());
+        let shared: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+        assert!(!shared.waits_in_real_time(), "an Arc answers for its clock");
+        let by_ref: &dyn Clock = &&ManualClock::new(0);
+        assert!(
+            !by_ref.waits_in_real_time(),
+            "a reference answers for its clock"
+        );
     }
 }

@@ -238,6 +238,41 @@ fn coarse_refresh_loop() {
     }
 }
 
+thread_local! {
+    /// The current thread's seeded entropy ([`seed_thread_entropy`]), if any.
+    static THREAD_SEED: std::cell::RefCell<Option<FastRng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes every [`FastRng::from_os`] on the current thread (and [`thread_entropy`]) draw
+/// from a PRNG seeded with `seed` instead of the operating system, until called again with
+/// `None`. For deterministic simulations, which run a whole cluster on one thread and must
+/// replay it exactly from a seed: retry jitter, client keys and request ids then follow the
+/// seed. Never set it in a service: everything drawn on the thread becomes predictable.
+///
+/// ```
+/// use shardflake::{seed_thread_entropy, FastRng};
+/// seed_thread_entropy(Some(7));
+/// let a = FastRng::from_os().next_u64();
+/// seed_thread_entropy(Some(7));
+/// assert_eq!(FastRng::from_os().next_u64(), a);
+/// seed_thread_entropy(None);
+/// assert_ne!(FastRng::from_os().next_u64(), FastRng::from_os().next_u64());
+/// ```
+pub fn seed_thread_entropy(seed: Option<u64>) {
+    THREAD_SEED.with(|t| *t.borrow_mut() = seed.map(FastRng::from_seed));
+}
+
+/// The next 64 bits of the current thread's seeded entropy, or `None` when the thread draws
+/// from the operating system (the default). Callers that need cryptographic randomness use
+/// their own source unless this answers (a simulation, see [`seed_thread_entropy`]).
+pub fn thread_entropy() -> Option<u64> {
+    THREAD_SEED.with(|t| t.borrow_mut().as_mut().map(FastRng::next_u64))
+}
+
+fn from_thread_seed() -> Option<FastRng> {
+    thread_entropy().map(FastRng::from_seed)
+}
+
 /// A small, fast PRNG (xoshiro256++, Blackman and Vigna) for the random bits of ids.
 ///
 /// Not cryptographic: ids are unique by construction and random only so that independent
@@ -284,6 +319,9 @@ impl FastRng {
     /// stack address are mixed in as well, which costs nothing and helps on platforms with
     /// weak key sources.
     pub fn from_os() -> Self {
+        if let Some(seeded) = from_thread_seed() {
+            return seeded;
+        }
         let marker = 0u8;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -34,7 +34,10 @@ pub mod uuid7;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, GenerateError, LayoutError};
-pub use fast::{CoarseClock, FastRng, COARSE_LEASE_MS, COARSE_REFRESH_INTERVAL_US};
+pub use fast::{
+    seed_thread_entropy, thread_entropy, CoarseClock, FastRng, COARSE_LEASE_MS,
+    COARSE_REFRESH_INTERVAL_US,
+};
 pub use layout::{
     format_rfc3339_ms, parse_time_ms, Decoded, Field, FieldKind, Layout, LayoutBuilder, LayoutKind,
     NodeId, TemporalWidths, JS_MAX_SAFE_INTEGER, PRESETS, SHARDFLAKE_EPOCH_MS,

@@ -130,6 +130,23 @@ impl Uuid7 {
         Self(ts | VERSION_7 | a | VARIANT_RFC | b)
     }
 
+    /// A UUIDv7 of `unix_ts_ms` with 74 random bits from [`FastRng::from_os`](crate::FastRng::from_os):
+    /// for identifiers made now and then on a clock of the caller's (a request id, a store
+    /// id), which follow a simulation's seed when it seeds the thread's entropy
+    /// ([`crate::seed_thread_entropy`]). Ids made by the million use [`next`] or a
+    /// [`Uuid7Generator`].
+    ///
+    /// ```
+    /// use shardflake::uuid7::Uuid7;
+    /// let a = Uuid7::random_at(1_700_000_000_000);
+    /// assert_eq!(a.timestamp_ms(), 1_700_000_000_000);
+    /// assert_ne!(a, Uuid7::random_at(1_700_000_000_000));
+    /// ```
+    pub fn random_at(unix_ts_ms: u64) -> Self {
+        let mut rng = crate::FastRng::from_os();
+        Self::from_fields(unix_ts_ms, rng.next_u64() as u16, rng.next_u64())
+    }
+
     /// The 128-bit value.
     pub const fn as_u128(self) -> u128 {
         self.0

@@ -222,7 +222,8 @@ impl Task {
         if self.request_id.is_none() {
             self.acquisitions += 1;
             let secret = self.config.draw_secret(self.acquisitions);
-            self.request_id = Some((shardflake::uuid7::next().to_string(), secret));
+            let id = shardflake::uuid7::Uuid7::random_at(self.config.clock.now_ms());
+            self.request_id = Some((id.to_string(), secret));
         }
         let (request_id, secret) = self.request_id.clone().expect("set above");
         let c = &self.config;
@@ -454,6 +455,9 @@ impl Task {
         );
         let mut last_send = sent;
         let mut retry_at: Option<Instant> = None;
+        // After a failed renewal the next presents the namespace blocks the node holds: the
+        // failure may be a store restored from a backup, whose repair must know them.
+        let mut present_held = false;
         loop {
             let renew_at =
                 retry_at.unwrap_or_else(|| self.next_renewal(last_send, deadline, lease.ttl_ms));
@@ -484,10 +488,11 @@ impl Task {
                     return Held::Lost;
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
-                    match self.renew_once(&lease, deadline).await {
+                    match self.renew_once(&lease, deadline, present_held).await {
                         Renewal::Ok(sent, reserved_until_ms, next_block) => {
                             retry.succeeded();
                             retry_at = None;
+                            present_held = false;
                             last_send = sent;
                             deadline = self.deadline_after(sent, lease.ttl_ms);
                             if Instant::now() >= deadline {
@@ -507,6 +512,7 @@ impl Task {
                         Renewal::Failed(e) => {
                             // Retry soon, still bounded by the deadline arm above.
                             retry_at = Some(Instant::now() + retry.failed(e.kind(), &e));
+                            present_held = true;
                         }
                     }
                 }
@@ -514,7 +520,12 @@ impl Task {
         }
     }
 
-    async fn renew_once(&mut self, lease: &ActiveLease, deadline: Instant) -> Renewal {
+    async fn renew_once(
+        &mut self,
+        lease: &ActiveLease,
+        deadline: Instant,
+        present_held: bool,
+    ) -> Renewal {
         let sent = Instant::now();
         let req = RenewRequest {
             token: lease.token,
@@ -522,6 +533,10 @@ impl Task {
             reserve_until_ms: Some(self.config.clock.now_ms() + self.reserve_ahead_ms),
             usage: lease.temporal.get().and_then(|t| t.usage()),
             namespaces: self.config.ns_usage.as_ref().map_or_else(Vec::new, |f| f()),
+            ns_held: match &self.config.ns_held {
+                Some(f) if present_held => f(),
+                _ => Vec::new(),
+            },
         };
         let left = deadline.saturating_duration_since(sent);
         let call = self.client.renew(lease.host_id, &req, left);

@@ -43,6 +43,24 @@ impl MemStore {
         }
     }
 
+    /// Puts the contents and revision of `backup` back in place, as restoring a backup under
+    /// running coordinators does (an etcd snapshot restored, a redb file copied back): the
+    /// revision goes back with it. For simulations of a restore.
+    pub fn restore_from(&self, backup: &MemStore) {
+        let (revision, map) = {
+            let b = backup.inner.lock().expect("poisoned");
+            (b.revision, b.map.clone())
+        };
+        {
+            let mut inner = self.inner.lock().expect("poisoned");
+            inner.revision = revision;
+            inner.map = map;
+        }
+        if let Some(feed) = &self.feed {
+            feed.send_replace(revision);
+        }
+    }
+
     /// An empty store for several coordinators in one process (a simulation): like etcd, it
     /// offers a change feed ([`KvStore::changes`]), so that a standby long poll on one
     /// coordinator wakes on another's writes.

@@ -291,6 +291,11 @@ fn writer_loop(
             Err(e) => {
                 let wedged = matches!(e, StoreError::Backend(_));
                 let msg = e.to_string();
+                if wedged {
+                    // Not ready before anyone hears of the failure: a caller refused with
+                    // `store_unavailable` must not then find `/readyz` still ready.
+                    shared.set_health(StoreHealth::NotReady(wedged_reason(shared, &msg)));
+                }
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(StoreError::Backend(msg.clone())));
                 }
@@ -301,6 +306,14 @@ fn writer_loop(
             }
         }
     }
+}
+
+/// What `/readyz` says while the store is being reopened after a failed write.
+fn wedged_reason(shared: &Shared, cause: &str) -> String {
+    format!(
+        "store wedged: a write to {} failed ({cause}); reopening it",
+        shared.path.display()
+    )
 }
 
 /// Whether a failed reopen may succeed later by itself: the disk is full (space may be
@@ -329,9 +342,7 @@ fn reopen(
     cause: &str,
 ) -> bool {
     let path = shared.path.display().to_string();
-    shared.set_health(StoreHealth::NotReady(format!(
-        "store wedged: a write to {path} failed ({cause}); reopening it"
-    )));
+    shared.set_health(StoreHealth::NotReady(wedged_reason(shared, cause)));
     shared.db.write().expect("db lock").take();
     tracing::error!(
         path,
