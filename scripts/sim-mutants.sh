@@ -5,9 +5,11 @@
 #
 #   scripts/sim-mutants.sh [MAX_SEEDS] [PATTERN]   # default 300 seeds per bug, every bug
 #
-# crates/shardflake-sim/mutants/EXPECTED says which bugs the simulation must catch (`sim`);
-# the script exits 1 when one of those is missed within MAX_SEEDS, so that a weakened
-# simulation fails CI. A bug marked otherwise is reported with what catches it instead.
+# crates/shardflake-sim/mutants/EXPECTED says what must catch each bug: `sim` (the
+# simulation, within MAX_SEEDS), or `test PACKAGE NAME` for a bug that cannot change what
+# the system does (the README gives the argument): that component test must fail with the
+# bug in. The script exits 1 when a bug is not caught by what EXPECTED names, so that a
+# weakened simulation or a weakened test fails CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -35,6 +37,22 @@ for patch in "$root"/crates/shardflake-sim/mutants/*"$pattern"*.patch; do
   fi
   git -C "$work/tree" checkout -q -- .
   git -C "$work/tree" apply "$patch"
+  if [[ $by == test\ * ]]; then
+    read -r _ package test_name <<<"$by"
+    out=$(cargo test --release --locked --manifest-path "$work/tree/Cargo.toml" -p "$package" --lib -- "$test_name" 2>&1 || true)
+    if ! grep -q "^test .*$test_name ... ok$\|^test .*$test_name ... FAILED$" <<<"$out"; then
+      echo "$out" | tail -n 20 >&2
+      echo "the mutant $name: no test $test_name ran in $package" >&2
+      exit 1
+    fi
+    if grep -q "^test .*$test_name ... FAILED$" <<<"$out"; then
+      printf '| %s | %s | the test fails | %s |\n' "$name" "$by" "$(grep -m1 -A1 "panicked at" <<<"$out" | tail -n 1 | cut -c1-140)"
+    else
+      printf '| %s | %s | not caught: the test passes | |\n' "$name" "$by"
+      missed+=("$name")
+    fi
+    continue
+  fi
   cargo build -q --release --locked --manifest-path "$work/tree/Cargo.toml" -p shardflake-sim 2>"$work/build.log" || {
     cat "$work/build.log" >&2
     echo "the mutant $name does not build" >&2
@@ -54,6 +72,6 @@ for patch in "$root"/crates/shardflake-sim/mutants/*"$pattern"*.patch; do
   fi
 done
 if [ ${#missed[@]} -gt 0 ]; then
-  echo "the simulation missed bugs it must catch: ${missed[*]}" >&2
+  echo "bugs not caught by what EXPECTED names: ${missed[*]}" >&2
   exit 1
 fi

@@ -44,6 +44,7 @@ impl Coordinator {
                     reserved_until_ms: rec.reserved_until_ms,
                     last_heartbeat_ms: rec.renewed_at_ms,
                     last_heartbeat_age_ms: now.saturating_sub(rec.renewed_at_ms),
+                    renewals: rec.renewals,
                     temporal: rec.temporal.as_ref().map(|t| TemporalStatus {
                         shard: t.shard,
                         used_in_shard: t.used,

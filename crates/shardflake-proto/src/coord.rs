@@ -426,6 +426,11 @@ pub struct HostStatus {
     pub last_heartbeat_ms: u64,
     /// Time since the last renewal, ms.
     pub last_heartbeat_age_ms: u64,
+    /// Renewals under the current token (0 right after the grant). With `token` it names the
+    /// lease's last heartbeat: the coordinators time the lease from the moment they see it
+    /// change.
+    #[serde(default)]
+    pub renewals: u64,
     /// Temporal mode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temporal: Option<TemporalStatus>,

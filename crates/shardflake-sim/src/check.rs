@@ -1,5 +1,7 @@
 //! The simulation's checker. On every acknowledged batch it checks, against the store as it
-//! is at that moment, that no id was issued above its host id's durable reservation; that the
+//! is at that moment, that no id was issued above its host id's durable reservation; that a
+//! running process issues only under a host id the store names it the holder of, and no later
+//! than a TTL after the lease's last heartbeat appeared in the store; that the
 //! batch comes from one generator (one host id, increasing); per node process that each host
 //! id's ids strictly increase; at the end every id is checked for duplicates (the library's
 //! radix sort and count, over the batches whose ranges overlap), and
@@ -36,6 +38,20 @@ pub struct Checker {
     ns_batches: std::collections::BTreeMap<String, Vec<Vec<u64>>>,
     /// Who served each batch of `ns_batches`, and when (simulated ms).
     ns_servers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Per host id, the lease's last heartbeat the store showed and when it was first seen.
+    lease_seen: HashMap<u32, LeaseSeen>,
+}
+
+/// A lease's last heartbeat (its token and renewals under it) and the simulated time the
+/// checker first saw it in the store. The coordinators time the lease from when they commit
+/// or see that heartbeat, which is no later than this; the holder times it from when it sent
+/// the request, earlier still, less its drift margin. So a running holder that issues more
+/// than a TTL after `since_ms` did not stop when its lease may have expired.
+#[derive(Debug, Clone, Copy)]
+struct LeaseSeen {
+    token: u64,
+    renewals: u64,
+    since_ms: u64,
 }
 
 /// The store as it is when a batch is acknowledged.
@@ -111,7 +127,32 @@ impl Checker {
             ns_rules: HashMap::new(),
             ns_batches: Default::default(),
             ns_servers: Default::default(),
+            lease_seen: HashMap::new(),
         }
+    }
+
+    /// Notes every lease whose heartbeat changed since the last look, as seen at `at_ms`.
+    fn observe_leases(&mut self, store: &HostsResponse, at_ms: u64) {
+        for h in &store.hosts {
+            let seen = LeaseSeen {
+                token: h.token,
+                renewals: h.renewals,
+                since_ms: at_ms,
+            };
+            let e = self.lease_seen.entry(h.host_id).or_insert(seen);
+            if (e.token, e.renewals) != (h.token, h.renewals) {
+                *e = seen;
+            }
+        }
+    }
+
+    /// When the lease of `record` ran out at the latest (simulated ms): a TTL after its last
+    /// heartbeat was first seen.
+    fn lease_ran_out_ms(&self, record: &shardflake_proto::coord::HostStatus) -> Option<u64> {
+        self.lease_seen
+            .get(&record.host_id)
+            .filter(|s| (s.token, s.renewals) == (record.token, record.renewals))
+            .map(|s| s.since_ms.saturating_add(record.ttl_ms))
     }
 
     /// Also checks the values of namespace `name` against `rule`.
@@ -236,18 +277,16 @@ impl Checker {
         holder: Option<&str>,
         now: StoreNow<'_>,
     ) {
-        let StoreNow {
-            hosts: store,
-            grants,
-        } = now;
+        let store = now.hosts;
         self.acks += 1;
+        self.observe_leases(store, at_ms);
         if at_ms >= self.heal_ms {
             self.recovered_at.entry(node.to_string()).or_insert(at_ms);
         }
         if self.decoder.layout.is_temporal()
-            || !self.ack_usual(node, incarnation, &ids, holder, store)
+            || !self.ack_usual(node, incarnation, &ids, at_ms, holder, store)
         {
-            self.ack_in_detail(node, incarnation, &ids, holder, store, grants);
+            self.ack_in_detail(node, incarnation, &ids, at_ms, holder, now);
         }
         if !ids.is_empty() {
             self.batches.push(ids);
@@ -255,15 +294,16 @@ impl Checker {
     }
 
     /// The usual batch, checked in one pass: one host id in the pool, strictly increasing
-    /// (so the last id carries the latest millisecond), the store naming this process and a
-    /// bound at or above that millisecond, and above the process's previous id of the host
-    /// id. Returns false, having recorded nothing, when any of it does not hold: then
+    /// (so the last id carries the latest millisecond), the store naming this process, its
+    /// lease not run out, and a bound at or above that millisecond, and above the process's
+    /// previous id of the host id. Returns false, having recorded nothing, when any of it does not hold: then
     /// [`Checker::ack_in_detail`] finds and describes what is wrong.
     fn ack_usual(
         &mut self,
         node: &str,
         incarnation: u64,
         ids: &[u64],
+        at_ms: u64,
         holder: Option<&str>,
         store: &HostsResponse,
     ) -> bool {
@@ -284,6 +324,9 @@ impl Checker {
         if ms > record.reserved_until_ms || holder.is_some_and(|name| record.holder != name) {
             return false;
         }
+        if holder.is_some() && self.lease_ran_out_ms(record).is_some_and(|end| at_ms > end) {
+            return false;
+        }
         let key = (node.to_string(), incarnation, host);
         if self.last.get(&key).is_some_and(|&prev| prev >= first) {
             return false;
@@ -298,10 +341,14 @@ impl Checker {
         node: &str,
         incarnation: u64,
         ids: &[u64],
+        at_ms: u64,
         holder: Option<&str>,
-        store: &HostsResponse,
-        grants: Option<&AuditReport>,
+        now: StoreNow<'_>,
     ) {
+        let StoreNow {
+            hosts: store,
+            grants,
+        } = now;
         let decoder = &self.decoder;
         let temporal = decoder.layout.is_temporal();
         let mut found = Vec::new();
@@ -337,6 +384,16 @@ impl Checker {
                         "{node}: id {id} of host id {host} acknowledged while the store names {} (token {}) its holder, not this process ({name}): it did not fence itself",
                         r.holder, r.token
                     ));
+                }
+                match self.lease_ran_out_ms(r) {
+                    Some(end) if at_ms > end && first_last.is_empty() => found.push(format!(
+                        "{node}: id {id} of host id {host} acknowledged at {at_ms} ms, {} ms after its lease (token {}) ran out: no heartbeat for a TTL ({} ms) since {} ms; it did not stop when its lease may have expired",
+                        at_ms - end,
+                        r.token,
+                        r.ttl_ms,
+                        end - r.ttl_ms
+                    )),
+                    _ => {}
                 }
             }
             if temporal {

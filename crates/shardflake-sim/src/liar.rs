@@ -4,7 +4,9 @@
 //! before it (an old lease's). The coordinators promise to refuse every such request; one
 //! that is accepted is a violation. It also replays, verbatim, requests the nodes sent
 //! earlier (captured on the wire, secrets included), which the coordinators answer as their
-//! rules say; the other checks judge what follows.
+//! rules say; the other checks judge what follows. And with a lease's credentials taken off
+//! the wire it asks to return namespace values the return rule never gives back: from below
+//! the lease's newest block, or past its end. One such return accepted is a violation too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use shardflake::FastRng;
 use shardflake_client::CoordinatorClient;
 use shardflake_proto::coord::{ReleaseRequest, RenewRequest, ReservationRequest};
+use shardflake_proto::ns::NsReturnRequest;
 use shardflake_proto::secret::{LeaseSecret, LEASE_SECRET_BYTES};
 
 use crate::check::Checker;
@@ -49,9 +52,16 @@ pub(crate) async fn run(ctx: Arc<LiarCtx>) -> turmoil::Result {
             200 + rng.next_u64() % LIE_PAUSE_MS_MAX,
         ))
         .await;
-        if rng.next_u64().is_multiple_of(4) {
-            replay(&ctx, &mut rng).await;
-            continue;
+        match rng.next_u64() % 5 {
+            0 => {
+                replay(&ctx, &mut rng).await;
+                continue;
+            }
+            1 => {
+                return_outside_the_block(&ctx, &client, &mut rng).await;
+                continue;
+            }
+            _ => {}
         }
         let hosts = ctx.view.hosts().await;
         if hosts.hosts.is_empty() {
@@ -132,6 +142,85 @@ pub(crate) async fn run(ctx: Arc<LiarCtx>) -> turmoil::Result {
                 .trace
                 .event("liar", &format!("{lie}: no answer ({})", e.kind())),
         }
+    }
+}
+
+/// A lease's host id, token and secret, read from a request a node sent (the body of a
+/// renewal, extension, release or namespace call, the host id in its path or body).
+fn credentials(request: &http::Request<Vec<u8>>) -> Option<(u32, u64, LeaseSecret)> {
+    let body: serde_json::Value = serde_json::from_slice(request.body()).ok()?;
+    let token = body.get("token")?.as_u64()?;
+    let secret: LeaseSecret = serde_json::from_value(body.get("secret")?.clone()).ok()?;
+    let host_id = match body.get("host_id").and_then(|h| h.as_u64()) {
+        Some(h) => h,
+        None => request
+            .uri()
+            .path()
+            .strip_prefix("/v1/leases/")?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()?,
+    };
+    Some((u32::try_from(host_id).ok()?, token, secret))
+}
+
+/// With a lease's credentials off the wire, asks to return values of the lease's newest
+/// namespace block that the return rule never gives back: from a step below the block
+/// (reaching into values issued before it) or from a step past its end.
+async fn return_outside_the_block(ctx: &LiarCtx, client: &CoordinatorClient, rng: &mut FastRng) {
+    let Some((host_id, token, secret)) = ctx.wiretap.pick(rng).and_then(|r| credentials(&r)) else {
+        return;
+    };
+    let grants = ctx.view.grants().await;
+    let newest: Vec<_> = grants
+        .namespaces
+        .iter()
+        .filter_map(|ns| {
+            let b = ns
+                .blocks
+                .iter()
+                .rev()
+                .find(|b| b.host_id == host_id && b.token == token)?;
+            Some((ns.name.clone(), *b, ns.step))
+        })
+        .collect();
+    if newest.is_empty() {
+        return;
+    }
+    let (name, block, step) = newest[(rng.next_u64() % newest.len() as u64) as usize].clone();
+    let (unused_from, how) = if block.start >= step && rng.next_u64().is_multiple_of(2) {
+        (block.start - step, "below")
+    } else {
+        (block.end + step, "past the end of")
+    };
+    let req = NsReturnRequest {
+        host_id: u64::from(host_id),
+        token,
+        secret,
+        block_end: block.end,
+        unused_from,
+    };
+    let lie = format!(
+        "return of {name} from {unused_from}, {how} host id {host_id}'s newest block {}..{} (token {token}, its secret off the wire)",
+        block.start, block.end
+    );
+    match client.ns_return(&name, &req).await {
+        Ok(r) => ctx.checker.lock().expect("checker").violation(format!(
+            "a lying client's {lie} was accepted ({} values taken back)",
+            r.returned
+        )),
+        Err(e) if e.code().is_some() => {
+            ctx.trace
+                .event("liar", &format!("{lie}: refused ({})", e.kind()));
+            ctx.checker
+                .lock()
+                .expect("checker")
+                .tally("lie_return_refused");
+        }
+        Err(e) => ctx
+            .trace
+            .event("liar", &format!("{lie}: no answer ({})", e.kind())),
     }
 }
 

@@ -81,6 +81,7 @@ fn store(host_id: u32, reserved_until_ms: u64) -> HostsResponse {
             reserved_until_ms,
             last_heartbeat_ms: 0,
             last_heartbeat_age_ms: 0,
+            renewals: 0,
             temporal: None,
         }],
         standbys: vec![],
@@ -164,4 +165,46 @@ fn the_checker_finds_duplicates_bound_violations_disorder_and_silence() {
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
+}
+
+#[test]
+fn the_checker_finds_a_holder_that_issues_after_its_lease_ran_out() {
+    let layout = Layout::preset("twitter").unwrap();
+    let d = IdDecoder::new(&layout, 4).unwrap();
+    let bits = |h: u64| {
+        let v = layout.node_values_of_host(h).unwrap();
+        let p: Vec<(&str, u64)> = v.iter().map(|(k, x)| (k.as_str(), *x)).collect();
+        layout.node_bits(&p).unwrap()
+    };
+    let t = 1_900_000_000_000;
+    let id = |ms: u64| layout.compose(layout.tick_of(t + ms).unwrap(), 0, bits(1));
+    let renewed = |renewals: u64| {
+        let mut s = store(1, t + 10_000);
+        s.hosts[0].renewals = renewals;
+        s
+    };
+    // The TTL is 1000 ms: a heartbeat first seen at 100 ms covers issuing until 1100 ms, and
+    // each renewal seen moves that on.
+    let mut ok = Checker::new(d.clone(), 0);
+    ok.ack("n1", 1, vec![id(1)], 100, Some("n"), now(&renewed(0)));
+    ok.ack("n1", 1, vec![id(2)], 1_100, Some("n"), now(&renewed(0)));
+    ok.ack("n1", 1, vec![id(3)], 1_900, Some("n"), now(&renewed(1)));
+    ok.ack("n1", 1, vec![id(4)], 2_900, Some("n"), now(&renewed(1)));
+    // A process resumed from a pause is judged by the durable bound alone.
+    ok.ack("n1", 1, vec![id(5)], 9_000, None, now(&renewed(1)));
+    assert_eq!(
+        ok.finish(&["n1".into()], 100, 200).violations,
+        Vec::<String>::new()
+    );
+
+    let mut late = Checker::new(d, 0);
+    late.ack("n1", 1, vec![id(1)], 100, Some("n"), now(&renewed(0)));
+    late.ack("n1", 1, vec![id(2)], 1_101, Some("n"), now(&renewed(0)));
+    let r = late.finish(&["n1".into()], 100, 200);
+    assert_eq!(r.violation_count, 1, "{:?}", r.violations);
+    assert!(
+        r.violations[0].contains("1 ms after its lease (token 1) ran out"),
+        "{:?}",
+        r.violations
+    );
 }
