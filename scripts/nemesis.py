@@ -29,12 +29,24 @@ What is checked, with `shardflake verify` (the one id checker):
     `shardflake audit` (with the read credential) proves that no two grants of the store
     overlap; its table is printed, and a non-zero exit fails the run.
 A response whose ids carry two host ids, or fewer ids than asked, is counted as well.
+
+Next to `/ids`, two more loads run through the same faults:
+  * namespaces: two are created at the start (`orders` from 1000; `users` from 7 in steps
+    of 3), and one stream per node slot asks `GET /ns/NAME/ids` of its node, following the
+    307 to the node that serves the namespace. Every value acknowledged is checked here: no
+    value twice in a namespace, every value at or above the start and on the step's grid,
+    increasing within a response.
+  * the SDK: `shardflake fetch --coordinators` (the `IdClient`: routing table, buffers,
+    failover between nodes) runs again and again for plain ids and for `orders`; its ids
+    join the duplicate check of `shardflake verify` (not the per-host order: an SDK client
+    hands out what several nodes answered), its values the namespace checks.
 Exit status: 0 when every check passes and at least --ids ids were acknowledged, 1 when a
 check fails or too few ids were acknowledged, 2 when the cluster could not be run.
 
 Credentials: the coordinators accept a random node credential (SHARDFLAKE_NODE_TOKEN, which
-the nodes send) and a random read credential (SHARDFLAKE_READ_TOKEN, which `shardflake
-audit` sends); nothing here creates namespaces, so there is no admin credential.
+the nodes send), a random read credential (SHARDFLAKE_READ_TOKEN, which `shardflake audit`
+and `shardflake fetch` send) and a random admin credential (SHARDFLAKE_ADMIN_TOKEN, which
+creates the namespaces).
 """
 
 import argparse
@@ -48,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 TTL_S = 2.0
@@ -70,6 +83,17 @@ BACKOFF_MAX_S = 0.4
 WARMUP_S = 3.0
 # Calm at the end of the run, after the last fault healed.
 TAIL_S = 3.0
+# The namespaces served next to /ids: (name, start, step, offset).
+NAMESPACES = (("orders", 1000, 1, 0), ("users", 7, 3, 1))
+# Small blocks, so that nodes fetch blocks often and faults meet block requests.
+NS_BLOCK_MIN, NS_BLOCK_MAX = 100, 2000
+NS_BATCH = 50
+# Requests per second of each node slot's namespace stream.
+NS_REQUESTS_PER_S = 10
+# How many ids (and values) one `shardflake fetch` of the SDK load takes, and how long it
+# may go without an id before it gives up (every node failing).
+SDK_FETCH_IDS = 3000
+SDK_FETCH_STALL_S = 5
 
 T0 = time.monotonic()
 
@@ -245,6 +269,7 @@ class Cluster:
         os.makedirs(self.log_dir, exist_ok=True)
         self.node_token = "node-" + os.urandom(16).hex()
         self.read_token = "read-" + os.urandom(16).hex()
+        self.admin_token = "admin-" + os.urandom(16).hex()
         self.events = []
         self.events_lock = threading.Lock()
         self.coord_ns, self.coord_ip = args.coordinator.split("=")
@@ -322,7 +347,8 @@ class Cluster:
 
     def start_infrastructure(self):
         env = [f"SHARDFLAKE_NODE_TOKEN={self.node_token}",
-               f"SHARDFLAKE_READ_TOKEN={self.read_token}", "RUST_LOG=info"]
+               f"SHARDFLAKE_READ_TOKEN={self.read_token}",
+               f"SHARDFLAKE_ADMIN_TOKEN={self.admin_token}", "RUST_LOG=info"]
         if self.args.etcd:
             out = self.etcd_script("start", self.etcd_dir)
             self.etcd_endpoints = out.stdout.strip()
@@ -336,6 +362,7 @@ class Cluster:
             if not c.listening.wait(START_DEADLINE_S):
                 raise RuntimeError(f"{c.name} did not start; see {self.log_dir}")
             say(f"{c.name}: pid {c.pid}, {self.coord_ip}:{COORDINATOR_PORTS[i]}")
+        self.create_namespaces()
         for slot in self.slots.values():
             self.start_node(slot, slot.standby)
         for slot in self.slots.values():
@@ -348,6 +375,31 @@ class Cluster:
             f"{s.name} ({'standby' if s.standby else 'node'}, {s.ip})"
             for s in self.slots.values()))
 
+    def create_namespaces(self):
+        """`PUT /v1/namespaces/NAME` for each of NAMESPACES, with the admin credential."""
+        for name, start, step, offset in NAMESPACES:
+            body = json.dumps({"start": start, "step": step, "offset": offset,
+                               "block_min": NS_BLOCK_MIN, "block_max": NS_BLOCK_MAX})
+
+            def put(name=name, body=body):
+                try:
+                    conn = http.client.HTTPConnection(self.coord_ip, COORDINATOR_PORTS[0],
+                                                      timeout=5)
+                    conn.request("PUT", f"/v1/namespaces/{name}", body=body, headers={
+                        "Authorization": f"Bearer {self.admin_token}",
+                        "Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    answer = r.read()
+                    conn.close()
+                except (OSError, http.client.HTTPException) as e:
+                    return False, repr(e)
+                return r.status in (200, 201), f"{r.status} {answer[:200]!r}"
+
+            retry_until(f"namespace {name} is created", put, START_DEADLINE_S,
+                        random.Random(0))
+        say("namespaces: " + ", ".join(
+            f"{n} (from {start}, step {step})" for n, start, step, _ in NAMESPACES))
+
     # -- nodes ----------------------------------------------------------------------------
 
     def node_argv(self, slot, standby):
@@ -357,6 +409,7 @@ class Cluster:
             "--coordinator", self.coordinator_urls(),
             "--lease-ttl", f"{int(TTL_S * 1000)}ms",
             "--state-dir", os.path.join(self.work, f"state-{slot.name}"),
+            "--advertise-url", f"http://{slot.ip}:{NODE_PORT}",
             "--log-format", "json",
         ]
         return argv + (["--standby"] if standby else [])
@@ -537,6 +590,21 @@ class Load:
                              daemon=True)
             for s in cluster.slots.values()
         ]
+        # Namespace values per response: (t_send, slot, served by, name, values).
+        self.ns_responses = []
+        self.ns_failed = self.ns_redirected = 0
+        by_ip = {s.ip: s.name for s in cluster.slots.values()}
+        self.threads += [
+            threading.Thread(target=self.ns_stream,
+                             args=(s, random.Random(rng.random()), by_ip), daemon=True)
+            for s in cluster.slots.values()
+        ]
+        # The SDK's ids (a file for `shardflake verify`) and namespace values.
+        self.sdk_ids_path = os.path.join(cluster.work, "sdk-ids.txt")
+        self.sdk = {"runs": 0, "gave_up": 0, "ids": 0, "values": 0}
+        self.threads.append(threading.Thread(target=self.sdk_stream,
+                                             args=(random.Random(rng.random()),),
+                                             daemon=True))
 
     def start(self):
         for t in self.threads:
@@ -608,6 +676,79 @@ class Load:
         if conn:
             conn.close()
 
+    @staticmethod
+    def get(host, port, path):
+        """One GET on a new connection: (status, body, Location); status None when no
+        answer came within REQUEST_TIMEOUT_S."""
+        conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+        try:
+            conn.request("GET", path, headers={"Accept": "text/plain"})
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheader("Location")
+        except (OSError, http.client.HTTPException):
+            return None, b"", None
+        finally:
+            conn.close()
+
+    def ns_stream(self, slot, rng, by_ip):
+        """Asks the slot's node for values of a namespace, following its 307 to the node
+        that serves it, NS_REQUESTS_PER_S times a second."""
+        names = [n for n, *_ in NAMESPACES]
+        while not self.stop.wait(rng.uniform(0.5, 1.5) / NS_REQUESTS_PER_S):
+            if not slot.in_rotation():
+                continue
+            name = rng.choice(names)
+            t_send = now()
+            status, body, location = self.get(slot.ip, NODE_PORT,
+                                              f"/ns/{name}/ids?count={NS_BATCH}")
+            served_by = slot.name
+            if status == 307 and location:
+                u = urllib.parse.urlsplit(location)
+                served_by = by_ip.get(u.hostname, u.hostname)
+                status, body, _ = self.get(u.hostname, u.port or 80,
+                                           u.path + (f"?{u.query}" if u.query else ""))
+            if status != 200:
+                with self.lock:
+                    self.ns_failed += 1
+                continue
+            values = [int(x) for x in body.split()]
+            with self.lock:
+                self.ns_responses.append((t_send, slot.name, served_by, name, values))
+                self.ns_redirected += served_by != slot.name
+
+    def sdk_stream(self, rng):
+        """`shardflake fetch` through the coordinators' routing table, again and again, for
+        plain ids and for `orders`; what it printed before giving up counts too."""
+        cluster = self.cluster
+        env = dict(os.environ, SHARDFLAKE_READ_TOKEN=cluster.read_token)
+        with open(self.sdk_ids_path, "w", encoding="ascii") as out:
+            while not self.stop.wait(rng.uniform(0.2, 0.6)):
+                ns = rng.choice([None, "orders"])
+                argv = [cluster.args.bin, "fetch", "--coordinators", cluster.coordinator_urls(),
+                        "-n", str(SDK_FETCH_IDS), "--batch-max", "500",
+                        "--timeout", f"{SDK_FETCH_STALL_S}s",
+                        "--request-timeout", f"{int(REQUEST_TIMEOUT_S * 1000)}ms"]
+                if ns:
+                    argv += ["--ns", ns]
+                try:
+                    r = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                       timeout=SDK_FETCH_STALL_S * 4)
+                    printed, code = r.stdout, r.returncode
+                except subprocess.TimeoutExpired as e:
+                    printed, code = (e.stdout or b"").decode(), None
+                values = [int(x) for x in printed.split()]
+                with self.lock:
+                    self.sdk["runs"] += 1
+                    if code != 0:
+                        self.sdk["gave_up"] += 1
+                    if ns:
+                        self.sdk["values"] += len(values)
+                        self.ns_responses.append((now(), "sdk", "sdk", ns, values))
+                    else:
+                        self.sdk["ids"] += len(values)
+                        out.write("".join(f"{v}\n" for v in values))
+                        out.flush()
+
     def record(self, slot, gen, t_send, t_ack, ids, spool, offset):
         if len(ids) != self.batch:
             with self.lock:
@@ -667,6 +808,9 @@ OVERLAP_PROBABILITY = 0.3
 FAULT_LENGTH_S = {
     "kill": 1.0,
     "pause": 2.5 * TTL_S,
+    # Shorter than the TTL and than REQUEST_TIMEOUT_S: the lease survives, and the requests
+    # in flight are answered after SIGCONT (and checked like any other).
+    "pause-short": 0.3 * TTL_S,
     "clock": 2 * CLOCK_STEP_S_MAX + CLOCK_AHEAD_HOLD_S + 1.5,
     "partition": 2.5 * TTL_S,
     "partition-one-way": 2.5 * TTL_S,
@@ -692,7 +836,7 @@ class Nemesis:
         # still serves its clients until its lease may have expired), and so does the
         # pause after the second.
         kinds = ["kill", "partition", "kill", "pause", "clock", "partition-one-way",
-                 "partition-short", "coordinator-kill"]
+                 "partition-short", "pause-short", "coordinator-kill"]
         if cluster.args.etcd:
             kinds += ["etcd-leader-kill", "partition-one-coordinator"]
         self.kinds = kinds
@@ -789,19 +933,22 @@ class Nemesis:
         self.end(f, "restarted as the standby")
         s.busy = False
 
-    def fault_pause(self):
+    def fault_pause(self, kind="pause"):
         s = self.victim()
         if not s:
             return
         s.stopped = True
-        length = FAULT_LENGTH_S["pause"]
-        f = self.begin("pause", s.name, f"SIGSTOP for {length:.1f} s (TTL {TTL_S:.0f} s)",
+        length = FAULT_LENGTH_S[kind]
+        f = self.begin(kind, s.name, f"SIGSTOP for {length:.1f} s (TTL {TTL_S:.0f} s)",
                        s.name)
         s.service.signal(signal.SIGSTOP)
         self.sleep(length)
         s.service.signal(signal.SIGCONT)
         s.busy = s.stopped = False
         self.end(f, "SIGCONT")
+
+    def fault_pause_short(self):
+        self.fault_pause("pause-short")
 
     def fault_clock(self):
         s = self.victim()
@@ -975,10 +1122,10 @@ class Report:
 
     def check(self):
         binary = self.args.bin
-        self.total = verify(binary, list(self.host_files.values()))
+        self.total = verify(binary, list(self.host_files.values()) + [self.load.sdk_ids_path])
         self.per_host = {h: verify(binary, [p]) for h, p in self.host_files.items()}
         self.order_violations = sum(v["order_violations"] for v in self.per_host.values())
-        self.acked = sum(r.count for r in self.responses)
+        self.acked = sum(r.count for r in self.responses) + self.load.sdk["ids"]
         if self.total["count"] != self.acked:
             self.problems.append(f"verify read {self.total['count']} ids, "
                                  f"the load acknowledged {self.acked}")
@@ -990,6 +1137,10 @@ class Report:
             self.problems.append(f"{len(self.load.mixed)} responses mixing host ids")
         if self.load.short:
             self.problems.append(f"{len(self.load.short)} responses with fewer ids than asked")
+        self.check_namespaces()
+        if not self.load.sdk["ids"] or not self.load.sdk["values"]:
+            self.problems.append(f"the SDK load handed out {self.load.sdk['ids']} ids and "
+                                 f"{self.load.sdk['values']} namespace values")
         if self.acked < self.args.ids:
             self.problems.append(f"only {self.acked} ids acknowledged, {self.args.ids} "
                                  f"requested")
@@ -1003,6 +1154,38 @@ class Report:
                 how = ("timed out" if self.audit_status is None
                        else f"exit {self.audit_status}")
                 self.problems.append(f"shardflake audit failed ({how}): {last}")
+
+    def check_namespaces(self):
+        """Every namespace value acknowledged (the SDK's too): none twice, each at or above
+        the start and on the step's grid, and increasing within a node's response."""
+        rules = {name: (start, step, offset) for name, start, step, offset in NAMESPACES}
+        self.ns = {name: {"values": 0, "repeated": 0, "off_rule": 0, "not_increasing": 0,
+                          "served_by": set()} for name in rules}
+        seen = {name: set() for name in rules}
+        for _, slot, served_by, name, values in sorted(self.load.ns_responses,
+                                                       key=lambda r: r[0]):
+            start, step, offset = rules[name]
+            v = self.ns[name]
+            v["values"] += len(values)
+            if slot != "sdk":
+                v["served_by"].add(served_by)
+                if any(a >= b for a, b in zip(values, values[1:])):
+                    v["not_increasing"] += 1
+            for x in values:
+                if x in seen[name]:
+                    v["repeated"] += 1
+                else:
+                    seen[name].add(x)
+                if x < start or x % step != offset % step:
+                    v["off_rule"] += 1
+        for name, v in self.ns.items():
+            if not v["values"]:
+                self.problems.append(f"no value of namespace {name} acknowledged")
+            for key, what in (("repeated", "values repeated"),
+                              ("off_rule", "values below the start or off the step's grid"),
+                              ("not_increasing", "responses not increasing")):
+                if v[key]:
+                    self.problems.append(f"namespace {name}: {v[key]} {what}")
 
     # -- where a bad id came from ---------------------------------------------------------
 
@@ -1260,6 +1443,23 @@ class Report:
                    f"{len(self.per_host)} host ids) | {fmt_int(self.order_violations)} |")
         out.append(f"| responses mixing host ids / short responses | "
                    f"{len(self.load.mixed)} / {len(self.load.short)} |")
+        ns_values = sum(v["values"] for v in self.ns.values())
+        ns_ok = sum(1 for r in self.load.ns_responses if r[1] != "sdk")
+        out.append(f"| namespace values acknowledged ({', '.join(self.ns)}; the SDK's "
+                   f"included) | {fmt_int(ns_values)} |")
+        out.append("| namespace values repeated / below the start or off the grid / "
+                   "responses not increasing | " + " / ".join(
+                       fmt_int(sum(v[k] for v in self.ns.values()))
+                       for k in ("repeated", "off_rule", "not_increasing")) + " |")
+        out.append(f"| namespace requests succeeded / attempted (served after a 307) | "
+                   f"{pct(ns_ok, ns_ok + self.load.ns_failed)} ({fmt_int(ns_ok)} / "
+                   f"{fmt_int(ns_ok + self.load.ns_failed)}; "
+                   f"{fmt_int(self.load.ns_redirected)}) |")
+        out.append(f"| nodes that served each namespace | " + "; ".join(
+            f"{n}: {', '.join(sorted(v['served_by']))}" for n, v in self.ns.items()) + " |")
+        out.append(f"| SDK (`shardflake fetch`): runs (gave up) / ids / namespace values | "
+                   f"{self.load.sdk['runs']} ({self.load.sdk['gave_up']}) / "
+                   f"{fmt_int(self.load.sdk['ids'])} / {fmt_int(self.load.sdk['values'])} |")
         out.append(f"| availability (requests succeeded / attempted) | {pct(ok, ok + failed)} "
                    f"({fmt_int(ok)} / {fmt_int(ok + failed)}) |")
         out.append(f"| seconds with a failed request / with ids served | "
