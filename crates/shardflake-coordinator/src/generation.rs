@@ -39,6 +39,10 @@ use crate::store::{KvStore, StoreError, Txn, TxnOutcome};
 
 /// The key of the generation base (a decimal number; absent: 0).
 pub(crate) const GENERATION_KEY: &str = "meta/generation";
+/// How many times a generation check reads the store again when a repair moved the base
+/// under it.
+const GENERATION_CHECKS_MAX: u32 = 4;
+
 /// The key of the record of a store found to have gone back ([`Restored`]).
 pub(crate) const RESTORED_KEY: &str = "meta/restored";
 /// The key of the bounds a repair set for every host id, those without a record included
@@ -105,9 +109,12 @@ pub(crate) enum Floor<'a> {
 }
 
 /// What this coordinator knows of the generation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Known {
     base: u64,
+    /// The store's version of the base when it was read: a decision made on `base` is
+    /// recorded only while the base is still at this version.
+    base_version: u64,
     revision: u64,
     restored: Option<Restored>,
     /// Mono time of the last look at `meta/restored` while refusing.
@@ -192,7 +199,7 @@ impl Generations {
     ) -> Result<Self, StoreError> {
         let key = unhex(key_hex)
             .ok_or_else(|| records::corrupt("meta/cluster", "generation key is not hex"))?;
-        let (base, _) = load_u64(store, GENERATION_KEY).await?;
+        let (base, base_version) = load_u64(store, GENERATION_KEY).await?;
         let revision = store.revision().await?;
         let restored = load_restored(store).await?.map(|(r, _)| r);
         if let Some(r) = &restored {
@@ -204,6 +211,7 @@ impl Generations {
             store_id: store_id.to_string(),
             known: Mutex::new(Known {
                 base,
+                base_version,
                 revision,
                 restored,
                 rechecked_mono_ms: 0,
@@ -309,11 +317,12 @@ impl Coordinator {
 
     /// Reads the base, the revision and the restored record again.
     async fn refresh_generation(&self) -> Result<(), CoordError> {
-        let (base, _) = load_u64(self.store.as_ref(), GENERATION_KEY).await?;
+        let (base, base_version) = load_u64(self.store.as_ref(), GENERATION_KEY).await?;
         let revision = self.store.revision().await?;
         let restored = load_restored(self.store.as_ref()).await?.map(|(r, _)| r);
         let mut k = self.generations.known.lock().expect("poisoned");
         k.base = base;
+        k.base_version = base_version;
         // A refresh may find the revision lower after a restore under a running
         // coordinator: take what the store says now.
         k.revision = revision;
@@ -338,17 +347,49 @@ impl Coordinator {
         if claim.generation <= self.generations.current() {
             return Ok(());
         }
-        self.refresh_generation().await?;
-        let current = self.generations.current();
-        if claim.generation <= current {
-            return Ok(());
+        // A read that overlapped a repair may hold the base from before it: the record is
+        // written only if the base is still the one read, else the check looks again.
+        for _ in 0..GENERATION_CHECKS_MAX {
+            self.refresh_generation().await?;
+            let current = self.generations.current();
+            if claim.generation <= current {
+                return Ok(());
+            }
+            if let Some(refused) = self.record_went_back(claim.generation, current).await? {
+                return Err(refused);
+            }
         }
-        self.store_went_back(claim.generation, current).await
+        Err(CoordError::Contended {
+            attempts: GENERATION_CHECKS_MAX,
+        })
     }
 
     /// Records that the store went back (`seen` was seen, the store is at `store`) and
-    /// refuses.
+    /// refuses; refuses as contended, recording nothing, when the generation base moved
+    /// since it was read (a repair ran meanwhile: what was decided on it is stale).
     pub(crate) async fn store_went_back(&self, seen: u64, store: u64) -> Result<(), CoordError> {
+        match self.record_went_back(seen, store).await? {
+            Some(refused) => Err(refused),
+            None => {
+                self.refresh_generation().await?;
+                Err(CoordError::Contended { attempts: 1 })
+            }
+        }
+    }
+
+    /// Records the restore (see [`Self::store_went_back`]) and returns the refusal, or
+    /// `None` when the base moved since this coordinator read it.
+    async fn record_went_back(
+        &self,
+        seen: u64,
+        store: u64,
+    ) -> Result<Option<CoordError>, CoordError> {
+        let base_version = self
+            .generations
+            .known
+            .lock()
+            .expect("poisoned")
+            .base_version;
         let rec = Restored {
             seen_generation: seen,
             store_generation: store,
@@ -360,10 +401,10 @@ impl Coordinator {
             let (next, version) = match existing {
                 Some((old, _)) if old.seen_generation >= seen => {
                     self.generations.known.lock().expect("poisoned").restored = Some(old.clone());
-                    return Err(CoordError::StoreRestored {
+                    return Ok(Some(CoordError::StoreRestored {
                         seen: old.seen_generation,
                         store: old.store_generation,
-                    });
+                    }));
                 }
                 Some((old, version)) => (
                     Restored {
@@ -376,6 +417,7 @@ impl Coordinator {
             };
             let txn = Txn::new()
                 .compare(RESTORED_KEY, version)
+                .compare(GENERATION_KEY, base_version)
                 .put(RESTORED_KEY, encode(&next));
             if let TxnOutcome::Committed { .. } = self.store.txn(txn).await? {
                 if version == 0 {
@@ -383,10 +425,13 @@ impl Coordinator {
                         "the store is at an earlier generation than callers have seen: it was restored from a backup or went back; no grants until `shardflake repair` raises its bounds");
                 }
                 self.generations.known.lock().expect("poisoned").restored = Some(next.clone());
-                return Err(CoordError::StoreRestored {
+                return Ok(Some(CoordError::StoreRestored {
                     seen: next.seen_generation,
                     store: next.store_generation,
-                });
+                }));
+            }
+            if load_u64(self.store.as_ref(), GENERATION_KEY).await?.1 != base_version {
+                return Ok(None);
             }
         }
     }
@@ -714,4 +759,51 @@ fn check_repair(
         )));
     }
     Ok(floors)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shardflake::Layout;
+
+    use crate::store::MemStore;
+    use crate::testing::{acquire_req as req, manual_coordinator};
+    use crate::CoordinatorConfig;
+
+    use super::*;
+
+    /// Regression (the etcd restore drill stuck refusing after its repair, one run in three):
+    /// a generation check whose fresh read of the base raced with a repair decided on the base
+    /// from before it, found the store "behind" a stamp the repaired store had long passed,
+    /// and recorded a restore that never happened, after the repair had deleted the record.
+    #[tokio::test]
+    async fn a_check_that_read_the_base_before_a_repair_records_no_restore() {
+        let (c, _time) = manual_coordinator(
+            Arc::new(MemStore::new()),
+            CoordinatorConfig::new(Layout::preset("default").unwrap()),
+        )
+        .await;
+        c.acquire(&req("a", 1_000)).await.unwrap();
+        // What a check read just before the repair committed.
+        let before = c.generations.known.lock().unwrap().clone();
+        let repaired = c.repair_generation().await.unwrap();
+        c.acquire(&req("b", 1_000)).await.unwrap();
+        let claim = c.generations.current();
+        assert!(
+            claim > repaired,
+            "a caller saw the repaired store's generation"
+        );
+        // The check's view: the base from before the repair.
+        *c.generations.known.lock().unwrap() = before;
+        let current = c.generations.current();
+        assert!(claim > current);
+        let _ = c.store_went_back(claim, current).await;
+        assert!(
+            load_restored(c.store.as_ref()).await.unwrap().is_none(),
+            "a restore recorded on a base the repair had moved"
+        );
+        c.check_generation(&c.generations.stamp()).await.unwrap();
+        c.acquire(&req("c", 1_000)).await.unwrap();
+    }
 }
