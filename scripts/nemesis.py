@@ -9,6 +9,18 @@ Cluster: one coordinator over the embedded store, or with --etcd two coordinator
 nodes and one standby, each in its own namespace, all under libfaketime with an offset read
 from a file the schedule rewrites.
 
+Layout: --layout SPEC (LAYOUT_DEFAULT when not given) is the coordinators' layout; the
+nodes get none and serve the cluster's (a grant carries its fingerprint); `shardflake
+inspect` says where the host id (and a temporal layout's shard) lies in its ids, and
+`shardflake verify` reads the ids in it. Any 64-bit preset or spec whose node fields are
+adjacent (the host id). A temporal layout (`temporal:granularity=10s`) issues
+`[shard][host][counter]`: every node enters a new shard each granularity, from a block the
+coordinator prepared with a renewal, and takes counter blocks within it, all under the
+faults. Its shard must be longer than CLOCK_STEP_S_MAX: the coordinators grant blocks at
+most one shard ahead of their clock, and a node stepped further ahead enters a shard they
+refuse and stays there until real time reaches it (an open finding, README), so such a
+layout is refused before anything starts.
+
 Load: one client stream per node slot, each with one request in flight
 (`GET /ids?count=BATCH`, text), paced together to acknowledge about LOAD_MARGIN x --ids
 ids over the run and to send at least REQUESTS_PER_S_MIN requests a second. A stream sends
@@ -24,11 +36,22 @@ What is checked, with `shardflake verify` (the one id checker):
     ids must increase; across responses too, because a host id's holders follow one
     another (a new holder starts strictly above the bound its predecessor persisted, and a
     predecessor stops before its successor starts) and each slot has one request in
-    flight, so a response sent later was served later.
+    flight, so a response sent later was served later. On a temporal layout the shard is
+    the id's top field: a generator never goes back a shard (a clock behind keeps it in
+    its current one) and a holder's blocks in a shard start above every earlier block of
+    that host id and shard, so the order holds as long as no holder starts in a shard
+    below its predecessor's last one. Nothing bounds that by design (a new lease starts
+    in its clock's shard; a Snowflake grant's start_above_ms has no temporal twin), but
+    the schedule does not make it happen: only a lease lost while its node's clock is
+    stepped could, and a clock fault claims its node alone (no partition, pause or kill
+    of it meanwhile) and ends only after real time passed the node's clock ahead; the
+    standby and restarted nodes run on real time.
   * the coordinators' own grants, once the load stopped and before they are stopped:
     `shardflake audit` (with the read credential) proves that no two grants of the store
     overlap; its table is printed, and a non-zero exit fails the run.
 A response whose ids carry two host ids, or fewer ids than asked, is counted as well.
+On a temporal layout the report also counts the shards each host id served in (from the
+ids' shard field): the roll-overs the faults met.
 
 Next to `/ids`, two more loads run through the same faults:
   * namespaces: two are created at the start (`orders` from 1000; `users` from 7 in steps
@@ -69,7 +92,8 @@ REQUEST_TIMEOUT_S = 1.0
 NODE_PORT = 8080
 COORDINATOR_PORTS = (7070, 7071)
 ETCD_PORT_BASE = 23790
-LAYOUT = "twitter"
+# The coordinators' layout when --layout is not given.
+LAYOUT_DEFAULT = "twitter"
 # More host ids than processes, few enough that host ids pass from holder to holder.
 MAX_HOSTS = 16
 # Acknowledge this much more than --ids, for the availability the faults cost.
@@ -304,7 +328,7 @@ class Cluster:
             self.args.bin, "coordinator",
             "--listen", f"{self.coord_ip}:{COORDINATOR_PORTS[i]}",
             "--data-dir", os.path.join(self.work, f"coordinator-{i + 1}"),
-            "--layout", LAYOUT,
+            "--layout", self.args.layout,
             "--lease-ttl", f"{int(TTL_S * 1000)}ms",
             "--max-hosts", str(MAX_HOSTS),
             "--log-format", "json",
@@ -403,6 +427,8 @@ class Cluster:
     # -- nodes ----------------------------------------------------------------------------
 
     def node_argv(self, slot, standby):
+        """No --layout: a node in a cluster serves the coordinators' (the grant carries its
+        fingerprint), the standby too."""
         argv = [
             self.args.bin, "serve",
             "--bind", "0.0.0.0", "--port", str(NODE_PORT),
@@ -797,6 +823,9 @@ class Fault:
     restarted_as_standby: bool = False
 
 
+# The largest clock step, back or ahead. A temporal layout's shard must be longer (checked
+# at the start): a node stepped ahead then enters at most the next shard, which the
+# coordinators grant blocks in.
 CLOCK_STEP_S_MAX = 4
 CLOCK_AHEAD_HOLD_S = 3
 # How long after a fault healed its effects are attributed to it (a lease lost at the end of
@@ -958,11 +987,13 @@ class Nemesis:
         ahead = self.rng.randint(1, CLOCK_STEP_S_MAX)
         f = self.begin("clock", s.name, f"wall clock -{back} s for {back + 1} s, then "
                        f"+{ahead} s for {CLOCK_AHEAD_HOLD_S} s, then real time", s.name)
-        # Behind: the node waits for its clock to pass the ids it issued, then serves.
+        # Behind: the node waits for its clock to pass the ids it issued, then serves (on a
+        # temporal layout it keeps issuing in its current shard).
         self.cluster.write_clock(s.clock_file, -back)
         self.sleep(back + 1)
         # Ahead: it issues ids stamped ahead of the others (within its reservation, which
-        # it extends from its own clock).
+        # it extends from its own clock; on a temporal layout it may enter the next shard
+        # early).
         self.cluster.write_clock(s.clock_file, ahead)
         self.sleep(CLOCK_AHEAD_HOLD_S)
         # Back to real time: behind its last ids by `ahead` seconds again.
@@ -1030,21 +1061,56 @@ class Nemesis:
 # Checking and reporting
 
 
-def layout_host_bits(binary):
-    """(shift, mask) of the host id in LAYOUT's ids: its node fields, adjacent."""
-    out = subprocess.run([binary, "inspect", "--layout", LAYOUT, "--json"], check=True,
+def inspect_layout(binary, layout):
+    """`shardflake inspect --layout LAYOUT --json`: the layout's name, unit and fields.
+    Raises RuntimeError for a layout the run cannot check: not a 64-bit layout, no node
+    field or node fields that are not adjacent (no host id to group the ids by), or a
+    temporal layout whose shard is not longer than CLOCK_STEP_S_MAX."""
+    out = subprocess.run([binary, "inspect", "--layout", layout, "--json"],
                          capture_output=True, text=True)
-    nodes = [f for f in json.loads(out.stdout)["fields"] if f["kind"] == "node"]
+    if out.returncode != 0:
+        raise RuntimeError(f"shardflake inspect --layout {layout}: {out.stderr.strip()}")
+    desc = json.loads(out.stdout)
+    if desc["bits"] > 64:
+        raise RuntimeError(f"layout {layout} is not a 64-bit layout: it has no host id")
+    nodes = [f for f in desc["fields"] if f["kind"] == "node"]
+    if not nodes:
+        raise RuntimeError(f"layout {layout} has no node field: the run groups ids by host id")
+    shift = min(f["shift"] for f in nodes)
+    if max(f["shift"] + f["bits"] for f in nodes) - shift != sum(f["bits"] for f in nodes):
+        raise RuntimeError(f"layout {layout}: its node fields are not adjacent")
+    if is_temporal(desc) and desc["time_unit_ms"] <= CLOCK_STEP_S_MAX * 1000:
+        raise RuntimeError(
+            f"layout {layout}: a shard of {desc['time_unit_ms']} ms is not longer than the "
+            f"largest clock step ({CLOCK_STEP_S_MAX} s); the run keeps a node stepped ahead "
+            f"within the next shard, the one the coordinators grant blocks in")
+    return desc
+
+
+def is_temporal(desc):
+    """True for a temporal layout (`[shard][host][counter]`)."""
+    return desc["layout"] == "temporal"
+
+
+def layout_host_bits(desc):
+    """(shift, mask) of the host id in the layout's ids: its node fields, adjacent."""
+    nodes = [f for f in desc["fields"] if f["kind"] == "node"]
     shift = min(f["shift"] for f in nodes)
     bits = sum(f["bits"] for f in nodes)
     return shift, (1 << bits) - 1
 
 
-def verify(binary, paths):
-    """`shardflake verify` on the ids of `paths`, one after another: count, duplicates,
-    order violations, examples."""
+def layout_shard_bits(desc):
+    """(shift, mask) of the shard in a temporal layout's ids (its timestamp field)."""
+    (f,) = [f for f in desc["fields"] if f["kind"] == "timestamp"]
+    return f["shift"], (1 << f["bits"]) - 1
+
+
+def verify(binary, layout, paths):
+    """`shardflake verify --layout LAYOUT` on the ids of `paths`, one after another: count,
+    duplicates, order violations, examples."""
     cat = subprocess.Popen(["cat", *paths], stdout=subprocess.PIPE)
-    out = subprocess.run([binary, "verify", "--layout", LAYOUT, "-"], stdin=cat.stdout,
+    out = subprocess.run([binary, "verify", "--layout", layout, "-"], stdin=cat.stdout,
                          capture_output=True, text=True)
     cat.stdout.close()
     if cat.wait() != 0 or out.returncode not in (0, 1):
@@ -1085,8 +1151,9 @@ def pct(ok, total):
 
 
 class Report:
-    def __init__(self, args, cluster, load, nemesis, t_start, t_stop, audited):
+    def __init__(self, args, cluster, load, nemesis, t_start, t_stop, audited, layout):
         self.args, self.cluster, self.load, self.nemesis = args, cluster, load, nemesis
+        self.layout = layout
         self.t_start, self.t_stop = t_start, t_stop
         self.audit_status, self.audit_output = audited
         self.responses = sorted(load.responses, key=lambda r: r.t_send)
@@ -1121,9 +1188,10 @@ class Report:
         os.rmdir(self.load.spool_dir)
 
     def check(self):
-        binary = self.args.bin
-        self.total = verify(binary, list(self.host_files.values()) + [self.load.sdk_ids_path])
-        self.per_host = {h: verify(binary, [p]) for h, p in self.host_files.items()}
+        binary, layout = self.args.bin, self.args.layout
+        self.total = verify(binary, layout,
+                            list(self.host_files.values()) + [self.load.sdk_ids_path])
+        self.per_host = {h: verify(binary, layout, [p]) for h, p in self.host_files.items()}
         self.order_violations = sum(v["order_violations"] for v in self.per_host.values())
         self.acked = sum(r.count for r in self.responses) + self.load.sdk["ids"]
         if self.total["count"] != self.acked:
@@ -1133,6 +1201,7 @@ class Report:
             self.problems.append(f"{self.total['duplicates']} duplicate ids")
         if self.order_violations:
             self.problems.append(f"{self.order_violations} order violations within host ids")
+        self.count_shards()
         if self.load.mixed:
             self.problems.append(f"{len(self.load.mixed)} responses mixing host ids")
         if self.load.short:
@@ -1154,6 +1223,17 @@ class Report:
                 how = ("timed out" if self.audit_status is None
                        else f"exit {self.audit_status}")
                 self.problems.append(f"shardflake audit failed ({how}): {last}")
+
+    def count_shards(self):
+        """Temporal layouts: the shards each host id served ids in (self.shards, host id ->
+        set of shard indexes), read from every acknowledged id of the nodes' responses."""
+        self.shards = {}
+        if not is_temporal(self.layout):
+            return
+        shift, mask = layout_shard_bits(self.layout)
+        for host, path in self.host_files.items():
+            with open(path, "rb") as f:
+                self.shards[host] = {(int(line) >> shift) & mask for line in f}
 
     def check_namespaces(self):
         """Every namespace value acknowledged (the SDK's too): none twice, each at or above
@@ -1428,7 +1508,11 @@ class Report:
         moves = [e for e in self.events if e.kind == "coordinator_failover"]
         mode = ("2 coordinators over a 3-member etcd" if self.args.etcd
                 else "1 coordinator, embedded store")
-        out.append(f"nemesis run: {mode}; {len(self.cluster.slots) - 1} nodes and 1 standby, "
+        layout = self.args.layout
+        if is_temporal(self.layout):
+            layout += f" (shards of {self.layout['time_unit_ms'] / 1000:g} s)"
+        out.append(f"nemesis run: layout {layout}; {mode}; "
+                   f"{len(self.cluster.slots) - 1} nodes and 1 standby, "
                    f"each in its own network namespace; lease TTL {TTL_S:.0f} s; "
                    f"{seconds} s of load, batches of {self.load.batch}; seed {self.args.seed}; "
                    f"times in seconds since the start, load from {self.t_start:.1f} s")
@@ -1443,6 +1527,11 @@ class Report:
                    f"{len(self.per_host)} host ids) | {fmt_int(self.order_violations)} |")
         out.append(f"| responses mixing host ids / short responses | "
                    f"{len(self.load.mixed)} / {len(self.load.short)} |")
+        if self.shards:
+            every = set().union(*self.shards.values())
+            pairs = sum(len(v) for v in self.shards.values())
+            out.append(f"| temporal shards with ids (first..last) / host id × shard pairs "
+                       f"served | {len(every)} ({min(every)}..{max(every)}) / {pairs} |")
         ns_values = sum(v["values"] for v in self.ns.values())
         ns_ok = sum(1 for r in self.load.ns_responses if r[1] != "sdk")
         out.append(f"| namespace values acknowledged ({', '.join(self.ns)}; the SDK's "
@@ -1570,12 +1659,13 @@ class Report:
                 print(line)
             print(f"the ids per host id, responses.csv and every process's log are in "
                   f"{self.cluster.work}; the same fault choices again: scripts/nemesis.sh "
-                  f"--duration {self.args.duration:g} --ids {self.args.ids}"
+                  f"--duration {self.args.duration:g} --ids {self.args.ids} "
+                  f"--layout {self.args.layout}"
                   f"{' --etcd' if self.args.etcd else ''} --seed {self.args.seed}")
         else:
             print()
-            print("PASSED: every acknowledged id is unique, ids increase per host id, "
-                  "no two grants of the coordinators overlap")
+            print(f"PASSED ({self.args.layout}): every acknowledged id is unique, ids "
+                  "increase per host id, no two grants of the coordinators overlap")
 
 
 def main():
@@ -1588,6 +1678,8 @@ def main():
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--ids", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--layout", default=LAYOUT_DEFAULT,
+                   help="the coordinators' layout, a preset or spec (default: %(default)s)")
     p.add_argument("--etcd", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--coordinator", required=True, help="NAMESPACE=IP")
@@ -1599,7 +1691,14 @@ def main():
     rng = random.Random(args.seed)
     LOG_FILE = open(os.path.join(args.work, "nemesis.log"), "w", encoding="utf-8")
     say(f"seed {args.seed}; work directory {args.work}")
-    shift, mask = layout_host_bits(args.bin)
+    try:
+        layout = inspect_layout(args.bin, args.layout)
+    except RuntimeError as e:
+        say(f"the cluster could not be run: {e}")
+        return 2
+    shift, mask = layout_host_bits(layout)
+    say(f"layout {args.layout}: host id at bits {shift}..={shift + mask.bit_length() - 1}"
+        + (f", shards of {layout['time_unit_ms']} ms" if is_temporal(layout) else ""))
     cluster = Cluster(args)
     nemesis = load = None
     try:
@@ -1634,7 +1733,7 @@ def main():
         if nemesis:
             nemesis.stop.set()
         cluster.stop_all()
-    report = Report(args, cluster, load, nemesis, t_start, t_stop, audited)
+    report = Report(args, cluster, load, nemesis, t_start, t_stop, audited, layout)
     report.write_ids()
     report.check()
     report.print()

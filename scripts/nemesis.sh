@@ -3,15 +3,22 @@
 # client load while a fault schedule breaks it, every acknowledged id checked by
 # `shardflake verify`.
 #
-#   scripts/nemesis.sh [--duration SECONDS] [--ids N] [--etcd] [--seed N] [--keep]
+#   scripts/nemesis.sh [--duration SECONDS] [--ids N] [--layout SPEC] [--etcd] [--seed N]
+#                      [--keep]
 #
-# Defaults: 60 s, 1 000 000 ids. Without --etcd: one coordinator over the embedded store;
-# with --etcd: two coordinators over a 3-member etcd (scripts/etcd-cluster.sh), every node
-# given both URLs. Either way 4 nodes and 1 standby (`shardflake serve --coordinator ...
-# --lease-ttl 2s`), each in a namespace of its own, under libfaketime with an offset the
-# schedule changes at run time. The coordinators (and etcd, on that namespace's loopback)
-# share one namespace. Every namespace has a veth into a bridge in the root namespace on a
-# private /24, from where the load generator (scripts/nemesis.py) talks to the nodes.
+# Defaults: 60 s, 1 000 000 ids, layout twitter. --layout is the coordinators' layout (any
+# 64-bit preset or spec with a node field; the nodes serve the cluster's), and the one
+# `shardflake verify` reads the ids in; a temporal layout (e.g. temporal:granularity=10s)
+# puts shard roll-overs and counter blocks under the faults. Its shard must be longer than
+# the largest clock step (4 s; scripts/nemesis.py refuses a shorter one), so that a node
+# stepped ahead enters at most the next shard, the one the coordinators grant blocks in.
+# Without --etcd: one coordinator over the embedded store; with --etcd: two coordinators
+# over a 3-member etcd (scripts/etcd-cluster.sh), every node given both URLs. Either way 4
+# nodes and 1 standby (`shardflake serve --coordinator ... --lease-ttl 2s`), each in a
+# namespace of its own, under libfaketime with an offset the schedule changes at run time.
+# The coordinators (and etcd, on that namespace's loopback) share one namespace. Every
+# namespace has a veth into a bridge in the root namespace on a private /24, from where the
+# load generator (scripts/nemesis.py) talks to the nodes.
 #
 # Faults, the first round one after another with a calm between them, later rounds
 # shuffled and now and then overlapping: kill -9 of a node and its restart as the standby
@@ -27,11 +34,12 @@
 # `shardflake audit --coordinator URLS` checks, once the load stopped, that no two grants of
 # the store overlap.
 #
-# Prints Markdown tables (ids, duplicates, order violations per host id, availability per
-# node, faults, failovers and how long each took) and the audit's table, and exits 1 on any
-# duplicate, order violation or mixed response, when fewer than N ids were acknowledged, or
-# when `shardflake audit` exits non-zero (overlapping grants, or no answer); 2 when the
-# cluster could not be run. Namespaces, links and processes are removed on exit, whatever
+# Prints Markdown tables (the layout, ids, duplicates, order violations per host id, on a
+# temporal layout the shards served, availability per node, faults, failovers and how long
+# each took) and the audit's table, and exits 1 on any duplicate, order violation or mixed
+# response, when fewer than N ids were acknowledged, or when `shardflake audit` exits
+# non-zero (overlapping grants, or no answer); 2 when the cluster could not be run (or the
+# layout cannot be checked). Namespaces, links and processes are removed on exit, whatever
 # happens; the work directory (ids per host id, responses.csv, availability.csv, report.md,
 # every process's log) is removed after a passing run unless --keep is given, and kept
 # otherwise. Names carry a random run id
@@ -48,9 +56,10 @@ fi
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-usage="usage: scripts/nemesis.sh [--duration SECONDS] [--ids N] [--etcd] [--seed N] [--keep]"
+usage="usage: scripts/nemesis.sh [--duration SECONDS] [--ids N] [--layout SPEC] [--etcd] [--seed N] [--keep]"
 duration=60
 ids=1000000
+layout=twitter
 etcd=0
 seed=""
 keep=0
@@ -58,6 +67,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=${2:?$usage}; shift 2 ;;
     --ids) ids=${2:?$usage}; shift 2 ;;
+    --layout) layout=${2:?$usage}; shift 2 ;;
     --etcd) etcd=1; shift ;;
     --seed) seed=${2:?$usage}; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -210,8 +220,8 @@ add_namespace s 20
 
 echo "nemesis run $run: bridge $bridge on $net.0/24, namespaces ${namespaces[*]}, work $work"
 flags=(--bin "$bin" --repo "$repo" --work "$work" --libfaketime "$libfaketime"
-  --duration "$duration" --ids "$ids" --coordinator "sfn$run-c=$net.2" "${nodes[@]}"
-  --standby "s=sfn$run-s=$net.20")
+  --duration "$duration" --ids "$ids" --layout "$layout"
+  --coordinator "sfn$run-c=$net.2" "${nodes[@]}" --standby "s=sfn$run-s=$net.20")
 if [ "$etcd" -eq 1 ]; then flags+=(--etcd); fi
 if [ -n "$seed" ]; then flags+=(--seed "$seed"); fi
 # In the background, so that a signal to this script tears everything down at once.

@@ -104,9 +104,15 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 # own, under client load while nodes are killed, paused, partitioned and their clocks
 # stepped, and coordinators (and the etcd leader) killed; every acknowledged id through
 # `shardflake verify`. One short run per store, with the debug binary the tests above built
-# (etcd backend). Needs root; scripts/nemesis.sh installs iproute2, nftables and faketime
-# when missing.
-SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000
+# (etcd backend): the embedded store's on the temporal layout, the etcd one's on twitter.
+# Temporal with 10 s shards: a 60 s run crosses about six shard boundaries on every node
+# (blocks for the next shard prepared with renewals, counter blocks within a shard, both
+# under the faults), and the nemesis's clock steps (at most 4 s) stay under half a shard,
+# so a node stepped ahead enters at most the next shard, the one the coordinators grant
+# blocks in (a node further ahead waits, unserved, for real time: an open finding, README).
+# Needs root; scripts/nemesis.sh installs iproute2, nftables and faketime when missing.
+SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000 \
+  --layout temporal:granularity=10s
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
 
 # The restore drill: load through two nodes, a backup (a copied redb file; an etcd

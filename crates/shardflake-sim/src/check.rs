@@ -454,6 +454,11 @@ impl Checker {
         *self.tallies.entry(kind.to_string()).or_default() += 1;
     }
 
+    /// Counts `n` events of `kind`.
+    pub fn tally_n(&mut self, kind: &str, n: u64) {
+        *self.tallies.entry(kind.to_string()).or_default() += n;
+    }
+
     /// Counts a refused request (503 and friends): availability, not safety.
     pub fn refused(&mut self) {
         self.refusals += 1;

@@ -23,6 +23,8 @@ pub struct HostClock {
     /// keeps it continuous across rate changes.
     mono_ppm: AtomicI64,
     mono_offset_ms: AtomicI64,
+    /// A step armed to land while a generator waits for its next tick (0: none).
+    pending_step_ms: AtomicI64,
 }
 
 impl HostClock {
@@ -35,6 +37,7 @@ impl HostClock {
             offset_ms: AtomicI64::new(0),
             mono_ppm: AtomicI64::new(0),
             mono_offset_ms: AtomicI64::new(0),
+            pending_step_ms: AtomicI64::new(0),
         }
     }
 
@@ -59,6 +62,23 @@ impl HostClock {
     /// Steps the clock by `by_ms` (negative: back).
     pub fn step(&self, by_ms: i64) {
         self.offset_ms.fetch_add(by_ms, Ordering::Relaxed);
+    }
+
+    /// Arms a step of `by_ms` to land the next time a generator waits for its next tick:
+    /// in the middle of a batch, the moment a clock step costs most (the batch then waits
+    /// for the clock with part of its ids taken). [`HostClock::fire_pending`] lands it
+    /// anyway if no wait came.
+    pub fn arm_step(&self, by_ms: i64) {
+        self.pending_step_ms.store(by_ms, Ordering::Relaxed);
+    }
+
+    /// Lands an armed step that no tick wait took; whether there was one.
+    pub fn fire_pending(&self) -> bool {
+        let by = self.pending_step_ms.swap(0, Ordering::Relaxed);
+        if by != 0 {
+            self.step(by);
+        }
+        by != 0
     }
 
     /// Runs the clock `ppm` parts per million fast (negative: slow) from now on; the reading
@@ -88,6 +108,11 @@ impl Clock for HostClock {
     /// tick finds the clock there at once: the host's clock runs ahead (a clock that is fast is
     /// one of the faults the design must survive anyway).
     fn wait_until_ms(&self, target_ms: u64) {
+        // A step armed for this moment lands instead: the generator reads the clock again
+        // and finds it elsewhere.
+        if self.fire_pending() {
+            return;
+        }
         let now = self.now_ms();
         if target_ms > now {
             self.step((target_ms - now) as i64);

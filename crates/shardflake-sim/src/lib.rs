@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod history;
 mod liar;
 pub mod net;
 mod node;
@@ -36,7 +37,7 @@ use crate::check::{CheckReport, Checker, IdDecoder};
 use crate::clock::{HostClock, SimTime};
 use crate::net::SimListener;
 use crate::node::{NodeCtx, NodeSlot};
-use crate::plan::{Fault, Plan};
+use crate::plan::{Event, Fault, Plan};
 use crate::trace::Trace;
 
 /// The port every simulated coordinator listens on.
@@ -66,6 +67,8 @@ const POLICIES: [ClockPolicyKind; 3] = [
     ClockPolicyKind::Borrow,
     ClockPolicyKind::Fail,
 ];
+/// The step back at a lease's end of a node whose clock policy is not `wait`.
+const CLOCK_STEP_AT_LEASE_END_MS: u64 = 100;
 /// Simulated time per step (ms).
 const TICK_MS: u64 = 1;
 
@@ -295,10 +298,15 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
 
     // The store outlives every coordinator process: it is the durable state (etcd, redb).
     let store = Arc::new(MemStore::shared());
+    // Every process writes through the history checker (the view keeps the store itself,
+    // for the operator's backup and restore).
+    let history = Arc::new(Mutex::new(history::History::default()));
+    let written: Arc<dyn shardflake_coordinator::store::KvStore> =
+        Arc::new(history::HistoryStore::new(store.clone(), history.clone()));
     // The checker reads the store through a coordinator of its own, outside the network.
     let setup = tokio::runtime::Builder::new_current_thread().build()?;
     let reader = setup.block_on(Coordinator::open(
-        store.clone(),
+        written.clone(),
         Arc::new(ManualTime::new(START_UNIX_MS)),
         config.clone(),
     ))?;
@@ -346,7 +354,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         let clock = Arc::new(HostClock::new(START_UNIX_MS, sim_ms.clone()));
         clocks.insert(name.clone(), clock.clone());
         let (store, config, trace, host) =
-            (store.clone(), config.clone(), trace.clone(), name.clone());
+            (written.clone(), config.clone(), trace.clone(), name.clone());
         sim.host(name.as_str(), move || {
             let (store, config, trace, clock, host) = (
                 store.clone(),
@@ -415,7 +423,16 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         }
         let clock = Arc::new(HostClock::new(START_UNIX_MS, sim_ms.clone()));
         clocks.insert(name.clone(), clock.clone());
-        let slot = Arc::new(NodeSlot::default());
+        let clock_policy = POLICIES[(rng.next_u64() % POLICIES.len() as u64) as usize];
+        // The `wait` policy's default wait for a clock that stepped back, or the longest
+        // the node allows.
+        let clock_wait_max_ms = if rng.next_u64().is_multiple_of(2) {
+            shardflake_node::CLOCK_WAIT_MS_MAX_DEFAULT
+        } else {
+            shardflake_node::CLOCK_WAIT_MS_MAX_LIMIT
+        };
+        let waits = (clock_policy == ClockPolicyKind::Wait).then_some(clock_wait_max_ms);
+        let slot = Arc::new(NodeSlot::new(waits));
         slots.insert(name.clone(), slot.clone());
         let ctx = Arc::new(NodeCtx {
             name: name.clone(),
@@ -425,7 +442,8 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             urls: urls.clone(),
             token: TOKEN.into(),
             ttl_ms: o.ttl_ms,
-            clock_policy: POLICIES[(rng.next_u64() % POLICIES.len() as u64) as usize],
+            clock_policy,
+            clock_wait_max_ms,
             batch_max: node::BATCH_MAX.min(layout.ids_per_tick()),
             pause_ms_max: if layout.ids_per_tick() < node::BATCH_MAX {
                 2
@@ -451,6 +469,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     let world = World {
         view: &view,
         backup: &backup,
+        history: &history,
         operator: &setup,
         checker: &checker,
         coordinators: &coordinators,
@@ -465,7 +484,13 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         sim_ms.store(now, Ordering::Relaxed);
         while pending.last().is_some_and(|e| e.at_ms <= now) {
             let e = pending.pop().expect("an event");
-            apply(&mut sim, &e.fault, now, &world);
+            let follow = apply(&mut sim, &e.fault, now, &world);
+            if !follow.is_empty() {
+                // Faults aimed at a moment only the run knows (a lease's end) schedule
+                // their own steps; the schedule stays sorted, latest first.
+                pending.extend(follow);
+                pending.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+            }
         }
         sim.step().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -483,6 +508,17 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     for overlap in shardflake_proto::audit::find_overlaps(&report) {
         checker.violation(format!("audit: {overlap}"));
     }
+    // The store's history: every write judged as it committed.
+    let history = history.lock().expect("history");
+    let (found, _) = history.violations();
+    for v in found {
+        checker.violation(v.clone());
+    }
+    for (kind, n) in &history.checked {
+        if *kind != "violations" {
+            checker.tally_n(&format!("history_{kind}"), *n);
+        }
+    }
     Ok(checker.finish(&names, o.liveness_bound_ms(), o.duration_ms))
 }
 
@@ -492,6 +528,8 @@ struct World<'a> {
     /// for the operator's own calls (a repair).
     view: &'a view::StoreView,
     backup: &'a Mutex<Option<MemStore>>,
+    /// The store's history, backed up and restored with it.
+    history: &'a Mutex<history::History>,
     operator: &'a tokio::runtime::Runtime,
     checker: &'a Mutex<Checker>,
     coordinators: &'a [String],
@@ -501,10 +539,12 @@ struct World<'a> {
     ttl_ms: u64,
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) {
+/// Applies `fault`; returns the events it schedules in turn.
+fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) -> Vec<Event> {
     let World {
         view,
         backup,
+        history,
         operator,
         checker,
         coordinators,
@@ -525,11 +565,13 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) {
         }
         Fault::Backup => {
             *backup.lock().expect("backup") = Some(view.store().copy());
+            history.lock().expect("history").backup();
             trace.event_at(now, "operator", "backup of the store taken");
         }
         Fault::Restore => {
             if let Some(b) = &*backup.lock().expect("backup") {
                 view.store().restore_from(b);
+                history.lock().expect("history").restore();
                 view.invalidate();
                 trace.fault_at(now, "operator", "restore: the store put back to its backup");
             }
@@ -666,6 +708,67 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) {
             clocks[host].step(*by_ms);
             trace.fault_at(now, host, &format!("clock_step: {by_ms:+} ms"));
         }
+        Fault::ClockStepInWait { host, by_ms } => {
+            clocks[host].arm_step(*by_ms);
+            trace.event_at(
+                now,
+                host,
+                &format!("clock step of {by_ms:+} ms armed for the next wait for a tick"),
+            );
+        }
+        Fault::LeaseEndStep { host, lead_ms } => {
+            let slot = &slots[host];
+            slot.lose_renewal_answers.store(true, Ordering::Relaxed);
+            // The keeper's deadline: a TTL less its drift margin after the last
+            // acknowledged renewal was sent.
+            let end = slot.lease_sent_ms.load(Ordering::Relaxed) + ttl_ms - (ttl_ms / 50).max(5);
+            let at = |at_ms, fault| Event { at_ms, fault };
+            let host = host.clone();
+            if end <= now + lead_ms {
+                trace.fault_at(
+                    now,
+                    &host,
+                    "step_at_lease_end: no lease; answers to renewals lost for a TTL",
+                );
+                return vec![at(now + ttl_ms, Fault::RenewalAnswers { host })];
+            }
+            trace.fault_at(
+                now,
+                &host,
+                &format!(
+                    "step_at_lease_end: answers to renewals lost; the lease ends at {:.3}s",
+                    end as f64 / 1000.0
+                ),
+            );
+            let by_ms = slot.clock_wait_max_ms.unwrap_or(CLOCK_STEP_AT_LEASE_END_MS);
+            return vec![
+                at(
+                    end - lead_ms,
+                    Fault::ClockStepInWait {
+                        host: host.clone(),
+                        by_ms: -(by_ms as i64),
+                    },
+                ),
+                at(end - lead_ms + 50, Fault::ClockFire { host: host.clone() }),
+                at(end + 1, Fault::RenewalAnswers { host: host.clone() }),
+                at(end + by_ms + 1_000, Fault::ClockHeal { host }),
+            ];
+        }
+        Fault::RenewalAnswers { host } => {
+            slots[host]
+                .lose_renewal_answers
+                .store(false, Ordering::Relaxed);
+            trace.event_at(now, host, "answers to renewals arrive again");
+        }
+        Fault::ClockFire { host } => {
+            if clocks[host].fire_pending() {
+                trace.event_at(
+                    now,
+                    host,
+                    "no tick wait came: the armed clock step lands now",
+                );
+            }
+        }
         Fault::ClockDrift { host, ppm } => {
             clocks[host].set_drift_ppm(*ppm);
             trace.fault_at(now, host, &format!("clock_drift: {ppm:+} ppm"));
@@ -694,6 +797,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) {
             }
         }
     }
+    Vec::new()
 }
 
 #[cfg(test)]

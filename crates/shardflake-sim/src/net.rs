@@ -5,6 +5,7 @@
 //! reordered behind newer ones).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,11 @@ pub struct SimTransport {
     rng: Mutex<FastRng>,
     trace: Trace,
     wiretap: Option<Wiretap>,
+    /// When the last lease request that was answered with a grant or a renewal was sent
+    /// (simulated ms): the node's lease runs out a TTL, less its drift margin, after it.
+    lease_sent_ms: Option<Arc<AtomicU64>>,
+    /// While set, the answers to lease renewals are lost (the renewals arrive).
+    lose_renewal_answers: Arc<AtomicBool>,
 }
 
 impl SimTransport {
@@ -81,7 +87,21 @@ impl SimTransport {
             rng: Mutex::new(rng),
             trace,
             wiretap: None,
+            lease_sent_ms: None,
+            lose_renewal_answers: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Loses the answers to lease renewals while `lose` is set.
+    pub fn losing_renewal_answers(mut self, lose: Arc<AtomicBool>) -> Self {
+        self.lose_renewal_answers = lose;
+        self
+    }
+
+    /// Notes in `at` when each acknowledged acquire or renewal was sent.
+    pub fn noting_leases(mut self, at: Arc<AtomicU64>) -> Self {
+        self.lease_sent_ms = Some(at);
+        self
     }
 
     /// Copies every request sent into `wiretap`.
@@ -125,11 +145,23 @@ impl Transport for SimTransport {
                 // The sender notices only by its time limit.
                 std::future::pending::<()>().await;
             }
+            let lease_request = request.method() == http::Method::POST
+                && (request.uri().path() == "/v1/leases"
+                    || request.uri().path().ends_with("/renew"));
+            let sent = crate::trace::now_ms();
             let answer = exchange(request).await?;
-            if self.roll(f.lose_answer_ppm) {
+            let renewal = what.ends_with("/renew");
+            if self.roll(f.lose_answer_ppm)
+                || (renewal && self.lose_renewal_answers.load(Ordering::Relaxed))
+            {
                 self.trace
                     .fault(&self.host, &format!("lose_answer: {what}"));
                 return Err("connection reset before the answer arrived".into());
+            }
+            if let Some(at) = self.lease_sent_ms.as_ref().filter(|_| lease_request) {
+                if answer.status().is_success() {
+                    at.fetch_max(sent, Ordering::Relaxed);
+                }
             }
             Ok(answer)
         })

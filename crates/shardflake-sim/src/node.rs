@@ -27,6 +27,13 @@ pub(crate) const LOAD_PAUSE_MS_MAX: u64 = 20;
 /// with the state it had.
 #[derive(Default)]
 pub(crate) struct NodeSlot {
+    /// The node's `--clock-wait-max` (ms) if its clock policy is `wait` (what the plan steps
+    /// its clock back by at the end of a lease).
+    pub(crate) clock_wait_max_ms: Option<u64>,
+    /// When the node's last acknowledged acquire or renewal was sent (simulated ms).
+    pub(crate) lease_sent_ms: Arc<AtomicU64>,
+    /// While set, the answers to the node's lease renewals are lost.
+    pub(crate) lose_renewal_answers: Arc<std::sync::atomic::AtomicBool>,
     running: Mutex<Option<AppState>>,
     /// A paused process's state and how long it serves on resuming before its keeper runs.
     frozen: Mutex<Option<(AppState, u64)>>,
@@ -40,6 +47,15 @@ pub(crate) struct NodeSlot {
 }
 
 impl NodeSlot {
+    /// The slot of a node whose `--clock-wait-max` is `clock_wait_max_ms` (`None`: another
+    /// clock policy).
+    pub(crate) fn new(clock_wait_max_ms: Option<u64>) -> Self {
+        Self {
+            clock_wait_max_ms,
+            ..Self::default()
+        }
+    }
+
     /// `kill -9`: the process's state is gone.
     pub(crate) fn forget(&self) {
         self.running.lock().expect("slot").take();
@@ -87,6 +103,8 @@ pub(crate) struct NodeCtx {
     pub(crate) token: String,
     pub(crate) ttl_ms: u64,
     pub(crate) clock_policy: ClockPolicyKind,
+    /// `--clock-wait-max` (the `wait` policy's longest wait for a clock that stepped back).
+    pub(crate) clock_wait_max_ms: u64,
     /// Largest batch: [`BATCH_MAX`], or one tick's worth of ids if less.
     pub(crate) batch_max: u64,
     /// Longest pause between requests (ms): shorter for narrow sequences, so that the load
@@ -131,6 +149,8 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
         node_token: Some(ctx.token.clone()),
         standby: ctx.standby,
         clock_policy: ctx.clock_policy,
+        clock_wait_max: (ctx.clock_policy == ClockPolicyKind::Wait)
+            .then_some(Duration::from_millis(ctx.clock_wait_max_ms)),
         lease_ttl: Duration::from_millis(ctx.ttl_ms),
         state_dir: ctx.state_dir.clone(),
         advertise_url: Some(format!("http://{}:{NODE_PORT}", ctx.name)),
@@ -145,7 +165,9 @@ pub(crate) async fn run(ctx: Arc<NodeCtx>) -> turmoil::Result {
                 FastRng::from_seed(ctx.seed ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 ctx.trace.clone(),
             )
-            .tapped(ctx.wiretap.clone()),
+            .tapped(ctx.wiretap.clone())
+            .noting_leases(ctx.slot.lease_sent_ms.clone())
+            .losing_renewal_answers(ctx.slot.lose_renewal_answers.clone()),
         )),
         jitter_seed: Some(ctx.seed ^ incarnation),
         // Lease secrets replay with the seed too (they never reach the trace).

@@ -52,6 +52,26 @@ pub(crate) enum Fault {
         host: String,
         by_ms: i64,
     },
+    /// A step armed to land in the middle of a batch (the next time the node's generator
+    /// waits for a tick).
+    ClockStepInWait {
+        host: String,
+        by_ms: i64,
+    },
+    /// The armed step lands now if no tick wait took it.
+    ClockFire {
+        host: String,
+    },
+    /// The answers to the node's renewals lost (the renewals arrive) until its lease runs
+    /// out; `lead_ms` before it does, a clock step back armed ([`Fault::ClockStepInWait`]).
+    LeaseEndStep {
+        host: String,
+        lead_ms: u64,
+    },
+    /// The answers to the node's renewals arrive again.
+    RenewalAnswers {
+        host: String,
+    },
     ClockDrift {
         host: String,
         ppm: i64,
@@ -100,7 +120,7 @@ pub(crate) enum Fault {
 
 /// The fault kinds a seed draws from, each with its weight (the odds of a drawn fault being
 /// of that kind are its weight over the sum). Printed with every run.
-pub const FAULT_WEIGHTS: [(&str, u64); 16] = [
+pub const FAULT_WEIGHTS: [(&str, u64); 17] = [
     ("crash", 9),
     ("terminate", 5),
     ("crash_coordinator", 9),
@@ -115,6 +135,7 @@ pub const FAULT_WEIGHTS: [(&str, u64); 16] = [
     ("clock_step", 14),
     ("clock_drift", 7),
     ("mono_rate", 5),
+    ("step_at_lease_end", 6),
     ("messages", 9),
     // Off by default (`--weight restore=2`): the checker judges who may serve a host id by
     // the store as it stands, which after a restore names the backup's holders, and a node
@@ -400,6 +421,38 @@ impl Plan {
                         },
                     );
                     push(start + d, Fault::Rejoin { host });
+                }
+                "step_at_lease_end" => {
+                    // Aimed at the end of a node's lease: the answers to its renewals lost
+                    // (the coordinators have the renewals) until its lease runs out, and its
+                    // clock stepped back (by its longest clock wait) in the middle of a
+                    // batch just before. The batch waits for the clock while the lease ends;
+                    // the node's new lease is of another host id (the coordinators still
+                    // count the old one live), and the batch must not go on with it: the
+                    // new generator's ids are lower, its clock being behind.
+                    // Nodes that wait for a clock that stepped back: the others refuse at
+                    // once, with no batch waiting.
+                    let waiting: Vec<String> = slots
+                        .iter()
+                        .filter(|(_, s)| s.clock_wait_max_ms.is_some())
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    if waiting.is_empty() {
+                        continue;
+                    }
+                    let host = pick(rng, &waiting).clone();
+                    if down_until.get(&host).is_some_and(|&u| u >= at) || at + 3 * o.ttl_ms >= heal
+                    {
+                        continue;
+                    }
+                    down_until.insert(host.clone(), at + o.ttl_ms);
+                    push(
+                        at,
+                        Fault::LeaseEndStep {
+                            host,
+                            lead_ms: 5 + below(rng, 45),
+                        },
+                    );
                 }
                 "mono_rate" => {
                     let host = pick(rng, coordinators).clone();
