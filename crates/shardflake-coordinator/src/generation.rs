@@ -480,6 +480,13 @@ impl Coordinator {
                 token,
                 reserved_until_ms,
             } => {
+                // What a holder asks for, not what it was granted: no coordinator grants a
+                // bound further ahead of its clock than the look-ahead limit (the repair's
+                // time floor covers the coordinators' clock error), and a holder whose clock
+                // runs fast would otherwise push its host id out of reach for as long.
+                let reserved_until_ms = self
+                    .config
+                    .clamp_ahead(reserved_until_ms, self.time.wall_ms());
                 self.raise_key(
                     &format!("{FLOOR_HOST_PREFIX}{host_id:010}"),
                     |v: Option<HostFloor>| {
@@ -608,7 +615,8 @@ impl Coordinator {
 
     /// Raises every host record's reservation to the time floor plus the look-ahead (or what
     /// its holder presented), and in temporal layouts its block floor past every shard a
-    /// node may have used by then; how many records changed.
+    /// node may have used by then, and forgets every record's request id (a retried acquire
+    /// is a new grant); how many records changed.
     async fn repair_hosts(
         &self,
         time_floor_ms: u64,
@@ -642,6 +650,10 @@ impl Coordinator {
                 .map_or(0, |f| f.reserved_until_ms);
             let before = rec.clone();
             rec.reserved_until_ms = rec.reserved_until_ms.max(bound).max(p);
+            // No grant from before the repair is answered again as a repeated acquire: the
+            // restored store may have made it before it noticed (its caller was refused),
+            // under a token below the repair's and from a start below its floor.
+            rec.request_id = None;
             if let Some(floor) = shard_floor {
                 rec.block_floor_shard = rec.block_floor_shard.max(floor);
             }

@@ -489,3 +489,124 @@ async fn a_commit_below_a_revision_seen_is_not_answered() {
         Err(CoordError::StoreRestored { .. })
     ));
 }
+
+/// Regression (the simulation's `--weight restore=2`, seed 27): a grant the restored store
+/// made before it noticed it was behind (the caller was then refused) stayed in the store
+/// with its request id, and the same caller's retry after the repair was answered with it as
+/// a repeat: a token below the repair's and a start below its floor. A repair makes every
+/// later acquire a new grant.
+#[tokio::test]
+async fn an_acquire_granted_before_the_restore_was_noticed_is_not_repeated_after_the_repair() {
+    let time = ManualTime::new(T0);
+    let store = Arc::new(MemStore::new());
+    let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config())
+        .await
+        .unwrap();
+    let mut client = Client::default();
+    let a = c.acquire(&acquire("a")).await.unwrap();
+    client.saw(&c);
+    let backup = store.copy();
+    time.advance_ms(1_000);
+    let _ = c.acquire(&acquire("b0")).await.unwrap();
+    let b = c.acquire(&acquire("b")).await.unwrap();
+    client.saw(&c);
+    let seen = client.0.clone().unwrap();
+    drop(c);
+
+    time.advance_ms(1_000);
+    let r = open(backup, &time).await;
+    // Before any caller tells it (a caller whose retry reaches it first), the restored
+    // store grants: a token it granted before.
+    let retried = AcquireRequest {
+        request_id: Some("0192f2d6-retried-acquire".into()),
+        ..acquire("n")
+    };
+    let early = r.acquire(&retried).await.unwrap();
+    assert!(
+        early.token <= b.token,
+        "the restored store reuses tokens: {early:?}"
+    );
+    r.check_generation(&seen).await.unwrap_err();
+    let report = r
+        .repair(&RepairRequest {
+            time_at_least_ms: Some(time.wall_ms()),
+            all_namespaces_at_least: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The caller never had the early grant (it was refused); its retry after the repair.
+    let later = r.acquire(&retried).await.unwrap();
+    assert!(
+        later.token > report.token_after.max(b.token),
+        "a grant from before the repair answered again: {later:?} (repair {report:?})"
+    );
+    assert!(
+        later.start_above_ms >= time.wall_ms(),
+        "the grant starts below the repair's floor: {later:?}"
+    );
+    assert!(later.start_above_ms >= a.reserved_until_ms.max(b.reserved_until_ms));
+}
+
+/// Regression (the simulation's `--weight restore=2`, seeds 11, 14, 27 and 89 of 1–100): a
+/// holder whose clock ran an hour fast asked, while the store was refused, for a reservation
+/// an hour ahead; the repair took the ask as a floor, and the host id was out of reach for an
+/// hour. No coordinator grants a reservation further ahead of its clock than the look-ahead
+/// limit, so that is all a presented bound can raise a floor to (the operator's time floor
+/// covers the coordinators' clock error).
+#[tokio::test]
+async fn a_far_ask_presented_while_refused_does_not_push_a_host_id_out_of_reach() {
+    use shardflake_proto::coord::ReservationRequest;
+    let time = ManualTime::new(T0);
+    let store = Arc::new(MemStore::new());
+    let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config())
+        .await
+        .unwrap();
+    let mut client = Client::default();
+    let a = c.acquire(&acquire("a")).await.unwrap();
+    client.saw(&c);
+    let backup = store.copy();
+    time.advance_ms(1_000);
+    let _ = c.acquire(&acquire("b0")).await.unwrap();
+    let _ = c.acquire(&acquire("b")).await.unwrap();
+    client.saw(&c);
+    let seen = client.0.clone().unwrap();
+    drop(c);
+
+    time.advance_ms(1_000);
+    let r = open(backup, &time).await;
+    r.check_generation(&seen).await.unwrap_err();
+    let ask = ReservationRequest {
+        token: a.token,
+        secret: secret(),
+        until_ms: time.wall_ms() + 3_600_000,
+    };
+    assert!(r.extend_reservation(a.host_id, &ask).await.is_err());
+    r.repair(&RepairRequest {
+        time_at_least_ms: Some(time.wall_ms()),
+        all_namespaces_at_least: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The lease runs out (a TTL from when this coordinator first sees its record as it
+    // stands); its holder, or another, takes the host id again.
+    let _ = r.hosts().await.unwrap();
+    time.advance_ms(61_000);
+    let _ = r.hosts().await.unwrap();
+    time.advance_ms(61_000);
+    let again = r
+        .acquire(&AcquireRequest {
+            host_id: Some(a.host_id),
+            ..acquire("a")
+        })
+        .await
+        .unwrap();
+    let reachable = time.wall_ms() + config().reservation_ahead_ms_max;
+    assert!(
+        again.start_above_ms <= reachable,
+        "host id {} starts {} ms ahead of the clock",
+        a.host_id,
+        again.start_above_ms - time.wall_ms()
+    );
+}

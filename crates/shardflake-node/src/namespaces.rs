@@ -52,22 +52,25 @@ pub const IDLE_REPORT_EVERY_MS: u64 = 10_000;
 /// [`shardflake_proto::ns::NS_PER_NODE_MAX`]: a renewal reports on each of them).
 pub const NS_STREAMS_MAX: usize = shardflake_proto::ns::NS_PER_NODE_MAX;
 
-/// A block being issued: `next`, `next + step`, .. below `end`.
+/// A block being issued: `next`, `next + step`, .. below `end`, granted under the lease
+/// of fencing token `token`.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
     next: u64,
     end: u64,
     step: u64,
     count: u64,
+    token: u64,
 }
 
 impl Cursor {
-    fn of(g: &NsBlockGrant) -> Self {
+    fn of(g: &NsBlockGrant, token: u64) -> Self {
         Self {
             next: g.start,
             end: g.end(),
             step: g.step.max(1),
             count: g.count,
+            token,
         }
     }
 
@@ -130,14 +133,24 @@ impl Stream {
         }
     }
 
-    /// Takes up to `want - out.len()` values into `out`; says whether a fetch should start.
-    fn take(&self, out: &mut Vec<u64>, want: usize) -> Result<bool, ApiError> {
+    /// Takes up to `want - out.len()` values into `out` from the blocks granted under the
+    /// lease of token `token` (the node's lease now); says whether a fetch should start.
+    fn take(&self, out: &mut Vec<u64>, want: usize, token: u64) -> Result<bool, ApiError> {
         let mut b = self.blocks.lock().expect("namespace mutex");
         if b.closed {
             return Err(
                 ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
                     .retry_after_ms(Some(1_000)),
             );
+        }
+        // The blocks of an earlier lease are dropped, never served: a store restored from a
+        // backup may have forgotten them, and its repair raises each namespace above the
+        // blocks live leases presented, not above those of a lease that ended.
+        if b.current.is_some_and(|c| c.token != token) {
+            b.current = None;
+        }
+        if b.next.is_some_and(|c| c.token != token) {
+            b.next = None;
         }
         let before = out.len();
         while out.len() < want {
@@ -318,11 +331,19 @@ impl Namespaces {
         lease: impl Fn() -> Option<LeaseRef> + Send + Sync + Clone + 'static,
     ) -> Taken {
         let stream = self.stream(name)?;
+        // Values come only from blocks of the lease the node holds now.
+        let Some(token) = lease().map(|l| l.token) else {
+            return Err(ApiError::new(
+                ErrorCode::LeaseLost,
+                format!("namespace `{name}`: the node holds no lease; it serves values again once it does"),
+            )
+            .retry_after_ms(Some(1_000)));
+        };
         let mut out = Vec::with_capacity(count);
         let deadline = Instant::now() + Duration::from_millis(NS_BLOCK_WAIT_MS);
         loop {
             let changed = stream.changed.notified();
-            let fetch = stream.take(&mut out, count)?;
+            let fetch = stream.take(&mut out, count, token)?;
             if fetch {
                 tokio::spawn(fetch_block(self.clone(), stream.clone(), lease.clone()));
             }
@@ -405,11 +426,15 @@ impl Namespaces {
                         // Only the newest block can be given back: the coordinator takes
                         // nothing from an earlier one (the values of the current block
                         // left unissued while a next block waits are wasted).
-                        break match (cur, next) {
-                            (_, Some(n)) => Some((n.end, n.next)),
-                            (Some(c), None) if c.next < c.end => Some((c.end, c.next)),
+                        let newest = match (cur, next) {
+                            (_, Some(n)) => Some(n),
+                            (Some(c), None) if c.next < c.end => Some(c),
                             _ => None,
                         };
+                        // A block of an earlier lease is not the lease's to give back.
+                        break newest
+                            .filter(|c| lease.as_ref().is_some_and(|l| l.token == c.token))
+                            .map(|c| (c.end, c.next));
                     }
                 }
                 let _ = tokio::time::timeout_at(deadline, changed).await;
@@ -462,12 +487,14 @@ async fn fetch_block(
 ) {
     // Never closed: a permit always comes.
     let _turn = ns.fetches.acquire().await;
+    let mut token = 0;
     let outcome = match lease() {
         None => Err((
             ErrorCode::LeaseLost,
             "the node holds no lease; it asks for blocks once it does".to_string(),
         )),
         Some(l) => {
+            token = l.token;
             let req = {
                 let mut b = stream.blocks.lock().expect("namespace mutex");
                 let (used, over_ms) = Stream::drain_usage(&mut b, true).unwrap_or_default();
@@ -497,7 +524,7 @@ async fn fetch_block(
             // Installed even when the node is stopping: the return at shutdown counts it.
             Ok(g) if g.end() > b.newest_end && g.count > 0 => {
                 b.newest_end = g.end();
-                let c = Cursor::of(&g);
+                let c = Cursor::of(&g, token);
                 if b.current.is_some_and(|c| c.next < c.end) {
                     b.next = Some(c);
                 } else {
@@ -530,4 +557,43 @@ async fn fetch_block(
             .remove(&stream.name);
     }
     stream.changed.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_with(start: u64, count: u64, token: u64) -> Stream {
+        let s = Stream::new("orders");
+        let g = NsBlockGrant {
+            start,
+            count,
+            step: 1,
+        };
+        {
+            let mut b = s.blocks.lock().unwrap();
+            b.current = Some(Cursor::of(&g, token));
+            b.newest_end = g.end();
+        }
+        s
+    }
+
+    #[test]
+    fn a_block_of_an_earlier_lease_is_never_served() {
+        let s = stream_with(100, 10, 7);
+        let mut out = Vec::new();
+        // Under the lease that was granted the block: its values.
+        s.take(&mut out, 3, 7).unwrap();
+        assert_eq!(out, vec![100, 101, 102]);
+        // Under a later lease: the block is dropped (a restored store may have granted its
+        // values again), and a fetch starts.
+        let mut out = Vec::new();
+        let fetch = s.take(&mut out, 3, 8).unwrap();
+        assert!(out.is_empty(), "served {out:?} from another lease's block");
+        assert!(fetch, "a node with no block of its lease asks for one");
+        // The old lease's block does not come back either.
+        let mut out = Vec::new();
+        s.take(&mut out, 3, 7).unwrap();
+        assert!(out.is_empty(), "served {out:?} from a dropped block");
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use shardflake_coordinator::store::{KvStore, MemStore};
 use shardflake_coordinator::Coordinator;
 use shardflake_proto::audit::{AuditReport, CounterBlock, PairBlocks};
-use shardflake_proto::coord::HostsResponse;
+use shardflake_proto::coord::{HostStatus, HostsResponse};
 
 /// The host records of one store, cached by revision.
 pub(crate) struct StoreView {
@@ -17,6 +17,8 @@ pub(crate) struct StoreView {
     grants: Mutex<Option<(u64, Arc<AuditReport>)>>,
     /// The highest bound seen durable per host id, and every counter block seen granted.
     high: Mutex<HashMap<u32, u64>>,
+    /// Per host id, the record of the newest token seen.
+    latest: Mutex<HashMap<u32, HostStatus>>,
     blocks_ever: Mutex<BTreeMap<(u32, u64), Vec<CounterBlock>>>,
 }
 
@@ -30,6 +32,7 @@ impl StoreView {
             cache: Mutex::new(None),
             grants: Mutex::new(None),
             high: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             blocks_ever: Mutex::new(BTreeMap::new()),
         }
     }
@@ -54,7 +57,24 @@ impl StoreView {
         // store is put back to a backup that predates it: ids issued from it are not repeats
         // (a repair raises every bound above it).
         let mut high = self.high.lock().expect("view");
+        // So does the newest lease seen: a store put back to a backup names the backup's
+        // holders, but a lease granted since was granted, and its holder may issue until it
+        // finds out (its renewals refused), within a TTL of its last heartbeat.
+        let mut latest = self.latest.lock().expect("view");
+        // Host ids the restored store has no record of at all.
+        for (id, newer) in latest.iter() {
+            if !hosts.hosts.iter().any(|h| h.host_id == *id) {
+                hosts.hosts.push(newer.clone());
+            }
+        }
+        hosts.hosts.sort_by_key(|h| h.host_id);
         for h in &mut hosts.hosts {
+            match latest.get(&h.host_id) {
+                Some(newer) if newer.token > h.token => *h = newer.clone(),
+                _ => {
+                    latest.insert(h.host_id, h.clone());
+                }
+            }
             let seen = high.entry(h.host_id).or_insert(0);
             *seen = (*seen).max(h.reserved_until_ms);
             h.reserved_until_ms = *seen;
