@@ -353,7 +353,7 @@ impl History {
         }
     }
 
-    /// The violations found (at most [`VIOLATIONS_KEPT_MAX`]) and how many there were.
+    /// The violations found (the first 20) and how many there were.
     pub fn violations(&self) -> (&[String], u64) {
         (
             &self.violations,
