@@ -486,8 +486,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             let e = pending.pop().expect("an event");
             let follow = apply(&mut sim, &e.fault, now, &world);
             if !follow.is_empty() {
-                // Faults aimed at a moment only the run knows (a lease's end) schedule
-                // their own steps; the schedule stays sorted, latest first.
+                // Faults aimed at a lease's end schedule their own steps; latest first.
                 pending.extend(follow);
                 pending.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
             }
@@ -719,8 +718,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) -> 
         Fault::LeaseEndStep { host, lead_ms } => {
             let slot = &slots[host];
             slot.lose_renewal_answers.store(true, Ordering::Relaxed);
-            // The keeper's deadline: a TTL less its drift margin after the last
-            // acknowledged renewal was sent.
+            // The keeper's deadline: a TTL less its drift margin after the last acked renewal.
             let end = slot.lease_sent_ms.load(Ordering::Relaxed) + ttl_ms - (ttl_ms / 50).max(5);
             let at = |at_ms, fault| Event { at_ms, fault };
             let host = host.clone();
