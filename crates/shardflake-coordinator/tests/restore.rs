@@ -490,13 +490,16 @@ async fn a_commit_below_a_revision_seen_is_not_answered() {
     ));
 }
 
-/// Regression (the simulation's `--weight restore=2`, seed 27): a grant the restored store
-/// made before it noticed it was behind (the caller was then refused) stayed in the store
-/// with its request id, and the same caller's retry after the repair was answered with it as
-/// a repeat: a token below the repair's and a start below its floor. A repair makes every
-/// later acquire a new grant.
-#[tokio::test]
-async fn an_acquire_granted_before_the_restore_was_noticed_is_not_repeated_after_the_repair() {
+/// A store backed up after lease `a`, two more leases granted (the last, `b`), then the
+/// backup opened a second later: the clock, the restored coordinator, `a`, `b`, and the
+/// highest stamp a caller saw before the restore.
+async fn restored_after_two_grants() -> (
+    ManualTime,
+    Coordinator,
+    shardflake_proto::coord::LeaseGrant,
+    shardflake_proto::coord::LeaseGrant,
+    GenerationStamp,
+) {
     let time = ManualTime::new(T0);
     let store = Arc::new(MemStore::new());
     let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config())
@@ -515,6 +518,17 @@ async fn an_acquire_granted_before_the_restore_was_noticed_is_not_repeated_after
 
     time.advance_ms(1_000);
     let r = open(backup, &time).await;
+    (time, r, a, b, seen)
+}
+
+/// Regression (the simulation's `--weight restore=2`, seed 27): a grant the restored store
+/// made before it noticed it was behind (the caller was then refused) stayed in the store
+/// with its request id, and the same caller's retry after the repair was answered with it as
+/// a repeat: a token below the repair's and a start below its floor. A repair makes every
+/// later acquire a new grant.
+#[tokio::test]
+async fn an_acquire_granted_before_the_restore_was_noticed_is_not_repeated_after_the_repair() {
+    let (time, r, a, b, seen) = restored_after_two_grants().await;
     // Before any caller tells it (a caller whose retry reaches it first), the restored
     // store grants: a token it granted before.
     let retried = AcquireRequest {
@@ -557,24 +571,7 @@ async fn an_acquire_granted_before_the_restore_was_noticed_is_not_repeated_after
 #[tokio::test]
 async fn a_far_ask_presented_while_refused_does_not_push_a_host_id_out_of_reach() {
     use shardflake_proto::coord::ReservationRequest;
-    let time = ManualTime::new(T0);
-    let store = Arc::new(MemStore::new());
-    let c = Coordinator::open(store.clone(), Arc::new(time.clone()), config())
-        .await
-        .unwrap();
-    let mut client = Client::default();
-    let a = c.acquire(&acquire("a")).await.unwrap();
-    client.saw(&c);
-    let backup = store.copy();
-    time.advance_ms(1_000);
-    let _ = c.acquire(&acquire("b0")).await.unwrap();
-    let _ = c.acquire(&acquire("b")).await.unwrap();
-    client.saw(&c);
-    let seen = client.0.clone().unwrap();
-    drop(c);
-
-    time.advance_ms(1_000);
-    let r = open(backup, &time).await;
+    let (time, r, a, _b, seen) = restored_after_two_grants().await;
     r.check_generation(&seen).await.unwrap_err();
     let ask = ReservationRequest {
         token: a.token,
