@@ -14,6 +14,9 @@
 # (a command the node's README shows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step's start, with the time since the start of the run, so that a CI log shows where
+# the time goes.
+step() { printf '== %dm%02ds %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 missing=()
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
@@ -39,9 +42,13 @@ features=(--features shardflake-cli/etcd)
 
 # The habits first: formatting, lints and docs without warnings (the tidy conventions run
 # with the tests, crates/shardflake-tidy).
+step "cargo fmt --all --check"
 cargo fmt --all --check
+step "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets --locked --features shardflake-cli/etcd -- -D warnings"
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
+step "RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps --locked --features shardflake-cli/etcd"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked "${features[@]}"
 
 # The etcd backend's tests run against a real 3-member cluster on loopback.
@@ -52,6 +59,7 @@ SHARDFLAKE_TEST_ETCD=$(scripts/etcd-cluster.sh start "$etcd_dir")
 export SHARDFLAKE_TEST_ETCD
 echo "etcd test cluster: $SHARDFLAKE_TEST_ETCD"
 
+step "cargo test --workspace --locked --features shardflake-cli/etcd"
 cargo test --workspace --locked "${features[@]}"
 
 # The same test binaries (no rebuild: the JSON lists what the run above built), run with the
@@ -89,6 +97,7 @@ if [ -z "$libfaketime" ]; then
   echo "libfaketime.so.1 not found (Debian package faketime)" >&2
   exit 1
 fi
+step "the test binaries with the clock shifted"
 for offset in +365d +3650d; do
   echo "== test binaries with the clock shifted ${offset}"
   for bin in "${shifted[@]}"; do
@@ -98,6 +107,7 @@ done
 
 # The HTTP APIs against their OpenAPI descriptions: schemathesis against a live node and a
 # live coordinator, with the debug binary the tests above built (overflow checks on).
+step "SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh"
 SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 
 # The nemesis run: the cluster as real processes, each node in a network namespace of its
@@ -111,19 +121,23 @@ SHARDFLAKE_BIN=target/debug/shardflake scripts/api-test.sh
 # so a node stepped ahead enters at most the next shard, the one the coordinators grant
 # blocks in (a node further ahead waits, unserved, for real time: an open finding, README).
 # Needs root; scripts/nemesis.sh installs iproute2, nftables and faketime when missing.
+step "SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000"
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 60 --ids 1000000 \
   --layout temporal:granularity=10s
+step "SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --et"
 SHARDFLAKE_BIN=target/debug/shardflake scripts/nemesis.sh --duration 75 --ids 1000000 --etcd
 
 # The restore drill: load through two nodes, a backup (a copied redb file; an etcd
 # snapshot), more load, the restore, the refusal, `shardflake repair`, more load, and every
 # id through `shardflake verify`: 0 duplicates. Two rounds per store; budget: 2 minutes.
+step "SHARDFLAKE_BIN=target/debug/shardflake scripts/restore-drill.sh --store both --rounds 2"
 SHARDFLAKE_BIN=target/debug/shardflake scripts/restore-drill.sh --store both --rounds 2
 
 # The store-size soak in short: 200 simulated nodes renewing for a minute against a fresh
 # 3-member etcd compacting every 10 s, then against the embedded store; fails unless the
 # size in use and the number of keys stay flat. Debug profile (the tests' build); budget:
 # 3 minutes. The runbook's figures come from `scripts/soak.sh 600 1000 60`.
+step "SOAK_PROFILE=debug scripts/soak.sh 60 200 10"
 SOAK_PROFILE=debug scripts/soak.sh 60 200 10
 
 # The deterministic simulation: the real coordinators, nodes (leases, namespaces, temporal
@@ -132,19 +146,33 @@ SOAK_PROFILE=debug scripts/soak.sh 60 200 10
 # `--seed S` for one seed's trace), then a sample of 20 more seeds each run twice and
 # compared (`--check-determinism`); exits non-zero on any violation or difference. Budget:
 # about 10 minutes.
+step "cargo run --release --locked -p shardflake-sim -- --seeds 400"
 cargo run --release --locked -p shardflake-sim -- --seeds 400
+step "cargo run --release --locked -p shardflake-sim -- --seeds 20 --first-seed 401 --check-dete"
 cargo run --release --locked -p shardflake-sim -- --seeds 20 --first-seed 401 --check-determinism
 
+# The mutant table: every re-introduced bug of `shardflake::mutant` switched on in turn in
+# the simulation built above (no build of its own), or for a bug out of its reach, in the
+# component test that crates/shardflake-sim/mutants/EXPECTED names (from the test build
+# above); fails when one is not caught within 150 seeds. Budget: about 5 minutes.
+step "SHARDFLAKE_TEST_FEATURES=shardflake-cli/etcd scripts/sim-mutants.sh 150"
+SHARDFLAKE_TEST_FEATURES=shardflake-cli/etcd scripts/sim-mutants.sh 150
+
 # Every parser under libFuzzer for a short while (scripts/fuzz.sh runs longer on request).
+step "scripts/fuzz.sh 20"
 scripts/fuzz.sh 20
 
 # The generator's compare-and-swap loop under every interleaving (loom), in its own target
 # directory because `--cfg loom` changes every crate's fingerprint.
+step "RUSTFLAGS=--cfg loom CARGO_TARGET_DIR=target/loom"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked -p shardflake --test loom --release
 
 # Every shell command the documentation shows (README.md, docs/*.md, the crates' READMEs), in
 # order, each file in a scratch directory, with the binary built above; a block that cannot
 # run here says why in the Markdown source (scripts/readme_test.py). Budget: about 5 minutes.
+step "python3 scripts/readme_test.py --self-test"
 python3 scripts/readme_test.py --self-test
+step "python3 scripts/readme_test.py --bin target/debug/shardflake"
 python3 scripts/readme_test.py --bin target/debug/shardflake
+step "done"

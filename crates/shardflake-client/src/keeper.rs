@@ -409,8 +409,15 @@ impl ActiveLease {
         for (name, v) in self.node_values()? {
             b = b.node(&name, v);
         }
-        Ok(b.reservation(self.reservation.clone())
-            .start_above_ms(self.start_above_ms))
+        Ok(b.reservation(self.reservation.clone()).start_above_ms(
+            if shardflake::mutant::active(
+                shardflake::mutant::Mutant::SuccessorStartsAtTheBoundNotAboveIt,
+            ) {
+                self.start_above_ms.saturating_sub(1)
+            } else {
+                self.start_above_ms
+            },
+        ))
     }
 
     /// Connects a temporal generator: its usage goes out with renewals and the blocks the

@@ -269,7 +269,9 @@ impl Generations {
     /// commit made before this one was sent, and revisions only grow, so the store went
     /// back. (Concurrent commits may be answered in any order: only `floor` is compared.)
     pub(crate) fn observe_revision(&self, floor: u64, revision: u64) -> bool {
-        if revision <= floor {
+        if revision <= floor
+            && !shardflake::mutant::active(shardflake::mutant::Mutant::ARestoreIsNotDetected)
+        {
             return false;
         }
         let mut k = self.known.lock().expect("poisoned");
@@ -344,7 +346,9 @@ impl Coordinator {
                 store_id: self.cluster.store_id.clone(),
             });
         }
-        if claim.generation <= self.generations.current() {
+        if claim.generation <= self.generations.current()
+            || shardflake::mutant::active(shardflake::mutant::Mutant::ARestoreIsNotDetected)
+        {
             return Ok(());
         }
         // A read that overlapped a repair may hold the base from before it: the record is

@@ -226,7 +226,15 @@ impl Coordinator {
         // Above the previous holders' bound, and above what a repair set for every host id.
         let floors = load_host_floors(self.store.as_ref()).await?;
         let start_above_ms = prev
-            .map_or(0, |(r, _)| r.reserved_until_ms)
+            .map_or(0, |(r, _)| {
+                if shardflake::mutant::active(
+                    shardflake::mutant::Mutant::TakeoverGrantStartsAboveTheLastRenewalNotTheBound,
+                ) {
+                    r.renewed_at_ms
+                } else {
+                    r.reserved_until_ms
+                }
+            })
             .max(floors.reserved_until_ms);
         let mut rec = HostRecord {
             host_id,
@@ -335,6 +343,12 @@ impl Coordinator {
                 .await;
             }
         }
+        if shardflake::mutant::active(shardflake::mutant::Mutant::UsageReportsFailTheRenewal)
+            && !req.namespaces.is_empty()
+        {
+            let all: Vec<&shardflake_proto::ns::NsUsage> = req.namespaces.iter().collect();
+            self.write_usage_chunk(host_id, &all).await?;
+        }
         let renewed = self
             .cas_loop(|| Box::pin(self.renew_step(host_id, req)))
             .await?;
@@ -439,12 +453,23 @@ impl Coordinator {
         host_id: u32,
         req: &ReservationRequest,
     ) -> Result<Step<'_, ReservationResponse>, CoordError> {
-        let (mut rec, version) = self
-            .fenced(host_id, req.token, &req.secret, Liveness::Required)
-            .await?;
+        let (mut rec, version) = if shardflake::mutant::active(
+            shardflake::mutant::Mutant::ExtensionsAreNotFencedByTheToken,
+        ) {
+            self.current_host(host_id).await?
+        } else {
+            self.fenced(host_id, req.token, &req.secret, Liveness::Required)
+                .await?
+        };
         let raised = self.raise_reservation(&mut rec, req.until_ms, self.time.wall_ms());
         let answer = ReservationResponse {
-            reserved_until_ms: rec.reserved_until_ms,
+            reserved_until_ms: if shardflake::mutant::active(
+                shardflake::mutant::Mutant::CoordinatorAnswersTheAskedBoundNotThePersistedOne,
+            ) {
+                req.until_ms.max(rec.reserved_until_ms)
+            } else {
+                rec.reserved_until_ms
+            },
         };
         if !raised {
             // Already persisted: answering with the current bound is idempotent.
@@ -536,7 +561,14 @@ impl Coordinator {
         if !o.is_of(rec) {
             *o = Observation::of(rec, now_mono);
         }
-        if now_mono >= o.since_mono_ms.saturating_add(rec.ttl_ms) {
+        let expired = if shardflake::mutant::active(
+            shardflake::mutant::Mutant::CoordinatorExpiresLeasesOnItsWallClock,
+        ) {
+            self.time.wall_ms() >= rec.expires_at_ms
+        } else {
+            now_mono >= o.since_mono_ms.saturating_add(rec.ttl_ms)
+        };
+        if expired {
             LeaseState::Expired
         } else {
             LeaseState::Live

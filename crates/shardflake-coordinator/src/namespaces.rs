@@ -322,7 +322,11 @@ fn check_return(
         )));
     }
     let aligned = req.unused_from == last.end || req.unused_from % ns.step == ns.offset;
-    if req.unused_from < last.start || req.unused_from > last.end || !aligned {
+    let below = req.unused_from < last.start
+        && !shardflake::mutant::active(
+            shardflake::mutant::Mutant::AReturnReachesBelowTheNewestBlock,
+        );
+    if below || req.unused_from > last.end || !aligned {
         return Err(refuse(format!(
             "unused_from {} is not a value of the caller's newest block {}..{} (step {}): a return never reaches into an earlier block",
             req.unused_from, last.start, last.end, ns.step

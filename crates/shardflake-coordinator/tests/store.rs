@@ -15,6 +15,18 @@ async fn memory_store_conforms() {
     conformance::run_all(|| async { MemStore::new() }).await;
 }
 
+/// One check of the suite alone: the one that catches mutant 12 (usage reports failing the
+/// renewal), which `scripts/sim-mutants.sh` runs with the bug switched on
+/// (`SHARDFLAKE_MUTANT`).
+#[tokio::test]
+async fn a_node_reporting_on_every_namespace_keeps_its_lease_on_the_memory_store() {
+    shardflake::mutant::activate_from_env();
+    shardflake_coordinator::testing::namespaces::a_node_reporting_on_every_namespace_keeps_its_lease(
+        Arc::new(MemStore::new()),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_shared_by_two_coordinators_conforms() {
     conformance::run_shared(|| async {

@@ -215,7 +215,11 @@ pub(crate) async fn issue(
         if !same {
             // The old generator's ids are unique but from another lease: drop them and
             // start the batch over on the new one.
-            sink.clear();
+            if !shardflake::mutant::active(
+                shardflake::mutant::Mutant::ABatchContinuesOnTheNextLeasesGenerator,
+            ) {
+                sink.clear();
+            }
             source = current;
         }
     }

@@ -43,7 +43,8 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     coordinators: usize,
     /// With `--seeds`: stop at the first seed that finds a violation (how many seeds a bug
-    /// takes to be caught: scripts/sim-mutants.sh).
+    /// takes to be caught: scripts/sim-mutants.sh). Seeds still run `--jobs` at once; the
+    /// seed reported is the lowest that finds one.
     #[arg(long)]
     stop_on_violation: bool,
     /// Faults per simulated minute.
@@ -62,6 +63,13 @@ struct Args {
     /// the first violation is the lowest seed's.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Switches on one re-introduced bug (`shardflake::mutant`, by name or number) in every
+    /// seed: how scripts/sim-mutants.sh shows that the simulation catches it.
+    #[arg(long, value_name = "NAME")]
+    mutant: Option<String>,
+    /// Prints the mutants `--mutant` knows, one name per line.
+    #[arg(long)]
+    list_mutants: bool,
     /// Runs one seed and prints its outcome as one JSON line: how `--seeds` runs each seed in
     /// a fresh process, where it runs exactly as `--seed S` replays it.
     #[arg(long, hide = true, conflicts_with = "seed")]
@@ -98,6 +106,30 @@ fn main() -> ExitCode {
     if options.weights.iter().all(|(_, w)| *w == 0) {
         eprintln!("--weight: at least one fault kind needs a weight above 0");
         return ExitCode::from(2);
+    }
+    if args.list_mutants {
+        for m in shardflake::mutant::Mutant::ALL {
+            println!("{}", m.name());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(name) = &args.mutant {
+        let switched = shardflake::mutant::Mutant::from_name(name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = shardflake::mutant::Mutant::ALL
+                    .iter()
+                    .map(|m| m.name())
+                    .collect();
+                format!(
+                    "--mutant {name}: no such mutant; the mutants: {}",
+                    names.join(", ")
+                )
+            })
+            .and_then(shardflake::mutant::activate);
+        if let Err(e) = switched {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
     }
     if let Some(seed) = args.child_seed {
         let out = run_seed(seed, &options, false);
@@ -148,24 +180,26 @@ fn main() -> ExitCode {
     let mut violations = 0u64;
     let mut failed = Vec::new();
     let mut recovery_ms_max = 0;
-    let jobs = if args.stop_on_violation {
-        1
-    } else {
-        args.jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .clamp(1, 64)
-    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
     let seeds = args.first_seed..args.first_seed + args.seeds;
     let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let stop_at = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let mut first_violation: Option<(u64, String)> = None;
     let child_args = child_args(&args);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            let (tx, next, child_args, end) = (tx.clone(), &next, &child_args, seeds.end);
+            let (tx, next, stop_at, child_args, end) =
+                (tx.clone(), &next, &stop_at, &child_args, seeds.end);
             let check_determinism = args.check_determinism;
             scope.spawn(move || loop {
                 let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if seed >= end {
+                // With --stop-on-violation, `end` comes down to the lowest seed found
+                // violating: the seeds below it still run, so that it is the first.
+                if seed >= end.min(stop_at.load(std::sync::atomic::Ordering::Relaxed)) {
                     return;
                 }
                 let mut out = run_child(seed, child_args);
@@ -204,20 +238,23 @@ fn main() -> ExitCode {
                 violations += out.report.violation_count;
                 eprintln!("seed {seed}: {}", out.report.violations.join("; "));
                 failed.push(seed);
-                if args.stop_on_violation {
-                    println!(
-                        "first violation at seed {seed} ({} seeds run): {}",
-                        seed - args.first_seed + 1,
-                        out.report.violations.first().map_or("", String::as_str)
-                    );
-                    // The workers stop at their next send.
-                    next.store(seeds.end, std::sync::atomic::Ordering::Relaxed);
-                    return;
+                if args.stop_on_violation && first_violation.as_ref().is_none_or(|(s, _)| seed < *s)
+                {
+                    first_violation = Some((
+                        seed,
+                        out.report.violations.first().cloned().unwrap_or_default(),
+                    ));
+                    // No seed above it starts; those below it that run finish.
+                    stop_at.fetch_min(seed, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
     });
-    if args.stop_on_violation && !failed.is_empty() {
+    if let Some((seed, what)) = first_violation {
+        println!(
+            "first violation at seed {seed} ({} seeds from the first): {what}",
+            seed - args.first_seed + 1
+        );
         return ExitCode::FAILURE;
     }
     failed.sort_unstable();
@@ -285,6 +322,7 @@ fn child_args(args: &Args) -> Vec<String> {
         format!("--faults-per-minute={}", args.faults_per_minute),
     ];
     v.extend(args.weights.iter().map(|w| format!("--weight={w}")));
+    v.extend(args.mutant.iter().map(|m| format!("--mutant={m}")));
     v
 }
 

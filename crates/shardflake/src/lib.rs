@@ -24,6 +24,7 @@ mod error;
 mod fast;
 pub mod forecast;
 mod layout;
+pub mod mutant;
 mod reservation;
 mod sizing;
 mod snowflake;

@@ -95,6 +95,9 @@ impl Reservation {
         let _ = self
             .until_ms
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                if crate::mutant::active(crate::mutant::Mutant::RevocationIsNotFinal) {
+                    return (until_ms > cur || cur == REVOKED).then_some(until_ms);
+                }
                 (cur != REVOKED && until_ms > cur).then_some(until_ms)
             });
     }

@@ -182,6 +182,8 @@ fn reservation_bound_is_never_exceeded() {
 /// re-arm the generator: revocation is final for a reservation.
 #[test]
 fn revoked_reservation_stays_revoked_when_a_late_extension_arrives() {
+    // scripts/sim-mutants.sh runs this test with mutant 6 switched on (SHARDFLAKE_MUTANT).
+    crate::mutant::activate_from_env();
     let clock = ManualClock::new(T0);
     let r = Arc::new(Reservation::new(Arc::new(crate::NoReserver), 0));
     r.extend_to(T0 + 100);

@@ -62,6 +62,11 @@ async fn supply_once(
             secret: lease.secret().clone(),
             until_ms,
         };
+        if shardflake::mutant::active(
+            shardflake::mutant::Mutant::KeeperRaisesTheReservationBeforeItIsDurable,
+        ) {
+            lease.reservation.extend_to(until_ms);
+        }
         let r = client.extend_reservation(lease.host_id, &req).await?;
         // A revoked reservation ignores the extension, so an answer that arrives after the
         // lease was lost changes nothing.

@@ -494,7 +494,16 @@ impl Task {
                             retry_at = None;
                             present_held = false;
                             last_send = sent;
-                            deadline = self.deadline_after(sent, lease.ttl_ms);
+                            deadline = self.deadline_after(
+                                if shardflake::mutant::active(
+                                    shardflake::mutant::Mutant::LeaseMeasuredFromTheAnswerNotTheRequest,
+                                ) {
+                                    Instant::now()
+                                } else {
+                                    sent
+                                },
+                                lease.ttl_ms,
+                            );
                             if Instant::now() >= deadline {
                                 self.lose(&lease, "the renewal was acknowledged after its deadline".into());
                                 return Held::Lost;

@@ -67,7 +67,7 @@ impl Coordinator {
     }
 
     /// One chunk of [`Self::write_usage_reports`]: how many reports it wrote.
-    async fn write_usage_chunk(
+    pub(crate) async fn write_usage_chunk(
         &self,
         host_id: u32,
         chunk: &[&NsUsage],
