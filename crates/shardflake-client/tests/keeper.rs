@@ -213,6 +213,70 @@ async fn generator_demand_extends_the_reservation_through_the_coordinator() {
     coord.stop().await;
 }
 
+/// The system clock, `ahead_ms` ahead.
+struct AheadClock {
+    ahead_ms: u64,
+}
+
+impl Clock for AheadClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms() + self.ahead_ms
+    }
+    fn wait_until_ms(&self, target_ms: u64) {
+        SystemClock.wait_until_ms(target_ms.saturating_sub(self.ahead_ms));
+    }
+}
+
+/// Regression (an extension per round trip): a node whose clock is ahead of the
+/// coordinator's by more than the coordinator's look-ahead limit less the node's own gets a
+/// reservation short of what it asks for, under its low-water mark; its generator asked
+/// again on every id and the keeper sent an extension, a write to the store, per answer.
+/// The extensions are now spaced by half the headroom granted, and ids keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_clock_ahead_of_the_coordinators_does_not_flood_them_with_extensions() {
+    let mut config =
+        shardflake_coordinator::CoordinatorConfig::new(Layout::preset("twitter").unwrap());
+    config.reservation_ahead_ms_max = 1_000;
+    let coord = crate::support::TestCoordinator::start_faulty(
+        Arc::new(MemStore::new()),
+        config,
+        crate::support::Faults::default(),
+    )
+    .await;
+    let c = client(&[&coord.url]);
+    // 800 ms ahead: the coordinator grants up to 200 ms past the node's clock, under the
+    // low-water mark (a quarter of the 1 s look-ahead).
+    let clock: Arc<dyn Clock> = Arc::new(AheadClock { ahead_ms: 800 });
+    let mut kc = KeeperConfig::new("node", 1_000);
+    kc.clock = clock.clone();
+    let keeper = LeaseKeeper::start(c.clone(), kc);
+    let lease = active_within(&keeper, 5_000).await;
+    let g = lease.snowflake().unwrap().clock(clock).build().unwrap();
+    let path = format!("/v1/leases/{}/reservation", lease.host_id);
+    let before = coord.requests_to(&path);
+    let (mut issued, mut refused) = (0u64, 0u64);
+    let until = std::time::Instant::now() + Duration::from_millis(2_000);
+    while std::time::Instant::now() < until {
+        match g.next_id() {
+            Ok(_) => issued += 1,
+            Err(_) => refused += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let extensions = coord.requests_to(&path) - before;
+    // Half of the 200 ms granted each time: about 20 in 2 s (a round trip each was hundreds).
+    assert!(
+        extensions <= 60,
+        "{extensions} extensions in 2 s ({issued} ids issued, {refused} refused)"
+    );
+    assert!(
+        issued > 10 * refused,
+        "ids keep flowing: {issued} issued, {refused} refused"
+    );
+    keeper.shutdown().await;
+    coord.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_generator_gets_blocks_and_crosses_shards_without_repeats() {
     // One-second shards with widths sized to last a century (the default 20 shard bits of

@@ -26,12 +26,28 @@ pub(super) async fn supply(
     refused: mpsc::Sender<ClientError>,
 ) {
     let mut pending: Vec<(u64, u64)> = Vec::new();
+    let mut pace = Pace::default();
     loop {
-        lease.wake.notify.notified().await;
+        match pace.not_before {
+            // An extension put off: served at its time, or earlier for a counter block.
+            Some(at) => tokio::select! {
+                () = lease.wake.notify.notified() => {}
+                () = tokio::time::sleep_until(at) => {}
+            },
+            None => lease.wake.notify.notified().await,
+        }
         // Serve, and after a failure wait out the backoff before trying again: the generator
         // asks again on every id it cannot issue, and those asks must not turn into requests.
         loop {
-            match supply_once(&client, &lease, reserve_ahead_ms, &clock, &mut pending).await {
+            let once = supply_once(
+                &client,
+                &lease,
+                reserve_ahead_ms,
+                &clock,
+                &mut pending,
+                &mut pace,
+            );
+            match once.await {
                 Ok(()) => {
                     retry.succeeded();
                     break;
@@ -53,9 +69,13 @@ async fn supply_once(
     reserve_ahead_ms: u64,
     clock: &Arc<dyn Clock>,
     pending: &mut Vec<(u64, u64)>,
+    pace: &mut Pace,
 ) -> Result<(), ClientError> {
     let needed = lease.wake.needed_ms.load(Ordering::Acquire);
-    if needed > lease.reservation.until_ms() && !lease.reservation.is_revoked() {
+    let put_off = pace
+        .not_before
+        .is_some_and(|at| tokio::time::Instant::now() < at);
+    if needed > lease.reservation.until_ms() && !lease.reservation.is_revoked() && !put_off {
         let until_ms = needed.max(clock.now_ms() + reserve_ahead_ms);
         let req = ReservationRequest {
             token: lease.token,
@@ -71,6 +91,7 @@ async fn supply_once(
         // A revoked reservation ignores the extension, so an answer that arrives after the
         // lease was lost changes nothing.
         lease.reservation.extend_to(r.reserved_until_ms);
+        pace.answered(lease.host_id, until_ms, r.reserved_until_ms, clock.now_ms());
     }
     for request in std::mem::take(&mut *lease.wake.blocks.lock().expect("poisoned")) {
         if !pending.contains(&request) {
@@ -118,4 +139,66 @@ async fn supply_once(
         pending.remove(0);
     }
     Ok(())
+}
+
+/// The pace of reservation extensions while the coordinators grant less than asked.
+///
+/// A coordinator reserves at most its `--reservation-ahead-max` past its own clock. A node
+/// whose clock is ahead of the coordinators' by more than that less its look-ahead gets
+/// less than it asks for, and its generator, finding the headroom under its low-water mark
+/// on every id, would ask again as soon as each answer arrived: an extension, and a write
+/// to the store, per round trip for as long as the clocks disagree. Instead, after an
+/// answer short of the ask the next extension waits until half the headroom granted is
+/// used (at least `SUPPLY_RETRY_MS_MIN`), or, with no headroom at all (the node's clock
+/// past everything the coordinators grant: it serves nothing until the clocks agree), for a
+/// backoff doubling up to `SUPPLY_RETRY_MS_MAX`. Logged once when it starts and once when
+/// it ends.
+#[derive(Debug, Default)]
+pub(super) struct Pace {
+    /// No extension before then.
+    not_before: Option<tokio::time::Instant>,
+    /// The wait after an answer with no headroom; 0 when the last one had some.
+    backoff_ms: u64,
+    /// Whether the last answer was short of the ask (for logging once per change).
+    short: bool,
+}
+
+impl Pace {
+    /// Takes an extension's answer into account: `asked_ms` asked for, `granted_ms` granted,
+    /// when the node's clock reads `now_ms`.
+    fn answered(&mut self, host_id: u32, asked_ms: u64, granted_ms: u64, now_ms: u64) {
+        if granted_ms >= asked_ms {
+            if self.short {
+                tracing::info!(
+                    host_id,
+                    granted_ms,
+                    "reservation extensions granted in full again"
+                );
+            }
+            *self = Pace::default();
+            return;
+        }
+        let headroom_ms = granted_ms.saturating_sub(now_ms);
+        let wait_ms = if headroom_ms == 0 {
+            self.backoff_ms =
+                (self.backoff_ms * 2).clamp(super::SUPPLY_RETRY_MS_MIN, super::SUPPLY_RETRY_MS_MAX);
+            self.backoff_ms
+        } else {
+            self.backoff_ms = 0;
+            (headroom_ms / 2).max(super::SUPPLY_RETRY_MS_MIN)
+        };
+        if !self.short {
+            tracing::warn!(
+                host_id,
+                asked_ms,
+                granted_ms,
+                short_by_ms = asked_ms - granted_ms,
+                headroom_ms,
+                "the coordinators reserve less than asked: this node's clock is likely ahead of theirs by more than their look-ahead limit allows (--reservation-ahead-max); extensions are spaced out until it is granted in full"
+            );
+        }
+        self.short = true;
+        self.not_before =
+            Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms));
+    }
 }
