@@ -345,32 +345,61 @@ fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
         Ok(exe) => exe,
         Err(e) => return failed(format!("cannot find this program to run the seed: {e}")),
     };
-    let output = match std::process::Command::new(exe)
+    let mut child = match std::process::Command::new(exe)
         .args(args)
         .arg(format!("--child-seed={seed}"))
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()
+        .spawn()
     {
-        Ok(o) => o,
+        Ok(c) => c,
         Err(e) => return failed(format!("cannot start the seed's process: {e}")),
     };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    match (
-        output.status.success(),
-        stdout.lines().last().map(parse_outcome),
-    ) {
+    // Read while it runs (a long outcome would fill the pipe), and wait at most
+    // SEED_REAL_TIME_MAX: simulated time stands still in a task that never yields, so a
+    // seed caught in a busy loop would otherwise hang the whole run.
+    let mut pipe = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < SEED_REAL_TIME_MAX => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return failed(format!(
+                    "the seed's process ran for {} s of real time without finishing (simulated time stood still: a task that never yields?), replay it with --seed {seed}",
+                    SEED_REAL_TIME_MAX.as_secs()
+                ));
+            }
+            Err(e) => return failed(format!("waiting for the seed's process: {e}")),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&stdout);
+    match (status.success(), stdout.lines().last().map(parse_outcome)) {
         (true, Some(Ok(out))) if out.seed == seed => out,
         (true, Some(Err(e))) => failed(format!("the seed's process printed no outcome: {e}")),
-        (status, _) => failed(format!(
+        (ok, _) => failed(format!(
             "the seed's process failed ({}), replay it with --seed {seed}",
-            if status {
+            if ok {
                 "no outcome".to_string()
             } else {
-                output.status.to_string()
+                status.to_string()
             }
         )),
     }
 }
+
+/// The real time one seed may take (a seed takes a few seconds).
+const SEED_REAL_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn outcome_json(out: &SeedOutcome) -> String {
     let r = &out.report;

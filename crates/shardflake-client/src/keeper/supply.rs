@@ -75,6 +75,10 @@ async fn supply_once(
     let put_off = pace
         .not_before
         .is_some_and(|at| tokio::time::Instant::now() < at);
+    if !put_off {
+        // Its time came: the next answer says whether to put one off again.
+        pace.not_before = None;
+    }
     if needed > lease.reservation.until_ms() && !lease.reservation.is_revoked() && !put_off {
         let until_ms = needed.max(clock.now_ms() + reserve_ahead_ms);
         let req = ReservationRequest {
