@@ -469,7 +469,8 @@ impl Checker {
     pub fn finish(mut self, nodes: &[String], bound_ms: u64, end_ms: u64) -> CheckReport {
         let heal_ms = self.heal_ms;
         let count = self.batches.iter().map(|b| b.len() as u64).sum();
-        let (duplicates, examples) = duplicates(&self.batches);
+        let mask = self.decoder.node_mask;
+        let (duplicates, examples) = duplicates(&self.batches, |id| id & mask);
         if duplicates > 0 {
             let shown: Vec<String> = examples
                 .iter()
@@ -484,7 +485,7 @@ impl Checker {
         let mut ns_values = 0;
         for (name, batches) in std::mem::take(&mut self.ns_batches) {
             ns_values += batches.iter().map(|b| b.len() as u64).sum::<u64>();
-            let (n, examples) = self::duplicates(&batches);
+            let (n, examples) = self::duplicates(&batches, |_| 0);
             if n > 0 {
                 let shown: Vec<String> = examples
                     .iter()
@@ -550,34 +551,38 @@ fn runs(ids: Vec<u64>, together: impl Fn(u64, u64) -> bool) -> Vec<Vec<u64>> {
 }
 
 /// Counts the ids that equal an id before them over all `batches`, with up to
-/// [`shardflake::check::DUPLICATES_SHOWN_MAX`] examples. Batches whose ranges (smallest to
-/// largest id) overlap no other cannot share an id with another batch, and in a correct run
-/// every batch is such a range (one generator's ids, increasing; a host id's next holder
-/// starts above its predecessor's bound): only batches whose ranges overlap are merged and
-/// sorted (the library's radix sort and count), and each batch's own ids are checked apart.
-fn duplicates(batches: &[Vec<u64>]) -> (u64, Vec<(u64, u64)>) {
-    let mut ranges: Vec<(u64, u64, usize)> = batches
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let (lo, hi) = b
-                .iter()
-                .fold((u64::MAX, 0), |(lo, hi), &id| (lo.min(id), hi.max(id)));
-            (lo, hi, i)
-        })
-        .collect();
-    ranges.sort_unstable();
+/// [`shardflake::check::DUPLICATES_SHOWN_MAX`] examples. Two equal ids agree in every bit, so
+/// in their `part` too (an id's node bits: its host id), and two batches' pieces of
+/// different parts, or whose ranges (smallest to largest id) do not overlap, cannot share an
+/// id. In a correct run every piece is such a range (one generator's ids, increasing; a
+/// host id's next holder starts above its predecessor's bound): only pieces of one part
+/// whose ranges overlap are merged and sorted (the library's radix sort and count), and each
+/// piece's own ids are checked apart.
+fn duplicates(batches: &[Vec<u64>], part: impl Fn(u64) -> u64) -> (u64, Vec<(u64, u64)>) {
+    // (part, lo, hi, batch, from, to): the runs of one part within each batch.
+    let mut pieces: Vec<(u64, u64, u64, usize, usize, usize)> = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let mut from = 0;
+        while from < b.len() {
+            let p = part(b[from]);
+            let (mut lo, mut hi, mut to) = (b[from], b[from], from + 1);
+            while to < b.len() && part(b[to]) == p {
+                lo = lo.min(b[to]);
+                hi = hi.max(b[to]);
+                to += 1;
+            }
+            pieces.push((p, lo, hi, i, from, to));
+            from = to;
+        }
+    }
+    pieces.sort_unstable();
     let mut total = 0;
     let mut examples = Vec::new();
-    let mut group: Vec<usize> = Vec::new();
-    let mut group_hi = 0;
-    let mut flush = |group: &mut Vec<usize>| {
-        let increasing = group.len() == 1 && batches[group[0]].windows(2).all(|w| w[0] < w[1]);
+    let mut group: Vec<&[u64]> = Vec::new();
+    let mut flush = |group: &mut Vec<&[u64]>| {
+        let increasing = group.len() == 1 && group[0].windows(2).all(|w| w[0] < w[1]);
         if !group.is_empty() && !increasing {
-            let mut ids: Vec<u64> = group
-                .iter()
-                .flat_map(|&i| batches[i].iter().copied())
-                .collect();
+            let mut ids: Vec<u64> = group.iter().flat_map(|g| g.iter().copied()).collect();
             shardflake::check::radix_sort(&mut ids);
             let (n, shown) = shardflake::check::count_duplicates(&[&ids]);
             total += n;
@@ -585,15 +590,16 @@ fn duplicates(batches: &[Vec<u64>]) -> (u64, Vec<(u64, u64)>) {
         }
         group.clear();
     };
-    for (lo, hi, i) in ranges {
-        if !group.is_empty() && lo > group_hi {
+    let (mut group_part, mut group_hi) = (0, 0);
+    for (p, lo, hi, i, from, to) in pieces {
+        if !group.is_empty() && (p != group_part || lo > group_hi) {
             flush(&mut group);
         }
         if group.is_empty() {
-            group_hi = hi;
+            (group_part, group_hi) = (p, hi);
         }
         group_hi = group_hi.max(hi);
-        group.push(i);
+        group.push(&batches[i][from..to]);
     }
     flush(&mut group);
     examples.truncate(shardflake::check::DUPLICATES_SHOWN_MAX);
@@ -620,4 +626,25 @@ pub struct CheckReport {
     pub violation_count: u64,
     /// The first few, described.
     pub violations: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn duplicates_are_found_within_each_part_and_across_batches() {
+        // The low byte as the part (a host id's node bits).
+        let part = |id: u64| id & 0xff;
+        let id = |t: u64, host: u64| (t << 8) | host;
+        // Two hosts' batches interleave in value and share no id.
+        let a: Vec<u64> = (1..100).map(|t| id(t, 1)).collect();
+        let b: Vec<u64> = (1..100).map(|t| id(t, 2)).collect();
+        assert_eq!(super::duplicates(&[a.clone(), b.clone()], part).0, 0);
+        // A batch of host 1 whose range overlaps another's, with one id repeated.
+        let (n, shown) = super::duplicates(&[a.clone(), b, vec![id(50, 1), id(200, 1)]], part);
+        assert_eq!((n, shown[0].0), (1, id(50, 1)));
+        // A batch mixing two hosts' ids, one of them repeating another batch's.
+        assert_eq!(super::duplicates(&[a, vec![id(7, 2), id(7, 1)]], part).0, 1);
+        // A repeat within one batch.
+        assert_eq!(super::duplicates(&[vec![5, 3, 5]], |_| 0).0, 1);
+    }
 }

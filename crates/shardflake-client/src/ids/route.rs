@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shardflake_proto::node::{IdsResponse, CONTENT_TYPE_JSON};
+use shardflake_proto::node::{IdsResponse, CONTENT_TYPE_BINARY};
 use shardflake_proto::ns::{rendezvous_order, RoutedNode, RoutingTable};
 use shardflake_proto::{ErrorBody, ErrorCode};
 use tokio::time::Instant;
@@ -378,7 +378,7 @@ impl Router {
                     return match self.get(&here, left).await {
                         Ok(r) if r.status().as_u16() == 200 => {
                             tracing::debug!(%base, redirected_to = %url, "served where redirected from");
-                            parse_ids(r.body(), count)
+                            parse_ids(&r, count)
                         }
                         _ => Err(failed(format!("redirected to {url}: {error}"), kind)),
                     };
@@ -388,7 +388,7 @@ impl Router {
             let status = resp.status().as_u16();
             let body = resp.body();
             match status {
-                200 => return parse_ids(body, count),
+                200 => return parse_ids(&resp, count),
                 307 | 308 if hop < REDIRECTS_MAX => {
                     let Some(location) = resp
                         .headers()
@@ -446,7 +446,9 @@ impl Router {
     }
 
     async fn get(&self, url: &str, timeout: Duration) -> Result<http::Response<Vec<u8>>, Attempt> {
-        let mut request = http::Request::get(url).header(http::header::ACCEPT, CONTENT_TYPE_JSON);
+        // The binary representation (8 bytes an id, nothing to parse), or JSON from a node
+        // that does not offer it.
+        let mut request = http::Request::get(url).header(http::header::ACCEPT, ACCEPT_IDS);
         if let Some(a) = &self.node_auth {
             request = request.header(http::header::AUTHORIZATION, a);
         }
@@ -490,16 +492,31 @@ fn error_body(body: &[u8]) -> (ErrorCode, String) {
     }
 }
 
-fn parse_ids(body: &[u8], count: usize) -> Result<Vec<u64>, Attempt> {
-    let r: IdsResponse = serde_json::from_slice(body)
-        .map_err(|e| failed(format!("undecodable answer: {e}"), "bad_answer"))?;
-    if r.ids.is_empty() || r.ids.len() > count {
+/// What the SDK accepts from `/ids` and `/ns/{name}/ids`.
+const ACCEPT_IDS: &str = "application/octet-stream, application/json;q=0.5";
+
+/// The ids of a 200 answer, in the representation its `Content-Type` names.
+fn parse_ids(resp: &http::Response<Vec<u8>>, count: usize) -> Result<Vec<u64>, Attempt> {
+    let binary = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with(CONTENT_TYPE_BINARY));
+    let ids = if binary {
+        shardflake_proto::node::parse_ids_binary(resp.body())
+            .map_err(|e| failed(format!("undecodable answer: {e}"), "bad_answer"))?
+    } else {
+        serde_json::from_slice::<IdsResponse>(resp.body())
+            .map_err(|e| failed(format!("undecodable answer: {e}"), "bad_answer"))?
+            .ids
+    };
+    if ids.is_empty() || ids.len() > count {
         return Err(failed(
-            format!("answered {} ids, {count} were asked for", r.ids.len()),
+            format!("answered {} ids, {count} were asked for", ids.len()),
             "bad_answer",
         ));
     }
-    Ok(r.ids)
+    Ok(ids)
 }
 
 /// Where a redirect from `from` to `location` leads: an absolute URL as it is (with the
@@ -529,6 +546,35 @@ fn resolve(from: &str, location: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn ids_are_read_in_the_representation_the_node_answers_with() {
+        let binary: Vec<u8> = [7u64, 9].iter().flat_map(|i| i.to_be_bytes()).collect();
+        let ok = |r| parse_ids(&r, 2).ok();
+        assert_eq!(
+            ok(answer("application/octet-stream", binary.clone())),
+            Some(vec![7, 9])
+        );
+        let json = serde_json::to_vec(&IdsResponse::new(vec![7, 9])).unwrap();
+        assert_eq!(ok(answer("application/json", json)), Some(vec![7, 9]));
+        // More ids than asked for, a torn binary body, none at all: refused.
+        assert_eq!(
+            parse_ids(&answer("application/octet-stream", binary.clone()), 1).ok(),
+            None
+        );
+        assert_eq!(
+            ok(answer("application/octet-stream", binary[..11].to_vec())),
+            None
+        );
+        assert_eq!(ok(answer("application/octet-stream", Vec::new())), None);
+    }
 
     #[test]
     fn redirects_resolve_to_a_full_url() {
