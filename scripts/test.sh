@@ -3,8 +3,8 @@
 # in-process HTTP, real-process, tidy and loom tests,
 # then the library, node and client test binaries again with the clock shifted one and ten
 # years ahead, to prove that no test (and no id) depends on today's date; then the API tests
-# against the OpenAPI descriptions, the nemesis runs, the deterministic simulation, the fuzz
-# targets and loom.
+# against the OpenAPI descriptions, the nemesis runs, the deterministic simulation and its
+# mutant table, the fuzz targets and loom.
 # Installs the system packages the tests use when they are missing (Debian; needs root):
 # faketime (libfaketime), strace (watches the node's fsyncs), procps (pkill), etcd-server and
 # etcd-client (a 3-member etcd cluster on loopback for the etcd backend's tests, started here
@@ -48,6 +48,10 @@ step "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy --workspace --all-targets --locked --features shardflake-cli/etcd -- -D warnings"
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
+# The library alone, without the `mutants` feature the workspace unifies in (the simulation
+# asks for it): the build every user of the library gets.
+step "cargo clippy -p shardflake --all-targets --locked -- -D warnings"
+cargo clippy -p shardflake --all-targets --locked -- -D warnings
 step "RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps --locked --features shardflake-cli/etcd"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked "${features[@]}"
 

@@ -59,8 +59,8 @@ struct Args {
     #[arg(long)]
     check_determinism: bool,
     /// Seeds run at once, each in a process of its own (default: the CPUs available). A
-    /// seed's outcome does not depend on it; `--stop-on-violation` runs one at a time, so that
-    /// the first violation is the lowest seed's.
+    /// seed's outcome does not depend on it; with `--stop-on-violation` the seed reported is
+    /// the lowest that finds one.
     #[arg(long)]
     jobs: Option<usize>,
     /// Switches on one re-introduced bug (`shardflake::mutant`, by name or number) in every
@@ -202,9 +202,16 @@ fn main() -> ExitCode {
                 if seed >= end.min(stop_at.load(std::sync::atomic::Ordering::Relaxed)) {
                     return;
                 }
-                let mut out = run_child(seed, child_args);
+                // A seed above the lowest one found violating is stopped: it cannot be the
+                // first.
+                let moot = || seed > stop_at.load(std::sync::atomic::Ordering::Relaxed);
+                let Some(mut out) = run_child(seed, child_args, &moot) else {
+                    continue;
+                };
                 if check_determinism {
-                    let again = run_child(seed, child_args);
+                    let Some(again) = run_child(seed, child_args, &moot) else {
+                        continue;
+                    };
                     let a = (out.digest, out.report.ids, out.report.acks, &out.faults);
                     let b = (again.digest, again.report.ids, again.report.acks, &again.faults);
                     if a != b {
@@ -216,7 +223,7 @@ fn main() -> ExitCode {
                         ));
                     }
                 }
-                // A send fails only once the receiver stopped early (stop on violation).
+                // The receiver runs until every worker has returned.
                 if tx.send(out).is_err() {
                     return;
                 }
@@ -329,7 +336,8 @@ fn child_args(args: &Args) -> Vec<String> {
 /// Runs `seed` in a process of its own (this program, `--child-seed`), so that nothing a
 /// seed run before it left in the process (tokio's task numbers, thread-local state) can
 /// change it, and reads its outcome. A process that dies counts as a violation.
-fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
+fn run_child(seed: u64, args: &[String], moot: &dyn Fn() -> bool) -> Option<SeedOutcome> {
+    let replay = format!("replay it with --seed {seed} {}", args.join(" "));
     let failed = |why: String| SeedOutcome {
         seed,
         report: CheckReport {
@@ -343,7 +351,11 @@ fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
-        Err(e) => return failed(format!("cannot find this program to run the seed: {e}")),
+        Err(e) => {
+            return Some(failed(format!(
+                "cannot find this program to run the seed: {e}"
+            )))
+        }
     };
     let mut child = match std::process::Command::new(exe)
         .args(args)
@@ -353,7 +365,7 @@ fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot start the seed's process: {e}")),
+        Err(e) => return Some(failed(format!("cannot start the seed's process: {e}"))),
     };
     // Read while it runs (a long outcome would fill the pipe), and wait at most
     // SEED_REAL_TIME_MAX: simulated time stands still in a task that never yields, so a
@@ -368,34 +380,44 @@ fn run_child(seed: u64, args: &[String]) -> SeedOutcome {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
+            Ok(None) if moot() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             Ok(None) if started.elapsed() < SEED_REAL_TIME_MAX => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return failed(format!(
-                    "the seed's process ran for {} s of real time without finishing (simulated time stood still: a task that never yields?), replay it with --seed {seed}",
+                return Some(failed(format!(
+                    "the seed's process ran for {} s of real time without finishing (simulated time stood still: a task that never yields?), {replay}",
                     SEED_REAL_TIME_MAX.as_secs()
-                ));
+                )));
             }
-            Err(e) => return failed(format!("waiting for the seed's process: {e}")),
+            Err(e) => {
+                let _ = child.kill();
+                return Some(failed(format!("waiting for the seed's process: {e}")));
+            }
         }
     };
     let stdout = reader.join().unwrap_or_default();
     let stdout = String::from_utf8_lossy(&stdout);
-    match (status.success(), stdout.lines().last().map(parse_outcome)) {
-        (true, Some(Ok(out))) if out.seed == seed => out,
-        (true, Some(Err(e))) => failed(format!("the seed's process printed no outcome: {e}")),
-        (ok, _) => failed(format!(
-            "the seed's process failed ({}), replay it with --seed {seed}",
-            if ok {
-                "no outcome".to_string()
-            } else {
-                status.to_string()
-            }
-        )),
-    }
+    Some(
+        match (status.success(), stdout.lines().last().map(parse_outcome)) {
+            (true, Some(Ok(out))) if out.seed == seed => out,
+            (true, Some(Err(e))) => failed(format!("the seed's process printed no outcome: {e}")),
+            (ok, _) => failed(format!(
+                "the seed's process failed ({}), {replay}",
+                if ok {
+                    "no outcome".to_string()
+                } else {
+                    status.to_string()
+                }
+            )),
+        },
+    )
 }
 
 /// The real time one seed may take (a seed takes a few seconds).

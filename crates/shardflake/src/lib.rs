@@ -24,6 +24,8 @@ mod error;
 mod fast;
 pub mod forecast;
 mod layout;
+// Test support for the simulation's mutant table: inert without the `mutants` feature.
+#[doc(hidden)]
 pub mod mutant;
 mod reservation;
 mod sizing;

@@ -151,6 +151,9 @@ pub fn activate_from_env() {
     let m = Mutant::from_name(&name)
         .unwrap_or_else(|| panic!("SHARDFLAKE_MUTANT={name}: no such mutant"));
     activate(m).unwrap_or_else(|e| panic!("SHARDFLAKE_MUTANT={name}: {e}"));
+    // scripts/sim-mutants.sh requires this line: a test that fails for another reason is
+    // not a catch.
+    eprintln!("mutant {} switched on", m.name());
 }
 
 #[cfg(test)]

@@ -501,7 +501,8 @@ fn parse_ids(resp: &http::Response<Vec<u8>>, count: usize) -> Result<Vec<u64>, A
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().starts_with(CONTENT_TYPE_BINARY));
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(CONTENT_TYPE_BINARY));
     let ids = if binary {
         shardflake_proto::node::parse_ids_binary(resp.body())
             .map_err(|e| failed(format!("undecodable answer: {e}"), "bad_answer"))?

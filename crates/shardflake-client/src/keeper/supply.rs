@@ -72,9 +72,17 @@ async fn supply_once(
     pace: &mut Pace,
 ) -> Result<(), ClientError> {
     let needed = lease.wake.needed_ms.load(Ordering::Acquire);
+    let low_water_ms = lease.reservation.low_water_ms();
+    // Where the generator issues: its clock, or ahead of it when it borrows ticks (it asks
+    // for its low-water mark past that).
+    let at_ms = clock.now_ms().max(needed.saturating_sub(low_water_ms));
+    // A generator that used up the headroom granted before its time came (it borrowed
+    // ticks faster than its clock moved) may ask again at once; one given none waits.
+    let exhausted = at_ms > lease.reservation.until_ms();
     let put_off = pace
         .not_before
-        .is_some_and(|at| tokio::time::Instant::now() < at);
+        .is_some_and(|at| tokio::time::Instant::now() < at)
+        && !(exhausted && pace.backoff_ms == 0);
     if !put_off {
         // Its time came: the next answer says whether to put one off again.
         pace.not_before = None;
@@ -95,7 +103,7 @@ async fn supply_once(
         // A revoked reservation ignores the extension, so an answer that arrives after the
         // lease was lost changes nothing.
         lease.reservation.extend_to(r.reserved_until_ms);
-        pace.answered(lease.host_id, until_ms, r.reserved_until_ms, clock.now_ms());
+        pace.answered(lease.host_id, until_ms, r.reserved_until_ms, at_ms);
     }
     for request in std::mem::take(&mut *lease.wake.blocks.lock().expect("poisoned")) {
         if !pending.contains(&request) {
@@ -148,15 +156,17 @@ async fn supply_once(
 /// The pace of reservation extensions while the coordinators grant less than asked.
 ///
 /// A coordinator reserves at most its `--reservation-ahead-max` past its own clock. A node
-/// whose clock is ahead of the coordinators' by more than that less its look-ahead gets
-/// less than it asks for, and its generator, finding the headroom under its low-water mark
-/// on every id, would ask again as soon as each answer arrived: an extension, and a write
-/// to the store, per round trip for as long as the clocks disagree. Instead, after an
-/// answer short of the ask the next extension waits until half the headroom granted is
-/// used (at least `SUPPLY_RETRY_MS_MIN`), or, with no headroom at all (the node's clock
-/// past everything the coordinators grant: it serves nothing until the clocks agree), for a
-/// backoff doubling up to `SUPPLY_RETRY_MS_MAX`. Logged once when it starts and once when
-/// it ends.
+/// whose clock is ahead of the coordinators' by more than that less its look-ahead (or
+/// whose generator borrows ticks that far ahead, or whose look-ahead is above that limit)
+/// gets less than it asks for, and its generator, finding the headroom under its low-water
+/// mark on every id, would ask again as soon as each answer arrived: an extension, and a
+/// write to the store, per round trip for as long as it lasts. Instead, after an answer
+/// short of the ask the next extension waits until half the headroom granted past where the
+/// generator issues is used (at least `SUPPLY_RETRY_MS_MIN`; a generator that uses it all
+/// sooner may ask at once), or, with no headroom at all (the generator past everything the
+/// coordinators grant: it serves nothing until their clocks catch up), for a backoff
+/// doubling up to `SUPPLY_RETRY_MS_MAX`, so a node whose clock was corrected may wait up to
+/// that long to serve again. Logged once when it starts and once when it ends.
 #[derive(Debug, Default)]
 pub(super) struct Pace {
     /// No extension before then.
@@ -169,8 +179,8 @@ pub(super) struct Pace {
 
 impl Pace {
     /// Takes an extension's answer into account: `asked_ms` asked for, `granted_ms` granted,
-    /// when the node's clock reads `now_ms`.
-    fn answered(&mut self, host_id: u32, asked_ms: u64, granted_ms: u64, now_ms: u64) {
+    /// the generator issuing at `at_ms`.
+    fn answered(&mut self, host_id: u32, asked_ms: u64, granted_ms: u64, at_ms: u64) {
         if granted_ms >= asked_ms {
             if self.short {
                 tracing::info!(
@@ -182,7 +192,7 @@ impl Pace {
             *self = Pace::default();
             return;
         }
-        let headroom_ms = granted_ms.saturating_sub(now_ms);
+        let headroom_ms = granted_ms.saturating_sub(at_ms);
         let wait_ms = if headroom_ms == 0 {
             self.backoff_ms =
                 (self.backoff_ms * 2).clamp(super::SUPPLY_RETRY_MS_MIN, super::SUPPLY_RETRY_MS_MAX);
@@ -198,7 +208,7 @@ impl Pace {
                 granted_ms,
                 short_by_ms = asked_ms - granted_ms,
                 headroom_ms,
-                "the coordinators reserve less than asked: this node's clock is likely ahead of theirs by more than their look-ahead limit allows (--reservation-ahead-max); extensions are spaced out until it is granted in full"
+                "the coordinators reserve less than asked: this node's clock is ahead of theirs, or its generator borrows ticks ahead of its clock, by more than their look-ahead limit (--reservation-ahead-max) allows; extensions are spaced out until one is granted in full"
             );
         }
         self.short = true;
