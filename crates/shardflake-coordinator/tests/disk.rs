@@ -13,7 +13,8 @@ use http_body_util::BodyExt;
 use shardflake::Layout;
 use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::{
-    DiskFaults, KvStore, RedbOptions, RedbStore, StoreHealth, REOPEN_ATTEMPTS_MAX,
+    DiskFaults, Driver, KvStore, RedbOptions, RedbStore, StoreHealth, Txn, TxnOutcome,
+    REOPEN_ATTEMPTS_MAX, REOPEN_BACKOFF_MAX,
 };
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime, RunError};
 use shardflake_proto::coord::{LeaseGrant, LeaseSecret};
@@ -198,3 +199,54 @@ async fn a_store_file_that_cannot_be_reopened_stops_the_service_with_an_error() 
         "nothing listens any more"
     );
 }
+
+/// The simulation's driver ([`Driver::Inline`]): each write commits on the caller, and a
+/// reopen comes with the first call, read or write, after its backoff, on the caller's clock. A full disk
+/// refuses writes and reads until it has room again; then the store serves everything it had
+/// committed, and nothing it refused.
+#[tokio::test]
+async fn the_inline_driver_recovers_from_a_full_disk_on_its_own_clock() {
+    shardflake::mutant::activate_from_env();
+    let faults = Arc::new(DiskFaults::default());
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = now.clone();
+    let store = RedbStore::open_in_memory(
+        "disk",
+        faults.clone(),
+        RedbOptions::default(),
+        Driver::Inline {
+            now_ms: Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)),
+        },
+    )
+    .unwrap();
+    let put = |k: &str, v: &str| Txn::new().put(k, v.as_bytes().to_vec());
+    assert!(matches!(
+        store.txn(put("a", "1")).await,
+        Ok(TxnOutcome::Committed { .. })
+    ));
+
+    faults.set_full(true);
+    let err = store.txn(put("b", "2")).await.unwrap_err();
+    assert!(err.to_string().contains("no storage space"), "{err}");
+    assert!(matches!(store.health().await, StoreHealth::NotReady(_)));
+    // Before the backoff has passed, nothing is tried: still refused, also with room.
+    faults.set_full(false);
+    assert!(store.txn(put("c", "3")).await.is_err());
+    assert!(store.get("a").await.is_err(), "reads wait for the reopen too");
+
+    // The clock passes the backoff: the next call, a read here (a coordinator reads before
+    // it writes), reopens; writes commit again.
+    now.store(REOPEN_BACKOFF_MAX.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+    let outcome = store.txn(put("d", "4")).await;
+    assert!(
+        matches!(outcome, Ok(TxnOutcome::Committed { .. })),
+        "the store takes writes again once the disk has room: {outcome:?}"
+    );
+    assert_eq!(store.health().await, StoreHealth::Ready);
+    assert_eq!(store.reopens(), 1);
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(store.get("b").await.unwrap(), None, "a refused write is not there");
+    assert_eq!(store.get("d").await.unwrap().unwrap().value, b"4");
+}
+

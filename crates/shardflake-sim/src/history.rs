@@ -373,16 +373,27 @@ fn overlapping(granted: &BTreeMap<u64, Granted>, start: u64, end: u64) -> Option
     before.or(within).map(|(&s, g)| (s, *g))
 }
 
-/// The simulation's store: a [`MemStore`] whose committed writes the [`History`] judges.
+/// The simulation's store: the store a seed runs on, whose committed writes the [`History`]
+/// judges and, where the checker cannot read that store at every moment, a mirror copies.
 pub struct HistoryStore {
-    inner: Arc<MemStore>,
+    inner: Arc<dyn KvStore>,
     history: Arc<Mutex<History>>,
+    mirror: Option<Arc<MemStore>>,
 }
 
 impl HistoryStore {
-    /// Writes through to `inner`, judged by `history`.
-    pub fn new(inner: Arc<MemStore>, history: Arc<Mutex<History>>) -> Self {
-        Self { inner, history }
+    /// Writes through to `inner`, judged by `history`, and each committed write applied to
+    /// `mirror` too.
+    pub fn new(
+        inner: Arc<dyn KvStore>,
+        history: Arc<Mutex<History>>,
+        mirror: Option<Arc<MemStore>>,
+    ) -> Self {
+        Self {
+            inner,
+            history,
+            mirror,
+        }
     }
 }
 
@@ -412,11 +423,23 @@ impl KvStore for HistoryStore {
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             let ops = txn.ops.clone();
-            // The memory store commits without yielding, so no other write lands between
-            // the commit and its judgement.
+            // Both stores commit without yielding (the memory store; redb run inline), so
+            // no other write lands between the commit and its judgement.
             let outcome = self.inner.txn(txn).await?;
             if let TxnOutcome::Committed { .. } = outcome {
                 self.history.lock().expect("history").committed(&ops);
+                if let Some(mirror) = &self.mirror {
+                    let copied = mirror
+                        .txn(Txn {
+                            compares: Vec::new(),
+                            ops,
+                        })
+                        .await;
+                    assert!(
+                        matches!(copied, Ok(TxnOutcome::Committed { .. })),
+                        "the mirror takes every committed write: {copied:?}"
+                    );
+                }
             }
             Ok(outcome)
         })

@@ -14,12 +14,14 @@
 
 pub mod check;
 pub mod clock;
+mod faults;
 pub mod history;
 mod liar;
 pub mod net;
 mod node;
 pub mod plan;
 mod sdk;
+mod store;
 pub mod trace;
 mod view;
 
@@ -37,7 +39,9 @@ use crate::check::{CheckReport, Checker, IdDecoder};
 use crate::clock::{HostClock, SimTime};
 use crate::net::SimListener;
 use crate::node::{NodeCtx, NodeSlot};
+use crate::faults::{apply, World};
 use crate::plan::{Event, Fault, Plan};
+pub use crate::store::StoreKind;
 use crate::trace::Trace;
 
 /// The port every simulated coordinator listens on.
@@ -127,7 +131,8 @@ impl Options {
             .collect();
         format!(
             "plan: {} s simulated per seed in {TICK_MS} ms steps, faults from {} s to {} s then healed; \
-             {} nodes + {} standby, {} coordinators over one in-memory store; lease TTL {} ms; \
+             {} nodes + {} standby, {} coordinators over one store (in-memory, or redb on a \
+             simulated disk: every other seed); lease TTL {} ms; \
              load per node: one request at a time for 1..=min({}, a tick's ids) ids, \
              {}..={} ms apart (0..=2 ms on layouts of fewer ids per tick); layouts {}; \
              {} faults per simulated minute, weights {}",
@@ -170,10 +175,17 @@ impl Options {
     /// sees them; a node then needs a failed acquisition's backoff (at most 5 s) and one more
     /// TTL of slack. A host id whose reservation a fast clock pushed ahead is usable once the
     /// corrected clock passes it: the look-ahead limit beyond a coordinator's clock, which is
-    /// at most [`COORDINATOR_STEP_MS_MAX`] fast. Plus 3 s for a replayed request and the load's
-    /// own pacing.
+    /// at most [`COORDINATOR_STEP_MS_MAX`] fast. The embedded store, whose disk may have been
+    /// full until the heal, reopens within its longest backoff. Plus 3 s for a replayed
+    /// request and the load's own pacing.
     pub fn liveness_bound_ms(&self) -> u64 {
-        2 * self.ttl_ms + 5_000 + self.reservation_ahead_ms_max() + COORDINATOR_STEP_MS_MAX + 3_000
+        let store_reopen = shardflake_coordinator::store::REOPEN_BACKOFF_MAX.as_millis() as u64;
+        2 * self.ttl_ms
+            + 5_000
+            + self.reservation_ahead_ms_max()
+            + COORDINATOR_STEP_MS_MAX
+            + store_reopen
+            + 3_000
     }
 }
 
@@ -297,19 +309,27 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     config.reservation_ahead_ms_max = o.reservation_ahead_ms_max();
 
     // The store outlives every coordinator process: it is the durable state (etcd, redb).
-    let store = Arc::new(MemStore::shared());
-    // Every process writes through the history checker (the view keeps the store itself,
-    // for the operator's backup and restore).
+    // Every process writes through the history checker.
+    let store_kind = StoreKind::draw(rng.next_u64());
+    let sim_ms = Arc::new(AtomicU64::new(0));
     let history = Arc::new(Mutex::new(history::History::default()));
-    let written: Arc<dyn shardflake_coordinator::store::KvStore> =
-        Arc::new(history::HistoryStore::new(store.clone(), history.clone()));
-    // The checker reads the store through a coordinator of its own, outside the network.
+    let store = store::SimStore::new(store_kind, history.clone(), sim_ms.clone())?;
+    let written = store.written.clone();
+    // The operator writes through a coordinator of its own, outside the network; the
+    // checker reads what the store committed through another.
     let setup = tokio::runtime::Builder::new_current_thread().build()?;
-    let reader = setup.block_on(Coordinator::open(
-        written.clone(),
-        Arc::new(ManualTime::new(START_UNIX_MS)),
-        config.clone(),
-    ))?;
+    let open = |kv: Arc<dyn shardflake_coordinator::store::KvStore>| {
+        setup.block_on(Coordinator::open(
+            kv,
+            Arc::new(ManualTime::new(START_UNIX_MS)),
+            config.clone(),
+        ))
+    };
+    let operator = Arc::new(open(written.clone())?);
+    let reader = match store_kind {
+        StoreKind::Memory => operator.clone(),
+        StoreKind::Redb => Arc::new(open(store.mirror.clone())?),
+    };
     // The namespaces, created as an operator would before the load starts.
     let decoder = IdDecoder::new(&layout, pool_size)?;
     let mut checker = Checker::new(decoder, o.heal_ms);
@@ -319,7 +339,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             step: Some(step),
             ..Default::default()
         };
-        setup.block_on(reader.put_namespace(name, &spec))?;
+        setup.block_on(operator.put_namespace(name, &spec))?;
         checker = checker.namespace(
             name,
             check::NsRule {
@@ -329,10 +349,13 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             },
         );
     }
-    let view = Arc::new(view::StoreView::new(store.clone(), Arc::new(reader)));
+    let view = Arc::new(view::StoreView::new(store.mirror.clone(), reader, operator));
     let checker = Arc::new(Mutex::new(checker));
 
-    trace.event("sim", &format!("layout {}", layout.spec()));
+    trace.event(
+        "sim",
+        &format!("layout {}, {} store", layout.spec(), store_kind.name()),
+    );
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(o.duration_ms + 60_000))
         .tick_duration(Duration::from_millis(TICK_MS))
@@ -348,7 +371,6 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         .map(|c| format!("http://{c}:{COORDINATOR_PORT}"))
         .collect();
     let mut clocks: BTreeMap<String, Arc<HostClock>> = BTreeMap::new();
-    let sim_ms = Arc::new(AtomicU64::new(0));
 
     for name in &coordinators {
         let clock = Arc::new(HostClock::new(START_UNIX_MS, sim_ms.clone()));
@@ -365,7 +387,20 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             );
             async move {
                 let time = Arc::new(SimTime::new(clock));
-                let coordinator = Arc::new(Coordinator::open(store, time, config).await?);
+                // A coordinator that cannot open its store (a full disk) exits, and its
+                // supervisor starts it again a second later.
+                let mut failed = String::new();
+                let coordinator = loop {
+                    match Coordinator::open(store.clone(), time.clone(), config.clone()).await {
+                        Ok(c) => break Arc::new(c),
+                        Err(e) if e.to_string() != failed => {
+                            failed = e.to_string();
+                            trace.event(&host, &format!("coordinator start failed: {failed}"));
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                };
                 trace.event(&host, "coordinator started");
                 let app =
                     shardflake_coordinator::http::app(shardflake_coordinator::http::AppState::new(
@@ -462,7 +497,14 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         sim.host(name.as_str(), move || node::run(ctx.clone()));
     }
 
-    let plan = Plan::generate(&mut rng, o, &coordinators, layout.is_temporal(), &slots);
+    let plan = Plan::generate(
+        &mut rng,
+        o,
+        &coordinators,
+        layout.is_temporal(),
+        store_kind,
+        &slots,
+    );
     let mut pending = plan.events;
     pending.reverse();
     let backup = Mutex::new(None);
@@ -477,6 +519,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         slots: &slots,
         trace,
         ttl_ms: o.ttl_ms,
+        disk: store.disk.as_deref(),
     };
     let steps = o.duration_ms / TICK_MS;
     for step in 0..steps {
@@ -507,6 +550,11 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
     for overlap in shardflake_proto::audit::find_overlaps(&report) {
         checker.violation(format!("audit: {overlap}"));
     }
+    // The embedded store holds what it answered committed, after every full disk.
+    if let Some(lost) = setup.block_on(store.durable_mismatch()) {
+        checker.violation(lost);
+    }
+    checker.tally(&format!("store_{}", store_kind.name()));
     // The store's history: every write judged as it committed.
     let history = history.lock().expect("history");
     let (found, _) = history.violations();
@@ -519,283 +567,6 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         }
     }
     Ok(checker.finish(&names, o.liveness_bound_ms(), o.duration_ms))
-}
-
-/// The simulated world a fault is applied to.
-struct World<'a> {
-    /// The store as the checker and the operator see it, the last backup, and a runtime
-    /// for the operator's own calls (a repair).
-    view: &'a view::StoreView,
-    backup: &'a Mutex<Option<MemStore>>,
-    /// The store's history, backed up and restored with it.
-    history: &'a Mutex<history::History>,
-    operator: &'a tokio::runtime::Runtime,
-    checker: &'a Mutex<Checker>,
-    coordinators: &'a [String],
-    clocks: &'a BTreeMap<String, Arc<HostClock>>,
-    slots: &'a BTreeMap<String, Arc<NodeSlot>>,
-    trace: &'a Trace,
-    ttl_ms: u64,
-}
-
-/// Applies `fault`; returns the events it schedules in turn.
-fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) -> Vec<Event> {
-    let World {
-        view,
-        backup,
-        history,
-        operator,
-        checker,
-        coordinators,
-        clocks,
-        slots,
-        trace,
-        ttl_ms,
-    } = *w;
-    match fault {
-        Fault::Crash { host } => {
-            if let Some(slot) = slots.get(host) {
-                slot.forget();
-                trace.fault_at(now, host, "crash: kill -9");
-            } else {
-                trace.fault_at(now, host, "crash_coordinator: kill -9");
-            }
-            sim.crash(host.as_str());
-        }
-        Fault::Backup => {
-            *backup.lock().expect("backup") = Some(view.store().copy());
-            history.lock().expect("history").backup();
-            trace.event_at(now, "operator", "backup of the store taken");
-        }
-        Fault::Restore => {
-            if let Some(b) = &*backup.lock().expect("backup") {
-                view.store().restore_from(b);
-                history.lock().expect("history").restore();
-                view.invalidate();
-                trace.fault_at(now, "operator", "restore: the store put back to its backup");
-            }
-        }
-        Fault::RepairStore => {
-            // As the runbook says: the time of the restore or later (with the coordinators'
-            // largest clock error), and per namespace the highest value the applications
-            // hold, plus one.
-            let floors = checker.lock().expect("checker").ns_highest();
-            let req = shardflake_proto::coord::RepairRequest {
-                time_at_least_ms: Some(START_UNIX_MS + now + 2 * COORDINATOR_STEP_MS_MAX),
-                namespaces_at_least: floors.into_iter().map(|(k, v)| (k, v + 1)).collect(),
-                all_namespaces_at_least: None,
-            };
-            let outcome = operator.block_on(view.reader().repair(&req));
-            view.invalidate();
-            let what = match outcome {
-                Ok(r) => format!(
-                    "repair: token {} -> {}, generation {} -> {}",
-                    r.token_before, r.token_after, r.generation_before, r.generation_after
-                ),
-                Err(e) => format!("repair failed: {e}"),
-            };
-            trace.event_at(now, "operator", &what);
-        }
-        Fault::Terminate { host } => {
-            slots[host].terminate();
-            trace.fault_at(now, host, "terminate: SIGTERM, a clean shutdown");
-        }
-        Fault::Freeze { host, ms } => {
-            slots[host].freeze_for(now + ms);
-            for c in coordinators {
-                sim.hold(host.as_str(), c.as_str());
-            }
-            let vs = if *ms < ttl_ms { "shorter" } else { "longer" };
-            trace.fault_at(
-                now,
-                host,
-                &format!("freeze: SIGSTOP for {ms} ms, {vs} than the TTL; its links held"),
-            );
-        }
-        Fault::Thaw { host } => {
-            for c in coordinators {
-                sim.release(host.as_str(), c.as_str());
-            }
-            trace.event_at(now, host, "SIGCONT: held messages delivered");
-        }
-        Fault::Isolate { host, after_delay } => {
-            for c in coordinators {
-                sim.partition(host.as_str(), c.as_str());
-            }
-            let kind = if *after_delay {
-                "isolate_after_delay"
-            } else {
-                "isolate"
-            };
-            trace.fault_at(
-                now,
-                host,
-                &format!("{kind}: cut off from every coordinator"),
-            );
-        }
-        Fault::Rejoin { host } => {
-            for c in coordinators {
-                sim.repair(host.as_str(), c.as_str());
-            }
-            trace.event_at(now, host, "links to every coordinator repaired");
-        }
-        Fault::MonoRate { host, ppm } => {
-            clocks[host].set_mono_rate_ppm(*ppm);
-            if *ppm == 0 {
-                trace.event_at(now, host, "monotonic clock at the true rate again");
-            } else {
-                trace.fault_at(
-                    now,
-                    host,
-                    &format!("mono_rate: monotonic clock {ppm:+} ppm"),
-                );
-            }
-        }
-        Fault::Pause {
-            host,
-            resume_window_ms,
-        } => {
-            if let Some(slot) = slots.get(host) {
-                slot.freeze(*resume_window_ms);
-            }
-            sim.crash(host.as_str());
-            trace.fault_at(now, host, "pause: SIGSTOP");
-        }
-        Fault::Restart { host } => {
-            // A SIGTERM the old process did not get to is not the new process's.
-            if let Some(slot) = slots.get(host) {
-                slot.clear_terminate();
-            }
-            sim.bounce(host.as_str());
-            trace.event_at(now, host, "started (restart or SIGCONT)");
-        }
-        Fault::Partition { a, b } => {
-            sim.partition(a.as_str(), b.as_str());
-            trace.fault_at(now, a, &format!("partition: from {b}, both ways"));
-        }
-        Fault::PartitionOneway { from, to } => {
-            sim.partition_oneway(from.as_str(), to.as_str());
-            trace.fault_at(
-                now,
-                from,
-                &format!("partition_oneway: nothing reaches {to}"),
-            );
-        }
-        Fault::Repair { a, b } => {
-            sim.repair(a.as_str(), b.as_str());
-            trace.event_at(now, a, &format!("link to {b} repaired"));
-        }
-        Fault::Hold { a, b } => {
-            sim.hold(a.as_str(), b.as_str());
-            trace.fault_at(now, a, &format!("hold: messages to and from {b} held"));
-        }
-        Fault::Release { a, b } => {
-            sim.release(a.as_str(), b.as_str());
-            trace.event_at(now, a, &format!("messages to and from {b} released"));
-        }
-        Fault::Latency { a, b, max_ms } => {
-            sim.set_link_max_message_latency(
-                a.as_str(),
-                b.as_str(),
-                Duration::from_millis(*max_ms),
-            );
-            if *max_ms > 2 {
-                trace.fault_at(now, a, &format!("delay: up to {max_ms} ms to {b}"));
-            }
-        }
-        Fault::ClockStep { host, by_ms } => {
-            clocks[host].step(*by_ms);
-            trace.fault_at(now, host, &format!("clock_step: {by_ms:+} ms"));
-        }
-        Fault::ClockStepInWait { host, by_ms } => {
-            clocks[host].arm_step(*by_ms);
-            trace.event_at(
-                now,
-                host,
-                &format!("clock step of {by_ms:+} ms armed for the next wait for a tick"),
-            );
-        }
-        Fault::LeaseEndStep { host, lead_ms } => {
-            let slot = &slots[host];
-            slot.lose_renewal_answers.store(true, Ordering::Relaxed);
-            // The keeper's deadline: a TTL less its drift margin after the last acked renewal.
-            let end = slot.lease_sent_ms.load(Ordering::Relaxed) + ttl_ms - (ttl_ms / 50).max(5);
-            let at = |at_ms, fault| Event { at_ms, fault };
-            let host = host.clone();
-            if end <= now + lead_ms {
-                trace.fault_at(
-                    now,
-                    &host,
-                    "step_at_lease_end: no lease; answers to renewals lost for a TTL",
-                );
-                return vec![at(now + ttl_ms, Fault::RenewalAnswers { host })];
-            }
-            trace.fault_at(
-                now,
-                &host,
-                &format!(
-                    "step_at_lease_end: answers to renewals lost; the lease ends at {:.3}s",
-                    end as f64 / 1000.0
-                ),
-            );
-            let by_ms = slot.clock_wait_max_ms.unwrap_or(CLOCK_STEP_AT_LEASE_END_MS);
-            return vec![
-                at(
-                    end - lead_ms,
-                    Fault::ClockStepInWait {
-                        host: host.clone(),
-                        by_ms: -(by_ms as i64),
-                    },
-                ),
-                at(end - lead_ms + 50, Fault::ClockFire { host: host.clone() }),
-                at(end + 1, Fault::RenewalAnswers { host: host.clone() }),
-                at(end + by_ms + 1_000, Fault::ClockHeal { host }),
-            ];
-        }
-        Fault::RenewalAnswers { host } => {
-            slots[host]
-                .lose_renewal_answers
-                .store(false, Ordering::Relaxed);
-            trace.event_at(now, host, "answers to renewals arrive again");
-        }
-        Fault::ClockFire { host } => {
-            if clocks[host].fire_pending() {
-                trace.event_at(
-                    now,
-                    host,
-                    "no tick wait came: the armed clock step lands now",
-                );
-            }
-        }
-        Fault::ClockDrift { host, ppm } => {
-            clocks[host].set_drift_ppm(*ppm);
-            trace.fault_at(now, host, &format!("clock_drift: {ppm:+} ppm"));
-        }
-        Fault::ClockHeal { host } => {
-            let c = &clocks[host];
-            c.set_drift_ppm(0);
-            c.set_mono_rate_ppm(0);
-            let error = c.now_ms() as i64 - (START_UNIX_MS + now) as i64;
-            c.step(-error);
-            trace.event_at(now, host, &format!("clock corrected by {:+} ms", -error));
-        }
-        Fault::Messages { host, faults } => {
-            if let Some(slot) = slots.get(host) {
-                slot.set_message_faults(*faults);
-            }
-            if faults.lose_request_ppm + faults.lose_answer_ppm + faults.replay_ppm > 0 {
-                trace.fault_at(
-                    now,
-                    host,
-                    &format!(
-                        "messages: lose requests {} ppm, lose answers {} ppm, replay {} ppm",
-                        faults.lose_request_ppm, faults.lose_answer_ppm, faults.replay_ppm
-                    ),
-                );
-            }
-        }
-    }
-    Vec::new()
 }
 
 #[cfg(test)]

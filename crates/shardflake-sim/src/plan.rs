@@ -8,6 +8,7 @@ use shardflake::FastRng;
 
 use crate::net::MessageFaults;
 use crate::node::NodeSlot;
+use crate::store::StoreKind;
 use crate::{Options, COORDINATOR_STEP_MS_MAX};
 
 /// One change the driver makes to the simulated world.
@@ -111,6 +112,10 @@ pub(crate) enum Fault {
     Rejoin {
         host: String,
     },
+    /// The disk under the embedded store full: every write fails with `ENOSPC`.
+    DiskFull,
+    /// Space freed on the disk.
+    DiskFree,
     /// A coordinator's monotonic clock runs `ppm` fast (negative: slow); 0 heals.
     MonoRate {
         host: String,
@@ -120,7 +125,7 @@ pub(crate) enum Fault {
 
 /// The fault kinds a seed draws from, each with its weight (the odds of a drawn fault being
 /// of that kind are its weight over the sum). Printed with every run.
-pub const FAULT_WEIGHTS: [(&str, u64); 17] = [
+pub const FAULT_WEIGHTS: [(&str, u64); 18] = [
     ("crash", 9),
     ("terminate", 5),
     ("crash_coordinator", 9),
@@ -137,6 +142,8 @@ pub const FAULT_WEIGHTS: [(&str, u64); 17] = [
     ("mono_rate", 5),
     ("step_at_lease_end", 6),
     ("messages", 9),
+    // The disk under the embedded store (seeds that run on redb).
+    ("disk_full", 6),
     // Off by default (`--weight restore=2`): the checker judges who may serve a host id by
     // the store as it stands, which after a restore names the backup's holders, and a node
     // whose fast clock presented a far bound waits for it after the repair (README).
@@ -191,8 +198,16 @@ impl Plan {
         o: &Options,
         coordinators: &[String],
         temporal: bool,
+        store: StoreKind,
         slots: &BTreeMap<String, Arc<NodeSlot>>,
     ) -> Plan {
+        // The kinds this seed's store can host.
+        let weights: Vec<(&'static str, u64)> = o
+            .weights
+            .iter()
+            .filter(|(k, _)| store.hosts_fault(k))
+            .copied()
+            .collect();
         let nodes: Vec<String> = slots.keys().cloned().collect();
         let mut all: Vec<String> = nodes.clone();
         all.extend(coordinators.iter().cloned());
@@ -203,12 +218,16 @@ impl Plan {
         // A host that is down is not crashed or paused again before it is back.
         let mut down_until: BTreeMap<String, u64> = BTreeMap::new();
         let mut restore_busy_until = 0;
+        let mut disk_busy_until = 0;
         for _ in 0..count {
+            if weights.iter().all(|(_, w)| *w == 0) {
+                break;
+            }
             let at = o.faults_from_ms + below(rng, window);
             let left = heal - at;
             let dur = |rng: &mut FastRng, max: u64| 1 + below(rng, max.min(left).max(1));
             let mut push = |at_ms: u64, fault: Fault| p.events.push(Event { at_ms, fault });
-            match draw_kind(rng, &o.weights) {
+            match draw_kind(rng, &weights) {
                 "crash" => {
                     let host = pick(rng, &nodes).clone();
                     if down_until.get(&host).is_some_and(|&u| u >= at) {
@@ -490,6 +509,17 @@ impl Plan {
                             faults: MessageFaults::default(),
                         },
                     );
+                }
+                "disk_full" => {
+                    // One at a time: mostly shorter than the TTL, up to a few of them, so
+                    // that leases run out while the coordinators cannot write.
+                    if at < disk_busy_until {
+                        continue;
+                    }
+                    let d = dur(rng, 5 * o.ttl_ms);
+                    disk_busy_until = at + d + 1;
+                    push(at, Fault::DiskFull);
+                    push(at + d, Fault::DiskFree);
                 }
                 other => unreachable!("a fault kind without a schedule: {other}"),
             }

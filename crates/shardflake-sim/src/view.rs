@@ -13,6 +13,7 @@ use shardflake_proto::coord::{HostStatus, HostsResponse};
 pub(crate) struct StoreView {
     store: Arc<MemStore>,
     reader: Arc<Coordinator>,
+    operator: Arc<Coordinator>,
     cache: Mutex<Option<(u64, Arc<HostsResponse>)>>,
     grants: Mutex<Option<(u64, Arc<AuditReport>)>>,
     /// The highest bound seen durable per host id, and every counter block seen granted.
@@ -23,12 +24,18 @@ pub(crate) struct StoreView {
 }
 
 impl StoreView {
-    /// A view of `store`, read through `reader` (a coordinator over the same store, outside
-    /// the simulated network).
-    pub(crate) fn new(store: Arc<MemStore>, reader: Arc<Coordinator>) -> Self {
+    /// A view of `store` (what the store committed), read through `reader` (a coordinator
+    /// over it, outside the simulated network); `operator` writes as an operator would,
+    /// through the store every process writes through.
+    pub(crate) fn new(
+        store: Arc<MemStore>,
+        reader: Arc<Coordinator>,
+        operator: Arc<Coordinator>,
+    ) -> Self {
         Self {
             store,
             reader,
+            operator,
             cache: Mutex::new(None),
             grants: Mutex::new(None),
             high: Mutex::new(HashMap::new()),
@@ -134,6 +141,11 @@ impl StoreView {
     /// The store.
     pub(crate) fn store(&self) -> &Arc<MemStore> {
         &self.store
+    }
+
+    /// The operator's coordinator, for a repair.
+    pub(crate) fn operator(&self) -> &Coordinator {
+        &self.operator
     }
 
     /// The reader, for the end-of-run audit.

@@ -8,98 +8,77 @@
 //! simulation with `--mutant NAME`, a component test with [`activate_from_env`]. Nothing in
 //! the node's or the coordinator's programs turns one on.
 
-/// A bug the mutant table re-introduces. The number and name are the table's row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Mutant {
+/// The table: each bug's doc, variant, number and name, written once.
+macro_rules! mutants {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $n:literal, $name:literal;)+) => {
+        /// A bug the mutant table re-introduces. The number and name are the table's row.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Mutant {
+            $($(#[doc = $doc])+ $variant = $n,)+
+        }
+
+        impl Mutant {
+            /// Every mutant, in the table's order.
+            pub const ALL: &'static [Mutant] = &[$(Mutant::$variant),+];
+
+            /// The table's name: the number and the bug in words, `4-a-batch-continues-on-…`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Mutant::$variant => concat!(stringify!($n), "-", $name),)+
+                }
+            }
+        }
+    };
+}
+
+mutants! {
     /// The lease keeper raises its local reservation before the coordinator made the
     /// extension durable.
     KeeperRaisesTheReservationBeforeItIsDurable = 1,
+        "keeper-raises-the-reservation-before-it-is-durable";
     /// A successor lease's generator starts at its predecessor's bound, not above it.
-    SuccessorStartsAtTheBoundNotAboveIt = 2,
+    SuccessorStartsAtTheBoundNotAboveIt = 2, "successor-starts-at-the-bound-not-above-it";
     /// A takeover grant starts above the previous holder's last renewal, not its bound.
     TakeoverGrantStartsAboveTheLastRenewalNotTheBound = 3,
+        "takeover-grant-starts-above-the-last-renewal-not-the-bound";
     /// A batch interrupted by a lease change keeps the old generator's ids.
     ABatchContinuesOnTheNextLeasesGenerator = 4,
+        "a-batch-continues-on-the-next-leases-generator";
     /// An extension is answered with the bound asked for, not the one persisted.
     CoordinatorAnswersTheAskedBoundNotThePersistedOne = 5,
+        "coordinator-answers-the-asked-bound-not-the-persisted-one";
     /// A revoked reservation is extended again by a late answer.
-    RevocationIsNotFinal = 6,
+    RevocationIsNotFinal = 6, "revocation-is-not-final";
     /// An extension is not fenced by the lease's token (nor its secret).
-    ExtensionsAreNotFencedByTheToken = 7,
+    ExtensionsAreNotFencedByTheToken = 7, "extensions-are-not-fenced-by-the-token";
     /// The keeper measures a lease from the renewal's answer, not from its request.
     LeaseMeasuredFromTheAnswerNotTheRequest = 8,
+        "lease-measured-from-the-answer-not-the-request";
     /// The coordinator expires leases on its wall clock, not its monotonic clock.
     CoordinatorExpiresLeasesOnItsWallClock = 9,
+        "coordinator-expires-leases-on-its-wall-clock";
     /// The lease secret is not checked.
-    TheLeaseSecretIsNotChecked = 10,
+    TheLeaseSecretIsNotChecked = 10, "the-lease-secret-is-not-checked";
     /// A namespace return may reach below the caller's newest block.
-    AReturnReachesBelowTheNewestBlock = 11,
+    AReturnReachesBelowTheNewestBlock = 11, "a-return-reaches-below-the-newest-block";
     /// A renewal's usage reports go to the store in one transaction, before the renewal is
     /// answered, and their failure fails it.
-    UsageReportsFailTheRenewal = 12,
+    UsageReportsFailTheRenewal = 12, "usage-reports-fail-the-renewal";
     /// A store put back to an earlier snapshot is not noticed: neither a caller's generation
     /// stamp above the store's nor a commit revision at or below one seen before.
-    ARestoreIsNotDetected = 13,
+    ARestoreIsNotDetected = 13, "a-restore-is-not-detected";
+    /// The embedded store keeps its database handle after a failed write (a full disk), so
+    /// it refuses every write after the disk has room again.
+    AFullDiskIsNotRecovered = 14, "a-full-disk-is-not-recovered";
 }
 
 impl Mutant {
-    /// Every mutant, in the table's order.
-    pub const ALL: [Mutant; 13] = [
-        Mutant::KeeperRaisesTheReservationBeforeItIsDurable,
-        Mutant::SuccessorStartsAtTheBoundNotAboveIt,
-        Mutant::TakeoverGrantStartsAboveTheLastRenewalNotTheBound,
-        Mutant::ABatchContinuesOnTheNextLeasesGenerator,
-        Mutant::CoordinatorAnswersTheAskedBoundNotThePersistedOne,
-        Mutant::RevocationIsNotFinal,
-        Mutant::ExtensionsAreNotFencedByTheToken,
-        Mutant::LeaseMeasuredFromTheAnswerNotTheRequest,
-        Mutant::CoordinatorExpiresLeasesOnItsWallClock,
-        Mutant::TheLeaseSecretIsNotChecked,
-        Mutant::AReturnReachesBelowTheNewestBlock,
-        Mutant::UsageReportsFailTheRenewal,
-        Mutant::ARestoreIsNotDetected,
-    ];
-
-    /// The table's name: the number and the bug in words, `4-a-batch-continues-on-…`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mutant::KeeperRaisesTheReservationBeforeItIsDurable => {
-                "1-keeper-raises-the-reservation-before-it-is-durable"
-            }
-            Mutant::SuccessorStartsAtTheBoundNotAboveIt => {
-                "2-successor-starts-at-the-bound-not-above-it"
-            }
-            Mutant::TakeoverGrantStartsAboveTheLastRenewalNotTheBound => {
-                "3-takeover-grant-starts-above-the-last-renewal-not-the-bound"
-            }
-            Mutant::ABatchContinuesOnTheNextLeasesGenerator => {
-                "4-a-batch-continues-on-the-next-leases-generator"
-            }
-            Mutant::CoordinatorAnswersTheAskedBoundNotThePersistedOne => {
-                "5-coordinator-answers-the-asked-bound-not-the-persisted-one"
-            }
-            Mutant::RevocationIsNotFinal => "6-revocation-is-not-final",
-            Mutant::ExtensionsAreNotFencedByTheToken => "7-extensions-are-not-fenced-by-the-token",
-            Mutant::LeaseMeasuredFromTheAnswerNotTheRequest => {
-                "8-lease-measured-from-the-answer-not-the-request"
-            }
-            Mutant::CoordinatorExpiresLeasesOnItsWallClock => {
-                "9-coordinator-expires-leases-on-its-wall-clock"
-            }
-            Mutant::TheLeaseSecretIsNotChecked => "10-the-lease-secret-is-not-checked",
-            Mutant::AReturnReachesBelowTheNewestBlock => {
-                "11-a-return-reaches-below-the-newest-block"
-            }
-            Mutant::UsageReportsFailTheRenewal => "12-usage-reports-fail-the-renewal",
-            Mutant::ARestoreIsNotDetected => "13-a-restore-is-not-detected",
-        }
-    }
-
     /// The mutant named `name` (its full name, or its number alone).
     pub fn from_name(name: &str) -> Option<Mutant> {
         Mutant::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|m| m.name() == name || (*m as u32).to_string() == name)
     }
 }
@@ -162,13 +141,13 @@ mod tests {
 
     #[test]
     fn every_mutant_is_found_by_its_name_and_its_number() {
-        for (i, m) in Mutant::ALL.into_iter().enumerate() {
+        for (i, &m) in Mutant::ALL.iter().enumerate() {
             assert_eq!(m as usize, i + 1, "the table is in number order");
             assert_eq!(Mutant::from_name(m.name()), Some(m));
             assert_eq!(Mutant::from_name(&(i + 1).to_string()), Some(m));
             assert!(m.name().starts_with(&format!("{}-", i + 1)), "{}", m.name());
         }
-        assert_eq!(Mutant::from_name("14"), None);
+        assert_eq!(Mutant::from_name(&(Mutant::ALL.len() + 1).to_string()), None);
         assert_eq!(Mutant::from_name("revocation-is-not-final"), None);
     }
 }

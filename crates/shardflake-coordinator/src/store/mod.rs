@@ -34,7 +34,10 @@ pub use self::etcd::{
 pub use self::memory::MemStore;
 #[cfg(any(test, feature = "testing"))]
 pub use self::redb::DiskFaults;
-pub use self::redb::{RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT, REOPEN_ATTEMPTS_MAX};
+pub use self::redb::{
+    Driver, RedbOptions, RedbStore, GROUP_COMMIT_BATCH_MAX_DEFAULT, REOPEN_ATTEMPTS_MAX,
+    REOPEN_BACKOFF_MAX,
+};
 
 /// A boxed future, so that [`KvStore`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -58,7 +58,9 @@ const WRITE_QUEUE_MAX: usize = 16 * 1024;
 pub const REOPEN_ATTEMPTS_MAX: u32 = 5;
 /// The wait before the first reopen, doubled after each failure up to [`REOPEN_BACKOFF_MAX`].
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest wait between two reopens: once the disk has room again, the store serves
+/// within this.
+pub const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a writer waiting to reopen answers the transactions queued meanwhile.
 const WEDGED_POLL: Duration = Duration::from_millis(20);
 
@@ -97,6 +99,8 @@ struct Shared {
     counters: Counters,
     health: Mutex<StoreHealth>,
     path: PathBuf,
+    /// Reads run on the caller ([`Driver::Inline`]), not on tokio's blocking pool.
+    inline: bool,
 }
 
 impl Shared {
@@ -118,11 +122,51 @@ impl Shared {
     }
 }
 
+/// Where the store's writes and reads run.
+#[derive(Clone, Default)]
+pub enum Driver {
+    /// A writer thread that groups concurrent commits (see the module docs); reads on
+    /// tokio's blocking pool. What the coordinator runs.
+    #[default]
+    Threads,
+    /// Each write commits alone on the caller's thread before its call returns, and so does
+    /// each read; the reopen backoff after a failed write is timed by `now_ms` (milliseconds
+    /// on any monotonic scale) and a reopen is tried by the next call that comes after its
+    /// time. For a deterministic simulation on one thread, over an in-memory backend whose
+    /// commits take microseconds: nothing runs outside the simulation's steps.
+    Inline {
+        /// The time for the reopen backoff.
+        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    },
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Threads => "Threads",
+            Driver::Inline { .. } => "Inline",
+        })
+    }
+}
+
+/// How writes reach the database.
+enum Writing {
+    /// Over a channel to the writer thread.
+    Thread {
+        tx: Option<mpsc::Sender<(Txn, Reply)>>,
+        handle: Option<JoinHandle<()>>,
+    },
+    /// On the caller, one at a time.
+    Inline {
+        writer: Mutex<Writer>,
+        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    },
+}
+
 /// A [`KvStore`] in one redb file with group commit; see the module docs.
 pub struct RedbStore {
     shared: Arc<Shared>,
-    tx: Option<mpsc::Sender<(Txn, Reply)>>,
-    writer: Option<JoinHandle<()>>,
+    writing: Writing,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -176,7 +220,7 @@ impl RedbStore {
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let reopen_path = path.clone();
         let opener: Opener = Box::new(move || Builder::new().open(&reopen_path));
-        Self::start(db, path, options, opener)
+        Self::start(db, path, options, opener, Driver::Threads)
     }
 
     /// Opens (or creates) the store file at `path` on a backend that fails as `faults` says:
@@ -200,7 +244,7 @@ impl RedbStore {
                     .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
                 let inner = ::redb::backends::FileBackend::new(file)?;
                 Builder::new().create_with_backend(FaultyBackend {
-                    inner,
+                    inner: Arc::new(inner),
                     faults: faults.clone(),
                 })
             }
@@ -208,7 +252,28 @@ impl RedbStore {
         let db = open(true)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let opener: Opener = Box::new(move || open(false));
-        Self::start(db, path, options, opener)
+        Self::start(db, path, options, opener, Driver::Threads)
+    }
+
+    /// Creates a store on a new in-memory disk that fails as `faults` says, run by
+    /// `driver`; a reopen after a failed write finds the disk as its last commit left it.
+    /// For the simulation: redb's own code over a disk it controls.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn open_in_memory(
+        name: &str,
+        faults: Arc<DiskFaults>,
+        options: RedbOptions,
+        driver: Driver,
+    ) -> Result<Self, StoreError> {
+        let disk = Arc::new(::redb::backends::InMemoryBackend::new());
+        let open = move || {
+            Builder::new().create_with_backend(FaultyBackend {
+                inner: disk.clone(),
+                faults: faults.clone(),
+            })
+        };
+        let db = open().map_err(|e| StoreError::Backend(format!("cannot open {name}: {e}")))?;
+        Self::start(db, PathBuf::from(name), options, Box::new(open), driver)
     }
 
     fn start(
@@ -216,28 +281,41 @@ impl RedbStore {
         path: PathBuf,
         options: RedbOptions,
         opener: Opener,
+        driver: Driver,
     ) -> Result<Self, StoreError> {
         create_tables(&db)?;
+        let inline = matches!(driver, Driver::Inline { .. });
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(Arc::new(db))),
             counters: Counters::default(),
             health: Mutex::new(StoreHealth::Ready),
             path,
+            inline,
         });
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
-        let writer = {
-            let shared = shared.clone();
-            let batch_max = options.batch_max.max(1);
-            std::thread::Builder::new()
-                .name("redb-writer".into())
-                .spawn(move || writer_loop(&shared, &opener, rx, batch_max))
-                .map_err(backend)?
+        let writer = Writer {
+            opener,
+            wedged: None,
         };
-        Ok(Self {
-            shared,
-            tx: Some(tx),
-            writer: Some(writer),
-        })
+        let writing = match driver {
+            Driver::Inline { now_ms } => Writing::Inline {
+                writer: Mutex::new(writer),
+                now_ms,
+            },
+            Driver::Threads => {
+                let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+                let shared = shared.clone();
+                let batch_max = options.batch_max.max(1);
+                let handle = std::thread::Builder::new()
+                    .name("redb-writer".into())
+                    .spawn(move || writer_loop(&shared, writer, rx, batch_max))
+                    .map_err(backend)?;
+                Writing::Thread {
+                    tx: Some(tx),
+                    handle: Some(handle),
+                }
+            }
+        };
+        Ok(Self { shared, writing })
     }
 
     /// Times the file was reopened after a failed write.
@@ -247,10 +325,38 @@ impl RedbStore {
 
     /// Stops the writer after the queued transactions and releases the file lock.
     pub async fn close(mut self) {
-        self.tx.take();
-        if let Some(w) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        if let Writing::Thread { tx, handle } = &mut self.writing {
+            tx.take();
+            if let Some(w) = handle.take() {
+                let _ = tokio::task::spawn_blocking(move || w.join()).await;
+            }
         }
+    }
+
+    /// Under [`Driver::Inline`], where no writer thread keeps time: the reopen that is due,
+    /// tried by whichever call comes first, a read or a write.
+    fn drive(&self) {
+        if let Writing::Inline { writer, now_ms } = &self.writing {
+            writer
+                .lock()
+                .expect("writer lock")
+                .reopen_step(&self.shared, now_ms());
+        }
+    }
+
+    /// One write on the caller ([`Driver::Inline`]): first a reopen if one is due.
+    fn txn_inline(
+        &self,
+        writer: &Mutex<Writer>,
+        now_ms: u64,
+        txn: Txn,
+    ) -> Result<TxnOutcome, StoreError> {
+        let mut writer = writer.lock().expect("writer lock");
+        if writer.reopen_step(&self.shared, now_ms) != Step::Open {
+            return Err(self.shared.db().err().unwrap_or(StoreError::Closed));
+        }
+        let mut outcomes = writer.commit(&self.shared, vec![txn], now_ms)?;
+        Ok(outcomes.pop().expect("one outcome per transaction"))
     }
 }
 
@@ -258,18 +364,182 @@ impl Drop for RedbStore {
     fn drop(&mut self) {
         // Closing the channel ends the writer loop; it is not joined here because drop may
         // run on an async worker thread.
-        self.tx.take();
+        if let Writing::Thread { tx, .. } = &mut self.writing {
+            tx.take();
+        }
     }
 }
 
+/// The writer's decisions, whichever [`Driver`] runs it: commit; after a failed write, drop
+/// the database and open the file again with backoff.
+struct Writer {
+    opener: Opener,
+    wedged: Option<Wedged>,
+}
+
+/// A writer whose last write failed, waiting to reopen the file.
+struct Wedged {
+    cause: String,
+    retry_at_ms: u64,
+    backoff: Duration,
+    /// Reopens in a row that failed for a reason that will not pass by itself.
+    fatal: u32,
+    attempts: u32,
+    last_error: String,
+}
+
+/// Where a writer stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// The database is open: commit.
+    Open,
+    /// Wedged; the next reopen at this time (ms).
+    WaitUntil(u64),
+    /// The file cannot be reopened: the store is [`StoreHealth::Failed`].
+    Failed,
+}
+
+impl Writer {
+    /// Commits `txns` in one transaction. A failed commit wedges the writer: callers hear
+    /// the error, and every later call the reason, until a reopen succeeds.
+    fn commit(
+        &mut self,
+        shared: &Shared,
+        txns: Vec<Txn>,
+        now_ms: u64,
+    ) -> Result<Vec<TxnOutcome>, StoreError> {
+        let n = txns.len() as u64;
+        let result = shared.db().and_then(|db| commit_batch(&db, txns));
+        let c = &shared.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.txns.fetch_add(n, Ordering::Relaxed);
+        result.map_err(|e| {
+            let msg = e.to_string();
+            // redb refuses every transaction of a handle after an I/O error: open the file
+            // again.
+            if matches!(e, StoreError::Backend(_))
+                && !shardflake::mutant::active(shardflake::mutant::Mutant::AFullDiskIsNotRecovered)
+            {
+                self.wedge(shared, &msg, now_ms);
+            }
+            StoreError::Backend(msg)
+        })
+    }
+
+    /// Drops the database after a failed write; the first reopen comes after
+    /// [`REOPEN_BACKOFF_MIN`].
+    fn wedge(&mut self, shared: &Shared, cause: &str, now_ms: u64) {
+        // Not ready before anyone hears of the failure: a caller refused with
+        // `store_unavailable` must not then find `/readyz` still ready.
+        shared.set_health(StoreHealth::NotReady(wedged_reason(shared, cause)));
+        shared.db.write().expect("db lock").take();
+        tracing::error!(
+            path = %shared.path.display(),
+            error = cause,
+            "store write failed; reopening the store file with backoff (is the disk full?)"
+        );
+        self.wedged = Some(Wedged {
+            cause: cause.to_string(),
+            retry_at_ms: now_ms + REOPEN_BACKOFF_MIN.as_millis() as u64,
+            backoff: REOPEN_BACKOFF_MIN,
+            fatal: 0,
+            attempts: 0,
+            last_error: String::new(),
+        });
+    }
+
+    /// Where the writer stands at `now_ms`; a wedged writer whose time has come tries to
+    /// open the file again first.
+    fn reopen_step(&mut self, shared: &Shared, now_ms: u64) -> Step {
+        let Some(w) = self.wedged.as_mut() else {
+            return Step::Open;
+        };
+        if w.fatal >= REOPEN_ATTEMPTS_MAX {
+            return Step::Failed;
+        }
+        if now_ms < w.retry_at_ms {
+            return Step::WaitUntil(w.retry_at_ms);
+        }
+        let path = shared.path.display().to_string();
+        w.attempts += 1;
+        let opened = (self.opener)()
+            .map_err(|e| (transient(&e), e.to_string()))
+            .and_then(|db| {
+                create_tables(&db)
+                    .map(|()| db)
+                    .map_err(|e| (true, e.to_string()))
+            });
+        match opened {
+            Ok(db) => {
+                *shared.db.write().expect("db lock") = Some(Arc::new(db));
+                shared.counters.reopens.fetch_add(1, Ordering::Relaxed);
+                shared.set_health(StoreHealth::Ready);
+                tracing::info!(path, attempts = w.attempts, "store file reopened; serving again");
+                self.wedged = None;
+                Step::Open
+            }
+            Err((is_transient, error)) => {
+                w.fatal = if is_transient { 0 } else { w.fatal + 1 };
+                if error != w.last_error {
+                    tracing::warn!(path, %error, transient = is_transient,
+                        "the store file does not open yet; retrying with backoff");
+                    w.last_error = error.clone();
+                }
+                if w.fatal >= REOPEN_ATTEMPTS_MAX {
+                    let why = format!(
+                        "store failed: {path} could not be reopened {} times in a row ({error}); restart the coordinator once the file is repaired or restored",
+                        w.fatal
+                    );
+                    tracing::error!(path, %error, "{why}");
+                    shared.set_health(StoreHealth::Failed(why));
+                    return Step::Failed;
+                }
+                shared.set_health(StoreHealth::NotReady(format!(
+                    "store wedged: a write to {path} failed ({}); reopening it failed {} time(s), last: {error}",
+                    w.cause, w.attempts
+                )));
+                w.backoff = (w.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                w.retry_at_ms = now_ms + w.backoff.as_millis() as u64;
+                Step::WaitUntil(w.retry_at_ms)
+            }
+        }
+    }
+}
+
+/// The writer thread ([`Driver::Threads`]): takes the first waiting transaction and every
+/// other one already queued, commits them together, answers them all; while wedged, answers
+/// the queued ones with the reason and reopens at its time.
 fn writer_loop(
     shared: &Shared,
-    opener: &Opener,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<(Txn, Reply)>,
     batch_max: usize,
 ) {
+    let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
     let mut batch: Vec<(Txn, Reply)> = Vec::with_capacity(batch_max);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        match writer.reopen_step(shared, now_ms()) {
+            Step::Open => {}
+            Step::WaitUntil(at_ms) => {
+                if !answer_queued(shared, &mut rx) {
+                    return;
+                }
+                let left = Duration::from_millis(at_ms.saturating_sub(now_ms()));
+                std::thread::sleep(left.min(WEDGED_POLL));
+                continue;
+            }
+            Step::Failed => {
+                // Answer callers until the store is closed; nothing else can be done.
+                while answer_queued(shared, &mut rx) {
+                    std::thread::sleep(WEDGED_POLL);
+                }
+                return;
+            }
+        }
+        let Some(first) = rx.blocking_recv() else {
+            return;
+        };
         batch.push(first);
         while batch.len() < batch_max {
             match rx.try_recv() {
@@ -278,30 +548,19 @@ fn writer_loop(
             }
         }
         let txns: Vec<Txn> = batch.iter_mut().map(|(t, _)| std::mem::take(t)).collect();
-        let result = shared.db().and_then(|db| commit_batch(&db, txns));
-        let c = &shared.counters;
-        c.commits.fetch_add(1, Ordering::Relaxed);
-        c.txns.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match result {
+        match writer.commit(shared, txns, now_ms()) {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                let wedged = matches!(e, StoreError::Backend(_));
-                let msg = e.to_string();
-                if wedged {
-                    // Not ready before anyone hears of the failure: a caller refused with
-                    // `store_unavailable` must not then find `/readyz` still ready.
-                    shared.set_health(StoreHealth::NotReady(wedged_reason(shared, &msg)));
-                }
+                let msg = match e {
+                    StoreError::Backend(msg) => msg,
+                    other => other.to_string(),
+                };
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(StoreError::Backend(msg.clone())));
-                }
-                // redb refuses every transaction after an I/O error: open the file again.
-                if wedged && !reopen(shared, opener, &mut rx, &msg) {
-                    return;
                 }
             }
         }
@@ -329,78 +588,6 @@ fn transient(e: &DatabaseError) -> bool {
             )
         }
         _ => false,
-    }
-}
-
-/// Drops the database after a failed write and opens the file again, with backoff, answering
-/// the transactions queued meanwhile with the reason. Returns `false` when the store is
-/// closed while waiting.
-fn reopen(
-    shared: &Shared,
-    opener: &Opener,
-    rx: &mut mpsc::Receiver<(Txn, Reply)>,
-    cause: &str,
-) -> bool {
-    let path = shared.path.display().to_string();
-    shared.set_health(StoreHealth::NotReady(wedged_reason(shared, cause)));
-    shared.db.write().expect("db lock").take();
-    tracing::error!(
-        path,
-        error = cause,
-        "store write failed; reopening the store file with backoff (is the disk full?)"
-    );
-    let mut backoff = REOPEN_BACKOFF_MIN;
-    let (mut fatal, mut attempts) = (0u32, 0u32);
-    let mut last_error = String::new();
-    loop {
-        let retry_at = Instant::now() + backoff;
-        while Instant::now() < retry_at {
-            if !answer_queued(shared, rx) {
-                return false;
-            }
-            std::thread::sleep(WEDGED_POLL);
-        }
-        attempts += 1;
-        let opened = opener()
-            .map_err(|e| (transient(&e), e.to_string()))
-            .and_then(|db| {
-                create_tables(&db)
-                    .map(|()| db)
-                    .map_err(|e| (true, e.to_string()))
-            });
-        match opened {
-            Ok(db) => {
-                *shared.db.write().expect("db lock") = Some(Arc::new(db));
-                shared.counters.reopens.fetch_add(1, Ordering::Relaxed);
-                shared.set_health(StoreHealth::Ready);
-                tracing::info!(path, attempts, "store file reopened; serving again");
-                return true;
-            }
-            Err((is_transient, error)) => {
-                fatal = if is_transient { 0 } else { fatal + 1 };
-                if error != last_error {
-                    tracing::warn!(path, %error, transient = is_transient,
-                        "the store file does not open yet; retrying with backoff");
-                    last_error = error.clone();
-                }
-                if fatal >= REOPEN_ATTEMPTS_MAX {
-                    let why = format!(
-                        "store failed: {path} could not be reopened {fatal} times in a row ({error}); restart the coordinator once the file is repaired or restored"
-                    );
-                    tracing::error!(path, %error, "{why}");
-                    shared.set_health(StoreHealth::Failed(why));
-                    // Answer callers until the store is closed; nothing else can be done.
-                    while answer_queued(shared, rx) {
-                        std::thread::sleep(WEDGED_POLL);
-                    }
-                    return false;
-                }
-                shared.set_health(StoreHealth::NotReady(format!(
-                    "store wedged: a write to {path} failed ({cause}); reopening it failed {attempts} time(s), last: {error}"
-                )));
-                backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
-            }
-        }
     }
 }
 
@@ -464,28 +651,36 @@ fn commit_batch(db: &Database, txns: Vec<Txn>) -> Result<Vec<TxnOutcome>, StoreE
     Ok(outcomes)
 }
 
-/// Runs `read` on a read transaction of the open database, off the async threads.
+/// Runs `read` on a read transaction of the open database: off the async threads, or on
+/// the caller under [`Driver::Inline`].
 async fn read<T: Send + 'static>(
     shared: &Arc<Shared>,
-    read: impl FnOnce(&::redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>
-        + Send
-        + 'static,
+    read: impl FnOnce(&::redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     shared.counters.reads.fetch_add(1, Ordering::Relaxed);
     let db = shared.db()?;
-    tokio::task::spawn_blocking(move || {
-        let r = db.begin_read().map_err(backend)?;
-        let kv = r.open_table(KV).map_err(backend)?;
-        read(&kv)
-    })
-    .await
-    .map_err(backend)?
+    let run = move || read(&db.begin_read().map_err(backend)?);
+    if shared.inline {
+        return run();
+    }
+    tokio::task::spawn_blocking(run).await.map_err(backend)?
+}
+
+/// [`read`] of the key-value table.
+async fn read_kv<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    read_kv: impl FnOnce(&::redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+) -> Result<T, StoreError> {
+    read(shared, move |r| read_kv(&r.open_table(KV).map_err(backend)?)).await
 }
 
 impl KvStore for RedbStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        self.drive();
         let key = key.to_string();
-        Box::pin(read(&self.shared, move |kv| {
+        Box::pin(read_kv(&self.shared, move |kv| {
             match kv.get(key.as_str()).map_err(backend)? {
                 Some(g) => Ok(Some(decode(&key, g.value())?)),
                 None => Ok(None),
@@ -497,10 +692,11 @@ impl KvStore for RedbStore {
         &'a self,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Option<Versioned>>, StoreError>> {
+        self.drive();
         let keys = keys.to_vec();
         Box::pin(async move {
             check_get_many(&keys)?;
-            read(&self.shared, move |kv| {
+            read_kv(&self.shared, move |kv| {
                 let mut out = Vec::with_capacity(keys.len());
                 for key in &keys {
                     out.push(match kv.get(key.as_str()).map_err(backend)? {
@@ -518,8 +714,9 @@ impl KvStore for RedbStore {
         &'a self,
         prefix: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, Versioned)>, StoreError>> {
+        self.drive();
         let prefix = prefix.to_string();
-        Box::pin(read(&self.shared, move |kv| {
+        Box::pin(read_kv(&self.shared, move |kv| {
             let mut out = Vec::new();
             for item in kv.range(prefix.as_str()..).map_err(backend)? {
                 let (k, v) = item.map_err(backend)?;
@@ -534,8 +731,9 @@ impl KvStore for RedbStore {
     }
 
     fn count<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.drive();
         let prefix = prefix.to_string();
-        Box::pin(read(&self.shared, move |kv| {
+        Box::pin(read_kv(&self.shared, move |kv| {
             let mut n = 0;
             for item in kv.range(prefix.as_str()..).map_err(backend)? {
                 let (k, _) = item.map_err(backend)?;
@@ -551,7 +749,12 @@ impl KvStore for RedbStore {
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
             txn.validate()?;
-            let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+            let tx = match &self.writing {
+                Writing::Thread { tx, .. } => tx.as_ref().ok_or(StoreError::Closed)?,
+                Writing::Inline { writer, now_ms } => {
+                    return self.txn_inline(writer, now_ms(), txn);
+                }
+            };
             let (reply, rx) = oneshot::channel();
             tx.send((txn, reply))
                 .await
@@ -570,31 +773,25 @@ impl KvStore for RedbStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            shared.counters.reads.fetch_add(1, Ordering::Relaxed);
-            let db = shared.db()?;
-            tokio::task::spawn_blocking(move || {
-                let r = db.begin_read().map_err(backend)?;
-                let meta = r.open_table(META).map_err(backend)?;
-                Ok(meta
-                    .get(REVISION_KEY)
-                    .map_err(backend)?
-                    .map(|g| g.value())
-                    .unwrap_or(0))
-            })
-            .await
-            .map_err(backend)?
-        })
+        self.drive();
+        Box::pin(read(&self.shared, |r| {
+            let meta = r.open_table(META).map_err(backend)?;
+            Ok(meta
+                .get(REVISION_KEY)
+                .map_err(backend)?
+                .map(|g| g.value())
+                .unwrap_or(0))
+        }))
     }
 
     fn health(&self) -> BoxFuture<'_, StoreHealth> {
+        self.drive();
         Box::pin(async move { self.shared.health.lock().expect("health lock").clone() })
     }
 }
 
-/// Faults of the disk under a store opened with [`RedbStore::open_with_faults`], switched
-/// on and off while it runs.
+/// Faults of the disk under a store opened with [`RedbStore::open_with_faults`] or
+/// [`RedbStore::open_in_memory`], switched on and off while it runs.
 #[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct DiskFaults {
@@ -625,11 +822,11 @@ impl DiskFaults {
     }
 }
 
-/// redb's file backend with [`DiskFaults`] in front of it.
+/// A redb backend (a file, or memory) with [`DiskFaults`] in front of it.
 #[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 struct FaultyBackend {
-    inner: ::redb::backends::FileBackend,
+    inner: Arc<dyn ::redb::StorageBackend>,
     faults: Arc<DiskFaults>,
 }
 
