@@ -4,7 +4,7 @@
 //! than a TTL after the lease's last heartbeat appeared in the store; that the
 //! batch comes from one generator (one host id, increasing); per node process that each host
 //! id's ids strictly increase; at the end every id is checked for duplicates (the library's
-//! radix sort and count, over the batches whose ranges overlap), and
+//! radix sort and count, over the runs of values whose ranges overlap), and
 //! every node must have served again within the liveness bound after the faults healed.
 
 use std::collections::HashMap;
@@ -22,8 +22,8 @@ pub struct Checker {
     decoder: IdDecoder,
     /// When every fault has healed (ms): liveness is measured from here.
     heal_ms: u64,
-    /// Every acknowledged batch, as it arrived.
-    batches: Vec<Vec<u64>>,
+    /// Every acknowledged id, as runs of consecutive ids.
+    ids: Runs,
     /// Last id per (node, process incarnation, host id).
     last: HashMap<(String, u64, u32), u64>,
     /// First acknowledgement per node at or after the heal time.
@@ -33,10 +33,11 @@ pub struct Checker {
     refusals: u64,
     acks: u64,
     tallies: std::collections::BTreeMap<String, u64>,
-    /// The namespaces' rules, and every batch of values acknowledged per namespace.
+    /// The namespaces' rules, and every value acknowledged per namespace, as runs a step
+    /// apart.
     ns_rules: HashMap<String, NsRule>,
-    ns_batches: std::collections::BTreeMap<String, Vec<Vec<u64>>>,
-    /// Who served each batch of `ns_batches`, and when (simulated ms).
+    ns_values: std::collections::BTreeMap<String, Runs>,
+    /// Who served each batch of `ns_values`, and when (simulated ms).
     ns_servers: std::collections::BTreeMap<String, Vec<String>>,
     /// Per host id, the lease's last heartbeat the store showed and when it was first seen.
     lease_seen: HashMap<u32, LeaseSeen>,
@@ -116,7 +117,7 @@ impl Checker {
         Self {
             decoder,
             heal_ms,
-            batches: Vec::new(),
+            ids: Runs::new(1),
             last: HashMap::new(),
             recovered_at: HashMap::new(),
             violations: Vec::new(),
@@ -125,7 +126,7 @@ impl Checker {
             acks: 0,
             tallies: Default::default(),
             ns_rules: HashMap::new(),
-            ns_batches: Default::default(),
+            ns_values: Default::default(),
             ns_servers: Default::default(),
             lease_seen: HashMap::new(),
         }
@@ -164,12 +165,9 @@ impl Checker {
     /// The highest value acknowledged per namespace so far (what an operator's applications
     /// hold, for a repair's floors).
     pub fn ns_highest(&self) -> std::collections::BTreeMap<String, u64> {
-        self.ns_batches
+        self.ns_values
             .iter()
-            .filter_map(|(name, batches)| {
-                let high = batches.iter().flat_map(|b| b.iter().copied()).max()?;
-                Some((name.clone(), high))
-            })
+            .filter_map(|(name, runs)| Some((name.clone(), runs.highest()?)))
             .collect()
     }
 
@@ -203,9 +201,7 @@ impl Checker {
             }
         }
         let mask = self.decoder.node_mask;
-        for run in runs(ids, |a, b| a < b && a & mask == b & mask) {
-            self.batches.push(run);
-        }
+        self.ids.push(&ids, |id| id & mask);
     }
 
     /// [`Checker::ack_ns`] for values an SDK client handed out: increasing only within each
@@ -247,10 +243,10 @@ impl Checker {
                 .entry(name.to_string())
                 .or_default()
                 .push(format!("{node}@{}", crate::trace::now_ms()));
-            self.ns_batches
+            self.ns_values
                 .entry(name.to_string())
-                .or_default()
-                .push(values);
+                .or_insert_with(|| Runs::new(step))
+                .push(&values, |_| 0);
         }
     }
 
@@ -288,9 +284,8 @@ impl Checker {
         {
             self.ack_in_detail(node, incarnation, &ids, at_ms, holder, now);
         }
-        if !ids.is_empty() {
-            self.batches.push(ids);
-        }
+        let mask = self.decoder.node_mask;
+        self.ids.push(&ids, |id| id & mask);
     }
 
     /// The usual batch, checked in one pass: one host id in the pool, strictly increasing
@@ -468,9 +463,9 @@ impl Checker {
     /// time within `bound_ms` (the simulation ran until `end_ms`). Returns the report.
     pub fn finish(mut self, nodes: &[String], bound_ms: u64, end_ms: u64) -> CheckReport {
         let heal_ms = self.heal_ms;
-        let count = self.batches.iter().map(|b| b.len() as u64).sum();
+        let count = self.ids.count();
         let mask = self.decoder.node_mask;
-        let (duplicates, examples) = duplicates(&self.batches, |id| id & mask);
+        let (duplicates, examples) = self.ids.duplicates(|id| id & mask);
         if duplicates > 0 {
             let shown: Vec<String> = examples
                 .iter()
@@ -483,9 +478,9 @@ impl Checker {
             ));
         }
         let mut ns_values = 0;
-        for (name, batches) in std::mem::take(&mut self.ns_batches) {
-            ns_values += batches.iter().map(|b| b.len() as u64).sum::<u64>();
-            let (n, examples) = self::duplicates(&batches, |_| 0);
+        for (name, runs) in std::mem::take(&mut self.ns_values) {
+            ns_values += runs.count();
+            let (n, examples) = runs.duplicates(|_| 0);
             if n > 0 {
                 let shown: Vec<String> = examples
                     .iter()
@@ -494,11 +489,9 @@ impl Checker {
                     .collect();
                 let first = examples[0].0;
                 let servers = &self.ns_servers[&name];
-                let by: Vec<&str> = batches
-                    .iter()
-                    .zip(servers)
-                    .filter(|(b, _)| b.contains(&first))
-                    .map(|(_, s)| s.as_str())
+                let by: Vec<&str> = runs
+                    .batches_holding(first)
+                    .map(|b| servers[b].as_str())
                     .collect();
                 self.violation(format!(
                     "{n} duplicate values of namespace {name} (e.g. {}; {first} served by {})",
@@ -550,60 +543,142 @@ fn runs(ids: Vec<u64>, together: impl Fn(u64, u64) -> bool) -> Vec<Vec<u64>> {
     out
 }
 
-/// Counts the ids that equal an id before them over all `batches`, with up to
-/// [`shardflake::check::DUPLICATES_SHOWN_MAX`] examples. Two equal ids agree in every bit, so
-/// in their `part` too (an id's node bits: its host id), and two batches' pieces of
-/// different parts, or whose ranges (smallest to largest id) do not overlap, cannot share an
-/// id. In a correct run every piece is such a range (one generator's ids, increasing; a
-/// host id's next holder starts above its predecessor's bound): only pieces of one part
-/// whose ranges overlap are merged and sorted (the library's radix sort and count), and each
-/// piece's own ids are checked apart.
-fn duplicates(batches: &[Vec<u64>], part: impl Fn(u64) -> u64) -> (u64, Vec<(u64, u64)>) {
-    // (part, lo, hi, batch, from, to): the runs of one part within each batch.
-    let mut pieces: Vec<(u64, u64, u64, usize, usize, usize)> = Vec::new();
-    for (i, b) in batches.iter().enumerate() {
+/// Acknowledged values, kept as runs of values `stride` apart (consecutive ids of one
+/// millisecond; a namespace block's values, a step apart): a tenth of the memory of every
+/// value, which a seed would otherwise spend most of its time allocating and zeroing.
+#[derive(Debug)]
+struct Runs {
+    stride: u64,
+    runs: Vec<Run>,
+    batches: u32,
+}
+
+/// `len` values from `start`, `stride` apart, of acknowledged batch number `batch`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: u64,
+    len: u32,
+    batch: u32,
+}
+
+impl Runs {
+    fn new(stride: u64) -> Self {
+        Self {
+            stride: stride.max(1),
+            runs: Vec::new(),
+            batches: 0,
+        }
+    }
+
+    fn last_of(&self, r: &Run) -> u64 {
+        r.start + (u64::from(r.len) - 1) * self.stride
+    }
+
+    /// Records one batch, in its order: a run ends where the next value is not the stride
+    /// above it or lies in another `part`.
+    fn push(&mut self, values: &[u64], part: impl Fn(u64) -> u64) {
+        if values.is_empty() {
+            return;
+        }
+        let (stride, batch) = (self.stride, self.batches);
+        self.batches += 1;
         let mut from = 0;
-        while from < b.len() {
-            let p = part(b[from]);
-            let (mut lo, mut hi, mut to) = (b[from], b[from], from + 1);
-            while to < b.len() && part(b[to]) == p {
-                lo = lo.min(b[to]);
-                hi = hi.max(b[to]);
-                to += 1;
+        for (at, pair) in values.windows(2).enumerate() {
+            let cut = pair[0].checked_add(stride) != Some(pair[1])
+                || part(pair[0]) != part(pair[1])
+                || at + 1 - from == u32::MAX as usize;
+            if cut {
+                self.runs.push(Run {
+                    start: values[from],
+                    len: (at + 1 - from) as u32,
+                    batch,
+                });
+                from = at + 1;
             }
-            pieces.push((p, lo, hi, i, from, to));
-            from = to;
         }
+        self.runs.push(Run {
+            start: values[from],
+            len: (values.len() - from) as u32,
+            batch,
+        });
     }
-    pieces.sort_unstable();
-    let mut total = 0;
-    let mut examples = Vec::new();
-    let mut group: Vec<&[u64]> = Vec::new();
-    let mut flush = |group: &mut Vec<&[u64]>| {
-        let increasing = group.len() == 1 && group[0].windows(2).all(|w| w[0] < w[1]);
-        if !group.is_empty() && !increasing {
-            let mut ids: Vec<u64> = group.iter().flat_map(|g| g.iter().copied()).collect();
-            shardflake::check::radix_sort(&mut ids);
-            let (n, shown) = shardflake::check::count_duplicates(&[&ids]);
-            total += n;
-            examples.extend(shown);
-        }
-        group.clear();
-    };
-    let (mut group_part, mut group_hi) = (0, 0);
-    for (p, lo, hi, i, from, to) in pieces {
-        if !group.is_empty() && (p != group_part || lo > group_hi) {
-            flush(&mut group);
-        }
-        if group.is_empty() {
-            (group_part, group_hi) = (p, hi);
-        }
-        group_hi = group_hi.max(hi);
-        group.push(&batches[i][from..to]);
+
+    fn count(&self) -> u64 {
+        self.runs.iter().map(|r| u64::from(r.len)).sum()
     }
-    flush(&mut group);
-    examples.truncate(shardflake::check::DUPLICATES_SHOWN_MAX);
-    (total, examples)
+
+    fn highest(&self) -> Option<u64> {
+        self.runs.iter().map(|r| self.last_of(r)).max()
+    }
+
+    fn values(&self, r: &Run) -> impl Iterator<Item = u64> + use<> {
+        let (start, stride) = (r.start, self.stride);
+        (0..u64::from(r.len)).map(move |k| start + k * stride)
+    }
+
+    /// The batches (numbered in arrival order) that hold `v`.
+    fn batches_holding(&self, v: u64) -> impl Iterator<Item = usize> + '_ {
+        let mut seen = Vec::new();
+        self.runs
+            .iter()
+            .filter(move |r| {
+                v >= r.start && v <= self.last_of(r) && (v - r.start).is_multiple_of(self.stride)
+            })
+            .filter_map(move |r| {
+                (!seen.contains(&r.batch)).then(|| {
+                    seen.push(r.batch);
+                    r.batch as usize
+                })
+            })
+    }
+
+    /// Counts the values that equal a value before them, with up to
+    /// [`shardflake::check::DUPLICATES_SHOWN_MAX`] examples. Two equal values agree in every
+    /// bit, so in their `part` too (an id's node bits: its host id), and runs of different
+    /// parts, or whose ranges do not overlap, cannot share a value. A run holds no value
+    /// twice, so in a correct run (one generator's ids increase; a host id's next holder
+    /// starts above its predecessor's bound) the check sorts nothing: only the values of runs
+    /// of one part whose ranges overlap are merged and sorted (the library's radix sort and
+    /// count).
+    fn duplicates(&self, part: impl Fn(u64) -> u64) -> (u64, Vec<(u64, u64)>) {
+        let mut order: Vec<(u64, u64, u64, usize)> = self
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (part(r.start), r.start, self.last_of(r), i))
+            .collect();
+        order.sort_unstable();
+        let mut total = 0;
+        let mut examples = Vec::new();
+        let mut group: Vec<usize> = Vec::new();
+        let mut flush = |group: &mut Vec<usize>| {
+            if group.len() > 1 {
+                let mut values: Vec<u64> = group
+                    .iter()
+                    .flat_map(|&i| self.values(&self.runs[i]))
+                    .collect();
+                shardflake::check::radix_sort(&mut values);
+                let (n, shown) = shardflake::check::count_duplicates(&[&values]);
+                total += n;
+                examples.extend(shown);
+            }
+            group.clear();
+        };
+        let (mut group_part, mut group_hi) = (0, 0);
+        for (p, lo, hi, i) in order {
+            if !group.is_empty() && (p != group_part || lo > group_hi) {
+                flush(&mut group);
+            }
+            if group.is_empty() {
+                (group_part, group_hi) = (p, hi);
+            }
+            group_hi = group_hi.max(hi);
+            group.push(i);
+        }
+        flush(&mut group);
+        examples.truncate(shardflake::check::DUPLICATES_SHOWN_MAX);
+        (total, examples)
+    }
 }
 
 /// The outcome of one seed's checks.
@@ -630,21 +705,49 @@ pub struct CheckReport {
 
 #[cfg(test)]
 mod tests {
+    use super::Runs;
+
+    fn runs(stride: u64, batches: &[Vec<u64>], part: impl Fn(u64) -> u64) -> Runs {
+        let mut r = Runs::new(stride);
+        for b in batches {
+            r.push(b, &part);
+        }
+        r
+    }
+
     #[test]
     fn duplicates_are_found_within_each_part_and_across_batches() {
         // The low byte as the part (a host id's node bits).
         let part = |id: u64| id & 0xff;
         let id = |t: u64, host: u64| (t << 8) | host;
+        let dups = |batches: &[Vec<u64>]| runs(1, batches, part).duplicates(part);
         // Two hosts' batches interleave in value and share no id.
         let a: Vec<u64> = (1..100).map(|t| id(t, 1)).collect();
         let b: Vec<u64> = (1..100).map(|t| id(t, 2)).collect();
-        assert_eq!(super::duplicates(&[a.clone(), b.clone()], part).0, 0);
+        assert_eq!(dups(&[a.clone(), b.clone()]).0, 0);
         // A batch of host 1 whose range overlaps another's, with one id repeated.
-        let (n, shown) = super::duplicates(&[a.clone(), b, vec![id(50, 1), id(200, 1)]], part);
+        let (n, shown) = dups(&[a.clone(), b, vec![id(50, 1), id(200, 1)]]);
         assert_eq!((n, shown[0].0), (1, id(50, 1)));
         // A batch mixing two hosts' ids, one of them repeating another batch's.
-        assert_eq!(super::duplicates(&[a, vec![id(7, 2), id(7, 1)]], part).0, 1);
+        assert_eq!(dups(&[a, vec![id(7, 2), id(7, 1)]]).0, 1);
         // A repeat within one batch.
-        assert_eq!(super::duplicates(&[vec![5, 3, 5]], |_| 0).0, 1);
+        assert_eq!(runs(1, &[vec![5, 3, 5]], |_| 0).duplicates(|_| 0).0, 1);
+    }
+
+    #[test]
+    fn runs_keep_every_value_in_a_few_ranges() {
+        // Consecutive ids form one run; overlapping runs are found value by value.
+        let r = runs(1, &[(10..20).collect(), (30..35).collect()], |_| 0);
+        assert_eq!((r.runs.len(), r.count(), r.highest()), (2, 15, Some(34)));
+        assert_eq!(r.duplicates(|_| 0).0, 0);
+        let r = runs(1, &[(10..20).collect(), (15..25).collect()], |_| 0);
+        assert_eq!(r.duplicates(|_| 0), (5, vec![(15, 2), (16, 2), (17, 2), (18, 2), (19, 2)]));
+        // Values a step apart: a namespace's grid. Runs that overlap in range without
+        // sharing a value are no duplicates; a value served twice is found with its batches.
+        let r = runs(3, &[vec![7, 10, 13], vec![16, 19], vec![8, 11], vec![13, 16]], |_| 0);
+        assert_eq!(r.runs.len(), 4);
+        assert_eq!(r.duplicates(|_| 0).0, 2);
+        assert_eq!(r.batches_holding(13).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(r.batches_holding(12).count(), 0);
     }
 }
