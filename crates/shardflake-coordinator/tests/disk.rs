@@ -232,11 +232,17 @@ async fn the_inline_driver_recovers_from_a_full_disk_on_its_own_clock() {
     // Before the backoff has passed, nothing is tried: still refused, also with room.
     faults.set_full(false);
     assert!(store.txn(put("c", "3")).await.is_err());
-    assert!(store.get("a").await.is_err(), "reads wait for the reopen too");
+    assert!(
+        store.get("a").await.is_err(),
+        "reads wait for the reopen too"
+    );
 
     // The clock passes the backoff: the next call, a read here (a coordinator reads before
     // it writes), reopens; writes commit again.
-    now.store(REOPEN_BACKOFF_MAX.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    now.store(
+        REOPEN_BACKOFF_MAX.as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
     let outcome = store.txn(put("d", "4")).await;
     assert!(
@@ -246,7 +252,10 @@ async fn the_inline_driver_recovers_from_a_full_disk_on_its_own_clock() {
     assert_eq!(store.health().await, StoreHealth::Ready);
     assert_eq!(store.reopens(), 1);
     assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
-    assert_eq!(store.get("b").await.unwrap(), None, "a refused write is not there");
+    assert_eq!(
+        store.get("b").await.unwrap(),
+        None,
+        "a refused write is not there"
+    );
     assert_eq!(store.get("d").await.unwrap().unwrap().value, b"4");
 }
-

@@ -24,8 +24,10 @@ pub struct Checker {
     heal_ms: u64,
     /// Every acknowledged id, as runs of consecutive ids.
     ids: Runs,
-    /// Last id per (node, process incarnation, host id).
-    last: HashMap<(String, u64, u32), u64>,
+    /// Last id per (node, process incarnation, host id); nodes by their number in `names`.
+    last: HashMap<(usize, u64, u32), u64>,
+    /// The names of the nodes and clients seen, numbered in order of appearance.
+    names: Vec<String>,
     /// First acknowledgement per node at or after the heal time.
     recovered_at: HashMap<String, u64>,
     violations: Vec<String>,
@@ -38,7 +40,7 @@ pub struct Checker {
     ns_rules: HashMap<String, NsRule>,
     ns_values: std::collections::BTreeMap<String, Runs>,
     /// Who served each batch of `ns_values`, and when (simulated ms).
-    ns_servers: std::collections::BTreeMap<String, Vec<String>>,
+    ns_servers: std::collections::BTreeMap<String, Vec<(usize, u64)>>,
     /// Per host id, the lease's last heartbeat the store showed and when it was first seen.
     lease_seen: HashMap<u32, LeaseSeen>,
 }
@@ -120,6 +122,7 @@ impl Checker {
             ids: Runs::new(1),
             last: HashMap::new(),
             recovered_at: HashMap::new(),
+            names: Vec::new(),
             violations: Vec::new(),
             violation_count: 0,
             refusals: 0,
@@ -239,14 +242,30 @@ impl Checker {
             ));
         }
         if !values.is_empty() {
+            let server = (self.number(node), crate::trace::now_ms());
+            if !self.ns_values.contains_key(name) {
+                self.ns_values.insert(name.to_string(), Runs::new(step));
+                self.ns_servers.insert(name.to_string(), Vec::new());
+            }
             self.ns_servers
-                .entry(name.to_string())
-                .or_default()
-                .push(format!("{node}@{}", crate::trace::now_ms()));
+                .get_mut(name)
+                .expect("inserted")
+                .push(server);
             self.ns_values
-                .entry(name.to_string())
-                .or_insert_with(|| Runs::new(step))
+                .get_mut(name)
+                .expect("inserted")
                 .push(&values, |_| 0);
+        }
+    }
+
+    /// The number of node or client `name`, given on first sight.
+    fn number(&mut self, name: &str) -> usize {
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.names.len() - 1
+            }
         }
     }
 
@@ -277,7 +296,9 @@ impl Checker {
         self.acks += 1;
         self.observe_leases(store, at_ms);
         if at_ms >= self.heal_ms {
-            self.recovered_at.entry(node.to_string()).or_insert(at_ms);
+            if !self.recovered_at.contains_key(node) {
+                self.recovered_at.insert(node.to_string(), at_ms);
+            }
         }
         if self.decoder.layout.is_temporal()
             || !self.ack_usual(node, incarnation, &ids, at_ms, holder, store)
@@ -322,7 +343,7 @@ impl Checker {
         if holder.is_some() && self.lease_ran_out_ms(record).is_some_and(|end| at_ms > end) {
             return false;
         }
-        let key = (node.to_string(), incarnation, host);
+        let key = (self.number(node), incarnation, host);
         if self.last.get(&key).is_some_and(|&prev| prev >= first) {
             return false;
         }
@@ -427,11 +448,9 @@ impl Checker {
         // Across the process's responses, each host id's ids go on increasing (temporal
         // layouts: within one generator only, which the batch check covers; a new lease's
         // generator starts in its clock's shard, which may be below the last one's).
+        let number = self.number(node);
         for (host, (first, last)) in first_last.into_iter().filter(|_| !temporal) {
-            if let Some(prev) = self
-                .last
-                .insert((node.to_string(), incarnation, host), last)
-            {
+            if let Some(prev) = self.last.insert((number, incarnation, host), last) {
                 if prev >= first {
                     found.push(format!(
                         "{node} (process {incarnation}): id {first} of host id {host} after {prev}: not increasing"
@@ -489,9 +508,9 @@ impl Checker {
                     .collect();
                 let first = examples[0].0;
                 let servers = &self.ns_servers[&name];
-                let by: Vec<&str> = runs
+                let by: Vec<String> = runs
                     .batches_holding(first)
-                    .map(|b| servers[b].as_str())
+                    .map(|b| format!("{}@{}", self.names[servers[b].0], servers[b].1))
                     .collect();
                 self.violation(format!(
                     "{n} duplicate values of namespace {name} (e.g. {}; {first} served by {})",
@@ -741,10 +760,17 @@ mod tests {
         assert_eq!((r.runs.len(), r.count(), r.highest()), (2, 15, Some(34)));
         assert_eq!(r.duplicates(|_| 0).0, 0);
         let r = runs(1, &[(10..20).collect(), (15..25).collect()], |_| 0);
-        assert_eq!(r.duplicates(|_| 0), (5, vec![(15, 2), (16, 2), (17, 2), (18, 2), (19, 2)]));
+        assert_eq!(
+            r.duplicates(|_| 0),
+            (5, vec![(15, 2), (16, 2), (17, 2), (18, 2), (19, 2)])
+        );
         // Values a step apart: a namespace's grid. Runs that overlap in range without
         // sharing a value are no duplicates; a value served twice is found with its batches.
-        let r = runs(3, &[vec![7, 10, 13], vec![16, 19], vec![8, 11], vec![13, 16]], |_| 0);
+        let r = runs(
+            3,
+            &[vec![7, 10, 13], vec![16, 19], vec![8, 11], vec![13, 16]],
+            |_| 0,
+        );
         assert_eq!(r.runs.len(), 4);
         assert_eq!(r.duplicates(|_| 0).0, 2);
         assert_eq!(r.batches_holding(13).collect::<Vec<_>>(), vec![0, 3]);

@@ -24,7 +24,12 @@ pub(crate) struct World<'a> {
 }
 
 /// Applies `fault`; returns the events it schedules in turn.
-pub(crate) fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, now: u64, w: &World<'_>) -> Vec<Event> {
+pub(crate) fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    now: u64,
+    w: &World<'_>,
+) -> Vec<Event> {
     let World {
         view,
         backup,

@@ -37,9 +37,9 @@ use shardflake_node::ClockPolicyKind;
 
 use crate::check::{CheckReport, Checker, IdDecoder};
 use crate::clock::{HostClock, SimTime};
+use crate::faults::{apply, World};
 use crate::net::SimListener;
 use crate::node::{NodeCtx, NodeSlot};
-use crate::faults::{apply, World};
 use crate::plan::{Event, Fault, Plan};
 pub use crate::store::StoreKind;
 use crate::trace::Trace;
@@ -429,7 +429,6 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         view: view.clone(),
         wiretap: wiretap.clone(),
     });
-    sim.host("liar", move || liar::run(liar.clone()));
 
     let sdk = Arc::new(sdk::SdkCtx {
         nodes: (1..=o.nodes)
@@ -442,7 +441,15 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
         checker: checker.clone(),
         view: view.clone(),
     });
-    sim.host("sdk", move || sdk::run(sdk.clone()));
+    // The lying client and the SDK's application: two programs on one machine (a host of
+    // the simulation costs every step, busy or not).
+    sim.host("clients", move || {
+        let (liar, sdk) = (liar.clone(), sdk.clone());
+        async move {
+            tokio::try_join!(liar::run(liar), sdk::run(sdk))?;
+            Ok(())
+        }
+    });
 
     let mut slots: BTreeMap<String, Arc<NodeSlot>> = BTreeMap::new();
     let mut primaries = Vec::new();

@@ -147,7 +147,10 @@ mod tests {
             assert_eq!(Mutant::from_name(&(i + 1).to_string()), Some(m));
             assert!(m.name().starts_with(&format!("{}-", i + 1)), "{}", m.name());
         }
-        assert_eq!(Mutant::from_name(&(Mutant::ALL.len() + 1).to_string()), None);
+        assert_eq!(
+            Mutant::from_name(&(Mutant::ALL.len() + 1).to_string()),
+            None
+        );
         assert_eq!(Mutant::from_name("revocation-is-not-final"), None);
     }
 }

@@ -474,7 +474,11 @@ impl Writer {
                 *shared.db.write().expect("db lock") = Some(Arc::new(db));
                 shared.counters.reopens.fetch_add(1, Ordering::Relaxed);
                 shared.set_health(StoreHealth::Ready);
-                tracing::info!(path, attempts = w.attempts, "store file reopened; serving again");
+                tracing::info!(
+                    path,
+                    attempts = w.attempts,
+                    "store file reopened; serving again"
+                );
                 self.wedged = None;
                 Step::Open
             }
@@ -673,7 +677,10 @@ async fn read_kv<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<T, StoreError> {
-    read(shared, move |r| read_kv(&r.open_table(KV).map_err(backend)?)).await
+    read(shared, move |r| {
+        read_kv(&r.open_table(KV).map_err(backend)?)
+    })
+    .await
 }
 
 impl KvStore for RedbStore {
