@@ -52,6 +52,7 @@ fn secret() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_costs_availability_only_while_it_is_full() {
+    shardflake::mutant::activate_from_env();
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(DiskFaults::default());
     let store = Arc::new(

@@ -295,10 +295,8 @@ impl Checker {
         let store = now.hosts;
         self.acks += 1;
         self.observe_leases(store, at_ms);
-        if at_ms >= self.heal_ms {
-            if !self.recovered_at.contains_key(node) {
-                self.recovered_at.insert(node.to_string(), at_ms);
-            }
+        if at_ms >= self.heal_ms && !self.recovered_at.contains_key(node) {
+            self.recovered_at.insert(node.to_string(), at_ms);
         }
         if self.decoder.layout.is_temporal()
             || !self.ack_usual(node, incarnation, &ids, at_ms, holder, store)
@@ -643,12 +641,14 @@ impl Runs {
             .filter(move |r| {
                 v >= r.start && v <= self.last_of(r) && (v - r.start).is_multiple_of(self.stride)
             })
-            .filter_map(move |r| {
-                (!seen.contains(&r.batch)).then(|| {
+            .filter(move |r| {
+                let new = !seen.contains(&r.batch);
+                if new {
                     seen.push(r.batch);
-                    r.batch as usize
-                })
+                }
+                new
             })
+            .map(|r| r.batch as usize)
     }
 
     /// Counts the values that equal a value before them, with up to
