@@ -13,8 +13,8 @@ use http_body_util::BodyExt;
 use shardflake::Layout;
 use shardflake_coordinator::http::{app, AppState, Auth};
 use shardflake_coordinator::store::{
-    DiskFaults, Driver, KvStore, RedbOptions, RedbStore, StoreHealth, Txn, TxnOutcome,
-    REOPEN_ATTEMPTS_MAX, REOPEN_BACKOFF_MAX,
+    DiskFaults, KvStore, RedbOptions, RedbStore, StoreHealth, Txn, TxnOutcome, REOPEN_ATTEMPTS_MAX,
+    REOPEN_BACKOFF_MAX,
 };
 use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime, RunError};
 use shardflake_proto::coord::{LeaseGrant, LeaseSecret};
@@ -201,7 +201,7 @@ async fn a_store_file_that_cannot_be_reopened_stops_the_service_with_an_error() 
     );
 }
 
-/// The simulation's driver ([`Driver::Inline`]): each write commits on the caller, and a
+/// The simulation's driver (`Driver::Inline`): each write commits on the caller, and a
 /// reopen comes with the first call, read or write, after its backoff, on the caller's clock. A full disk
 /// refuses writes and reads until it has room again; then the store serves everything it had
 /// committed, and nothing it refused.
@@ -215,9 +215,7 @@ async fn the_inline_driver_recovers_from_a_full_disk_on_its_own_clock() {
         "disk",
         faults.clone(),
         RedbOptions::default(),
-        Driver::Inline {
-            now_ms: Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)),
-        },
+        Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)),
     )
     .unwrap();
     let put = |k: &str, v: &str| Txn::new().put(k, v.as_bytes().to_vec());

@@ -32,7 +32,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use shardflake::{Clock, FastRng, Layout};
 use shardflake_coordinator::store::MemStore;
-use shardflake_coordinator::{Coordinator, CoordinatorConfig, ManualTime};
+use shardflake_coordinator::{CoordError, Coordinator, CoordinatorConfig, ManualTime};
 use shardflake_node::ClockPolicyKind;
 
 use crate::check::{CheckReport, Checker, IdDecoder};
@@ -121,6 +121,15 @@ impl Options {
         2 * self.ttl_ms
     }
 
+    /// The liveness bounds in words: the memory store's, and redb's.
+    pub fn liveness_bounds(&self) -> String {
+        format!(
+            "{} ms, {} ms on redb",
+            self.liveness_bound_ms(StoreKind::Memory),
+            self.liveness_bound_ms(StoreKind::Redb)
+        )
+    }
+
     /// The plan in one line: everything that decides how much a seed does, so that a
     /// seeds-per-minute figure names the work it measured.
     pub fn describe(&self) -> String {
@@ -175,11 +184,14 @@ impl Options {
     /// sees them; a node then needs a failed acquisition's backoff (at most 5 s) and one more
     /// TTL of slack. A host id whose reservation a fast clock pushed ahead is usable once the
     /// corrected clock passes it: the look-ahead limit beyond a coordinator's clock, which is
-    /// at most [`COORDINATOR_STEP_MS_MAX`] fast. The embedded store, whose disk may have been
-    /// full until the heal, reopens within its longest backoff. Plus 3 s for a replayed
+    /// at most [`COORDINATOR_STEP_MS_MAX`] fast. On `store` redb, whose disk may have been
+    /// full until the heal, the store reopens within its longest backoff. Plus 3 s for a replayed
     /// request and the load's own pacing.
-    pub fn liveness_bound_ms(&self) -> u64 {
-        let store_reopen = shardflake_coordinator::store::REOPEN_BACKOFF_MAX.as_millis() as u64;
+    pub fn liveness_bound_ms(&self, store: StoreKind) -> u64 {
+        let store_reopen = match store {
+            StoreKind::Memory => 0,
+            StoreKind::Redb => shardflake_coordinator::store::REOPEN_BACKOFF_MAX.as_millis() as u64,
+        };
         2 * self.ttl_ms
             + 5_000
             + self.reservation_ahead_ms_max()
@@ -388,16 +400,18 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             async move {
                 let time = Arc::new(SimTime::new(clock));
                 // A coordinator that cannot open its store (a full disk) exits, and its
-                // supervisor starts it again a second later.
+                // supervisor starts it again a second later; any other error ends the seed.
                 let mut failed = String::new();
                 let coordinator = loop {
                     match Coordinator::open(store.clone(), time.clone(), config.clone()).await {
                         Ok(c) => break Arc::new(c),
-                        Err(e) if e.to_string() != failed => {
-                            failed = e.to_string();
-                            trace.event(&host, &format!("coordinator start failed: {failed}"));
+                        Err(CoordError::Store(e)) => {
+                            if e.to_string() != failed {
+                                failed = e.to_string();
+                                trace.event(&host, &format!("coordinator start failed: {e}"));
+                            }
                         }
-                        Err(_) => {}
+                        Err(e) => return Err(e.into()),
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 };
@@ -573,7 +587,7 @@ fn simulate(seed: u64, o: &Options, trace: &Trace) -> anyhow::Result<CheckReport
             checker.tally_n(&format!("history_{kind}"), *n);
         }
     }
-    Ok(checker.finish(&names, o.liveness_bound_ms(), o.duration_ms))
+    Ok(checker.finish(&names, o.liveness_bound_ms(store_kind), o.duration_ms))
 }
 
 #[cfg(test)]

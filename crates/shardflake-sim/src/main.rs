@@ -153,13 +153,13 @@ fn main() -> ExitCode {
             println!("{line}");
         }
         println!(
-            "seed {seed}: {} ids and {} namespace values in {} batches, {} refusals, recovery after healing {} ms (bound {} ms), faults {}, digest {:016x}",
+            "seed {seed}: {} ids and {} namespace values in {} batches, {} refusals, recovery after healing {} ms (bound {}), faults {}, digest {:016x}",
             out.report.ids,
             out.report.ns_values,
             out.report.acks,
             out.report.refusals,
             out.report.recovery_ms_max,
-            options.liveness_bound_ms(),
+            options.liveness_bounds(),
             faults_text(&out.faults),
             out.digest
         );
@@ -267,7 +267,7 @@ fn main() -> ExitCode {
     failed.sort_unstable();
     println!("{}", options.describe());
     println!(
-        "seeds {} ({}..={}), ids checked {ids}, namespace values checked {ns_values}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {} ms), {:.0} s, {jobs} seed(s) at once",
+        "seeds {} ({}..={}), ids checked {ids}, namespace values checked {ns_values}, faults injected {}, violations {violations}{}, slowest recovery {recovery_ms_max} ms (bound {}), {:.0} s, {jobs} seed(s) at once",
         args.seeds,
         args.first_seed,
         args.first_seed + args.seeds - 1,
@@ -277,7 +277,7 @@ fn main() -> ExitCode {
         } else {
             format!(" (seeds {failed:?}; replay one with --seed S)")
         },
-        options.liveness_bound_ms(),
+        options.liveness_bounds(),
         started.elapsed().as_secs_f64()
     );
     let kinds: Vec<String> = tallies.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use shardflake_coordinator::store::{
-    DiskFaults, Driver, KvStore, MemStore, RedbOptions, RedbStore,
-};
+use shardflake_coordinator::store::{DiskFaults, KvStore, MemStore, RedbOptions, RedbStore};
 
 use crate::history::{History, HistoryStore};
 
@@ -18,7 +16,7 @@ pub enum StoreKind {
     /// [`MemStore`]: what etcd promises, without etcd. Backups and restores are of this one.
     Memory,
     /// [`RedbStore`] over an in-memory disk, its writes committed on the caller
-    /// ([`Driver::Inline`]); the disk fills up (`disk_full`).
+    /// (`Driver::Inline`); the disk fills up (`disk_full`).
     Redb,
 }
 
@@ -86,9 +84,7 @@ impl SimStore {
                     "the simulated disk",
                     faults.clone(),
                     RedbOptions::default(),
-                    Driver::Inline {
-                        now_ms: Arc::new(move || sim_ms.load(Ordering::Relaxed)),
-                    },
+                    Arc::new(move || sim_ms.load(Ordering::Relaxed)),
                 )?);
                 Self {
                     written: Arc::new(HistoryStore::new(

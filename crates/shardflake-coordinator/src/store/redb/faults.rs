@@ -44,13 +44,15 @@ impl RedbStore {
     }
 
     /// Creates a store on a new in-memory disk that fails as `faults` says, run by
-    /// `driver`; a reopen after a failed write finds the disk as its last commit left it.
-    /// For the simulation: redb's own code over a disk it controls.
+    /// [`Driver::Inline`] on the clock `now_ms`; a reopen after a failed write finds the
+    /// disk as its last commit left it. For the simulation: redb's own code over a disk it
+    /// controls. Inline only: the in-memory disk has no file lock, so a reader on another
+    /// thread could hold the old handle while a writer thread opened a second one.
     pub fn open_in_memory(
         name: &str,
         faults: Arc<DiskFaults>,
         options: RedbOptions,
-        driver: Driver,
+        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self, StoreError> {
         let disk = Arc::new(::redb::backends::InMemoryBackend::new());
         let open = move || {
@@ -60,6 +62,7 @@ impl RedbStore {
             })
         };
         let db = open().map_err(|e| StoreError::Backend(format!("cannot open {name}: {e}")))?;
+        let driver = Driver::Inline { now_ms };
         Self::start(db, PathBuf::from(name), options, Box::new(open), driver)
     }
 }
