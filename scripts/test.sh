@@ -145,11 +145,12 @@ step "SOAK_PROFILE=debug scripts/soak.sh 60 200 10"
 SOAK_PROFILE=debug scripts/soak.sh 60 200 10
 
 # The deterministic simulation: the real coordinators, nodes (leases, namespaces, temporal
-# layouts), an SDK client and a lying client over a simulated network under seeded faults,
+# layouts; the memory store or redb on a simulated disk), an SDK client and a lying client
+# over a simulated network under seeded faults,
 # 400 seeds, each in a process of its own, one per CPU at once (`--seeds N` for more,
 # `--seed S` for one seed's trace), then a sample of 20 more seeds each run twice and
 # compared (`--check-determinism`); exits non-zero on any violation or difference. Budget:
-# about 7 minutes after the release build (72 seeds a minute on a 2-core machine).
+# about 5 minutes after the release build (about 100 seeds a minute on a 2-core machine).
 step "cargo run --release --locked -p shardflake-sim -- --seeds 400"
 cargo run --release --locked -p shardflake-sim -- --seeds 400
 step "cargo run --release --locked -p shardflake-sim -- --seeds 20 --first-seed 401 --check-dete"
@@ -158,7 +159,7 @@ cargo run --release --locked -p shardflake-sim -- --seeds 20 --first-seed 401 --
 # The mutant table: every re-introduced bug of `shardflake::mutant` switched on in turn in
 # the simulation built above (no build of its own), or for a bug out of its reach, in the
 # component test that crates/shardflake-sim/mutants/EXPECTED names (from the test build
-# above); fails when one is not caught within 150 seeds. Budget: about 3 minutes (2 here).
+# above); fails when one is not caught within 150 seeds. Budget: about 2 minutes (1 here).
 step "SHARDFLAKE_TEST_FEATURES=shardflake-cli/etcd scripts/sim-mutants.sh 150"
 SHARDFLAKE_TEST_FEATURES=shardflake-cli/etcd scripts/sim-mutants.sh 150
 
